@@ -1,0 +1,314 @@
+//! Sealing (format.md §7) and the master key (format.md §5).
+//!
+//! Every blob and sealed object is `nonce ‖ XChaCha20-Poly1305(frame) ‖ tag`,
+//! where the frame's first byte says whether zstd compressed the rest. Blobs
+//! are additionally checked against their keyed id after opening, so a blob
+//! filed under the wrong entry is caught even though it authenticates.
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+
+use crate::{BlobType, FormatError, Id, MAX_BLOB_SIZE, MAX_OBJECT_SIZE};
+
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+/// Bytes a sealed blob adds to its (possibly compressed) content.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN + 1;
+
+const FLAG_RAW: u8 = 0;
+const FLAG_ZSTD: u8 = 1;
+
+/// The repository's secrets. Never written anywhere unwrapped.
+#[derive(Clone)]
+pub struct MasterKey {
+    enc_key: [u8; 32],
+    id_key: [u8; 32],
+    chunker_key: [u8; 32],
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    pub fn random() -> MasterKey {
+        MasterKey {
+            enc_key: rand::random(),
+            id_key: rand::random(),
+            chunker_key: rand::random(),
+        }
+    }
+
+    pub(crate) fn to_bytes(&self) -> [u8; 96] {
+        let mut out = [0u8; 96];
+        out[..32].copy_from_slice(&self.enc_key);
+        out[32..64].copy_from_slice(&self.id_key);
+        out[64..].copy_from_slice(&self.chunker_key);
+        out
+    }
+
+    pub(crate) fn from_bytes(b: &[u8]) -> Result<MasterKey, FormatError> {
+        if b.len() != 96 {
+            return Err(FormatError::corrupt("key file", "master key is not 96 bytes"));
+        }
+        let mut k = MasterKey {
+            enc_key: [0; 32],
+            id_key: [0; 32],
+            chunker_key: [0; 32],
+        };
+        k.enc_key.copy_from_slice(&b[..32]);
+        k.id_key.copy_from_slice(&b[32..64]);
+        k.chunker_key.copy_from_slice(&b[64..]);
+        Ok(k)
+    }
+
+    /// The keyed id of a blob's content (format.md §3).
+    pub fn blob_id(&self, content: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.id_key, content).as_bytes())
+    }
+
+    /// The chunker's gear table (format.md §6).
+    pub fn gear_table(&self) -> [u64; 256] {
+        let mut bytes = [0u8; 2048];
+        let mut hasher = blake3::Hasher::new_keyed(&self.chunker_key);
+        hasher.update(b"kura gear table v1");
+        hasher.finalize_xof().fill(&mut bytes);
+        let mut table = [0u64; 256];
+        for (i, v) in table.iter_mut().enumerate() {
+            *v = u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        }
+        table
+    }
+
+    /// Seals blob content, compressing it when that saves at least 3%.
+    /// `zstd_level` 0 stores it uncompressed.
+    pub fn seal_blob(&self, content: &[u8], zstd_level: i32) -> Result<Vec<u8>, FormatError> {
+        if content.len() > MAX_BLOB_SIZE as usize {
+            return Err(FormatError::corrupt("blob", "larger than 64 MiB"));
+        }
+        Ok(seal_with(&self.enc_key, content, zstd_level))
+    }
+
+    /// Opens a sealed blob and checks it against `id` (format.md §7).
+    pub fn open_blob(
+        &self,
+        sealed: &[u8],
+        ty: BlobType,
+        id: &Id,
+        raw_len: u32,
+    ) -> Result<Vec<u8>, FormatError> {
+        let what = ty.what();
+        let content = open_with(&self.enc_key, sealed, what, raw_len.min(MAX_BLOB_SIZE) as usize)?;
+        if content.len() != raw_len as usize {
+            return Err(FormatError::corrupt(
+                what,
+                format!("{} bytes where {raw_len} were recorded", content.len()),
+            ));
+        }
+        if self.blob_id(&content) != *id {
+            return Err(FormatError::corrupt(
+                what,
+                format!("content does not hash to its id {}", id.short()),
+            ));
+        }
+        Ok(content)
+    }
+
+    /// Seals a whole object (index, snapshot, session, marker, pack header).
+    pub fn seal_object(&self, content: &[u8], zstd_level: i32) -> Vec<u8> {
+        seal_with(&self.enc_key, content, zstd_level)
+    }
+
+    pub fn open_object(&self, sealed: &[u8], what: &'static str) -> Result<Vec<u8>, FormatError> {
+        open_with(&self.enc_key, sealed, what, MAX_OBJECT_SIZE)
+    }
+}
+
+pub(crate) fn seal_with(key: &[u8; 32], content: &[u8], zstd_level: i32) -> Vec<u8> {
+    let compressed = if zstd_level > 0 && content.len() >= 64 {
+        zstd::bulk::compress(content, zstd_level)
+            .ok()
+            .filter(|c| c.len() < content.len() - content.len() / 33)
+    } else {
+        None
+    };
+    let (flag, body) = match &compressed {
+        Some(c) => (FLAG_ZSTD, c.as_slice()),
+        None => (FLAG_RAW, content),
+    };
+    seal_raw(key, flag, body)
+}
+
+pub(crate) fn seal_raw(key: &[u8; 32], flag: u8, body: &[u8]) -> Vec<u8> {
+    let nonce: [u8; NONCE_LEN] = rand::random();
+    let mut out = Vec::with_capacity(NONCE_LEN + 1 + body.len() + TAG_LEN);
+    out.extend_from_slice(&nonce);
+    out.push(flag);
+    out.extend_from_slice(body);
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), b"", &mut out[NONCE_LEN..])
+        .expect("XChaCha20-Poly1305 accepts any length kura produces");
+    out.extend_from_slice(&tag);
+    out
+}
+
+/// Authenticates and decrypts, returning `flag ‖ body`.
+pub(crate) fn unseal_raw(key: &[u8; 32], sealed: &[u8], what: &'static str) -> Result<Vec<u8>, FormatError> {
+    if sealed.len() < NONCE_LEN + TAG_LEN + 1 {
+        return Err(FormatError::corrupt(
+            what,
+            format!("{} bytes is too short to be sealed", sealed.len()),
+        ));
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let mut buf = ct.to_vec();
+    XChaCha20Poly1305::new(key.into())
+        .decrypt_in_place_detached(XNonce::from_slice(nonce), b"", &mut buf, Tag::from_slice(tag))
+        .map_err(|_| FormatError::Unauthentic { what })?;
+    Ok(buf)
+}
+
+fn open_with(
+    key: &[u8; 32],
+    sealed: &[u8],
+    what: &'static str,
+    limit: usize,
+) -> Result<Vec<u8>, FormatError> {
+    let mut frame = unseal_raw(key, sealed, what)?;
+    match frame[0] {
+        FLAG_RAW => {
+            frame.remove(0);
+            if frame.len() > limit {
+                return Err(FormatError::corrupt(what, "larger than its recorded size"));
+            }
+            Ok(frame)
+        }
+        FLAG_ZSTD => zstd::bulk::decompress(&frame[1..], limit)
+            .map_err(|e| FormatError::corrupt(what, format!("zstd: {e}"))),
+        f => Err(FormatError::corrupt(what, format!("unknown frame flag {f}"))),
+    }
+}
+
+/// Argon2id cost parameters (format.md §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KdfParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for KdfParams {
+    fn default() -> Self {
+        KdfParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+        }
+    }
+}
+
+impl KdfParams {
+    /// Cheap parameters for test suites only; never a default.
+    pub fn insecure_for_tests() -> Self {
+        KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32], FormatError> {
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map_err(|e| FormatError::Kdf(e.to_string()))?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut out = [0u8; 32];
+        argon
+            .hash_password_into(password, salt, &mut out)
+            .map_err(|e| FormatError::Kdf(e.to_string()))?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn incompressible_blob_is_stored_raw_with_fixed_overhead() {
+        let key = MasterKey::random();
+        let data: Vec<u8> = (0..10_000).map(|_| rand::random::<u8>()).collect();
+        let sealed = key.seal_blob(&data, 3).unwrap();
+        assert_eq!(sealed.len(), data.len() + SEAL_OVERHEAD);
+    }
+
+    #[test]
+    fn compressible_blob_shrinks() {
+        let key = MasterKey::random();
+        let data = vec![b'a'; 100_000];
+        let sealed = key.seal_blob(&data, 3).unwrap();
+        assert!(sealed.len() < 1000);
+        let id = key.blob_id(&data);
+        assert_eq!(
+            key.open_blob(&sealed, BlobType::Data, &id, 100_000).unwrap(),
+            data
+        );
+    }
+
+    #[test]
+    fn any_flipped_bit_is_detected() {
+        let key = MasterKey::random();
+        let data = b"the quick brown fox".to_vec();
+        let id = key.blob_id(&data);
+        let sealed = key.seal_blob(&data, 3).unwrap();
+        for i in 0..sealed.len() * 8 {
+            let mut bad = sealed.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(key
+                .open_blob(&bad, BlobType::Data, &id, data.len() as u32)
+                .is_err());
+        }
+    }
+
+    #[test]
+    fn blob_under_wrong_id_is_refused() {
+        let key = MasterKey::random();
+        let sealed = key.seal_blob(b"one", 0).unwrap();
+        let wrong = key.blob_id(b"two");
+        let err = key.open_blob(&sealed, BlobType::Data, &wrong, 3).unwrap_err();
+        assert!(matches!(err, FormatError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn other_key_cannot_open() {
+        let a = MasterKey::random();
+        let b = MasterKey::random();
+        let sealed = a.seal_object(b"secret", 3);
+        assert!(matches!(
+            b.open_object(&sealed, "x"),
+            Err(FormatError::Unauthentic { .. })
+        ));
+    }
+
+    #[test]
+    fn decompression_is_bounded_by_recorded_size() {
+        let key = MasterKey::random();
+        let data = vec![0u8; 1 << 20];
+        let id = key.blob_id(&data);
+        let sealed = key.seal_blob(&data, 3).unwrap();
+        assert!(key.open_blob(&sealed, BlobType::Data, &id, 1000).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn seal_open_round_trip(data in proptest::collection::vec(any::<u8>(), 0..5000), level in 0i32..4) {
+            let key = MasterKey::random();
+            let id = key.blob_id(&data);
+            let sealed = key.seal_blob(&data, level).unwrap();
+            prop_assert_eq!(key.open_blob(&sealed, BlobType::Data, &id, data.len() as u32).unwrap(), data);
+        }
+    }
+}
