@@ -1,1 +1,66 @@
+//! Storage for kura repositories.
+//!
+//! [`Store`] is a flat key → bytes namespace with a small contract that every
+//! backend honours and that the conformance suite (`tests/conformance.rs`)
+//! checks against real servers. Features are wrappers around a store, not
+//! flags inside one: `Retry::new(OpendalStore::s3(..))`.
+//!
+//! Two implementations: [`LocalStore`] for a directory (our own code, for
+//! control over fsync and atomic rename) and [`OpendalStore`] for S3-compatible,
+//! GCS and Azure Blob storage (through OpenDAL; ARCHITECTURE.md says why).
+#![forbid(unsafe_code)]
 
+mod error;
+mod local;
+mod object;
+mod retry;
+mod url;
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use error::{ErrorKind, StoreError};
+pub use local::LocalStore;
+pub use object::OpendalStore;
+pub use retry::{Faulty, Retry, RetryPolicy};
+pub use url::{open_url, StoreUrl};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The key relative to the store's root, `/`-separated.
+    pub key: String,
+    pub size: u64,
+}
+
+/// The storage contract.
+///
+/// * Keys are `/`-separated relative paths without a leading `/`.
+/// * **Atomic:** a reader never sees a partially written object, on any store.
+/// * A missing key is [`ErrorKind::NotFound`] for `get`, `get_range` and `stat`;
+///   `delete` of a missing key succeeds; `list` of a missing prefix is empty.
+/// * `put` replaces an existing object. `put_new` fails with
+///   [`ErrorKind::AlreadyExists`] when the key exists; on stores that enforce
+///   conditional writes this is atomic against concurrent creators.
+/// * Every error says whether retrying may help ([`StoreError::is_transient`]);
+///   all operations are idempotent, so a transient failure may be retried as is.
+///   A `put_new` retried after a lost reply may report `AlreadyExists` for its
+///   own object; callers writing content-addressed objects treat that as done.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+    async fn put_new(&self, key: &str, data: Bytes) -> Result<()>;
+    async fn get(&self, key: &str) -> Result<Bytes>;
+    /// Exactly the bytes in `range`; a range past the end is an error.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    async fn stat(&self, key: &str) -> Result<ObjectMeta>;
+    /// Every object under `prefix` (recursively), in no particular order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// Where this store is, for messages: a path or URL without secrets.
+    fn location(&self) -> String;
+}

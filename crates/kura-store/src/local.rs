@@ -1,0 +1,216 @@
+//! A repository in a local directory.
+//!
+//! Atomicity (format.md §12.2): every object is written to a temporary file
+//! in its final directory, fsynced, renamed into place, and the directory is
+//! fsynced, so a crash or power loss leaves either the old state or the
+//! complete new object. `put_new` publishes with `link(2)`, which fails if the
+//! name exists, making creation exclusive even between processes.
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{ErrorKind, ObjectMeta, Result, Store, StoreError};
+
+/// Temporary files start with this; listings skip them.
+const TMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> LocalStore {
+        LocalStore { root: root.into() }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(PathBuf) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || f(root))
+            .await
+            .map_err(|e| StoreError::new(ErrorKind::Other, "task", "", e.to_string()))?
+    }
+}
+
+fn write_temp(final_path: &Path, data: &[u8], key: &str) -> Result<PathBuf> {
+    let dir = final_path.parent().expect("object paths have a parent");
+    fs::create_dir_all(dir).map_err(|e| StoreError::from_io("put", key, e))?;
+    let tmp = dir.join(format!("{TMP_PREFIX}{:016x}", rand::random::<u64>()));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(StoreError::from_io("put", key, e));
+    }
+    Ok(tmp)
+}
+
+fn sync_dir(path: &Path) {
+    // Best effort: some filesystems refuse fsync on directories; the rename
+    // itself is still atomic there.
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let key = key.to_string();
+        self.blocking(move |root| {
+            let path = root.join(&key);
+            let tmp = write_temp(&path, &data, &key)?;
+            fs::rename(&tmp, &path).map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                StoreError::from_io("put", &key, e)
+            })?;
+            sync_dir(&path);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
+        let key = key.to_string();
+        self.blocking(move |root| {
+            let path = root.join(&key);
+            if path.exists() {
+                return Err(StoreError::new(
+                    ErrorKind::AlreadyExists,
+                    "put_new",
+                    &key,
+                    "object exists",
+                ));
+            }
+            let tmp = write_temp(&path, &data, &key)?;
+            let linked = fs::hard_link(&tmp, &path);
+            let _ = fs::remove_file(&tmp);
+            linked.map_err(|e| StoreError::from_io("put_new", &key, e))?;
+            sync_dir(&path);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let key = key.to_string();
+        self.blocking(move |root| {
+            fs::read(root.join(&key))
+                .map(Bytes::from)
+                .map_err(|e| StoreError::from_io("get", &key, e))
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let key = key.to_string();
+        self.blocking(move |root| {
+            let io = |e| StoreError::from_io("get_range", &key, e);
+            let mut f = File::open(root.join(&key)).map_err(io)?;
+            let len = f.metadata().map_err(io)?.len();
+            if range.end > len || range.start > range.end {
+                return Err(StoreError::new(
+                    ErrorKind::Other,
+                    "get_range",
+                    &key,
+                    format!("range {range:?} outside object of {len} bytes"),
+                ));
+            }
+            f.seek(SeekFrom::Start(range.start)).map_err(io)?;
+            let mut buf = vec![0u8; (range.end - range.start) as usize];
+            f.read_exact(&mut buf).map_err(io)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn stat(&self, key: &str) -> Result<ObjectMeta> {
+        let key = key.to_string();
+        self.blocking(move |root| {
+            let m = fs::metadata(root.join(&key)).map_err(|e| StoreError::from_io("stat", &key, e))?;
+            Ok(ObjectMeta { key, size: m.len() })
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix = prefix.to_string();
+        self.blocking(move |root| {
+            let mut out = Vec::new();
+            let start = root.join(&prefix);
+            walk(&root, &start, &mut out).map_err(|e| StoreError::from_io("list", &prefix, e))?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let key = key.to_string();
+        self.blocking(move |root| match fs::remove_file(root.join(&key)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::from_io("delete", &key, e)),
+        })
+        .await
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with(TMP_PREFIX) {
+            continue;
+        }
+        let ft = entry.file_type()?;
+        let path = entry.path();
+        if ft.is_dir() {
+            walk(root, &path, out)?;
+        } else if ft.is_file() {
+            let rel = path.strip_prefix(root).expect("walk stays under root");
+            out.push(ObjectMeta {
+                key: rel.to_string_lossy().replace('\\', "/"),
+                size: entry.metadata()?.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl LocalStore {
+    /// The directory this store writes into.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The absolute path of a key, for tests that damage a repository on
+    /// purpose.
+    pub fn path_of(&self, key: &str) -> PathBuf {
+        self.path(key)
+    }
+}

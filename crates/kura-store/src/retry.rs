@@ -1,0 +1,177 @@
+//! Retrying with backoff, and fault injection for tests, as wrappers around
+//! any [`Store`].
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{ErrorKind, ObjectMeta, Result, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// A single attempt that takes longer fails as transient: a hung
+    /// connection must not hang a scheduled backup forever.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 8,
+            first_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(15),
+            attempt_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Retries transient errors with exponential backoff and full jitter.
+#[derive(Debug)]
+pub struct Retry<S> {
+    inner: S,
+    policy: RetryPolicy,
+}
+
+impl<S: Store> Retry<S> {
+    pub fn new(inner: S) -> Self {
+        Retry {
+            inner,
+            policy: RetryPolicy::default(),
+        }
+    }
+
+    pub fn with_policy(inner: S, policy: RetryPolicy) -> Self {
+        Retry { inner, policy }
+    }
+
+    async fn run<T, F, Fut>(&self, op: &'static str, key: &str, f: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut delay = self.policy.first_delay;
+        let mut attempt = 1;
+        loop {
+            let result = match tokio::time::timeout(self.policy.attempt_timeout, f()).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::new(
+                    ErrorKind::Transient,
+                    op,
+                    key,
+                    format!("no answer within {:?}", self.policy.attempt_timeout),
+                )),
+            };
+            match result {
+                Err(e) if e.is_transient() && attempt < self.policy.attempts => {
+                    let jittered = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    tracing::warn!(op, key, attempt, error = %e, "transient storage error, retrying in {jittered:?}");
+                    tokio::time::sleep(jittered).await;
+                    delay = (delay * 2).min(self.policy.max_delay);
+                    attempt += 1;
+                }
+                Err(mut e) if e.is_transient() => {
+                    e.message = format!("{} (gave up after {attempt} attempts)", e.message);
+                    return Err(e);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for Retry<S> {
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.run("put", key, || self.inner.put(key, data.clone())).await
+    }
+    async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
+        self.run("put_new", key, || self.inner.put_new(key, data.clone()))
+            .await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.run("get", key, || self.inner.get(key)).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.run("get_range", key, || self.inner.get_range(key, range.clone()))
+            .await
+    }
+    async fn stat(&self, key: &str) -> Result<ObjectMeta> {
+        self.run("stat", key, || self.inner.stat(key)).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.run("list", prefix, || self.inner.list(prefix)).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.run("delete", key, || self.inner.delete(key)).await
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+/// Fails every `every`-th operation with a transient error before it reaches
+/// the inner store. For tests of the layers above.
+#[derive(Debug)]
+pub struct Faulty<S> {
+    inner: S,
+    every: u64,
+    count: AtomicU64,
+}
+
+impl<S: Store> Faulty<S> {
+    pub fn new(inner: S, every: u64) -> Self {
+        Faulty {
+            inner,
+            every: every.max(1),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn trip(&self, op: &'static str, key: &str) -> Result<()> {
+        if self.count.fetch_add(1, Ordering::Relaxed) % self.every == 0 {
+            return Err(StoreError::new(ErrorKind::Transient, op, key, "injected fault"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for Faulty<S> {
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.trip("put", key)?;
+        self.inner.put(key, data).await
+    }
+    async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
+        self.trip("put_new", key)?;
+        self.inner.put_new(key, data).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.trip("get", key)?;
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.trip("get_range", key)?;
+        self.inner.get_range(key, range).await
+    }
+    async fn stat(&self, key: &str) -> Result<ObjectMeta> {
+        self.trip("stat", key)?;
+        self.inner.stat(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.trip("list", prefix)?;
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.trip("delete", key)?;
+        self.inner.delete(key).await
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}

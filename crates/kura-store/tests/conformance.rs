@@ -1,0 +1,41 @@
+//! Every store passes the same contract (kura_testkit::run_conformance),
+//! each against a real backend on this machine.
+use kura_store::{open_url, LocalStore, Retry};
+use kura_testkit::{run_conformance, MotoServer};
+
+#[tokio::test]
+async fn local_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    run_conformance(&LocalStore::new(dir.path().join("repo"))).await;
+}
+
+#[tokio::test]
+async fn local_store_through_retry_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    run_conformance(&Retry::new(LocalStore::new(dir.path()))).await;
+}
+
+#[tokio::test]
+async fn s3_store_conforms_against_moto() {
+    let moto = MotoServer::start();
+    moto.create_bucket("conformance");
+    let store = open_url("s3://conformance/some/prefix", &moto.env_fn()).unwrap();
+    run_conformance(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn retry_rides_out_transient_faults() {
+    use kura_store::{Faulty, RetryPolicy, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let policy = RetryPolicy {
+        first_delay: std::time::Duration::from_millis(1),
+        ..Default::default()
+    };
+    // Every second call fails; with retries the whole contract still holds.
+    let store = Retry::with_policy(Faulty::new(LocalStore::new(dir.path()), 2), policy);
+    run_conformance(&store).await;
+    // Without retries, the fault surfaces as transient.
+    let bare = Faulty::new(LocalStore::new(dir.path()), 1);
+    let e = bare.get("x").await.unwrap_err();
+    assert!(e.is_transient());
+}

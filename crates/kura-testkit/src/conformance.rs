@@ -1,0 +1,128 @@
+//! The contract of `kura_store::Store`, checked the same way for every store.
+use bytes::Bytes;
+use kura_store::{ErrorKind, Store};
+
+/// Runs every check of the storage contract against `store`, which must be
+/// empty. Panics with the failing check's name.
+pub async fn run_conformance(store: &dyn Store) {
+    let loc = store.location();
+
+    // A missing key is NotFound; delete of it succeeds; an empty prefix lists empty.
+    let e = store.get("data/00/missing").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{loc}: get of a missing key: {e}");
+    let e = store.stat("data/00/missing").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{loc}: stat of a missing key: {e}");
+    let e = store.get_range("data/00/missing", 0..1).await.unwrap_err();
+    assert_eq!(
+        e.kind,
+        ErrorKind::NotFound,
+        "{loc}: get_range of a missing key: {e}"
+    );
+    store
+        .delete("data/00/missing")
+        .await
+        .expect("delete of a missing key succeeds");
+    assert!(
+        store.list("snapshots/").await.unwrap().is_empty(),
+        "{loc}: empty prefix lists empty"
+    );
+
+    // put / get / stat / range.
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    store.put("data/ab/one", Bytes::from(body.clone())).await.unwrap();
+    assert_eq!(
+        store.get("data/ab/one").await.unwrap(),
+        body,
+        "{loc}: get returns what put wrote"
+    );
+    assert_eq!(store.stat("data/ab/one").await.unwrap().size, body.len() as u64);
+    assert_eq!(
+        store.get_range("data/ab/one", 10..20).await.unwrap(),
+        &body[10..20]
+    );
+    assert_eq!(
+        store.get_range("data/ab/one", 99_990..100_000).await.unwrap(),
+        &body[99_990..]
+    );
+    assert!(
+        store.get_range("data/ab/one", 99_990..100_010).await.is_err(),
+        "{loc}: a range past the end is an error"
+    );
+
+    // An empty object is an object.
+    store.put("keys/empty", Bytes::new()).await.unwrap();
+    assert_eq!(store.get("keys/empty").await.unwrap().len(), 0);
+
+    // put replaces.
+    store
+        .put("data/ab/one", Bytes::from_static(b"second"))
+        .await
+        .unwrap();
+    assert_eq!(store.get("data/ab/one").await.unwrap(), &b"second"[..]);
+
+    // put_new creates once.
+    store
+        .put_new("locks/prune", Bytes::from_static(b"first"))
+        .await
+        .unwrap();
+    let e = store
+        .put_new("locks/prune", Bytes::from_static(b"again"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.kind,
+        ErrorKind::AlreadyExists,
+        "{loc}: put_new over an existing key: {e}"
+    );
+    assert_eq!(
+        store.get("locks/prune").await.unwrap(),
+        &b"first"[..],
+        "{loc}: put_new must not overwrite"
+    );
+
+    // Concurrent put_new: exactly one wins.
+    let attempts = (0..8).map(|i| store.put_new("locks/race", Bytes::from(vec![i as u8; 10])));
+    let results = futures::future::join_all(attempts).await;
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 1, "{loc}: exactly one concurrent put_new wins: {results:?}");
+
+    // list is recursive, relative to the root, and sized.
+    store.put("data/cd/two", Bytes::from_static(b"22")).await.unwrap();
+    let mut listed = store.list("data/").await.unwrap();
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    let keys: Vec<(&str, u64)> = listed.iter().map(|m| (m.key.as_str(), m.size)).collect();
+    assert_eq!(
+        keys,
+        vec![("data/ab/one", 6), ("data/cd/two", 2)],
+        "{loc}: recursive listing"
+    );
+
+    // Large objects (multipart on object stores) round-trip.
+    let big: Vec<u8> = (0..(20u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    store.put("data/ef/big", Bytes::from(big.clone())).await.unwrap();
+    assert_eq!(store.stat("data/ef/big").await.unwrap().size, big.len() as u64);
+    let back = store.get("data/ef/big").await.unwrap();
+    assert!(back == big, "{loc}: a 20 MiB object round-trips");
+
+    // delete removes.
+    for key in [
+        "data/ab/one",
+        "data/cd/two",
+        "data/ef/big",
+        "keys/empty",
+        "locks/prune",
+        "locks/race",
+    ] {
+        store.delete(key).await.unwrap();
+    }
+    assert!(
+        store.list("data/").await.unwrap().is_empty(),
+        "{loc}: deleted objects are gone"
+    );
+    assert_eq!(
+        store.get("data/ab/one").await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+}

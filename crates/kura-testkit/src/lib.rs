@@ -1,0 +1,12 @@
+//! Test support shared by kura's crates: fixtures that start real servers on
+//! loopback, and the conformance suite every [`Store`] must pass.
+//!
+//! A fixture whose server is not installed panics with the command that
+//! installs it: a test never passes silently without its server.
+#![forbid(unsafe_code)]
+
+mod conformance;
+mod servers;
+
+pub use conformance::run_conformance;
+pub use servers::{free_port, MotoServer};
