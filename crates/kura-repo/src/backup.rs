@@ -1,0 +1,533 @@
+//! Backup of files and directories, and of streams.
+//!
+//! The tree is walked depth-first in name order; files of a directory are
+//! processed concurrently on worker threads while the directory's own tree
+//! blob waits for its children. A file whose size, mtime, ctime, inode and
+//! device match its node in the parent snapshot is not read again: its
+//! content list is reused, provided every blob of it is still indexed.
+use std::collections::BTreeMap;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use kura_format::snapshot::{Snapshot, Summary, Warning};
+use kura_format::tree::{Node, NodeType, Tree};
+use kura_format::{BlobType, Id};
+use tokio::sync::Semaphore;
+
+use crate::saver::{Counters, Saver, StreamError};
+use crate::session::SessionGuard;
+use crate::{RepoError, Repository, Result};
+
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    /// Glob patterns. A pattern without `/` matches a name anywhere; one
+    /// with `/` matches the whole absolute path.
+    pub excludes: Vec<String>,
+    pub one_file_system: bool,
+    pub tags: Vec<String>,
+    pub hostname: String,
+    pub username: String,
+    /// The snapshot to compare against; `None` picks the latest one of the
+    /// same host and paths.
+    pub parent: Option<Id>,
+    /// Read every file even when the parent says it is unchanged.
+    pub force: bool,
+    /// Files processed at once; 0 picks one per core plus one.
+    pub concurrency: usize,
+}
+
+#[derive(Debug)]
+pub struct BackupResult {
+    pub id: Id,
+    pub snapshot: Snapshot,
+}
+
+struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+}
+
+impl Excludes {
+    fn new(patterns: &[String]) -> Result<Excludes> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        for p in patterns {
+            let glob = Glob::new(p).map_err(|e| RepoError::Refused(format!("exclude pattern {p:?}: {e}")))?;
+            if p.contains('/') {
+                paths.add(glob);
+            } else {
+                names.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| RepoError::Refused(format!("exclude patterns: {e}")));
+        Ok(Excludes { names: build(names)?, paths: build(paths)? })
+    }
+
+    fn excluded(&self, path: &Path) -> bool {
+        path.file_name().is_some_and(|n| self.names.is_match(n)) || self.paths.is_match(path)
+    }
+}
+
+struct Walker {
+    saver: Arc<Saver>,
+    opts: BackupOptions,
+    excludes: Excludes,
+    files: Semaphore,
+    warnings: Mutex<Vec<Warning>>,
+    summary: Mutex<Summary>,
+}
+
+/// A directory of the snapshot's root: either a real path given by the
+/// user, or a parent of one (`/srv` for `/srv/app`).
+#[derive(Default)]
+struct RootDir {
+    real: Option<PathBuf>,
+    children: BTreeMap<Vec<u8>, RootDir>,
+}
+
+pub async fn backup(
+    repo: &Arc<Repository>,
+    paths: &[PathBuf],
+    opts: &BackupOptions,
+    counters: Arc<Counters>,
+) -> Result<BackupResult> {
+    let started = Instant::now();
+    let mut abs = Vec::new();
+    for p in paths {
+        let a = std::path::absolute(p).map_err(|e| RepoError::io(p, e))?;
+        std::fs::symlink_metadata(&a).map_err(|e| RepoError::io(&a, e))?;
+        abs.push(normalize(&a));
+    }
+    abs.sort();
+    abs.dedup();
+    let path_strings: Vec<String> = abs.iter().map(|p| p.display().to_string()).collect();
+
+    // format.md §12.3: the session exists before we read markers or index.
+    let session = SessionGuard::start(repo, "backup", &opts.hostname).await?;
+    let run = async {
+        let pending = repo.pending_deletion().await?;
+        let index = repo.load_index(&pending).await?;
+        let parent = pick_parent(repo, opts, &path_strings).await?;
+        let parent_tree = match &parent {
+            Some((_, snap)) if index.contains(&snap.tree) => repo.load_tree(&index, &snap.tree).await.ok(),
+            _ => None,
+        };
+        let (saver, uploader) = Saver::start(repo.clone(), index, counters);
+        let concurrency = if opts.concurrency == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+        } else {
+            opts.concurrency
+        };
+        let walker = Arc::new(Walker {
+            saver: saver.clone(),
+            opts: opts.clone(),
+            excludes: Excludes::new(&opts.excludes)?,
+            files: Semaphore::new(concurrency),
+            warnings: Mutex::new(Vec::new()),
+            summary: Mutex::new(Summary::default()),
+        });
+
+        let mut root = RootDir::default();
+        for p in &abs {
+            let mut node = &mut root;
+            for comp in p.components().skip(1) {
+                node = node.children.entry(comp.as_os_str().as_bytes().to_vec()).or_default();
+            }
+            node.real = Some(p.clone());
+        }
+        let tree_result = walker.clone().save_root(root, PathBuf::from("/"), parent_tree).await;
+        let tree_id = match tree_result {
+            Ok(id) => id,
+            Err(e) => {
+                saver.abort();
+                let _ = uploader.await;
+                return Err(e);
+            }
+        };
+        saver.clone().finish(uploader).await?;
+
+        let mut snap = Snapshot::new(tree_id, path_strings.clone());
+        snap.hostname = opts.hostname.clone();
+        snap.username = opts.username.clone();
+        snap.tags = opts.tags.clone();
+        snap.parent = parent.map(|(id, _)| id);
+        snap.warnings = std::mem::take(&mut *walker.warnings.lock().expect("warnings lock"));
+        let mut summary = walker.summary.lock().expect("summary lock").clone();
+        let c = &walker.saver.counters;
+        summary.blobs_new = c.blobs_new.load(Ordering::Relaxed);
+        summary.bytes_new = c.bytes_new.load(Ordering::Relaxed);
+        summary.bytes_stored = c.bytes_stored.load(Ordering::Relaxed);
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        snap.summary = summary;
+        // format.md §12.1: packs and index are complete; now the snapshot.
+        let id = repo.save_snapshot(&snap).await?;
+        Ok(BackupResult { id, snapshot: snap })
+    }
+    .await;
+    // §12.3: the session ends only after the snapshot is written (or the
+    // backup failed, in which case there is nothing to protect).
+    session.finish().await;
+    run
+}
+
+/// Backs up a stream (stdin, a command's output) as one file named `name`.
+/// `finish` is called after the stream ends and may veto the snapshot (a
+/// command that exited non-zero).
+pub async fn backup_stream(
+    repo: &Arc<Repository>,
+    name: &str,
+    reader: Box<dyn std::io::Read + Send>,
+    opts: &BackupOptions,
+    counters: Arc<Counters>,
+    finish: Box<dyn FnOnce() -> std::result::Result<(), String> + Send>,
+) -> Result<BackupResult> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(RepoError::Refused(format!("stream name {name:?} must be a plain file name")));
+    }
+    let started = Instant::now();
+    let session = SessionGuard::start(repo, "backup", &opts.hostname).await?;
+    let run = async {
+        let pending = repo.pending_deletion().await?;
+        let index = repo.load_index(&pending).await?;
+        let (saver, uploader) = Saver::start(repo.clone(), index, counters);
+        let s = saver.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            let r = s.save_stream(&mut reader, None);
+            drop(reader);
+            (r, finish())
+        })
+        .await
+        .map_err(|e| RepoError::Refused(e.to_string()))?;
+        let (content, size) = match stored {
+            (Ok(x), Ok(())) => x,
+            (Err(StreamError::Repo(e)), _) => {
+                saver.abort();
+                let _ = uploader.await;
+                return Err(e);
+            }
+            (Err(StreamError::Source(e)), _) => {
+                saver.abort();
+                let _ = uploader.await;
+                return Err(RepoError::StreamSource(e.to_string()));
+            }
+            (Ok(_), Err(msg)) => {
+                saver.abort();
+                let _ = uploader.await;
+                return Err(RepoError::StreamSource(msg));
+            }
+        };
+        let now = chrono::Utc::now();
+        let mut node = Node::new(name, NodeType::File);
+        node.mode = 0o600;
+        node.mtime = (now.timestamp(), now.timestamp_subsec_nanos());
+        node.ctime = node.mtime;
+        node.size = Some(size);
+        node.content = Some(content);
+        let mut tree = Tree { nodes: vec![node] };
+        let bytes = tree.encode();
+        let s = saver.clone();
+        let tree_id = tokio::task::spawn_blocking(move || s.save_blob(BlobType::Tree, &bytes))
+            .await
+            .map_err(|e| RepoError::Refused(e.to_string()))??;
+        saver.clone().finish(uploader).await?;
+        let mut snap = Snapshot::new(tree_id, vec![name.to_string()]);
+        snap.hostname = opts.hostname.clone();
+        snap.username = opts.username.clone();
+        snap.tags = opts.tags.clone();
+        let c = &saver.counters;
+        snap.summary = Summary {
+            files: 1,
+            bytes: size,
+            files_new: 1,
+            blobs_new: c.blobs_new.load(Ordering::Relaxed),
+            bytes_new: c.bytes_new.load(Ordering::Relaxed),
+            bytes_stored: c.bytes_stored.load(Ordering::Relaxed),
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..Summary::default()
+        };
+        let id = repo.save_snapshot(&snap).await?;
+        Ok(BackupResult { id, snapshot: snap })
+    }
+    .await;
+    session.finish().await;
+    run
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+async fn pick_parent(
+    repo: &Repository,
+    opts: &BackupOptions,
+    paths: &[String],
+) -> Result<Option<(Id, Snapshot)>> {
+    if opts.force {
+        return Ok(None);
+    }
+    if let Some(id) = opts.parent {
+        return repo.find_snapshot(&id.to_hex()).await.map(Some);
+    }
+    let (all, _) = repo.snapshots().await?;
+    Ok(all.into_iter().rev().find(|(_, s)| s.hostname == opts.hostname && s.paths == paths))
+}
+
+fn node_from_metadata(name: &[u8], m: &Metadata) -> Node {
+    let ft = m.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    let kind = if ft.is_dir() {
+        NodeType::Dir
+    } else if ft.is_symlink() {
+        NodeType::Symlink
+    } else if ft.is_fifo() {
+        NodeType::Fifo
+    } else if ft.is_socket() {
+        NodeType::Socket
+    } else if ft.is_char_device() {
+        NodeType::Chardev
+    } else if ft.is_block_device() {
+        NodeType::Blockdev
+    } else {
+        NodeType::File
+    };
+    let mut n = Node::new("", kind);
+    n.set_name_bytes(name);
+    n.mode = m.mode() & 0o7777;
+    n.uid = m.uid();
+    n.gid = m.gid();
+    n.mtime = (m.mtime(), m.mtime_nsec() as u32);
+    n.ctime = (m.ctime(), m.ctime_nsec() as u32);
+    n.inode = m.ino();
+    n.device = m.dev();
+    n.links = m.nlink();
+    if matches!(kind, NodeType::Chardev | NodeType::Blockdev) {
+        n.rdev = Some(m.rdev());
+    }
+    if kind == NodeType::File {
+        n.size = Some(m.len());
+    }
+    n
+}
+
+impl Walker {
+    fn warn(&self, path: &Path, message: String) {
+        tracing::warn!(path = %path.display(), "{message}");
+        self.warnings
+            .lock()
+            .expect("warnings lock")
+            .push(Warning { path: path.display().to_string(), message });
+    }
+
+    async fn save_tree(&self, mut tree: Tree) -> Result<Id> {
+        let saver = self.saver.clone();
+        let bytes = tree.encode();
+        tokio::task::spawn_blocking(move || saver.save_blob(BlobType::Tree, &bytes))
+            .await
+            .map_err(|e| RepoError::Refused(e.to_string()))?
+    }
+
+    async fn parent_subtree(&self, parent: Option<&Node>) -> Option<Tree> {
+        let id = parent.filter(|n| n.kind == NodeType::Dir)?.subtree?;
+        if !self.saver.index.contains(&id) {
+            return None;
+        }
+        self.saver.repo.load_tree(&self.saver.index, &id).await.ok()
+    }
+
+    /// The synthetic directories above the backed-up paths.
+    fn save_root(
+        self: Arc<Self>,
+        dir: RootDir,
+        path: PathBuf,
+        parent: Option<Tree>,
+    ) -> BoxFuture<'static, Result<Id>> {
+        Box::pin(async move {
+            let mut tree = Tree::default();
+            for (name, child) in dir.children {
+                let child_path = path.join(std::ffi::OsStr::from_bytes(&name));
+                let parent_node = parent.as_ref().and_then(|t| find(t, &name)).cloned();
+                let node = if let Some(real) = child.real {
+                    match self.clone().save_path(real, parent_node).await? {
+                        Some(n) => n,
+                        None => continue,
+                    }
+                } else {
+                    let meta = std::fs::metadata(&child_path).map_err(|e| RepoError::io(&child_path, e))?;
+                    let mut node = node_from_metadata(&name, &meta);
+                    let sub = self.parent_subtree(parent_node.as_ref()).await;
+                    node.subtree = Some(self.clone().save_root(child, child_path, sub).await?);
+                    node
+                };
+                tree.nodes.push(node);
+            }
+            self.save_tree(tree).await
+        })
+    }
+
+    /// One path: returns its node, or `None` when it is excluded or
+    /// vanished.
+    fn save_path(self: Arc<Self>, path: PathBuf, parent: Option<Node>) -> BoxFuture<'static, Result<Option<Node>>> {
+        Box::pin(async move {
+            let name = path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    self.warn(&path, format!("cannot stat: {e}"));
+                    return Ok(None);
+                }
+            };
+            let mut node = node_from_metadata(&name, &meta);
+            match node.kind {
+                NodeType::File => self.save_file(&path, &mut node, parent.as_ref()).await?,
+                NodeType::Symlink => match std::fs::read_link(&path) {
+                    Ok(t) => node.set_target_bytes(t.as_os_str().as_bytes()),
+                    Err(e) => {
+                        self.warn(&path, format!("cannot read link: {e}"));
+                        return Ok(None);
+                    }
+                },
+                NodeType::Dir => {
+                    self.summary.lock().expect("summary lock").dirs += 1;
+                    let sub = self.parent_subtree(parent.as_ref()).await;
+                    node.subtree = Some(self.clone().save_dir(&path, meta.dev(), sub).await?);
+                }
+                _ => {}
+            }
+            Ok(Some(node))
+        })
+    }
+
+    async fn save_dir(self: Arc<Self>, path: &Path, dev: u64, parent: Option<Tree>) -> Result<Id> {
+        let entries = match std::fs::read_dir(path) {
+            Ok(rd) => {
+                let mut v: Vec<PathBuf> = Vec::new();
+                for e in rd {
+                    match e {
+                        Ok(e) => v.push(e.path()),
+                        Err(e) => self.warn(path, format!("cannot list: {e}")),
+                    }
+                }
+                v
+            }
+            Err(e) => {
+                self.warn(path, format!("cannot list: {e}"));
+                Vec::new()
+            }
+        };
+        let mut children = Vec::new();
+        for p in entries {
+            if self.excludes.excluded(&p) {
+                continue;
+            }
+            if self.opts.one_file_system {
+                if let Ok(m) = std::fs::symlink_metadata(&p) {
+                    if m.is_dir() && m.dev() != dev {
+                        continue;
+                    }
+                }
+            }
+            let name = p.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+            let parent_node = parent.as_ref().and_then(|t| find(t, &name)).cloned();
+            children.push((p, parent_node));
+        }
+        let nodes: Vec<Option<Node>> = stream::iter(children)
+            .map(|(p, pn)| self.clone().save_path(p, pn))
+            .buffered(64)
+            .try_collect()
+            .await?;
+        self.save_tree(Tree { nodes: nodes.into_iter().flatten().collect() }).await
+    }
+
+    async fn save_file(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<()> {
+        let size = node.size.unwrap_or(0);
+        {
+            let mut s = self.summary.lock().expect("summary lock");
+            s.files += 1;
+            s.bytes += size;
+        }
+        if let Some(content) = self.unchanged_content(node, parent) {
+            self.summary.lock().expect("summary lock").files_unchanged += 1;
+            self.saver.counters.files.fetch_add(1, Ordering::Relaxed);
+            self.saver.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
+            node.content = Some(content);
+            return Ok(());
+        }
+        let _permit = self.files.acquire().await.expect("semaphore open");
+        let saver = self.saver.clone();
+        let p = path.to_path_buf();
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::File::open(&p).map_err(StreamError::Source)?;
+            saver.save_stream(&mut f, Some(size))
+        })
+        .await
+        .map_err(|e| RepoError::Refused(e.to_string()))?;
+        self.saver.counters.files.fetch_add(1, Ordering::Relaxed);
+        match stored {
+            Ok((content, read)) => {
+                node.size = Some(read);
+                node.content = Some(content);
+                let mut s = self.summary.lock().expect("summary lock");
+                if parent.is_some_and(|p| p.kind == NodeType::File) {
+                    s.files_changed += 1;
+                } else {
+                    s.files_new += 1;
+                }
+                Ok(())
+            }
+            Err(StreamError::Source(e)) => {
+                let msg = format!("cannot read: {e}");
+                self.warn(path, msg.clone());
+                node.error = Some(msg);
+                node.size = Some(0);
+                node.content = Some(Vec::new());
+                Ok(())
+            }
+            Err(StreamError::Repo(e)) => Err(e),
+        }
+    }
+
+    fn unchanged_content(&self, node: &Node, parent: Option<&Node>) -> Option<Vec<Id>> {
+        if self.opts.force {
+            return None;
+        }
+        let p = parent?;
+        let same = p.kind == NodeType::File
+            && p.error.is_none()
+            && p.size == node.size
+            && p.mtime == node.mtime
+            && p.ctime == node.ctime
+            && p.inode == node.inode
+            && p.device == node.device;
+        if !same {
+            return None;
+        }
+        let content = p.content.clone()?;
+        content.iter().all(|id| self.saver.index.contains(id)).then_some(content)
+    }
+}
+
+fn find<'a>(tree: &'a Tree, name: &[u8]) -> Option<&'a Node> {
+    // Nodes are sorted by name bytes (format.md §10).
+    let i = tree.nodes.partition_point(|n| n.name_bytes().unwrap_or_default().as_slice() < name);
+    tree.nodes.get(i).filter(|n| n.name_bytes().map(|b| b == name).unwrap_or(false))
+}

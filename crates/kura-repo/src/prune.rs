@@ -1,0 +1,356 @@
+//! Forgetting snapshots and reclaiming space (format.md §13).
+//!
+//! Backups never wait on prune and prune never deletes what a backup may be
+//! using: unused packs are first written to a deletion marker, and only a
+//! later prune deletes them, once the grace period has passed and every
+//! backup that could have seen them has finished (its session is gone) or
+//! died (its session went stale). Partly used packs are repacked: their used
+//! blobs are copied into new packs, indexed, and the old pack is marked.
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use futures::future::BoxFuture;
+use kura_format::index::IndexFile;
+use kura_format::session::{DeletionMarker, Session};
+use kura_format::tree::NodeType;
+use kura_format::{paths, Id};
+use kura_store::ErrorKind;
+use serde::Serialize;
+
+use crate::index::Index;
+use crate::saver::{Counters, Saver};
+use crate::{RepoError, Repository, Result};
+
+/// Deletes snapshots. Their data stays until prune reclaims it (§12.7).
+pub async fn forget(repo: &Repository, ids: &[Id]) -> Result<()> {
+    for id in ids {
+        repo.store().delete(&paths::snapshot(id)).await?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// How old a deletion marker must be before its packs are deleted. Also
+    /// bounds the clock skew tolerated between hosts.
+    pub grace: Duration,
+    /// Repack a pack when more than this fraction of its bytes is unused.
+    pub repack_unused: f64,
+    pub dry_run: bool,
+    pub hostname: String,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions { grace: Duration::minutes(10), repack_unused: 0.2, dry_run: false, hostname: String::new() }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub snapshots: u64,
+    pub packs: u64,
+    pub blobs_used: u64,
+    /// Packs written to a new deletion marker by this run.
+    pub packs_marked: u64,
+    pub bytes_marked: u64,
+    pub packs_repacked: u64,
+    pub blobs_repacked: u64,
+    /// Packs deleted by this run (marked by an earlier one).
+    pub packs_deleted: u64,
+    pub bytes_deleted: u64,
+    /// Packs kept because they became used again after being marked.
+    pub packs_revived: u64,
+    /// Markers not yet old enough, or held back by a live backup.
+    pub markers_waiting: u64,
+    pub index_files_rewritten: u64,
+}
+
+struct PruneLock {
+    repo: Arc<Repository>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl PruneLock {
+    async fn take(repo: &Arc<Repository>, hostname: &str) -> Result<PruneLock> {
+        let mut session = Session::new("prune", hostname);
+        for _ in 0..2 {
+            match repo.store().put_new(paths::PRUNE_LOCK, Bytes::from(session.seal(repo.key()))).await {
+                Ok(()) => {
+                    let r = repo.clone();
+                    let heartbeat = tokio::spawn(async move {
+                        let every = kura_format::session::HEARTBEAT_EVERY.to_std().expect("positive");
+                        loop {
+                            tokio::time::sleep(every).await;
+                            session.heartbeat = Utc::now();
+                            let _ = r.store().put(paths::PRUNE_LOCK, Bytes::from(session.seal(r.key()))).await;
+                        }
+                    });
+                    return Ok(PruneLock { repo: repo.clone(), heartbeat });
+                }
+                Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                    let holder = match repo.store().get(paths::PRUNE_LOCK).await {
+                        Ok(b) => Session::open(repo.key(), &b).ok(),
+                        Err(e) if e.is_not_found() => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    match holder {
+                        Some(h) if h.is_live(Utc::now()) => {
+                            return Err(RepoError::PruneRunning { host: h.hostname, started: h.started.to_rfc3339() })
+                        }
+                        _ => {
+                            tracing::warn!("taking over a stale prune lock");
+                            repo.store().delete(paths::PRUNE_LOCK).await?;
+                            session = Session::new("prune", hostname);
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RepoError::Refused("could not take the prune lock".into()))
+    }
+
+    async fn release(self) {
+        self.heartbeat.abort();
+        let _ = self.repo.store().delete(paths::PRUNE_LOCK).await;
+    }
+}
+
+pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
+    let lock = PruneLock::take(repo, &opts.hostname).await?;
+    let r = prune_locked(repo, opts).await;
+    lock.release().await;
+    r
+}
+
+async fn live_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<Session>> {
+    let mut out = Vec::new();
+    for id in repo.list_ids(paths::SESSIONS).await? {
+        match repo.store().get(&paths::session(&id)).await {
+            Ok(b) => match Session::open(repo.key(), &b) {
+                Ok(s) if s.is_live(now) => out.push(s),
+                Ok(_) => {
+                    // Stale: left by a backup that died. Tidy it away.
+                    let _ = repo.store().delete(&paths::session(&id)).await;
+                }
+                Err(e) => tracing::warn!(session = %id.short(), error = %e, "unreadable session ignored"),
+            },
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
+    let now = Utc::now();
+    let mut report = PruneReport::default();
+    // format.md §12.5: sessions before snapshots.
+    let sessions = live_sessions(repo, now).await?;
+    let markers = repo.deletion_markers().await?;
+    let (snapshots, bad) = repo.snapshots().await?;
+    if let Some((id, e)) = bad.first() {
+        return Err(RepoError::Refused(format!(
+            "snapshot {} cannot be read ({e}); prune cannot tell what it uses and will not delete anything \
+             (run `kura verify`, then `kura forget` the damaged snapshot)",
+            id.short()
+        )));
+    }
+    report.snapshots = snapshots.len() as u64;
+    let index_files = repo.read_index_files().await.map_err(|e| {
+        RepoError::Refused(format!("an index file cannot be read ({e}); prune will not delete anything"))
+    })?;
+    let mut index = Index::new();
+    for (_, f) in &index_files {
+        index.add_file(f, &HashSet::new());
+    }
+    index.finish();
+    let used = used_blobs(repo, &index, snapshots.iter().map(|(_, s)| s.tree)).await?;
+    report.blobs_used = used.len() as u64;
+    let listed: HashMap<Id, u64> = repo
+        .store()
+        .list(paths::DATA)
+        .await?
+        .into_iter()
+        .filter_map(|m| paths::id_of(&m.key).map(|id| (id, m.size)))
+        .collect();
+    report.packs = listed.len() as u64;
+
+    let all_marked: HashSet<Id> = markers.iter().flat_map(|(_, m)| m.packs.iter().copied()).collect();
+    // A blob is safe to lose from pack p if it is unused, or has a copy in a
+    // pack that exists and is not marked.
+    let has_safe_copy = |blob: &Id, except: &Id| {
+        index.get_all(blob).iter().any(|l| l.pack != *except && !all_marked.contains(&l.pack) && listed.contains_key(&l.pack))
+    };
+    let pack_blobs: HashMap<Id, Vec<kura_format::index::IndexBlob>> =
+        index.to_packs(|_| true).into_iter().map(|p| (p.id, p.blobs)).collect();
+    let pack_needed = |pack: &Id| -> bool {
+        pack_blobs
+            .get(pack)
+            .is_some_and(|blobs| blobs.iter().any(|b| used.contains(&b.id) && !has_safe_copy(&b.id, pack)))
+    };
+
+    // ---- Phase two: delete what earlier runs marked. ----
+    let mut delete: HashSet<Id> = HashSet::new();
+    let mut done_markers = Vec::new();
+    for (mid, m) in &markers {
+        let ripe = m.created + opts.grace < now;
+        let blocked = sessions.iter().any(|s| s.started < m.created + opts.grace);
+        if !ripe || blocked {
+            report.markers_waiting += 1;
+            continue;
+        }
+        for p in &m.packs {
+            if pack_needed(p) {
+                report.packs_revived += 1;
+            } else if listed.contains_key(p) {
+                delete.insert(*p);
+            }
+        }
+        done_markers.push(*mid);
+    }
+    if !opts.dry_run && (!delete.is_empty() || !done_markers.is_empty()) {
+        let rewrite = index_files.iter().any(|(_, f)| f.packs.iter().any(|p| delete.contains(&p.id)));
+        if rewrite {
+            // §12.6: successors first, then the index files they replace,
+            // then the packs.
+            let keep = index.to_packs(|p| !delete.contains(p));
+            for chunk in keep.chunks(4096) {
+                repo.write_index(&IndexFile { packs: chunk.to_vec() }).await?;
+                report.index_files_rewritten += 1;
+            }
+            for (id, _) in &index_files {
+                repo.store().delete(&paths::index(id)).await?;
+            }
+        }
+        for p in &delete {
+            repo.store().delete(&paths::pack(p)).await?;
+            report.packs_deleted += 1;
+            report.bytes_deleted += listed.get(p).copied().unwrap_or(0);
+        }
+        for m in &done_markers {
+            repo.store().delete(&paths::deletion(m)).await?;
+        }
+    } else if opts.dry_run {
+        report.packs_deleted = delete.len() as u64;
+        report.bytes_deleted = delete.iter().map(|p| listed.get(p).copied().unwrap_or(0)).sum();
+    }
+
+    // ---- Phase one: mark what is unused now. ----
+    // Each used blob gets one home: its copy in the unmarked, existing pack
+    // with the smallest id. Only home copies keep a pack alive, so two packs
+    // holding the same blob cannot each count on the other.
+    let mut home: HashMap<Id, Id> = HashMap::new();
+    for b in &used {
+        let best = index
+            .get_all(b)
+            .into_iter()
+            .map(|l| l.pack)
+            .filter(|p| !all_marked.contains(p) && !delete.contains(p) && listed.contains_key(p))
+            .min();
+        if let Some(p) = best {
+            home.insert(*b, p);
+        }
+    }
+    let mut candidates: Vec<Id> = Vec::new();
+    let mut to_repack: Vec<Id> = Vec::new();
+    for (pack, size) in &listed {
+        if all_marked.contains(pack) || delete.contains(pack) {
+            continue;
+        }
+        let Some(blobs) = pack_blobs.get(pack) else {
+            // Unindexed: an interrupted backup's, or a running one's.
+            // Marking is safe: phase two waits for that backup.
+            candidates.push(*pack);
+            continue;
+        };
+        let needed: Vec<_> = blobs.iter().filter(|b| home.get(&b.id) == Some(pack)).collect();
+        if needed.is_empty() {
+            candidates.push(*pack);
+            continue;
+        }
+        let total: u64 = blobs.iter().map(|b| b.length as u64).sum();
+        let kept: u64 = needed.iter().map(|b| b.length as u64).sum();
+        if total > 0 && (total - kept) as f64 / (*size).max(1) as f64 > opts.repack_unused {
+            to_repack.push(*pack);
+        }
+    }
+    if !to_repack.is_empty() && !opts.dry_run {
+        let counters = Arc::new(Counters::default());
+        let (saver, uploader) = Saver::start(repo.clone(), Index::new(), counters);
+        let mut copied = HashSet::new();
+        let result: Result<()> = async {
+            for pack in &to_repack {
+                for b in &pack_blobs[pack] {
+                    if home.get(&b.id) != Some(pack) || !copied.insert(b.id) {
+                        continue;
+                    }
+                    let content = repo.read_blob(&index, &b.id).await?;
+                    let s = saver.clone();
+                    let ty = b.ty;
+                    tokio::task::spawn_blocking(move || s.save_blob(ty, &content))
+                        .await
+                        .map_err(|e| RepoError::Refused(e.to_string()))??;
+                    report.blobs_repacked += 1;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            saver.abort();
+            let _ = uploader.await;
+            return Err(e);
+        }
+        // The copies are stored and indexed before their originals are marked.
+        saver.finish(uploader).await?;
+        report.packs_repacked = to_repack.len() as u64;
+        candidates.extend(to_repack);
+    } else if opts.dry_run {
+        report.packs_repacked = to_repack.len() as u64;
+    }
+    report.packs_marked = candidates.len() as u64;
+    report.bytes_marked = candidates.iter().map(|p| listed.get(p).copied().unwrap_or(0)).sum();
+    if !candidates.is_empty() && !opts.dry_run {
+        candidates.sort();
+        let (id, bytes) = DeletionMarker::new(candidates).seal(repo.key());
+        repo.put_object(&paths::deletion(&id), bytes).await?;
+    }
+    Ok(report)
+}
+
+/// Every blob the given trees reach. Fails if a tree cannot be read: prune
+/// must never guess.
+async fn used_blobs(repo: &Repository, index: &Index, roots: impl Iterator<Item = Id>) -> Result<HashSet<Id>> {
+    let mut used = HashSet::new();
+    for root in roots {
+        collect(repo, index, root, &mut used).await?;
+    }
+    Ok(used)
+}
+
+fn collect<'a>(repo: &'a Repository, index: &'a Index, tree: Id, used: &'a mut HashSet<Id>) -> BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        if !used.insert(tree) {
+            return Ok(());
+        }
+        let t = repo.load_tree(index, &tree).await.map_err(|e| {
+            RepoError::Refused(format!("tree {} cannot be read ({e}); prune will not delete anything", tree.short()))
+        })?;
+        for n in t.nodes {
+            match n.kind {
+                NodeType::Dir => {
+                    if let Some(sub) = n.subtree {
+                        collect(repo, index, sub, used).await?;
+                    }
+                }
+                _ => used.extend(n.content.into_iter().flatten()),
+            }
+        }
+        Ok(())
+    })
+}
+

@@ -1,0 +1,350 @@
+//! Opening, creating and reading a repository.
+//!
+//! A [`Repository`] is an opened repository: its config has been read and
+//! checked, and a key has unwrapped the master key. Reading the index is a
+//! separate step ([`Repository::load_index`]), since several operations
+//! (listing snapshots, managing keys) do not need it.
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use kura_format::config::{ChunkerParams, RepoConfig};
+use kura_format::crypto::{KdfParams, MasterKey};
+use kura_format::index::IndexFile;
+use kura_format::key::KeyFile;
+use kura_format::session::DeletionMarker;
+use kura_format::snapshot::Snapshot;
+use kura_format::tree::Tree;
+use kura_format::{paths, BlobType, FormatError, Id};
+use kura_store::{ErrorKind, Store};
+
+use crate::index::{Index, Location};
+use crate::{RepoError, Result};
+
+/// How many objects to fetch at once when loading many small ones.
+pub(crate) const FETCH_CONCURRENCY: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub pack_size: u32,
+    pub zstd_level: i32,
+    pub kdf: KdfParams,
+    pub hostname: String,
+    pub username: String,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            pack_size: 16 << 20,
+            zstd_level: 3,
+            kdf: KdfParams::default(),
+            hostname: String::new(),
+            username: String::new(),
+        }
+    }
+}
+
+pub struct Repository {
+    store: Arc<dyn Store>,
+    config: RepoConfig,
+    key: MasterKey,
+    key_id: Id,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repository({})", self.store.location())
+    }
+}
+
+impl Repository {
+    /// Creates a repository in an empty store.
+    pub async fn init(store: Arc<dyn Store>, password: &[u8], opts: &InitOptions) -> Result<Repository> {
+        opts.chunker.validate()?;
+        let location = store.location();
+        match store.stat(paths::CONFIG).await {
+            Ok(_) => return Err(RepoError::AlreadyInitialized { location }),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let config = RepoConfig::new(opts.chunker, opts.pack_size, opts.zstd_level);
+        let key = MasterKey::random();
+        let kf = KeyFile::wrap(&key, password, opts.kdf, &opts.hostname, &opts.username)?;
+        let (key_id, bytes) = kf.to_object();
+        // The key first: a config without a key would be an unusable
+        // repository, a key without a config is just a failed init.
+        store.put_new(&paths::key(&key_id), Bytes::from(bytes)).await?;
+        match store.put_new(paths::CONFIG, Bytes::from(config.encode())).await {
+            Ok(()) => {}
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                let _ = store.delete(&paths::key(&key_id)).await;
+                return Err(RepoError::AlreadyInitialized { location });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Repository { store, config, key, key_id })
+    }
+
+    /// Reads and checks `config`, without a password.
+    pub async fn read_config(store: &dyn Store) -> Result<RepoConfig> {
+        match store.get(paths::CONFIG).await {
+            Ok(b) => Ok(RepoConfig::decode(&b)?),
+            Err(e) if e.is_not_found() => Err(RepoError::NotARepository { location: store.location() }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn open(store: Arc<dyn Store>, password: &[u8]) -> Result<Repository> {
+        let config = Repository::read_config(store.as_ref()).await?;
+        let location = store.location();
+        let keys = store.list(paths::KEYS).await?;
+        if keys.is_empty() {
+            return Err(RepoError::NoKeys { location });
+        }
+        for meta in keys {
+            let Some(id) = paths::id_of(&meta.key) else { continue };
+            let bytes = store.get(&meta.key).await?;
+            let kf = match KeyFile::decode(&bytes) {
+                Ok(k) => k,
+                Err(e @ FormatError::UnsupportedVersion { .. }) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(key = %id.short(), error = %e, "skipping unreadable key file");
+                    continue;
+                }
+            };
+            match kf.unwrap_master(password) {
+                Ok(key) => return Ok(Repository { store, config, key, key_id: id }),
+                Err(FormatError::WrongPassword) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RepoError::WrongPassword { location })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn key_id(&self) -> Id {
+        self.key_id
+    }
+
+    /// Ids of the objects under a prefix; foreign files are ignored.
+    pub async fn list_ids(&self, prefix: &str) -> Result<Vec<Id>> {
+        Ok(self.store.list(prefix).await?.iter().filter_map(|m| paths::id_of(&m.key)).collect())
+    }
+
+    /// Every snapshot, oldest first. Snapshots that cannot be read are
+    /// returned separately with the reason, so one damaged object does not
+    /// hide the others.
+    pub async fn snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<(Id, RepoError)>)> {
+        let ids = self.list_ids(paths::SNAPSHOTS).await?;
+        let results: Vec<(Id, Result<Snapshot>)> = stream::iter(ids)
+            .map(|id| async move {
+                let r = async {
+                    let bytes = self.store.get(&paths::snapshot(&id)).await?;
+                    if Id::of_object(&bytes) != id {
+                        return Err(FormatError::Corrupt {
+                            what: "snapshot",
+                            reason: "content does not match its name".into(),
+                        }
+                        .into());
+                    }
+                    Ok(Snapshot::open(&self.key, &bytes)?)
+                }
+                .await;
+                (id, r)
+            })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for (id, r) in results {
+            match r {
+                Ok(s) => good.push((id, s)),
+                // A snapshot forgotten between listing and reading is not damage.
+                Err(RepoError::Store(e)) if e.is_not_found() => {}
+                Err(e) => bad.push((id, e)),
+            }
+        }
+        good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((good, bad))
+    }
+
+    /// Finds a snapshot by id prefix, or `latest`.
+    pub async fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        let (all, _) = self.snapshots().await?;
+        if spec == "latest" {
+            return all.into_iter().last().ok_or_else(|| RepoError::SnapshotNotFound(spec.into()));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let matches: Vec<_> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec_l)).collect();
+        match matches.len() {
+            0 => Err(RepoError::SnapshotNotFound(spec.into())),
+            1 => Ok(matches.into_iter().next().expect("one match")),
+            _ if spec_l.len() < 4 => Err(RepoError::SnapshotNotFound(spec.into())),
+            _ => Err(RepoError::AmbiguousId {
+                prefix: spec.into(),
+                candidates: matches.iter().map(|(id, _)| id.short()).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+
+    /// Packs listed by deletion markers (format.md §13).
+    pub async fn pending_deletion(&self) -> Result<HashSet<Id>> {
+        let mut out = HashSet::new();
+        for (_, m) in self.deletion_markers().await? {
+            out.extend(m.packs);
+        }
+        Ok(out)
+    }
+
+    pub async fn deletion_markers(&self) -> Result<Vec<(Id, DeletionMarker)>> {
+        let mut out = Vec::new();
+        for id in self.list_ids(paths::DELETIONS).await? {
+            match self.store.get(&paths::deletion(&id)).await {
+                Ok(b) => out.push((id, DeletionMarker::open(&self.key, &b)?)),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads every index file. Returns the ids read, so that prune knows
+    /// exactly which files its rewrite replaces.
+    pub async fn read_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let ids = self.list_ids(paths::INDEX).await?;
+        stream::iter(ids)
+            .map(|id| async move {
+                let bytes = match self.store.get(&paths::index(&id)).await {
+                    Ok(b) => b,
+                    Err(e) if e.is_not_found() => return Ok(None),
+                    Err(e) => return Err(RepoError::from(e)),
+                };
+                let content = self.key.open_object(&bytes, "index")?;
+                Ok(Some((id, IndexFile::decode(&content)?)))
+            })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .try_filter_map(|x| async move { Ok(x) })
+            .try_collect()
+            .await
+    }
+
+    /// The whole index, without the packs in `exclude`.
+    pub async fn load_index(&self, exclude: &HashSet<Id>) -> Result<Index> {
+        let mut index = Index::new();
+        for (_, file) in self.read_index_files().await? {
+            index.add_file(&file, exclude);
+        }
+        index.finish();
+        Ok(index)
+    }
+
+    /// Writes an index file (format.md §12.1: only after its packs).
+    pub async fn write_index(&self, file: &IndexFile) -> Result<Id> {
+        let bytes = self.key.seal_object(&file.encode(), 3);
+        let id = Id::of_object(&bytes);
+        self.put_object(&paths::index(&id), bytes).await?;
+        Ok(id)
+    }
+
+    /// Stores a content-addressed object. It may already exist (a retried
+    /// upload whose first reply was lost): same name, same content.
+    pub(crate) async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        match self.store.put_new(key, Bytes::from(bytes)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let (id, bytes) = snap.seal(&self.key);
+        self.put_object(&paths::snapshot(&id), bytes).await?;
+        Ok(id)
+    }
+
+    /// Reads one blob, authenticated and checked against its id.
+    pub async fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
+        let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob { blob: id.to_hex() })?;
+        self.read_blob_at(id, &loc).await
+    }
+
+    pub async fn read_blob_at(&self, id: &Id, loc: &Location) -> Result<Vec<u8>> {
+        let start = loc.offset as u64;
+        let sealed = self.store.get_range(&paths::pack(&loc.pack), start..start + loc.length as u64).await?;
+        let key = self.key.clone();
+        let (id, ty, raw) = (*id, loc.ty, loc.raw_length);
+        Ok(tokio::task::spawn_blocking(move || key.open_blob(&sealed, ty, &id, raw))
+            .await
+            .map_err(|e| RepoError::Refused(e.to_string()))??)
+    }
+
+    pub async fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
+        let bytes = self.read_blob(index, id).await?;
+        Ok(Tree::decode(&bytes)?)
+    }
+
+    // ---- keys ----
+
+    pub async fn add_key(&self, password: &[u8], kdf: KdfParams, hostname: &str, username: &str) -> Result<Id> {
+        let kf = KeyFile::wrap(&self.key, password, kdf, hostname, username)?;
+        let (id, bytes) = kf.to_object();
+        self.put_object(&paths::key(&id), bytes).await?;
+        Ok(id)
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<(Id, KeyFile)>> {
+        let mut out = Vec::new();
+        for id in self.list_ids(paths::KEYS).await? {
+            let bytes = self.store.get(&paths::key(&id)).await?;
+            out.push((id, KeyFile::decode(&bytes)?));
+        }
+        out.sort_by_key(|(_, k)| k.created);
+        Ok(out)
+    }
+
+    /// Removes a key (format.md §5: never the last one, nor the one in use).
+    pub async fn remove_key(&self, prefix: &str) -> Result<Id> {
+        let keys = self.list_keys().await?;
+        let matches: Vec<Id> =
+            keys.iter().map(|(id, _)| *id).filter(|id| id.to_hex().starts_with(&prefix.to_ascii_lowercase())).collect();
+        let id = match matches.as_slice() {
+            [one] => *one,
+            [] => return Err(RepoError::Refused(format!("no key matches {prefix:?} (see `kura key list`)"))),
+            _ => return Err(RepoError::Refused(format!("{prefix:?} matches several keys; type more of the id"))),
+        };
+        if id == self.key_id {
+            return Err(RepoError::Refused(
+                "refusing to remove the key this command opened the repository with; open with another password to remove it".into(),
+            ));
+        }
+        if keys.len() < 2 {
+            return Err(RepoError::Refused("refusing to remove the last key".into()));
+        }
+        self.store.delete(&paths::key(&id)).await?;
+        Ok(id)
+    }
+
+    /// The type a blob was stored as, for messages.
+    pub fn blob_kind(ty: BlobType) -> &'static str {
+        match ty {
+            BlobType::Data => "data",
+            BlobType::Tree => "tree",
+        }
+    }
+}

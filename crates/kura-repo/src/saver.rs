@@ -1,0 +1,295 @@
+//! Turning content into stored blobs: dedup against the index, seal, pack,
+//! upload, and index what was uploaded.
+//!
+//! Content is chunked and hashed on worker threads; new blobs are sealed
+//! there too and appended to an open pack. Full packs go through a bounded
+//! channel to an uploader task with several uploads in flight, which records
+//! each completed pack for the next index file (format.md §12.1: an index is
+//! written only after all of its packs are stored).
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kura_format::index::{IndexBlob, IndexFile, IndexPack};
+use kura_format::pack::{seal_trailer, PackEntry};
+use kura_format::{paths, BlobType, Id};
+use rayon::prelude::*;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::chunker::Chunker;
+use crate::index::Index;
+use crate::{RepoError, Repository, Result};
+
+/// Uploads in flight at once.
+const UPLOAD_CONCURRENCY: usize = 4;
+/// Packs per index file written during a backup: a crash loses at most this
+/// many packs' worth of dedup, never data.
+const PACKS_PER_INDEX: usize = 64;
+/// Bytes read from a file before chunking them as a batch.
+const READ_BATCH: usize = 16 << 20;
+
+struct Packer {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+pub(crate) struct FinishedPack {
+    id: Id,
+    bytes: Vec<u8>,
+    blobs: Vec<IndexBlob>,
+}
+
+impl Packer {
+    fn new() -> Packer {
+        Packer { buf: Vec::new(), entries: Vec::new() }
+    }
+
+    fn finish(&mut self, repo: &Repository) -> Option<FinishedPack> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mut bytes = std::mem::take(&mut self.buf);
+        let entries = std::mem::take(&mut self.entries);
+        bytes.extend_from_slice(&seal_trailer(repo.key(), &entries));
+        let mut offset = 0u32;
+        let blobs = entries
+            .iter()
+            .map(|e| {
+                let b = IndexBlob { ty: e.ty, id: e.id, offset, length: e.length, raw_length: e.raw_length };
+                offset += e.length;
+                b
+            })
+            .collect();
+        Some(FinishedPack { id: Id::of_object(&bytes), bytes, blobs })
+    }
+}
+
+/// Counters a progress display may read while the work runs.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub files: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub blobs_new: AtomicU64,
+    pub bytes_new: AtomicU64,
+    pub bytes_stored: AtomicU64,
+}
+
+pub(crate) struct Saver {
+    pub repo: Arc<Repository>,
+    pub index: Index,
+    pub chunker: Chunker,
+    reserved: Mutex<HashSet<Id>>,
+    data: Mutex<Packer>,
+    trees: Mutex<Packer>,
+    tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
+    pub counters: Arc<Counters>,
+}
+
+/// What storing a stream can fail with: the source (a file that vanished,
+/// a pipe that broke) or the repository.
+pub(crate) enum StreamError {
+    Source(std::io::Error),
+    Repo(RepoError),
+}
+
+impl From<RepoError> for StreamError {
+    fn from(e: RepoError) -> Self {
+        StreamError::Repo(e)
+    }
+}
+
+impl Saver {
+    /// Starts the uploader; returns the saver and the task to await with
+    /// [`Saver::finish`].
+    pub fn start(
+        repo: Arc<Repository>,
+        index: Index,
+        counters: Arc<Counters>,
+    ) -> (Arc<Saver>, tokio::task::JoinHandle<Result<()>>) {
+        let (tx, rx) = mpsc::channel(2);
+        let chunker = Chunker::new(repo.key().gear_table(), repo.config().chunker);
+        let saver = Arc::new(Saver {
+            repo: repo.clone(),
+            index,
+            chunker,
+            reserved: Mutex::new(HashSet::new()),
+            data: Mutex::new(Packer::new()),
+            trees: Mutex::new(Packer::new()),
+            tx: Mutex::new(Some(tx)),
+            counters,
+        });
+        let uploader = tokio::spawn(upload_loop(repo, rx));
+        (saver, uploader)
+    }
+
+    fn is_known(&self, id: &Id) -> bool {
+        self.index.contains(id) || self.reserved.lock().expect("reserved lock").contains(id)
+    }
+
+    /// Adds a sealed blob unless another thread got there first. Blocking:
+    /// call from worker threads only.
+    fn add_sealed(&self, ty: BlobType, id: Id, sealed: Vec<u8>, raw_len: usize) -> Result<()> {
+        if !self.reserved.lock().expect("reserved lock").insert(id) {
+            return Ok(());
+        }
+        self.counters.blobs_new.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_new.fetch_add(raw_len as u64, Ordering::Relaxed);
+        self.counters.bytes_stored.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        let finished = {
+            let mut p = match ty {
+                BlobType::Data => self.data.lock(),
+                BlobType::Tree => self.trees.lock(),
+            }
+            .expect("packer lock");
+            p.entries.push(PackEntry { ty, id, length: sealed.len() as u32, raw_length: raw_len as u32 });
+            p.buf.extend_from_slice(&sealed);
+            if p.buf.len() >= self.repo.config().pack_size as usize {
+                p.finish(&self.repo)
+            } else {
+                None
+            }
+        };
+        if let Some(pack) = finished {
+            self.send(pack)?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, pack: FinishedPack) -> Result<()> {
+        let tx = self.tx.lock().expect("tx lock").clone();
+        let sent = tx.map(|tx| tx.blocking_send(pack).is_ok()).unwrap_or(false);
+        if !sent {
+            return Err(RepoError::Refused("upload stopped after an error".into()));
+        }
+        Ok(())
+    }
+
+    /// Stores one blob of content; returns its id. Blocking.
+    pub fn save_blob(&self, ty: BlobType, content: &[u8]) -> Result<Id> {
+        let id = self.repo.key().blob_id(content);
+        if !self.is_known(&id) {
+            let sealed = self.repo.key().seal_blob(content, self.repo.config().zstd_level)?;
+            self.add_sealed(ty, id, sealed, content.len())?;
+        }
+        Ok(id)
+    }
+
+    /// Chunks and stores a whole stream; returns its blob ids and length.
+    /// Blocking. Chunks of one batch are hashed and sealed in parallel.
+    pub fn save_stream(&self, r: &mut dyn Read, size_hint: Option<u64>) -> Result<(Vec<Id>, u64), StreamError> {
+        let max = self.chunker.max_size();
+        let batch = size_hint.map_or(READ_BATCH, |h| (h as usize).saturating_add(1).min(READ_BATCH));
+        let mut buf: Vec<u8> = Vec::with_capacity(batch);
+        let mut ids = Vec::new();
+        let mut total = 0u64;
+        let mut eof = false;
+        while !eof || !buf.is_empty() {
+            if !eof && buf.len() < READ_BATCH {
+                let want = (READ_BATCH - buf.len()) as u64;
+                match (&mut *r).take(want).read_to_end(&mut buf) {
+                    Ok(n) if (n as u64) < want => eof = true,
+                    Ok(_) => {}
+                    Err(e) => return Err(StreamError::Source(e)),
+                }
+            }
+            // Cut every chunk that is final: all of them at end of input,
+            // otherwise those followed by at least max_size bytes.
+            let mut cuts = Vec::new();
+            let mut pos = 0;
+            while pos < buf.len() && (eof || buf.len() - pos >= max) {
+                let len = self.chunker.cut(&buf[pos..]);
+                cuts.push((pos, len));
+                pos += len;
+            }
+            let level = self.repo.config().zstd_level;
+            let key = self.repo.key();
+            let processed: Vec<(Id, Option<Vec<u8>>, usize)> = cuts
+                .par_iter()
+                .map(|&(s, l)| {
+                    let chunk = &buf[s..s + l];
+                    let id = key.blob_id(chunk);
+                    let sealed = if self.is_known(&id) { None } else { Some(key.seal_blob(chunk, level)) };
+                    (id, sealed, l)
+                })
+                .map(|(id, sealed, l)| Ok((id, sealed.transpose()?, l)))
+                .collect::<Result<_, RepoError>>()?;
+            for (id, sealed, l) in processed {
+                if let Some(s) = sealed {
+                    self.add_sealed(BlobType::Data, id, s, l)?;
+                }
+                ids.push(id);
+                total += l as u64;
+            }
+            self.counters.bytes_read.fetch_add(pos as u64, Ordering::Relaxed);
+            buf.drain(..pos);
+        }
+        Ok((ids, total))
+    }
+
+    /// Flushes open packs and waits for every upload and index write.
+    pub async fn finish(self: Arc<Self>, uploader: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
+        let s = self.clone();
+        let flushed = tokio::task::spawn_blocking(move || -> Result<()> {
+            for packer in [&s.data, &s.trees] {
+                let pack = packer.lock().expect("packer lock").finish(&s.repo);
+                if let Some(p) = pack {
+                    s.send(p)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| RepoError::Refused(e.to_string()))?;
+        self.tx.lock().expect("tx lock").take();
+        let uploaded = uploader.await.map_err(|e| RepoError::Refused(e.to_string()))?;
+        // The uploader's error is the cause; a failed flush is its symptom.
+        uploaded?;
+        flushed
+    }
+
+    /// Stops uploads after a failure elsewhere, so nothing keeps running.
+    pub fn abort(&self) {
+        self.tx.lock().expect("tx lock").take();
+    }
+}
+
+async fn upload_loop(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>) -> Result<()> {
+    let mut set: JoinSet<Result<IndexPack>> = JoinSet::new();
+    let mut done: Vec<IndexPack> = Vec::new();
+    let upload = |repo: Arc<Repository>, p: FinishedPack| async move {
+        repo.put_object(&paths::pack(&p.id), p.bytes).await?;
+        Ok(IndexPack { id: p.id, blobs: p.blobs })
+    };
+    let result: Result<()> = async {
+        while let Some(pack) = rx.recv().await {
+            while set.len() >= UPLOAD_CONCURRENCY {
+                done.push(set.join_next().await.expect("non-empty").map_err(join_err)??);
+            }
+            set.spawn(upload(repo.clone(), pack));
+            if done.len() >= PACKS_PER_INDEX {
+                repo.write_index(&IndexFile { packs: std::mem::take(&mut done) }).await?;
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            done.push(r.map_err(join_err)??);
+        }
+        Ok(())
+    }
+    .await;
+    // Index whatever did upload, even after a failure: those packs are
+    // complete and the next backup can reuse them (format.md §12.1 holds:
+    // each is already stored).
+    if !done.is_empty() {
+        let written = repo.write_index(&IndexFile { packs: done }).await;
+        result?;
+        written?;
+        return Ok(());
+    }
+    result
+}
+
+fn join_err(e: tokio::task::JoinError) -> RepoError {
+    RepoError::Refused(format!("upload task failed: {e}"))
+}
