@@ -67,8 +67,14 @@ impl Excludes {
                 names.add(glob);
             }
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| RepoError::Refused(format!("exclude patterns: {e}")));
-        Ok(Excludes { names: build(names)?, paths: build(paths)? })
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| RepoError::Refused(format!("exclude patterns: {e}")))
+        };
+        Ok(Excludes {
+            names: build(names)?,
+            paths: build(paths)?,
+        })
     }
 
     fn excluded(&self, path: &Path) -> bool {
@@ -139,11 +145,17 @@ pub async fn backup(
         for p in &abs {
             let mut node = &mut root;
             for comp in p.components().skip(1) {
-                node = node.children.entry(comp.as_os_str().as_bytes().to_vec()).or_default();
+                node = node
+                    .children
+                    .entry(comp.as_os_str().as_bytes().to_vec())
+                    .or_default();
             }
             node.real = Some(p.clone());
         }
-        let tree_result = walker.clone().save_root(root, PathBuf::from("/"), parent_tree).await;
+        let tree_result = walker
+            .clone()
+            .save_root(root, PathBuf::from("/"), parent_tree)
+            .await;
         let tree_id = match tree_result {
             Ok(id) => id,
             Err(e) => {
@@ -181,16 +193,22 @@ pub async fn backup(
 /// Backs up a stream (stdin, a command's output) as one file named `name`.
 /// `finish` is called after the stream ends and may veto the snapshot (a
 /// command that exited non-zero).
+/// Called when a stream ends; an `Err` (a command that failed) vetoes the
+/// snapshot.
+pub type StreamFinish = Box<dyn FnOnce() -> std::result::Result<(), String> + Send>;
+
 pub async fn backup_stream(
     repo: &Arc<Repository>,
     name: &str,
     reader: Box<dyn std::io::Read + Send>,
     opts: &BackupOptions,
     counters: Arc<Counters>,
-    finish: Box<dyn FnOnce() -> std::result::Result<(), String> + Send>,
+    finish: StreamFinish,
 ) -> Result<BackupResult> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(RepoError::Refused(format!("stream name {name:?} must be a plain file name")));
+        return Err(RepoError::Refused(format!(
+            "stream name {name:?} must be a plain file name"
+        )));
     }
     let started = Instant::now();
     let session = SessionGuard::start(repo, "backup", &opts.hostname).await?;
@@ -288,7 +306,10 @@ async fn pick_parent(
         return repo.find_snapshot(&id.to_hex()).await.map(Some);
     }
     let (all, _) = repo.snapshots().await?;
-    Ok(all.into_iter().rev().find(|(_, s)| s.hostname == opts.hostname && s.paths == paths))
+    Ok(all
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.hostname == opts.hostname && s.paths == paths))
 }
 
 fn node_from_metadata(name: &[u8], m: &Metadata) -> Node {
@@ -331,10 +352,10 @@ fn node_from_metadata(name: &[u8], m: &Metadata) -> Node {
 impl Walker {
     fn warn(&self, path: &Path, message: String) {
         tracing::warn!(path = %path.display(), "{message}");
-        self.warnings
-            .lock()
-            .expect("warnings lock")
-            .push(Warning { path: path.display().to_string(), message });
+        self.warnings.lock().expect("warnings lock").push(Warning {
+            path: path.display().to_string(),
+            message,
+        });
     }
 
     async fn save_tree(&self, mut tree: Tree) -> Result<Id> {
@@ -385,9 +406,16 @@ impl Walker {
 
     /// One path: returns its node, or `None` when it is excluded or
     /// vanished.
-    fn save_path(self: Arc<Self>, path: PathBuf, parent: Option<Node>) -> BoxFuture<'static, Result<Option<Node>>> {
+    fn save_path(
+        self: Arc<Self>,
+        path: PathBuf,
+        parent: Option<Node>,
+    ) -> BoxFuture<'static, Result<Option<Node>>> {
         Box::pin(async move {
-            let name = path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.as_bytes().to_vec())
+                .unwrap_or_default();
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -455,7 +483,10 @@ impl Walker {
             .buffered(64)
             .try_collect()
             .await?;
-        self.save_tree(Tree { nodes: nodes.into_iter().flatten().collect() }).await
+        self.save_tree(Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        })
+        .await
     }
 
     async fn save_file(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<()> {
@@ -522,12 +553,19 @@ impl Walker {
             return None;
         }
         let content = p.content.clone()?;
-        content.iter().all(|id| self.saver.index.contains(id)).then_some(content)
+        content
+            .iter()
+            .all(|id| self.saver.index.contains(id))
+            .then_some(content)
     }
 }
 
 fn find<'a>(tree: &'a Tree, name: &[u8]) -> Option<&'a Node> {
     // Nodes are sorted by name bytes (format.md §10).
-    let i = tree.nodes.partition_point(|n| n.name_bytes().unwrap_or_default().as_slice() < name);
-    tree.nodes.get(i).filter(|n| n.name_bytes().map(|b| b == name).unwrap_or(false))
+    let i = tree
+        .nodes
+        .partition_point(|n| n.name_bytes().unwrap_or_default().as_slice() < name);
+    tree.nodes
+        .get(i)
+        .filter(|n| n.name_bytes().map(|b| b == name).unwrap_or(false))
 }

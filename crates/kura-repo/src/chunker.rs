@@ -97,7 +97,14 @@ mod tests {
             x ^= x << 17;
             *g = x;
         }
-        Chunker::new(gear, ChunkerParams { min_size: min, avg_size: avg, max_size: max })
+        Chunker::new(
+            gear,
+            ChunkerParams {
+                min_size: min,
+                avg_size: avg,
+                max_size: max,
+            },
+        )
     }
 
     fn noise(n: usize, seed: u64) -> Vec<u8> {

@@ -57,7 +57,9 @@ impl RepoError {
     pub fn hint(&self) -> Option<&'static str> {
         use kura_store::ErrorKind;
         Some(match self {
-            RepoError::NotARepository { .. } => "create one with `kura init`, or check --repo / KURA_REPOSITORY",
+            RepoError::NotARepository { .. } => {
+                "create one with `kura init`, or check --repo / KURA_REPOSITORY"
+            }
             RepoError::AlreadyInitialized { .. } => "use the existing repository, or choose another location",
             RepoError::WrongPassword { .. } => {
                 "check KURA_PASSWORD, --password-file or --password-command; `kura key list` shows the keys"
@@ -66,7 +68,9 @@ impl RepoError {
             RepoError::AmbiguousId { .. } => "type more characters of the id",
             RepoError::TargetNotEmpty(_) => "choose an empty directory, or pass --overwrite",
             RepoError::PruneRunning { .. } => "wait for it; a prune that died is taken over after 5 minutes",
-            RepoError::Format(FormatError::UnsupportedVersion { .. }) => "upgrade kura to open this repository",
+            RepoError::Format(FormatError::UnsupportedVersion { .. }) => {
+                "upgrade kura to open this repository"
+            }
             RepoError::Format(FormatError::Unauthentic { .. } | FormatError::Corrupt { .. }) => {
                 "run `kura verify --read-data` to see what is affected"
             }

@@ -44,7 +44,12 @@ pub struct PruneOptions {
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        PruneOptions { grace: Duration::minutes(10), repack_unused: 0.2, dry_run: false, hostname: String::new() }
+        PruneOptions {
+            grace: Duration::minutes(10),
+            repack_unused: 0.2,
+            dry_run: false,
+            hostname: String::new(),
+        }
     }
 }
 
@@ -77,7 +82,11 @@ impl PruneLock {
     async fn take(repo: &Arc<Repository>, hostname: &str) -> Result<PruneLock> {
         let mut session = Session::new("prune", hostname);
         for _ in 0..2 {
-            match repo.store().put_new(paths::PRUNE_LOCK, Bytes::from(session.seal(repo.key()))).await {
+            match repo
+                .store()
+                .put_new(paths::PRUNE_LOCK, Bytes::from(session.seal(repo.key())))
+                .await
+            {
                 Ok(()) => {
                     let r = repo.clone();
                     let heartbeat = tokio::spawn(async move {
@@ -85,10 +94,16 @@ impl PruneLock {
                         loop {
                             tokio::time::sleep(every).await;
                             session.heartbeat = Utc::now();
-                            let _ = r.store().put(paths::PRUNE_LOCK, Bytes::from(session.seal(r.key()))).await;
+                            let _ = r
+                                .store()
+                                .put(paths::PRUNE_LOCK, Bytes::from(session.seal(r.key())))
+                                .await;
                         }
                     });
-                    return Ok(PruneLock { repo: repo.clone(), heartbeat });
+                    return Ok(PruneLock {
+                        repo: repo.clone(),
+                        heartbeat,
+                    });
                 }
                 Err(e) if e.kind == ErrorKind::AlreadyExists => {
                     let holder = match repo.store().get(paths::PRUNE_LOCK).await {
@@ -98,7 +113,10 @@ impl PruneLock {
                     };
                     match holder {
                         Some(h) if h.is_live(Utc::now()) => {
-                            return Err(RepoError::PruneRunning { host: h.hostname, started: h.started.to_rfc3339() })
+                            return Err(RepoError::PruneRunning {
+                                host: h.hostname,
+                                started: h.started.to_rfc3339(),
+                            })
                         }
                         _ => {
                             tracing::warn!("taking over a stale prune lock");
@@ -161,7 +179,9 @@ async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<Pru
     }
     report.snapshots = snapshots.len() as u64;
     let index_files = repo.read_index_files().await.map_err(|e| {
-        RepoError::Refused(format!("an index file cannot be read ({e}); prune will not delete anything"))
+        RepoError::Refused(format!(
+            "an index file cannot be read ({e}); prune will not delete anything"
+        ))
     })?;
     let mut index = Index::new();
     for (_, f) in &index_files {
@@ -179,18 +199,29 @@ async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<Pru
         .collect();
     report.packs = listed.len() as u64;
 
-    let all_marked: HashSet<Id> = markers.iter().flat_map(|(_, m)| m.packs.iter().copied()).collect();
+    let all_marked: HashSet<Id> = markers
+        .iter()
+        .flat_map(|(_, m)| m.packs.iter().copied())
+        .collect();
     // A blob is safe to lose from pack p if it is unused, or has a copy in a
     // pack that exists and is not marked.
     let has_safe_copy = |blob: &Id, except: &Id| {
-        index.get_all(blob).iter().any(|l| l.pack != *except && !all_marked.contains(&l.pack) && listed.contains_key(&l.pack))
+        index
+            .get_all(blob)
+            .iter()
+            .any(|l| l.pack != *except && !all_marked.contains(&l.pack) && listed.contains_key(&l.pack))
     };
-    let pack_blobs: HashMap<Id, Vec<kura_format::index::IndexBlob>> =
-        index.to_packs(|_| true).into_iter().map(|p| (p.id, p.blobs)).collect();
+    let pack_blobs: HashMap<Id, Vec<kura_format::index::IndexBlob>> = index
+        .to_packs(|_| true)
+        .into_iter()
+        .map(|p| (p.id, p.blobs))
+        .collect();
     let pack_needed = |pack: &Id| -> bool {
-        pack_blobs
-            .get(pack)
-            .is_some_and(|blobs| blobs.iter().any(|b| used.contains(&b.id) && !has_safe_copy(&b.id, pack)))
+        pack_blobs.get(pack).is_some_and(|blobs| {
+            blobs
+                .iter()
+                .any(|b| used.contains(&b.id) && !has_safe_copy(&b.id, pack))
+        })
     };
 
     // ---- Phase two: delete what earlier runs marked. ----
@@ -213,13 +244,18 @@ async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<Pru
         done_markers.push(*mid);
     }
     if !opts.dry_run && (!delete.is_empty() || !done_markers.is_empty()) {
-        let rewrite = index_files.iter().any(|(_, f)| f.packs.iter().any(|p| delete.contains(&p.id)));
+        let rewrite = index_files
+            .iter()
+            .any(|(_, f)| f.packs.iter().any(|p| delete.contains(&p.id)));
         if rewrite {
             // §12.6: successors first, then the index files they replace,
             // then the packs.
             let keep = index.to_packs(|p| !delete.contains(p));
             for chunk in keep.chunks(4096) {
-                repo.write_index(&IndexFile { packs: chunk.to_vec() }).await?;
+                repo.write_index(&IndexFile {
+                    packs: chunk.to_vec(),
+                })
+                .await?;
                 report.index_files_rewritten += 1;
             }
             for (id, _) in &index_files {
@@ -313,7 +349,10 @@ async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<Pru
         report.packs_repacked = to_repack.len() as u64;
     }
     report.packs_marked = candidates.len() as u64;
-    report.bytes_marked = candidates.iter().map(|p| listed.get(p).copied().unwrap_or(0)).sum();
+    report.bytes_marked = candidates
+        .iter()
+        .map(|p| listed.get(p).copied().unwrap_or(0))
+        .sum();
     if !candidates.is_empty() && !opts.dry_run {
         candidates.sort();
         let (id, bytes) = DeletionMarker::new(candidates).seal(repo.key());
@@ -324,7 +363,11 @@ async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<Pru
 
 /// Every blob the given trees reach. Fails if a tree cannot be read: prune
 /// must never guess.
-async fn used_blobs(repo: &Repository, index: &Index, roots: impl Iterator<Item = Id>) -> Result<HashSet<Id>> {
+async fn used_blobs(
+    repo: &Repository,
+    index: &Index,
+    roots: impl Iterator<Item = Id>,
+) -> Result<HashSet<Id>> {
     let mut used = HashSet::new();
     for root in roots {
         collect(repo, index, root, &mut used).await?;
@@ -332,13 +375,21 @@ async fn used_blobs(repo: &Repository, index: &Index, roots: impl Iterator<Item 
     Ok(used)
 }
 
-fn collect<'a>(repo: &'a Repository, index: &'a Index, tree: Id, used: &'a mut HashSet<Id>) -> BoxFuture<'a, Result<()>> {
+fn collect<'a>(
+    repo: &'a Repository,
+    index: &'a Index,
+    tree: Id,
+    used: &'a mut HashSet<Id>,
+) -> BoxFuture<'a, Result<()>> {
     Box::pin(async move {
         if !used.insert(tree) {
             return Ok(());
         }
         let t = repo.load_tree(index, &tree).await.map_err(|e| {
-            RepoError::Refused(format!("tree {} cannot be read ({e}); prune will not delete anything", tree.short()))
+            RepoError::Refused(format!(
+                "tree {} cannot be read ({e}); prune will not delete anything",
+                tree.short()
+            ))
         })?;
         for n in t.nodes {
             match n.kind {
@@ -353,4 +404,3 @@ fn collect<'a>(repo: &'a Repository, index: &'a Index, tree: Id, used: &'a mut H
         Ok(())
     })
 }
-

@@ -21,19 +21,29 @@ impl SessionGuard {
     pub async fn start(repo: &Arc<Repository>, kind: &str, hostname: &str) -> Result<SessionGuard> {
         let id = Id::random();
         let mut session = Session::new(kind, hostname);
-        repo.store().put(&paths::session(&id), Bytes::from(session.seal(repo.key()))).await?;
+        repo.store()
+            .put(&paths::session(&id), Bytes::from(session.seal(repo.key())))
+            .await?;
         let r = repo.clone();
         let heartbeat = tokio::spawn(async move {
             let every = HEARTBEAT_EVERY.to_std().expect("positive interval");
             loop {
                 tokio::time::sleep(every).await;
                 session.heartbeat = chrono::Utc::now();
-                if let Err(e) = r.store().put(&paths::session(&id), Bytes::from(session.seal(r.key()))).await {
+                if let Err(e) = r
+                    .store()
+                    .put(&paths::session(&id), Bytes::from(session.seal(r.key())))
+                    .await
+                {
                     tracing::warn!(error = %e, "could not refresh session");
                 }
             }
         });
-        Ok(SessionGuard { repo: repo.clone(), id, heartbeat })
+        Ok(SessionGuard {
+            repo: repo.clone(),
+            id,
+            heartbeat,
+        })
     }
 
     /// Ends the session; call only after the snapshot is written (§12.3).

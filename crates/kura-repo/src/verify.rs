@@ -70,11 +70,18 @@ impl VerifyReport {
     }
 
     fn problem(&mut self, object: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(Problem { object: object.into(), message: message.into() });
+        self.errors.push(Problem {
+            object: object.into(),
+            message: message.into(),
+        });
     }
 }
 
-pub async fn verify(repo: &Arc<Repository>, opts: &VerifyOptions, counters: Arc<Counters>) -> Result<VerifyReport> {
+pub async fn verify(
+    repo: &Arc<Repository>,
+    opts: &VerifyOptions,
+    counters: Arc<Counters>,
+) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let (snapshots, bad) = repo.snapshots().await?;
     report.snapshots = (snapshots.len() + bad.len()) as u64;
@@ -90,7 +97,9 @@ pub async fn verify(repo: &Arc<Repository>, opts: &VerifyOptions, counters: Arc<
         let r = async {
             let bytes = repo.store().get(&paths::index(&id)).await?;
             if Id::of_object(&bytes) != id {
-                return Err(crate::RepoError::Refused("content does not match its name".into()));
+                return Err(crate::RepoError::Refused(
+                    "content does not match its name".into(),
+                ));
             }
             let content = repo.key().open_object(&bytes, "index")?;
             Ok(IndexFile::decode(&content)?)
@@ -120,10 +129,18 @@ pub async fn verify(repo: &Arc<Repository>, opts: &VerifyOptions, counters: Arc<
     let mut damaged: HashMap<Id, String> = HashMap::new();
     for f in &files {
         for p in &f.packs {
-            let need = p.blobs.iter().map(|b| b.offset as u64 + b.length as u64).max().unwrap_or(0) + 4;
+            let need = p
+                .blobs
+                .iter()
+                .map(|b| b.offset as u64 + b.length as u64)
+                .max()
+                .unwrap_or(0)
+                + 4;
             let why = match listed.get(&p.id) {
                 None => Some("pack missing".to_string()),
-                Some(size) if *size < need => Some(format!("pack truncated ({size} of at least {need} bytes)")),
+                Some(size) if *size < need => {
+                    Some(format!("pack truncated ({size} of at least {need} bytes)"))
+                }
                 _ => None,
             };
             if let Some(why) = why {
@@ -140,7 +157,11 @@ pub async fn verify(repo: &Arc<Repository>, opts: &VerifyOptions, counters: Arc<
     let selected: Vec<Id> = match opts.read_data {
         ReadData::None => Vec::new(),
         ReadData::All => listed.keys().copied().collect(),
-        ReadData::Subset(pct) => listed.keys().copied().filter(|_| rand::random::<f64>() * 100.0 < pct).collect(),
+        ReadData::Subset(pct) => listed
+            .keys()
+            .copied()
+            .filter(|_| rand::random::<f64>() * 100.0 < pct)
+            .collect(),
     };
     let mut by_pack: HashMap<Id, Vec<(Id, Location)>> = HashMap::new();
     for f in &files {
@@ -149,7 +170,13 @@ pub async fn verify(repo: &Arc<Repository>, opts: &VerifyOptions, counters: Arc<
                 p.blobs
                     .iter()
                     .map(|b| {
-                        let loc = Location { pack: p.id, ty: b.ty, offset: b.offset, length: b.length, raw_length: b.raw_length };
+                        let loc = Location {
+                            pack: p.id,
+                            ty: b.ty,
+                            offset: b.offset,
+                            length: b.length,
+                            raw_length: b.raw_length,
+                        };
                         (b.id, loc)
                     })
                     .collect()
@@ -158,7 +185,7 @@ pub async fn verify(repo: &Arc<Repository>, opts: &VerifyOptions, counters: Arc<
     }
     let by_pack = Arc::new(by_pack);
     let index = Arc::new(index);
-    let checks: Vec<(Id, Vec<(Option<Id>, String)>, u64)> = stream::iter(selected)
+    let checks: Vec<PackCheck> = stream::iter(selected)
         .map(|pack| {
             let repo = repo.clone();
             let by_pack = by_pack.clone();
@@ -208,18 +235,24 @@ pub async fn verify(repo: &Arc<Repository>, opts: &VerifyOptions, counters: Arc<
     Ok(report)
 }
 
+/// A pack read: its id, problems (with the damaged blob when known), and
+/// how many blobs were checked.
+type PackCheck = (Id, Vec<(Option<Id>, String)>, u64);
+
 async fn check_pack(
     repo: &Repository,
     by_pack: &HashMap<Id, Vec<(Id, Location)>>,
     pack: Id,
     counters: &Counters,
-) -> (Id, Vec<(Option<Id>, String)>, u64) {
+) -> PackCheck {
     let mut problems = Vec::new();
     let bytes = match repo.store().get(&paths::pack(&pack)).await {
         Ok(b) => b,
         Err(e) => return (pack, vec![(None, format!("cannot read: {e}"))], 0),
     };
-    counters.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    counters
+        .bytes_read
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     if Id::of_object(&bytes) != pack {
         problems.push((None, "content does not match its name (damaged)".to_string()));
     }
@@ -233,7 +266,10 @@ async fn check_pack(
                 let (s, e) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
                 let r = match bytes.get(s..e) {
                     None => Err("beyond the end of the pack".to_string()),
-                    Some(sealed) => key.open_blob(sealed, loc.ty, id, loc.raw_length).map(|_| ()).map_err(|e| e.to_string()),
+                    Some(sealed) => key
+                        .open_blob(sealed, loc.ty, id, loc.raw_length)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
                 };
                 if let Err(m) = r {
                     found.push((Some(*id), format!("blob {}: {m}", id.short())));
@@ -265,8 +301,12 @@ struct TraceCtx<'a> {
 
 impl TraceCtx<'_> {
     fn hit(&mut self, path: &std::path::Path, blob: &Id, why: &str) {
-        self.affected.insert(Affected { snapshot: self.snapshot.clone(), path: path.display().to_string() });
-        self.problems.push((format!("blob {}", blob.short()), why.to_string()));
+        self.affected.insert(Affected {
+            snapshot: self.snapshot.clone(),
+            path: path.display().to_string(),
+        });
+        self.problems
+            .push((format!("blob {}", blob.short()), why.to_string()));
     }
 }
 
@@ -303,7 +343,9 @@ fn trace<'a, 'b>(ctx: &'a mut TraceCtx<'b>, tree: Id, path: PathBuf) -> BoxFutur
                     for id in node.content.iter().flatten() {
                         let why = match ctx.damaged.get(id) {
                             Some(w) => Some(w.clone()),
-                            None if !ctx.index.contains(id) => Some("blob missing from the index".to_string()),
+                            None if !ctx.index.contains(id) => {
+                                Some("blob missing from the index".to_string())
+                            }
                             None => None,
                         };
                         if let Some(w) = why {

@@ -134,7 +134,11 @@ impl<S: Store> Faulty<S> {
     }
 
     fn trip(&self, op: &'static str, key: &str) -> Result<()> {
-        if self.count.fetch_add(1, Ordering::Relaxed) % self.every == 0 {
+        if self
+            .count
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(self.every)
+        {
             return Err(StoreError::new(ErrorKind::Transient, op, key, "injected fault"));
         }
         Ok(())

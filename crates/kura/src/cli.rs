@@ -1,0 +1,221 @@
+//! Flags and subcommands. Parsing only: validation into library options
+//! happens in each command.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kura",
+    version,
+    about = "kura (蔵): backups of databases and files that you can restore at 3 a.m."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository: a path, s3://bucket/prefix, gcs://bucket/prefix or azblob://container/prefix.
+    #[arg(short = 'r', long, env = "KURA_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// Read the password from this file (first line).
+    #[arg(long, env = "KURA_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Run this command (through sh) and use the first line it prints as the password.
+    #[arg(long, env = "KURA_PASSWORD_COMMAND", global = true)]
+    pub password_command: Option<String>,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log detail (-v info, -vv debug, -vvv trace). KURA_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Log format on stderr: text or json.
+    #[arg(long, default_value = "text", global = true, value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Never show progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up files and directories, or a stream (--stdin, --command).
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// List the entries of a snapshot.
+    Ls(LsArgs),
+    /// Restore a snapshot into a directory.
+    Restore(RestoreArgs),
+    /// Write one file of a snapshot to stdout (`kura dump latest db.sql | psql`).
+    Dump(DumpArgs),
+    /// Check the repository's integrity.
+    Verify(VerifyArgs),
+    /// Remove snapshots (their data goes with the next prunes).
+    Forget(ForgetArgs),
+    /// Reclaim the space of data no snapshot uses.
+    Prune(PruneArgs),
+    /// Manage the passwords (keys) that open the repository.
+    Key(KeyArgs),
+    /// Try kura end to end on sample data in a scratch folder; needs no server.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Average chunk size in KiB (a power of two; min is a quarter, max four times).
+    #[arg(long, default_value_t = 1024, hide = true)]
+    pub chunk_avg_kib: u32,
+    /// Target pack size in MiB.
+    #[arg(long, default_value_t = 16, hide = true)]
+    pub pack_mib: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    pub paths: Vec<PathBuf>,
+    /// Exclude paths matching this glob (a pattern with `/` matches the full path, otherwise the name).
+    #[arg(short = 'e', long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from a file, one per line (# comments).
+    #[arg(long)]
+    pub exclude_file: Vec<PathBuf>,
+    /// Do not cross into other filesystems.
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name recorded in the snapshot.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Compare against this snapshot instead of the latest of this host and paths.
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Read every file, even those unchanged since the parent snapshot.
+    #[arg(long)]
+    pub force: bool,
+    /// Back up standard input as one file.
+    #[arg(long, conflicts_with = "command")]
+    pub stdin: bool,
+    /// Back up what this command (run through sh) prints; a non-zero exit fails the backup.
+    #[arg(long)]
+    pub command: Option<String>,
+    /// File name of the stream in the snapshot.
+    #[arg(long, default_value = "stdin")]
+    pub stdin_name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots with this tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id (a unique prefix) or `latest`.
+    pub snapshot: String,
+    /// A path inside the snapshot.
+    pub path: Option<String>,
+    /// Show mode, size and mtime.
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot id (a unique prefix) or `latest`.
+    pub snapshot: String,
+    /// Directory to restore into; created if missing.
+    #[arg(short, long)]
+    pub target: PathBuf,
+    /// Restore only this path of the snapshot (repeatable).
+    #[arg(short, long)]
+    pub include: Vec<String>,
+    /// Restore into a non-empty directory, replacing files of the same name.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// Snapshot id (a unique prefix) or `latest`.
+    pub snapshot: String,
+    /// The file's path inside the snapshot.
+    pub path: String,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Also read and check every pack.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read and check a random subset of packs, e.g. 10%.
+    #[arg(long)]
+    pub read_data_subset: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Snapshot ids (unique prefixes).
+    #[arg(required = true)]
+    pub snapshots: Vec<String>,
+    /// Run prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// How long packs stay marked before deletion, e.g. 10m, 1h, 0s.
+    #[arg(long, default_value = "10m")]
+    pub grace: String,
+    /// Repack packs whose unused share exceeds this percentage.
+    #[arg(long, default_value_t = 20.0)]
+    pub repack_unused: f64,
+    /// Report what would be done, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KeyArgs {
+    #[command(subcommand)]
+    pub command: KeyCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add a password. The new one comes from --new-password-file or a prompt.
+    Add {
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+    /// List keys.
+    List,
+    /// Remove a key by id prefix (never the last one, nor the one in use).
+    Remove { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Scratch folder for the demo (created; must be empty or missing).
+    #[arg(long, default_value = "kura-demo")]
+    pub dir: PathBuf,
+}

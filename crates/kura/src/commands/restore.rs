@@ -1,0 +1,56 @@
+use std::sync::Arc;
+
+use kura_repo::restore::{restore, RestoreOptions};
+use kura_repo::Counters;
+
+use crate::cli::{Global, RestoreArgs};
+use crate::output::{code, human_bytes, print_json, say, Failure};
+use crate::progress::Progress;
+
+pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
+    let repo = super::open_repo(g).await?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot).await?;
+    let opts = RestoreOptions {
+        include: a.include.clone(),
+        overwrite: a.overwrite,
+        owners: super::euid() == 0,
+        concurrency: 0,
+    };
+    let counters = Arc::new(Counters::default());
+    let total = if a.include.is_empty() {
+        Some(snap.summary.bytes)
+    } else {
+        None
+    };
+    let progress = Progress::start(g, "restore", counters.clone(), total);
+    let report = restore(&repo, snap.tree, &a.target, &opts, counters).await;
+    progress.finish();
+    let report = report?;
+    if g.json {
+        print_json(&serde_json::json!({ "snapshot": id, "target": a.target, "report": report }));
+    } else {
+        say(
+            g,
+            format!(
+                "restored {} files, {} dirs, {} symlinks, {} from snapshot {} into {}",
+                report.files,
+                report.dirs,
+                report.links,
+                human_bytes(report.bytes),
+                id.short(),
+                a.target.display()
+            ),
+        );
+    }
+    if !report.failed.is_empty() {
+        for (path, why) in &report.failed {
+            eprintln!("not restored: {path}: {why}");
+        }
+        eprintln!(
+            "kura: {} entries could not be restored; nothing wrong was written",
+            report.failed.len()
+        );
+        return Ok(code::DAMAGE);
+    }
+    Ok(code::OK)
+}

@@ -1,0 +1,49 @@
+use crate::cli::{Global, SnapshotsArgs};
+use crate::output::{human_bytes, print_json, Failure};
+
+pub async fn run(g: &Global, a: &SnapshotsArgs) -> Result<u8, Failure> {
+    let repo = super::open_repo(g).await?;
+    let (all, bad) = repo.snapshots().await?;
+    for (id, e) in &bad {
+        tracing::warn!("snapshot {} cannot be read: {e}", id.short());
+    }
+    let list: Vec<_> = all
+        .into_iter()
+        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h))
+        .filter(|(_, s)| a.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+        .collect();
+    if g.json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|(id, s)| {
+                let mut j = serde_json::to_value(s).expect("snapshot serializes");
+                j["id"] = serde_json::json!(id);
+                j["short_id"] = serde_json::json!(id.short());
+                j
+            })
+            .collect();
+        print_json(&v);
+    } else {
+        println!(
+            "{:<8}  {:<19}  {:<12}  {:>10}  {:<12}  paths",
+            "id", "time", "host", "size", "tags"
+        );
+        for (id, s) in &list {
+            println!(
+                "{:<8}  {:<19}  {:<12}  {:>10}  {:<12}  {}",
+                id.short(),
+                s.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+                s.hostname,
+                human_bytes(s.summary.bytes),
+                s.tags.join(","),
+                s.paths.join(" ")
+            );
+        }
+        println!("{} snapshots", list.len());
+    }
+    Ok(if bad.is_empty() {
+        0
+    } else {
+        crate::output::code::DAMAGE
+    })
+}

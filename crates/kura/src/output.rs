@@ -1,0 +1,142 @@
+//! Errors as the user sees them, exit codes, logging and JSON output.
+use std::fmt::Display;
+
+use kura_repo::RepoError;
+use serde::Serialize;
+
+use crate::cli::Global;
+
+/// Exit codes (documented in README.md).
+pub mod code {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    /// Backup saved, but some source files could not be read.
+    pub const PARTIAL_BACKUP: u8 = 3;
+    /// verify found damage, or restore could not restore some files.
+    pub const DAMAGE: u8 = 4;
+    pub const NO_REPOSITORY: u8 = 10;
+    pub const WRONG_PASSWORD: u8 = 11;
+    pub const BUSY: u8 = 12;
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    pub fn new(message: impl Display) -> Failure {
+        Failure {
+            code: code::FAILED,
+            message: message.to_string(),
+            hint: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Failure {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn code(f: &Failure) -> u8 {
+        f.code
+    }
+
+    /// Adds what was being done to the message.
+    pub fn context(mut self, what: impl Display) -> Failure {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+}
+
+impl From<RepoError> for Failure {
+    fn from(e: RepoError) -> Failure {
+        let code = match &e {
+            RepoError::NotARepository { .. } => code::NO_REPOSITORY,
+            RepoError::WrongPassword { .. } | RepoError::NoKeys { .. } => code::WRONG_PASSWORD,
+            RepoError::PruneRunning { .. } => code::BUSY,
+            _ => code::FAILED,
+        };
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            let s_text = s.to_string();
+            if !message.contains(&s_text) {
+                message = format!("{message}: {s_text}");
+            }
+            source = s.source();
+        }
+        Failure {
+            code,
+            message,
+            hint: e.hint().map(String::from),
+        }
+    }
+}
+
+impl From<kura_store::StoreError> for Failure {
+    fn from(e: kura_store::StoreError) -> Failure {
+        RepoError::from(e).into()
+    }
+}
+
+pub fn report_failure(g: &Global, f: &Failure) {
+    if g.json {
+        print_json(&serde_json::json!({ "error": f.message, "hint": f.hint, "exit_code": f.code }));
+    }
+    eprintln!("kura: {}", f.message);
+    if let Some(h) = &f.hint {
+        eprintln!("hint: {h}");
+    }
+}
+
+pub fn print_json<T: Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON output serializes")
+    );
+}
+
+/// Prints a line unless --quiet or --json.
+pub fn say(g: &Global, line: impl Display) {
+    if !g.quiet && !g.json {
+        println!("{line}");
+    }
+}
+
+pub fn init_logging(g: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (g.quiet, g.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("KURA_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if g.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.with_target(false).without_time().init();
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
