@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::object::{AzureSettings, GcsSettings, S3Settings};
-use crate::{LocalStore, OpendalStore, Result, Retry, Store, StoreError};
+use crate::{LocalStore, OpendalStore, Result, Retry, RetryPolicy, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
@@ -114,10 +114,19 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Opens the store a URL names, wrapped in [`Retry`].
+fn wrap<S: Store + 'static>(s: S, policy: &RetryPolicy) -> Arc<dyn Store> {
+    Arc::new(Retry::with_policy(s, policy.clone()))
+}
+
+/// Opens the store a URL names, wrapped in [`Retry`] with the default policy.
 pub fn open_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Store>> {
+    open_url_with(url, env, RetryPolicy::default())
+}
+
+/// Opens the store a URL names, wrapped in [`Retry`] with `policy`.
+pub fn open_url_with(url: &str, env: &dyn Fn(&str) -> Option<String>, policy: RetryPolicy) -> Result<Arc<dyn Store>> {
     Ok(match StoreUrl::parse(url)? {
-        StoreUrl::Local(path) => Arc::new(Retry::new(LocalStore::new(path))),
+        StoreUrl::Local(path) => wrap(LocalStore::new(path), &policy),
         StoreUrl::S3 {
             bucket,
             prefix,
@@ -147,7 +156,7 @@ pub fn open_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<d
                     }
                 },
             };
-            Arc::new(Retry::new(OpendalStore::s3(&s)?))
+            wrap(OpendalStore::s3(&s)?, &policy)
         }
         StoreUrl::Gcs {
             bucket,
@@ -161,7 +170,7 @@ pub fn open_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<d
                 credential_path: env("GOOGLE_APPLICATION_CREDENTIALS"),
                 token: env("KURA_GCS_TOKEN"),
             };
-            Arc::new(Retry::new(OpendalStore::gcs(&s)?))
+            wrap(OpendalStore::gcs(&s)?, &policy)
         }
         StoreUrl::Azure {
             container,
@@ -178,7 +187,7 @@ pub fn open_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<d
                 account_key: env("AZURE_STORAGE_KEY"),
                 sas_token: env("AZURE_STORAGE_SAS_TOKEN"),
             };
-            Arc::new(Retry::new(OpendalStore::azure(&s)?))
+            wrap(OpendalStore::azure(&s)?, &policy)
         }
     })
 }

@@ -25,7 +25,13 @@ pub fn open_store(g: &Global) -> Result<Arc<dyn Store>, Failure> {
         .repo
         .as_deref()
         .ok_or_else(|| Failure::new("no repository given").hint("pass --repo or set KURA_REPOSITORY"))?;
-    Ok(kura_store::open_url(url, &|k| std::env::var(k).ok())?)
+    let mut policy = kura_store::RetryPolicy::default();
+    if let Ok(n) = std::env::var("KURA_STORAGE_RETRIES") {
+        policy.attempts = n.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            Failure::new(format!("KURA_STORAGE_RETRIES={n:?} is not a positive number"))
+        })?;
+    }
+    Ok(kura_store::open_url_with(url, &|k| std::env::var(k).ok(), policy)?)
 }
 
 pub async fn open_repo(g: &Global) -> Result<Arc<Repository>, Failure> {
