@@ -124,7 +124,11 @@ pub fn open_url(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<d
 }
 
 /// Opens the store a URL names, wrapped in [`Retry`] with `policy`.
-pub fn open_url_with(url: &str, env: &dyn Fn(&str) -> Option<String>, policy: RetryPolicy) -> Result<Arc<dyn Store>> {
+pub fn open_url_with(
+    url: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    policy: RetryPolicy,
+) -> Result<Arc<dyn Store>> {
     Ok(match StoreUrl::parse(url)? {
         StoreUrl::Local(path) => wrap(LocalStore::new(path), &policy),
         StoreUrl::S3 {

@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 mod conformance;
+mod proxy;
 mod servers;
 
 pub use conformance::run_conformance;
+pub use proxy::CutProxy;
 pub use servers::{free_port, MotoServer};

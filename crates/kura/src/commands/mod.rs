@@ -27,11 +27,16 @@ pub fn open_store(g: &Global) -> Result<Arc<dyn Store>, Failure> {
         .ok_or_else(|| Failure::new("no repository given").hint("pass --repo or set KURA_REPOSITORY"))?;
     let mut policy = kura_store::RetryPolicy::default();
     if let Ok(n) = std::env::var("KURA_STORAGE_RETRIES") {
-        policy.attempts = n.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-            Failure::new(format!("KURA_STORAGE_RETRIES={n:?} is not a positive number"))
-        })?;
+        policy.attempts =
+            n.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                Failure::new(format!("KURA_STORAGE_RETRIES={n:?} is not a positive number"))
+            })?;
     }
-    Ok(kura_store::open_url_with(url, &|k| std::env::var(k).ok(), policy)?)
+    Ok(kura_store::open_url_with(
+        url,
+        &|k| std::env::var(k).ok(),
+        policy,
+    )?)
 }
 
 pub async fn open_repo(g: &Global) -> Result<Arc<Repository>, Failure> {

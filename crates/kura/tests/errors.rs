@@ -1,0 +1,259 @@
+//! Bad input gets a clear error and loses nothing.
+mod common;
+
+use common::*;
+use kura_testkit::{CutProxy, MotoServer};
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn wrong_password_is_named_with_a_next_step() {
+    let k = Kura::new();
+    k.init();
+    let out = k
+        .cmd(&["snapshots"])
+        .env("KURA_PASSWORD", "not it")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(11));
+    let e = stderr(&out);
+    assert!(e.contains("wrong password for repository"), "{e}");
+    assert!(e.contains("hint: check KURA_PASSWORD"), "{e}");
+    assert!(
+        !e.contains("not it"),
+        "the password never appears in messages: {e}"
+    );
+}
+
+#[test]
+fn missing_repository_and_missing_password() {
+    let k = Kura::new();
+    let out = k.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(10));
+    assert!(
+        stderr(&out).contains("is not a kura repository"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("kura init"));
+
+    k.init();
+    let out = k
+        .cmd(&["snapshots"])
+        .env_remove("KURA_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no password given"), "{}", stderr(&out));
+
+    let again = k.run(&["init"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already holds a kura repository"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn newer_repository_version_is_refused_before_any_password() {
+    let k = Kura::new();
+    k.init();
+    let config = std::path::Path::new(&k.repo).join("config");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 2");
+    std::fs::write(&config, text).unwrap();
+    let out = k
+        .cmd(&["snapshots"])
+        .env_remove("KURA_PASSWORD")
+        .output()
+        .unwrap();
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("format version 2, this kura supports up to 1"), "{e}");
+    assert!(e.contains("upgrade kura"), "{e}");
+}
+
+#[test]
+fn unreadable_source_file_is_skipped_reported_and_recorded() {
+    let k = Kura::new();
+    k.init();
+    let src = k.path("src");
+    make_tree(&src);
+    // /proc/self/mem is a regular file whose first read fails with EIO, even
+    // for root: a real unreadable file.
+    let out = k.run(&["backup", src.to_str().unwrap(), "/proc/self/mem"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("/proc/self/mem") && e.contains("cannot read"), "{e}");
+    let snaps = k.json(&["snapshots"]);
+    let w = &snaps[0]["warnings"][0];
+    assert_eq!(w["path"], "/proc/self/mem");
+    // Everything else is there.
+    let target = k.path("out");
+    let r = k.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        r.status.code(),
+        Some(4),
+        "the unreadable file is reported again on restore"
+    );
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+fn tmpfs(dir: &std::path::Path, size: &str) -> impl Drop {
+    std::fs::create_dir_all(dir).unwrap();
+    let st = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size}"),
+            "tmpfs",
+            dir.to_str().unwrap(),
+        ])
+        .status()
+        .expect("run mount");
+    assert!(
+        st.success(),
+        "this test mounts a small tmpfs to fill it: run it as root (./scripts/test does)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    Unmount(dir.to_path_buf())
+}
+
+#[test]
+fn full_disk_at_the_repository_fails_cleanly_and_keeps_earlier_snapshots() {
+    let k0 = Kura::new();
+    let mnt = k0.path("small");
+    let _m = tmpfs(&mnt, "4m");
+    let k = Kura::with_repo(mnt.join("repo").to_str().unwrap(), vec![]);
+    k.init();
+    let small = k.path("small-src");
+    std::fs::create_dir_all(&small).unwrap();
+    std::fs::write(small.join("a.txt"), b"first").unwrap();
+    let first = k.backup(&[&small]);
+    let big = k.path("big-src");
+    std::fs::create_dir_all(&big).unwrap();
+    std::fs::write(big.join("noise.bin"), noise(20 << 20, 5)).unwrap();
+    let out = k.run(&["backup", big.to_str().unwrap()]);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("No space left") || e.contains("space"), "{e}");
+    assert!(e.contains("hint: free space"), "{e}");
+    assert_eq!(
+        k.snapshot_ids(),
+        vec![first.clone()],
+        "no snapshot for the failed backup"
+    );
+    let v = k.json(&["verify", "--read-data"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let target = k.path("out");
+    k.ok(&["restore", &first, "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(restored(&target, &small).join("a.txt")).unwrap(),
+        b"first"
+    );
+}
+
+#[test]
+fn full_disk_at_the_restore_target_reports_the_file_and_leaves_no_partial_file() {
+    let k = Kura::new();
+    k.init();
+    let src = k.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("fits.txt"), b"small").unwrap();
+    std::fs::write(src.join("huge.bin"), noise(6 << 20, 8)).unwrap();
+    k.backup(&[&src]);
+    let mnt = k.path("target");
+    let _m = tmpfs(&mnt, "2m");
+    let out = k.run(&["restore", "latest", "--target", mnt.to_str().unwrap()]);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{e}");
+    assert!(e.contains("huge.bin"), "{e}");
+    let root = restored(&mnt, &src);
+    assert_eq!(std::fs::read(root.join("fits.txt")).unwrap(), b"small");
+    assert!(
+        !root.join("huge.bin").exists(),
+        "no partial file under the real name"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".kura-restore"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files are cleaned up");
+}
+
+#[test]
+fn unreachable_storage_fails_with_a_clear_error() {
+    let port = kura_testkit::free_port();
+    let k = Kura::with_repo(
+        &format!("s3://bucket/prefix?endpoint=http://127.0.0.1:{port}"),
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), "k".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "s".into()),
+        ],
+    );
+    let out = k.run(&["init"]);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("gave up after 3 attempts"), "{e}");
+    assert!(e.contains("safe to run again"), "{e}");
+}
+
+#[test]
+fn storage_outage_mid_upload_records_nothing_and_the_next_backup_works() {
+    let moto = MotoServer::start();
+    moto.create_bucket("outage");
+    let proxy = CutProxy::start(moto.port);
+    let mut env = moto.env();
+    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint()));
+    let k = Kura::with_repo("s3://outage/repo", env);
+    k.init();
+    let src = k.path("src");
+    make_tree(&src);
+    let first = k.backup(&[&src]);
+
+    let big = k.path("big");
+    std::fs::create_dir_all(&big).unwrap();
+    for i in 0..6 {
+        std::fs::write(big.join(format!("{i}.bin")), noise(8 << 20, 100 + i)).unwrap();
+    }
+    let child = k
+        .cmd(&["backup", big.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = proxy.bytes();
+    proxy.wait_for_bytes(seen + (10 << 20));
+    proxy.cut();
+    let out = child.wait_with_output().unwrap();
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("storage") && e.contains("gave up"), "{e}");
+    proxy.resume();
+    assert_eq!(
+        k.snapshot_ids(),
+        vec![first.clone()],
+        "the interrupted backup recorded no snapshot"
+    );
+
+    let second = k.backup(&[&big]);
+    let v = k.json(&["verify", "--read-data"]);
+    assert_eq!(v["ok"], true, "{v}");
+    for (id, src) in [(&first, &src), (&second, &big)] {
+        let target = k.path(&format!("out-{}", &id[..8]));
+        k.ok(&["restore", id, "--target", target.to_str().unwrap()]);
+        assert_same_tree(src, &restored(&target, src));
+    }
+}
