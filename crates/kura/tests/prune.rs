@@ -1,0 +1,194 @@
+//! Forget and the two-phase prune, alone and beside running backups.
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+fn pack_count(repo: &str) -> usize {
+    let mut n = 0;
+    for d in std::fs::read_dir(Path::new(repo).join("data")).unwrap().flatten() {
+        n += std::fs::read_dir(d.path()).unwrap().count();
+    }
+    n
+}
+
+#[test]
+fn forgotten_data_is_marked_then_deleted_and_the_rest_survives() {
+    let k = Kura::new();
+    k.init();
+    let (a, b) = (k.path("a"), k.path("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("x.bin"), noise(3 << 20, 1)).unwrap();
+    std::fs::write(b.join("y.bin"), noise(3 << 20, 2)).unwrap();
+    let first = k.backup(&[&a]);
+    let second = k.backup(&[&b]);
+    let before = pack_count(&k.repo);
+    k.ok(&["forget", &first[..8]]);
+    let r1 = k.json(&["prune", "--grace", "0s"]);
+    assert!(
+        r1["packs_marked"].as_u64().unwrap() >= 2,
+        "the data and tree packs of the forgotten snapshot: {r1}"
+    );
+    assert_eq!(r1["packs_deleted"], 0, "phase one only marks");
+    assert_eq!(pack_count(&k.repo), before);
+    let r2 = k.json(&["prune", "--grace", "0s"]);
+    assert_eq!(r2["packs_deleted"], r1["packs_marked"], "{r2}");
+    assert!(pack_count(&k.repo) < before);
+    let v = k.json(&["verify", "--read-data"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let target = k.path("out");
+    k.ok(&["restore", &second, "--target", target.to_str().unwrap()]);
+    assert_same_tree(&b, &restored(&target, &b));
+    // A grace period that has not passed keeps everything.
+    let r3 = k.json(&["prune", "--dry-run"]);
+    assert_eq!(r3["packs_deleted"], 0);
+}
+
+#[test]
+fn prune_repacks_partly_used_packs() {
+    let k = Kura::new();
+    k.init();
+    let src = k.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("keep.bin"), noise(1 << 20, 3)).unwrap();
+    std::fs::write(src.join("drop.bin"), noise(4 << 20, 4)).unwrap();
+    let first = k.backup(&[&src]);
+    std::fs::remove_file(src.join("drop.bin")).unwrap();
+    let second = k.backup(&[&src]);
+    k.ok(&["forget", &first]);
+    let r = k.json(&["prune", "--grace", "0s"]);
+    assert_eq!(r["packs_repacked"], 1, "{r}");
+    assert!(r["blobs_repacked"].as_u64().unwrap() >= 1, "{r}");
+    k.json(&["prune", "--grace", "0s"]);
+    let v = k.json(&["verify", "--read-data"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let target = k.path("out");
+    k.ok(&["restore", &second, "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+/// format.md §12.3–12.5: a backup that loaded the index before prune marked
+/// a pack may still reference it; its live session holds the deletion back,
+/// and once its snapshot exists the pack is used again and kept.
+#[test]
+fn prune_keeps_pack_referenced_by_concurrent_backup() {
+    let k = Kura::new();
+    k.init();
+    let src = k.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("x.bin");
+    std::fs::write(&file, noise(2 << 20, 7)).unwrap();
+    let first = k.json(&[
+        "backup",
+        "--stdin-name",
+        "x.bin",
+        "--command",
+        &format!("cat {}", file.display()),
+    ]);
+    let first = first["id"].as_str().unwrap().to_string();
+
+    // A slow backup of the same content: it loads the index now and finds
+    // the blobs of x.bin there, but writes its snapshot only in 4 seconds.
+    let slow = k
+        .cmd(&[
+            "backup",
+            "--stdin-name",
+            "x.bin",
+            "--command",
+            &format!("sleep 4; cat {}", file.display()),
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    k.ok(&["forget", &first]);
+    let mark = k.json(&["prune", "--grace", "0s"]);
+    assert!(mark["packs_marked"].as_u64().unwrap() >= 1, "{mark}");
+    let held = k.json(&["prune", "--grace", "0s"]);
+    assert_eq!(
+        held["packs_deleted"], 0,
+        "the live backup session holds deletion back: {held}"
+    );
+    assert!(held["markers_waiting"].as_u64().unwrap() >= 1, "{held}");
+
+    let out = slow.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = k.json(&["prune", "--grace", "0s"]);
+    assert!(
+        r["packs_revived"].as_u64().unwrap() >= 1,
+        "the reused pack is used again and kept: {r}"
+    );
+    let v = k.json(&["verify", "--read-data"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let dumped = k.cmd(&["dump", "latest", "x.bin"]).output().unwrap();
+    assert!(dumped.stdout == std::fs::read(&file).unwrap());
+}
+
+#[test]
+fn concurrent_backups_and_prune_lose_nothing() {
+    let k = Kura::new();
+    k.init();
+    let dirs: Vec<_> = (0..4)
+        .map(|i| {
+            let d = k.path(&format!("host{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("own.bin"), noise(2 << 20, 10 + i)).unwrap();
+            // Shared content: dedup across concurrent writers.
+            std::fs::write(d.join("shared.bin"), noise(2 << 20, 99)).unwrap();
+            d
+        })
+        .collect();
+    let mut children = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let script = format!(
+            "for n in 1 2 3; do {} backup {} --host host{i} --quiet || exit 1; done",
+            env!("CARGO_BIN_EXE_kura"),
+            d.display()
+        );
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", &script]);
+        for (key, val) in k.cmd(&[]).get_envs() {
+            match val {
+                Some(v) => c.env(key, v),
+                None => c.env_remove(key),
+            };
+        }
+        children.push(c.spawn().unwrap());
+    }
+    // Prune (with forget of each host's oldest) while the backups run.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(300));
+        let snaps = k.json(&["snapshots"]);
+        if let Some(old) = snaps.as_array().unwrap().first() {
+            let _ = k.run(&["forget", old["id"].as_str().unwrap()]);
+        }
+        let p = k.run(&["prune", "--grace", "0s"]);
+        assert!(
+            p.status.success() || p.status.code() == Some(12),
+            "{}",
+            String::from_utf8_lossy(&p.stderr)
+        );
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    k.ok(&["prune", "--grace", "0s"]);
+    k.ok(&["prune", "--grace", "0s"]);
+    let v = k.json(&["verify", "--read-data"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let snaps = k.json(&["snapshots"]);
+    assert!(snaps.as_array().unwrap().len() >= 8);
+    for s in snaps.as_array().unwrap() {
+        let id = s["id"].as_str().unwrap();
+        let host: usize = s["hostname"].as_str().unwrap()[4..].parse().unwrap();
+        let target = k.path(&format!("out-{id}"));
+        k.ok(&["restore", id, "--target", target.to_str().unwrap()]);
+        assert_same_tree(&dirs[host], &restored(&target, &dirs[host]));
+    }
+}
