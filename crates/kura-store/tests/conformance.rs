@@ -1,7 +1,9 @@
 //! Every store passes the same contract (kura_testkit::run_conformance),
 //! each against a real backend on this machine.
 use kura_store::{open_url, LocalStore, Retry};
-use kura_testkit::{run_conformance, MotoServer};
+use kura_testkit::{
+    run_conformance, run_conformance_with, AzuriteServer, Capabilities, GcsEmulator, MotoServer,
+};
 
 #[tokio::test]
 async fn local_store_conforms() {
@@ -38,4 +40,30 @@ async fn retry_rides_out_transient_faults() {
     let bare = Faulty::new(LocalStore::new(dir.path()), 1);
     let e = bare.get("x").await.unwrap_err();
     assert!(e.is_transient());
+}
+
+#[tokio::test]
+async fn azure_store_conforms_against_azurite() {
+    let azurite = AzuriteServer::start();
+    azurite.create_container("conformance");
+    let url = format!("azblob://conformance/some/prefix?endpoint={}", azurite.endpoint());
+    let store = open_url(&url, &azurite.env_fn()).unwrap();
+    run_conformance(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn gcs_store_conforms_against_the_emulator() {
+    let gcs = GcsEmulator::start("conformance");
+    let url = format!("gcs://conformance/some/prefix?endpoint={}", gcs.endpoint());
+    let store = open_url(&url, &gcs.env_fn()).unwrap();
+    // The emulator enforces no preconditions and has no multipart uploads;
+    // real GCS has both.
+    run_conformance_with(
+        store.as_ref(),
+        Capabilities {
+            conditional_create: false,
+            multipart: false,
+        },
+    )
+    .await;
 }

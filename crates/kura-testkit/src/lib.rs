@@ -9,6 +9,6 @@ mod conformance;
 mod proxy;
 mod servers;
 
-pub use conformance::run_conformance;
+pub use conformance::{run_conformance, run_conformance_with, Capabilities};
 pub use proxy::CutProxy;
-pub use servers::{free_port, MotoServer};
+pub use servers::{free_port, AzuriteServer, GcsEmulator, MotoServer};

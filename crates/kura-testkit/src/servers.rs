@@ -104,3 +104,171 @@ impl Drop for MotoServer {
         let _ = self.child.wait();
     }
 }
+
+fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    // Where ./scripts/test installs npm packages.
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(std::path::Path::new(&home).join(".cache/kura-test/node_modules/.bin"));
+    }
+    dirs.into_iter().map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+/// Azurite's blob service (`npm install azurite`), which enforces
+/// conditional creates like Azure does.
+pub struct AzuriteServer {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// The development account every Azurite instance has.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+impl AzuriteServer {
+    pub fn start() -> AzuriteServer {
+        let program = find_program("azurite-blob").unwrap_or_else(|| {
+            panic!("azurite-blob not found: install it with `npm install azurite` (./scripts/test does)")
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut child = Command::new(program)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+                "--disableTelemetry",
+                "--silent",
+            ])
+            .arg("--location")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start azurite-blob");
+        wait_for_port(port, "azurite-blob", &mut child);
+        AzuriteServer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+    }
+
+    /// Creates a container with a SharedKey-signed request.
+    pub fn create_container(&self, name: &str) {
+        use base64::Engine;
+        use sha2::{Digest, Sha256};
+        let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let version = "2021-08-06";
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{name}\nrestype:container"
+        );
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(AZURITE_KEY)
+            .unwrap();
+        // HMAC-SHA256 (RFC 2104), written out to keep the test kit small.
+        let mut k = [0u8; 64];
+        k[..key.len()].copy_from_slice(&key);
+        let inner = Sha256::new()
+            .chain_update(k.iter().map(|b| b ^ 0x36).collect::<Vec<_>>())
+            .chain_update(to_sign.as_bytes())
+            .finalize();
+        let mac = Sha256::new()
+            .chain_update(k.iter().map(|b| b ^ 0x5c).collect::<Vec<_>>())
+            .chain_update(inner)
+            .finalize();
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac);
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to azurite");
+        write!(
+            s,
+            "PUT /{AZURITE_ACCOUNT}/{name}?restype=container HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nx-ms-date: {date}\r\nx-ms-version: {version}\r\nAuthorization: SharedKey {AZURITE_ACCOUNT}:{sig}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(
+            reply.starts_with("HTTP/1.1 201"),
+            "creating container {name}: {reply}"
+        );
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AZURE_STORAGE_ACCOUNT".into(), AZURITE_ACCOUNT.into()),
+            ("AZURE_STORAGE_KEY".into(), AZURITE_KEY.into()),
+        ]
+    }
+
+    pub fn env_fn(&self) -> impl Fn(&str) -> Option<String> {
+        let env = self.env();
+        move |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+}
+
+impl Drop for AzuriteServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// gcp-storage-emulator (`pip install gcp-storage-emulator`). It does not
+/// enforce preconditions and has no multipart uploads, so the conformance
+/// suite skips exactly those checks for it (see `Capabilities`).
+pub struct GcsEmulator {
+    child: Child,
+    pub port: u16,
+}
+
+impl GcsEmulator {
+    pub fn start(bucket: &str) -> GcsEmulator {
+        let program = find_program("gcp-storage-emulator").unwrap_or_else(|| {
+            panic!("gcp-storage-emulator not found: install it with `pip install gcp-storage-emulator` (./scripts/test does)")
+        });
+        let port = free_port();
+        let mut child = Command::new(program)
+            .args([
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--in-memory",
+                "--default-bucket",
+                bucket,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start gcp-storage-emulator");
+        wait_for_port(port, "gcp-storage-emulator", &mut child);
+        GcsEmulator { child, port }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn env_fn(&self) -> impl Fn(&str) -> Option<String> {
+        // An explicit token keeps the client from looking for credentials
+        // anywhere else; the emulator accepts any.
+        |k| (k == "KURA_GCS_TOKEN").then(|| "emulator-token".to_string())
+    }
+}
+
+impl Drop for GcsEmulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
