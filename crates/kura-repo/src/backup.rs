@@ -152,10 +152,16 @@ pub async fn backup(
             }
             node.real = Some(p.clone());
         }
-        let tree_result = walker
-            .clone()
-            .save_root(root, PathBuf::from("/"), parent_tree)
-            .await;
+        let tree_result = if root.real.is_some() {
+            // The whole filesystem was asked for: "/" is itself a real path.
+            let dev = std::fs::symlink_metadata("/").map(|m| m.dev()).unwrap_or(0);
+            walker.clone().save_dir(Path::new("/"), dev, parent_tree).await
+        } else {
+            walker
+                .clone()
+                .save_root(root, PathBuf::from("/"), parent_tree)
+                .await
+        };
         let tree_id = match tree_result {
             Ok(id) => id,
             Err(e) => {
