@@ -27,11 +27,7 @@ pub struct ChunkerParams {
 
 impl Default for ChunkerParams {
     fn default() -> Self {
-        ChunkerParams {
-            min_size: 256 << 10,
-            avg_size: 1 << 20,
-            max_size: 4 << 20,
-        }
+        ChunkerParams { min_size: 256 << 10, avg_size: 1 << 20, max_size: 4 << 20 }
     }
 }
 
@@ -83,10 +79,7 @@ impl RepoConfig {
         let head: Head = serde_json::from_slice(bytes)
             .map_err(|e| FormatError::corrupt("config", format!("not a kura config: {e}")))?;
         if head.format != "kura" {
-            return Err(FormatError::corrupt(
-                "config",
-                format!("format is {:?}, not \"kura\"", head.format),
-            ));
+            return Err(FormatError::corrupt("config", format!("format is {:?}, not \"kura\"", head.format)));
         }
         check_version("repository", head.version)?;
         let c: RepoConfig =
@@ -107,13 +100,8 @@ mod tests {
     fn round_trip_and_newer_version() {
         let c = RepoConfig::new(ChunkerParams::default(), 16 << 20, 3);
         assert_eq!(RepoConfig::decode(&c.encode()).unwrap(), c);
-        let newer = String::from_utf8(c.encode())
-            .unwrap()
-            .replace("\"version\": 1", "\"version\": 2");
+        let newer = String::from_utf8(c.encode()).unwrap().replace("\"version\": 1", "\"version\": 2");
         let err = RepoConfig::decode(newer.as_bytes()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "repository has format version 2, this kura supports up to 1"
-        );
+        assert_eq!(err.to_string(), "repository has format version 2, this kura supports up to 1");
     }
 }

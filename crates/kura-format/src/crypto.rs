@@ -33,11 +33,7 @@ impl std::fmt::Debug for MasterKey {
 
 impl MasterKey {
     pub fn random() -> MasterKey {
-        MasterKey {
-            enc_key: rand::random(),
-            id_key: rand::random(),
-            chunker_key: rand::random(),
-        }
+        MasterKey { enc_key: rand::random(), id_key: rand::random(), chunker_key: rand::random() }
     }
 
     pub(crate) fn to_bytes(&self) -> [u8; 96] {
@@ -52,11 +48,7 @@ impl MasterKey {
         if b.len() != 96 {
             return Err(FormatError::corrupt("key file", "master key is not 96 bytes"));
         }
-        let mut k = MasterKey {
-            enc_key: [0; 32],
-            id_key: [0; 32],
-            chunker_key: [0; 32],
-        };
+        let mut k = MasterKey { enc_key: [0; 32], id_key: [0; 32], chunker_key: [0; 32] };
         k.enc_key.copy_from_slice(&b[..32]);
         k.id_key.copy_from_slice(&b[32..64]);
         k.chunker_key.copy_from_slice(&b[64..]);
@@ -157,10 +149,7 @@ pub(crate) fn seal_raw(key: &[u8; 32], flag: u8, body: &[u8]) -> Vec<u8> {
 /// Authenticates and decrypts, returning `flag ‖ body`.
 pub(crate) fn unseal_raw(key: &[u8; 32], sealed: &[u8], what: &'static str) -> Result<Vec<u8>, FormatError> {
     if sealed.len() < NONCE_LEN + TAG_LEN + 1 {
-        return Err(FormatError::corrupt(
-            what,
-            format!("{} bytes is too short to be sealed", sealed.len()),
-        ));
+        return Err(FormatError::corrupt(what, format!("{} bytes is too short to be sealed", sealed.len())));
     }
     let (nonce, rest) = sealed.split_at(NONCE_LEN);
     let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
@@ -202,22 +191,14 @@ pub struct KdfParams {
 
 impl Default for KdfParams {
     fn default() -> Self {
-        KdfParams {
-            memory_kib: 64 * 1024,
-            iterations: 3,
-            parallelism: 1,
-        }
+        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
     }
 }
 
 impl KdfParams {
     /// Cheap parameters for test suites only; never a default.
     pub fn insecure_for_tests() -> Self {
-        KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        }
+        KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }
     }
 
     pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32], FormatError> {
@@ -225,9 +206,7 @@ impl KdfParams {
             .map_err(|e| FormatError::Kdf(e.to_string()))?;
         let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
-        argon
-            .hash_password_into(password, salt, &mut out)
-            .map_err(|e| FormatError::Kdf(e.to_string()))?;
+        argon.hash_password_into(password, salt, &mut out).map_err(|e| FormatError::Kdf(e.to_string()))?;
         Ok(out)
     }
 }
@@ -252,10 +231,7 @@ mod tests {
         let sealed = key.seal_blob(&data, 3).unwrap();
         assert!(sealed.len() < 1000);
         let id = key.blob_id(&data);
-        assert_eq!(
-            key.open_blob(&sealed, BlobType::Data, &id, 100_000).unwrap(),
-            data
-        );
+        assert_eq!(key.open_blob(&sealed, BlobType::Data, &id, 100_000).unwrap(), data);
     }
 
     #[test]
@@ -267,9 +243,7 @@ mod tests {
         for i in 0..sealed.len() * 8 {
             let mut bad = sealed.clone();
             bad[i / 8] ^= 1 << (i % 8);
-            assert!(key
-                .open_blob(&bad, BlobType::Data, &id, data.len() as u32)
-                .is_err());
+            assert!(key.open_blob(&bad, BlobType::Data, &id, data.len() as u32).is_err());
         }
     }
 
@@ -287,10 +261,7 @@ mod tests {
         let a = MasterKey::random();
         let b = MasterKey::random();
         let sealed = a.seal_object(b"secret", 3);
-        assert!(matches!(
-            b.open_object(&sealed, "x"),
-            Err(FormatError::Unauthentic { .. })
-        ));
+        assert!(matches!(b.open_object(&sealed, "x"), Err(FormatError::Unauthentic { .. })));
     }
 
     #[test]

@@ -6,11 +6,7 @@ use thiserror::Error;
 pub enum FormatError {
     /// The object was written by a newer kura (or is not a kura object).
     #[error("{what} has format version {found}, this kura supports up to {max}")]
-    UnsupportedVersion {
-        what: &'static str,
-        found: u32,
-        max: u32,
-    },
+    UnsupportedVersion { what: &'static str, found: u32, max: u32 },
     /// Authentication failed: tampered, truncated, or sealed with another key.
     #[error("{what} failed authentication (corrupted, or not from this repository)")]
     Unauthentic { what: &'static str },
@@ -26,9 +22,6 @@ pub enum FormatError {
 
 impl FormatError {
     pub(crate) fn corrupt(what: &'static str, reason: impl Into<String>) -> Self {
-        FormatError::Corrupt {
-            what,
-            reason: reason.into(),
-        }
+        FormatError::Corrupt { what, reason: reason.into() }
     }
 }

@@ -77,10 +77,7 @@ mod tests {
     fn hex_round_trip() {
         let id = Id::of_object(b"kura");
         assert_eq!(id.to_hex().parse::<Id>().unwrap(), id);
-        assert_eq!(
-            serde_json::from_str::<Id>(&serde_json::to_string(&id).unwrap()).unwrap(),
-            id
-        );
+        assert_eq!(serde_json::from_str::<Id>(&serde_json::to_string(&id).unwrap()).unwrap(), id);
         assert!("xyz".parse::<Id>().is_err());
     }
 }

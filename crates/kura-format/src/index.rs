@@ -79,13 +79,7 @@ impl IndexFile {
                     return Err(FormatError::corrupt(W, "blob larger than 64 MiB"));
                 }
                 let id = Id(r.take(32)?.try_into().expect("32 bytes"));
-                blobs.push(IndexBlob {
-                    ty,
-                    id,
-                    offset,
-                    length,
-                    raw_length,
-                });
+                blobs.push(IndexBlob { ty, id, offset, length, raw_length });
             }
             packs.push(IndexPack { id, blobs });
         }
@@ -122,20 +116,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_index() -> impl Strategy<Value = IndexFile> {
-        let blob = (
-            any::<bool>(),
-            any::<[u8; 32]>(),
-            any::<u32>(),
-            any::<u32>(),
-            0..MAX_BLOB_SIZE,
-        )
-            .prop_map(|(t, id, offset, length, raw_length)| IndexBlob {
+        let blob = (any::<bool>(), any::<[u8; 32]>(), any::<u32>(), any::<u32>(), 0..MAX_BLOB_SIZE).prop_map(
+            |(t, id, offset, length, raw_length)| IndexBlob {
                 ty: if t { BlobType::Tree } else { BlobType::Data },
                 id: Id(id),
                 offset,
                 length,
                 raw_length,
-            });
+            },
+        );
         let pack = (any::<[u8; 32]>(), proptest::collection::vec(blob, 0..20))
             .prop_map(|(id, blobs)| IndexPack { id: Id(id), blobs });
         proptest::collection::vec(pack, 0..10).prop_map(|packs| IndexFile { packs })

@@ -61,17 +61,12 @@ impl KeyFile {
     pub fn unwrap_master(&self, password: &[u8]) -> Result<MasterKey, FormatError> {
         check_version("key file", self.version)?;
         if self.kdf.algorithm != "argon2id" {
-            return Err(FormatError::corrupt(
-                "key file",
-                format!("unknown KDF {:?}", self.kdf.algorithm),
-            ));
+            return Err(FormatError::corrupt("key file", format!("unknown KDF {:?}", self.kdf.algorithm)));
         }
-        let salt = B64
-            .decode(&self.kdf.salt)
-            .map_err(|e| FormatError::corrupt("key file", format!("salt: {e}")))?;
-        let sealed = B64
-            .decode(&self.master)
-            .map_err(|e| FormatError::corrupt("key file", format!("master: {e}")))?;
+        let salt =
+            B64.decode(&self.kdf.salt).map_err(|e| FormatError::corrupt("key file", format!("salt: {e}")))?;
+        let sealed =
+            B64.decode(&self.master).map_err(|e| FormatError::corrupt("key file", format!("master: {e}")))?;
         let params = KdfParams {
             memory_kib: self.kdf.memory_kib,
             iterations: self.kdf.iterations,
@@ -79,10 +74,7 @@ impl KeyFile {
         };
         // A crafted key file must not make us spend unbounded memory or time.
         if params.memory_kib > 4 << 20 || params.iterations > 64 || params.parallelism > 64 {
-            return Err(FormatError::corrupt(
-                "key file",
-                "KDF parameters beyond sane limits",
-            ));
+            return Err(FormatError::corrupt("key file", "KDF parameters beyond sane limits"));
         }
         let kek = params.derive(password, &salt)?;
         let frame = unseal_raw(&kek, &sealed, "key file").map_err(|e| match e {
@@ -124,10 +116,7 @@ mod tests {
         let decoded = KeyFile::decode(&kf.encode()).unwrap();
         let got = decoded.unwrap_master(b"pw").unwrap();
         assert_eq!(got.blob_id(b"x"), master.blob_id(b"x"));
-        assert!(matches!(
-            decoded.unwrap_master(b"nope"),
-            Err(FormatError::WrongPassword)
-        ));
+        assert!(matches!(decoded.unwrap_master(b"nope"), Err(FormatError::WrongPassword)));
     }
 
     #[test]
@@ -136,9 +125,6 @@ mod tests {
         let mut kf = KeyFile::wrap(&master, b"pw", KdfParams::insecure_for_tests(), "h", "u").unwrap();
         kf.version = 9;
         let err = KeyFile::decode(&kf.encode()).unwrap_err();
-        assert!(matches!(
-            err,
-            FormatError::UnsupportedVersion { found: 9, max: 1, .. }
-        ));
+        assert!(matches!(err, FormatError::UnsupportedVersion { found: 9, max: 1, .. }));
     }
 }

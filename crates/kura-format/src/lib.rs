@@ -43,11 +43,7 @@ pub const MAX_OBJECT_SIZE: usize = 256 << 20;
 
 pub(crate) fn check_version(what: &'static str, found: u32) -> Result<(), FormatError> {
     if found == 0 || found > FORMAT_VERSION {
-        return Err(FormatError::UnsupportedVersion {
-            what,
-            found,
-            max: FORMAT_VERSION,
-        });
+        return Err(FormatError::UnsupportedVersion { what, found, max: FORMAT_VERSION });
     }
     Ok(())
 }

@@ -24,10 +24,7 @@ impl BlobType {
         match b {
             0 => Ok(BlobType::Data),
             1 => Ok(BlobType::Tree),
-            _ => Err(FormatError::corrupt(
-                "blob entry",
-                format!("unknown blob type {b}"),
-            )),
+            _ => Err(FormatError::corrupt("blob entry", format!("unknown blob type {b}"))),
         }
     }
 
@@ -75,14 +72,8 @@ pub fn decode_header(bytes: &[u8]) -> Result<Vec<PackEntry>, FormatError> {
     check_version(W, bytes[3] as u32)?;
     let n = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
     let body = &bytes[8..];
-    if body.len()
-        != n.checked_mul(ENTRY_LEN)
-            .ok_or_else(|| FormatError::corrupt(W, "count overflows"))?
-    {
-        return Err(FormatError::corrupt(
-            W,
-            format!("{n} entries do not fit {} bytes", body.len()),
-        ));
+    if body.len() != n.checked_mul(ENTRY_LEN).ok_or_else(|| FormatError::corrupt(W, "count overflows"))? {
+        return Err(FormatError::corrupt(W, format!("{n} entries do not fit {} bytes", body.len())));
     }
     body.chunks_exact(ENTRY_LEN)
         .map(|e| {
@@ -125,10 +116,7 @@ pub fn read_header(key: &MasterKey, pack: &[u8]) -> Result<Vec<PackEntry>, Forma
     let entries = decode_header(&header)?;
     let blobs: u64 = entries.iter().map(|e| e.length as u64).sum();
     if blobs != (end - hlen) as u64 {
-        return Err(FormatError::corrupt(
-            W,
-            "header does not account for the pack's blobs",
-        ));
+        return Err(FormatError::corrupt(W, "header does not account for the pack's blobs"));
     }
     Ok(entries)
 }

@@ -58,11 +58,7 @@ pub struct DeletionMarker {
 
 impl DeletionMarker {
     pub fn new(packs: Vec<Id>) -> DeletionMarker {
-        DeletionMarker {
-            version: FORMAT_VERSION,
-            created: Utc::now(),
-            packs,
-        }
+        DeletionMarker { version: FORMAT_VERSION, created: Utc::now(), packs }
     }
 
     pub fn seal(&self, key: &MasterKey) -> (Id, Vec<u8>) {

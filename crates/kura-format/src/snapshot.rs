@@ -91,10 +91,7 @@ mod tests {
         let key = MasterKey::random();
         let mut s = Snapshot::new(Id::random(), vec!["/srv".into()]);
         s.tags.push("daily".into());
-        s.warnings.push(Warning {
-            path: "/srv/x".into(),
-            message: "permission denied".into(),
-        });
+        s.warnings.push(Warning { path: "/srv/x".into(), message: "permission denied".into() });
         let (id, bytes) = s.seal(&key);
         assert_eq!(Id::of_object(&bytes), id);
         assert_eq!(Snapshot::open(&key, &bytes).unwrap(), s);

@@ -135,11 +135,7 @@ fn decode_raw(s: &str, raw: Option<&str>) -> Result<Vec<u8>, FormatError> {
 impl Tree {
     /// Deterministic encoding: nodes sorted by name bytes.
     pub fn encode(&mut self) -> Vec<u8> {
-        self.nodes.sort_by(|a, b| {
-            a.name_bytes()
-                .unwrap_or_default()
-                .cmp(&b.name_bytes().unwrap_or_default())
-        });
+        self.nodes.sort_by_cached_key(|n| n.name_bytes().unwrap_or_default());
         serde_json::to_vec(self).expect("tree serializes")
     }
 
@@ -152,10 +148,7 @@ impl Tree {
         for n in &tree.nodes {
             let name = n.name_bytes()?;
             if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
-                return Err(FormatError::corrupt(
-                    "tree",
-                    format!("unsafe entry name {:?}", n.name),
-                ));
+                return Err(FormatError::corrupt("tree", format!("unsafe entry name {:?}", n.name)));
             }
             if prev.as_ref().is_some_and(|p| *p >= name) {
                 return Err(FormatError::corrupt("tree", "entries unsorted or duplicated"));
@@ -183,12 +176,8 @@ mod tests {
 
     #[test]
     fn encoding_is_deterministic_and_sorted() {
-        let mut a = Tree {
-            nodes: vec![Node::new("b", NodeType::File), Node::new("a", NodeType::File)],
-        };
-        let mut b = Tree {
-            nodes: vec![Node::new("a", NodeType::File), Node::new("b", NodeType::File)],
-        };
+        let mut a = Tree { nodes: vec![Node::new("b", NodeType::File), Node::new("a", NodeType::File)] };
+        let mut b = Tree { nodes: vec![Node::new("a", NodeType::File), Node::new("b", NodeType::File)] };
         assert_eq!(a.encode(), b.encode());
         assert_eq!(Tree::decode(&a.encode()).unwrap(), a);
     }
@@ -196,9 +185,7 @@ mod tests {
     #[test]
     fn escaping_names_are_refused() {
         for bad in ["..", ".", "", "a/b", "x\0y"] {
-            let mut t = Tree {
-                nodes: vec![Node::new(bad, NodeType::File)],
-            };
+            let mut t = Tree { nodes: vec![Node::new(bad, NodeType::File)] };
             let bytes = serde_json::to_vec(&t).unwrap();
             assert!(Tree::decode(&bytes).is_err(), "{bad:?} accepted");
             let _ = t.encode();

@@ -67,14 +67,9 @@ impl Excludes {
                 names.add(glob);
             }
         }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| RepoError::Refused(format!("exclude patterns: {e}")))
-        };
-        Ok(Excludes {
-            names: build(names)?,
-            paths: build(paths)?,
-        })
+        let build =
+            |b: GlobSetBuilder| b.build().map_err(|e| RepoError::Refused(format!("exclude patterns: {e}")));
+        Ok(Excludes { names: build(names)?, paths: build(paths)? })
     }
 
     fn excluded(&self, path: &Path) -> bool {
@@ -145,10 +140,7 @@ pub async fn backup(
         for p in &abs {
             let mut node = &mut root;
             for comp in p.components().skip(1) {
-                node = node
-                    .children
-                    .entry(comp.as_os_str().as_bytes().to_vec())
-                    .or_default();
+                node = node.children.entry(comp.as_os_str().as_bytes().to_vec()).or_default();
             }
             node.real = Some(p.clone());
         }
@@ -157,10 +149,7 @@ pub async fn backup(
             let dev = std::fs::symlink_metadata("/").map(|m| m.dev()).unwrap_or(0);
             walker.clone().save_dir(Path::new("/"), dev, parent_tree).await
         } else {
-            walker
-                .clone()
-                .save_root(root, PathBuf::from("/"), parent_tree)
-                .await
+            walker.clone().save_root(root, PathBuf::from("/"), parent_tree).await
         };
         let tree_id = match tree_result {
             Ok(id) => id,
@@ -186,6 +175,9 @@ pub async fn backup(
         summary.duration_ms = started.elapsed().as_millis() as u64;
         snap.summary = summary;
         // format.md §12.1: packs and index are complete; now the snapshot.
+        if !session.held() {
+            return Err(RepoError::SessionLapsed);
+        }
         let id = repo.save_snapshot(&snap).await?;
         Ok(BackupResult { id, snapshot: snap })
     }
@@ -212,9 +204,7 @@ pub async fn backup_stream(
     finish: StreamFinish,
 ) -> Result<BackupResult> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(RepoError::Refused(format!(
-            "stream name {name:?} must be a plain file name"
-        )));
+        return Err(RepoError::Refused(format!("stream name {name:?} must be a plain file name")));
     }
     let started = Instant::now();
     let session = SessionGuard::start(repo, "backup", &opts.hostname).await?;
@@ -278,6 +268,9 @@ pub async fn backup_stream(
             duration_ms: started.elapsed().as_millis() as u64,
             ..Summary::default()
         };
+        if !session.held() {
+            return Err(RepoError::SessionLapsed);
+        }
         let id = repo.save_snapshot(&snap).await?;
         Ok(BackupResult { id, snapshot: snap })
     }
@@ -312,10 +305,7 @@ async fn pick_parent(
         return repo.find_snapshot(&id.to_hex()).await.map(Some);
     }
     let (all, _) = repo.snapshots().await?;
-    Ok(all
-        .into_iter()
-        .rev()
-        .find(|(_, s)| s.hostname == opts.hostname && s.paths == paths))
+    Ok(all.into_iter().rev().find(|(_, s)| s.hostname == opts.hostname && s.paths == paths))
 }
 
 fn node_from_metadata(name: &[u8], m: &Metadata) -> Node {
@@ -358,10 +348,10 @@ fn node_from_metadata(name: &[u8], m: &Metadata) -> Node {
 impl Walker {
     fn warn(&self, path: &Path, message: String) {
         tracing::warn!(path = %path.display(), "{message}");
-        self.warnings.lock().expect("warnings lock").push(Warning {
-            path: path.display().to_string(),
-            message,
-        });
+        self.warnings
+            .lock()
+            .expect("warnings lock")
+            .push(Warning { path: path.display().to_string(), message });
     }
 
     async fn save_tree(&self, mut tree: Tree) -> Result<Id> {
@@ -418,10 +408,7 @@ impl Walker {
         parent: Option<Node>,
     ) -> BoxFuture<'static, Result<Option<Node>>> {
         Box::pin(async move {
-            let name = path
-                .file_name()
-                .map(|n| n.as_bytes().to_vec())
-                .unwrap_or_default();
+            let name = path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -489,10 +476,7 @@ impl Walker {
             .buffered(64)
             .try_collect()
             .await?;
-        self.save_tree(Tree {
-            nodes: nodes.into_iter().flatten().collect(),
-        })
-        .await
+        self.save_tree(Tree { nodes: nodes.into_iter().flatten().collect() }).await
     }
 
     async fn save_file(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<()> {
@@ -559,19 +543,12 @@ impl Walker {
             return None;
         }
         let content = p.content.clone()?;
-        content
-            .iter()
-            .all(|id| self.saver.index.contains(id))
-            .then_some(content)
+        content.iter().all(|id| self.saver.index.contains(id)).then_some(content)
     }
 }
 
 fn find<'a>(tree: &'a Tree, name: &[u8]) -> Option<&'a Node> {
     // Nodes are sorted by name bytes (format.md §10).
-    let i = tree
-        .nodes
-        .partition_point(|n| n.name_bytes().unwrap_or_default().as_slice() < name);
-    tree.nodes
-        .get(i)
-        .filter(|n| n.name_bytes().map(|b| b == name).unwrap_or(false))
+    let i = tree.nodes.partition_point(|n| n.name_bytes().unwrap_or_default().as_slice() < name);
+    tree.nodes.get(i).filter(|n| n.name_bytes().map(|b| b == name).unwrap_or(false))
 }

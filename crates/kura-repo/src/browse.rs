@@ -33,9 +33,9 @@ pub async fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) 
             .find(|n| n.name_bytes().map(|b| &b == comp).unwrap_or(false))
             .cloned()
             .ok_or_else(|| RepoError::PathNotInSnapshot {
-                snapshot: root.short(),
-                path: path.to_string(),
-            })?;
+            snapshot: root.short(),
+            path: path.to_string(),
+        })?;
         if i + 1 < comps.len() {
             match (node.kind, node.subtree) {
                 (NodeType::Dir, Some(sub)) => tree = repo.load_tree(index, &sub).await?,

@@ -97,14 +97,7 @@ mod tests {
             x ^= x << 17;
             *g = x;
         }
-        Chunker::new(
-            gear,
-            ChunkerParams {
-                min_size: min,
-                avg_size: avg,
-                max_size: max,
-            },
-        )
+        Chunker::new(gear, ChunkerParams { min_size: min, avg_size: avg, max_size: max })
     }
 
     fn noise(n: usize, seed: u64) -> Vec<u8> {

@@ -41,16 +41,15 @@ pub enum RepoError {
     PruneRunning { host: String, started: String },
     #[error("{0}")]
     Refused(String),
+    #[error("the backup could not refresh its session for over 4 minutes, so a concurrent prune may have removed data it reused; no snapshot was written")]
+    SessionLapsed,
     #[error("the program producing the stream failed: {0}")]
     StreamSource(String),
 }
 
 impl RepoError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        RepoError::Io {
-            path: path.into(),
-            source,
-        }
+        RepoError::Io { path: path.into(), source }
     }
 
     /// A next step for the user, where there is one.
@@ -68,6 +67,7 @@ impl RepoError {
             RepoError::AmbiguousId { .. } => "type more characters of the id",
             RepoError::TargetNotEmpty(_) => "choose an empty directory, or pass --overwrite",
             RepoError::PruneRunning { .. } => "wait for it; a prune that died is taken over after 5 minutes",
+            RepoError::SessionLapsed => "check the connection to the repository and run the backup again",
             RepoError::Format(FormatError::UnsupportedVersion { .. }) => {
                 "upgrade kura to open this repository"
             }

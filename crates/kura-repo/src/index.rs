@@ -42,10 +42,7 @@ pub struct Index {
 impl Index {
     pub fn new() -> Index {
         // Empty is sorted: a fresh index may be looked up at once.
-        Index {
-            sorted: true,
-            ..Index::default()
-        }
+        Index { sorted: true, ..Index::default() }
     }
 
     /// Adds every pack of an index file, skipping packs in `exclude` (those
@@ -184,14 +181,8 @@ mod tests {
         };
         let file = IndexFile {
             packs: vec![
-                IndexPack {
-                    id: Id([100; 32]),
-                    blobs: vec![blob(1, 0), blob(2, 10)],
-                },
-                IndexPack {
-                    id: Id([101; 32]),
-                    blobs: vec![blob(3, 0)],
-                },
+                IndexPack { id: Id([100; 32]), blobs: vec![blob(1, 0), blob(2, 10)] },
+                IndexPack { id: Id([101; 32]), blobs: vec![blob(3, 0)] },
             ],
         };
         let mut idx = Index::new();
@@ -199,10 +190,7 @@ mod tests {
         idx.finish();
         assert_eq!(idx.get(&Id([2; 32])).unwrap().offset, 10);
         assert_eq!(idx.get(&Id([2; 32])).unwrap().pack, Id([100; 32]));
-        assert!(
-            idx.get(&Id([3; 32])).is_none(),
-            "excluded pack's blobs are not offered"
-        );
+        assert!(idx.get(&Id([3; 32])).is_none(), "excluded pack's blobs are not offered");
         assert_eq!(idx.to_packs(|_| true).len(), 1);
     }
 }

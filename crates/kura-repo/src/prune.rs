@@ -82,11 +82,7 @@ impl PruneLock {
     async fn take(repo: &Arc<Repository>, hostname: &str) -> Result<PruneLock> {
         let mut session = Session::new("prune", hostname);
         for _ in 0..2 {
-            match repo
-                .store()
-                .put_new(paths::PRUNE_LOCK, Bytes::from(session.seal(repo.key())))
-                .await
-            {
+            match repo.store().put_new(paths::PRUNE_LOCK, Bytes::from(session.seal(repo.key()))).await {
                 Ok(()) => {
                     let r = repo.clone();
                     let heartbeat = tokio::spawn(async move {
@@ -94,16 +90,11 @@ impl PruneLock {
                         loop {
                             tokio::time::sleep(every).await;
                             session.heartbeat = Utc::now();
-                            let _ = r
-                                .store()
-                                .put(paths::PRUNE_LOCK, Bytes::from(session.seal(r.key())))
-                                .await;
+                            let _ =
+                                r.store().put(paths::PRUNE_LOCK, Bytes::from(session.seal(r.key()))).await;
                         }
                     });
-                    return Ok(PruneLock {
-                        repo: repo.clone(),
-                        heartbeat,
-                    });
+                    return Ok(PruneLock { repo: repo.clone(), heartbeat });
                 }
                 Err(e) if e.kind == ErrorKind::AlreadyExists => {
                     let holder = match repo.store().get(paths::PRUNE_LOCK).await {
@@ -179,9 +170,7 @@ async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<Pru
     }
     report.snapshots = snapshots.len() as u64;
     let index_files = repo.read_index_files().await.map_err(|e| {
-        RepoError::Refused(format!(
-            "an index file cannot be read ({e}); prune will not delete anything"
-        ))
+        RepoError::Refused(format!("an index file cannot be read ({e}); prune will not delete anything"))
     })?;
     let mut index = Index::new();
     for (_, f) in &index_files {
@@ -199,10 +188,7 @@ async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<Pru
         .collect();
     report.packs = listed.len() as u64;
 
-    let all_marked: HashSet<Id> = markers
-        .iter()
-        .flat_map(|(_, m)| m.packs.iter().copied())
-        .collect();
+    let all_marked: HashSet<Id> = markers.iter().flat_map(|(_, m)| m.packs.iter().copied()).collect();
     // A blob is safe to lose from pack p if it is unused, or has a copy in a
     // pack that exists and is not marked.
     let has_safe_copy = |blob: &Id, except: &Id| {
@@ -211,17 +197,12 @@ async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<Pru
             .iter()
             .any(|l| l.pack != *except && !all_marked.contains(&l.pack) && listed.contains_key(&l.pack))
     };
-    let pack_blobs: HashMap<Id, Vec<kura_format::index::IndexBlob>> = index
-        .to_packs(|_| true)
-        .into_iter()
-        .map(|p| (p.id, p.blobs))
-        .collect();
+    let pack_blobs: HashMap<Id, Vec<kura_format::index::IndexBlob>> =
+        index.to_packs(|_| true).into_iter().map(|p| (p.id, p.blobs)).collect();
     let pack_needed = |pack: &Id| -> bool {
-        pack_blobs.get(pack).is_some_and(|blobs| {
-            blobs
-                .iter()
-                .any(|b| used.contains(&b.id) && !has_safe_copy(&b.id, pack))
-        })
+        pack_blobs
+            .get(pack)
+            .is_some_and(|blobs| blobs.iter().any(|b| used.contains(&b.id) && !has_safe_copy(&b.id, pack)))
     };
 
     // ---- Phase two: delete what earlier runs marked. ----
@@ -244,18 +225,13 @@ async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<Pru
         done_markers.push(*mid);
     }
     if !opts.dry_run && (!delete.is_empty() || !done_markers.is_empty()) {
-        let rewrite = index_files
-            .iter()
-            .any(|(_, f)| f.packs.iter().any(|p| delete.contains(&p.id)));
+        let rewrite = index_files.iter().any(|(_, f)| f.packs.iter().any(|p| delete.contains(&p.id)));
         if rewrite {
             // §12.6: successors first, then the index files they replace,
             // then the packs.
             let keep = index.to_packs(|p| !delete.contains(p));
             for chunk in keep.chunks(4096) {
-                repo.write_index(&IndexFile {
-                    packs: chunk.to_vec(),
-                })
-                .await?;
+                repo.write_index(&IndexFile { packs: chunk.to_vec() }).await?;
                 report.index_files_rewritten += 1;
             }
             for (id, _) in &index_files {
@@ -349,10 +325,7 @@ async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<Pru
         report.packs_repacked = to_repack.len() as u64;
     }
     report.packs_marked = candidates.len() as u64;
-    report.bytes_marked = candidates
-        .iter()
-        .map(|p| listed.get(p).copied().unwrap_or(0))
-        .sum();
+    report.bytes_marked = candidates.iter().map(|p| listed.get(p).copied().unwrap_or(0)).sum();
     if !candidates.is_empty() && !opts.dry_run {
         candidates.sort();
         let (id, bytes) = DeletionMarker::new(candidates).seal(repo.key());

@@ -86,21 +86,14 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(Repository {
-            store,
-            config,
-            key,
-            key_id,
-        })
+        Ok(Repository { store, config, key, key_id })
     }
 
     /// Reads and checks `config`, without a password.
     pub async fn read_config(store: &dyn Store) -> Result<RepoConfig> {
         match store.get(paths::CONFIG).await {
             Ok(b) => Ok(RepoConfig::decode(&b)?),
-            Err(e) if e.is_not_found() => Err(RepoError::NotARepository {
-                location: store.location(),
-            }),
+            Err(e) if e.is_not_found() => Err(RepoError::NotARepository { location: store.location() }),
             Err(e) => Err(e.into()),
         }
     }
@@ -126,14 +119,7 @@ impl Repository {
                 }
             };
             match kf.unwrap_master(password) {
-                Ok(key) => {
-                    return Ok(Repository {
-                        store,
-                        config,
-                        key,
-                        key_id: id,
-                    })
-                }
+                Ok(key) => return Ok(Repository { store, config, key, key_id: id }),
                 Err(FormatError::WrongPassword) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -159,13 +145,7 @@ impl Repository {
 
     /// Ids of the objects under a prefix; foreign files are ignored.
     pub async fn list_ids(&self, prefix: &str) -> Result<Vec<Id>> {
-        Ok(self
-            .store
-            .list(prefix)
-            .await?
-            .iter()
-            .filter_map(|m| paths::id_of(&m.key))
-            .collect())
+        Ok(self.store.list(prefix).await?.iter().filter_map(|m| paths::id_of(&m.key)).collect())
     }
 
     /// Every snapshot, oldest first. Snapshots that cannot be read are
@@ -210,27 +190,17 @@ impl Repository {
     pub async fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
         let (all, _) = self.snapshots().await?;
         if spec == "latest" {
-            return all
-                .into_iter()
-                .last()
-                .ok_or_else(|| RepoError::SnapshotNotFound(spec.into()));
+            return all.into_iter().last().ok_or_else(|| RepoError::SnapshotNotFound(spec.into()));
         }
         let spec_l = spec.to_ascii_lowercase();
-        let matches: Vec<_> = all
-            .into_iter()
-            .filter(|(id, _)| id.to_hex().starts_with(&spec_l))
-            .collect();
+        let matches: Vec<_> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec_l)).collect();
         match matches.len() {
             0 => Err(RepoError::SnapshotNotFound(spec.into())),
             1 => Ok(matches.into_iter().next().expect("one match")),
             _ if spec_l.len() < 4 => Err(RepoError::SnapshotNotFound(spec.into())),
             _ => Err(RepoError::AmbiguousId {
                 prefix: spec.into(),
-                candidates: matches
-                    .iter()
-                    .map(|(id, _)| id.short())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                candidates: matches.iter().map(|(id, _)| id.short()).collect::<Vec<_>>().join(", "),
             }),
         }
     }
@@ -312,25 +282,18 @@ impl Repository {
 
     /// Reads one blob, authenticated and checked against its id.
     pub async fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
-        let loc = index
-            .get(id)
-            .ok_or_else(|| RepoError::MissingBlob { blob: id.to_hex() })?;
+        let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob { blob: id.to_hex() })?;
         self.read_blob_at(id, &loc).await
     }
 
     pub async fn read_blob_at(&self, id: &Id, loc: &Location) -> Result<Vec<u8>> {
         let start = loc.offset as u64;
-        let sealed = self
-            .store
-            .get_range(&paths::pack(&loc.pack), start..start + loc.length as u64)
-            .await?;
+        let sealed = self.store.get_range(&paths::pack(&loc.pack), start..start + loc.length as u64).await?;
         let key = self.key.clone();
         let (id, ty, raw) = (*id, loc.ty, loc.raw_length);
-        Ok(
-            tokio::task::spawn_blocking(move || key.open_blob(&sealed, ty, &id, raw))
-                .await
-                .map_err(|e| RepoError::Refused(e.to_string()))??,
-        )
+        Ok(tokio::task::spawn_blocking(move || key.open_blob(&sealed, ty, &id, raw))
+            .await
+            .map_err(|e| RepoError::Refused(e.to_string()))??)
     }
 
     pub async fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
@@ -373,11 +336,7 @@ impl Repository {
             .collect();
         let id = match matches.as_slice() {
             [one] => *one,
-            [] => {
-                return Err(RepoError::Refused(format!(
-                    "no key matches {prefix:?} (see `kura key list`)"
-                )))
-            }
+            [] => return Err(RepoError::Refused(format!("no key matches {prefix:?} (see `kura key list`)"))),
             _ => {
                 return Err(RepoError::Refused(format!(
                     "{prefix:?} matches several keys; type more of the id"

@@ -127,18 +127,13 @@ pub async fn restore(
                 Ok(()) => report.links += 1,
                 Err(e) => report.failed.push((rel.display().to_string(), e.to_string())),
             },
-            other => report.failed.push((
-                rel.display().to_string(),
-                format!("{other:?} special files are not restored"),
-            )),
+            other => report
+                .failed
+                .push((rel.display().to_string(), format!("{other:?} special files are not restored"))),
         }
     }
 
-    let concurrency = if opts.concurrency == 0 {
-        8
-    } else {
-        opts.concurrency
-    };
+    let concurrency = if opts.concurrency == 0 { 8 } else { opts.concurrency };
     let results: Vec<(PathBuf, PathBuf, u64, Result<()>)> = stream::iter(files)
         .map(|(rel, dest, node)| {
             let repo = repo.clone();
@@ -169,10 +164,9 @@ pub async fn restore(
     }
     for (rel, dest, leader) in followers {
         if failed_paths.contains(&leader) {
-            report.failed.push((
-                rel.display().to_string(),
-                "its hard-link target could not be restored".into(),
-            ));
+            report
+                .failed
+                .push((rel.display().to_string(), "its hard-link target could not be restored".into()));
             continue;
         }
         let r = (|| {
@@ -183,18 +177,14 @@ pub async fn restore(
         })();
         match r {
             Ok(()) => report.files += 1,
-            Err(e) => report
-                .failed
-                .push((rel.display().to_string(), format!("hard link: {e}"))),
+            Err(e) => report.failed.push((rel.display().to_string(), format!("hard link: {e}"))),
         }
     }
     // Directory metadata last, deepest first, so writing children does not
     // disturb mtimes and read-only directories are still writable meanwhile.
     for (dest, node) in dirs.iter().rev() {
         if let Err(e) = apply_metadata(dest, node, opts.owners, false) {
-            report
-                .failed
-                .push((dest.display().to_string(), format!("metadata: {e}")));
+            report.failed.push((dest.display().to_string(), format!("metadata: {e}")));
         }
     }
     Ok(report)
@@ -208,19 +198,13 @@ fn make_dir(dest: &Path, overwrite: bool) -> std::io::Result<()> {
             std::fs::remove_file(dest)?;
             std::fs::create_dir(dest)
         }
-        Ok(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            "exists and is not a directory",
-        )),
+        Ok(_) => Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a directory")),
         Err(_) => std::fs::create_dir(dest),
     }
 }
 
 fn restore_symlink(dest: &Path, node: &Node, opts: &RestoreOptions) -> std::io::Result<()> {
-    let target = node
-        .target_bytes()
-        .map_err(std::io::Error::other)?
-        .unwrap_or_default();
+    let target = node.target_bytes().map_err(std::io::Error::other)?.unwrap_or_default();
     if dest.symlink_metadata().is_ok() {
         if !opts.overwrite {
             return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists"));
@@ -258,21 +242,14 @@ fn plan_reads(index: &Index, content: &[Id]) -> Result<Vec<Run>> {
     const MAX_RUN: u64 = 32 << 20;
     let mut runs: Vec<Run> = Vec::new();
     for id in content {
-        let loc = index
-            .get(id)
-            .ok_or_else(|| RepoError::MissingBlob { blob: id.to_hex() })?;
+        let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob { blob: id.to_hex() })?;
         let (s, e) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
         match runs.last_mut() {
             Some(r) if r.pack == loc.pack && r.end == s && e - r.start <= MAX_RUN => {
                 r.end = e;
                 r.blobs.push((*id, loc));
             }
-            _ => runs.push(Run {
-                pack: loc.pack,
-                start: s,
-                end: e,
-                blobs: vec![(*id, loc)],
-            }),
+            _ => runs.push(Run { pack: loc.pack, start: s, end: e, blobs: vec![(*id, loc)] }),
         }
     }
     Ok(runs)
@@ -287,9 +264,7 @@ async fn restore_file(
     counters: &Counters,
 ) -> Result<()> {
     if let Some(err) = &node.error {
-        return Err(RepoError::Refused(format!(
-            "was not readable at backup time: {err}"
-        )));
+        return Err(RepoError::Refused(format!("was not readable at backup time: {err}")));
     }
     let content = node.content.clone().unwrap_or_default();
     let runs = plan_reads(index, &content)?;
@@ -302,10 +277,7 @@ async fn restore_file(
         .map_err(|e| RepoError::io(&tmp, e))?;
     let result: Result<()> = async {
         for run in runs {
-            let bytes = repo
-                .store()
-                .get_range(&paths::pack(&run.pack), run.start..run.end)
-                .await?;
+            let bytes = repo.store().get_range(&paths::pack(&run.pack), run.start..run.end).await?;
             let key = repo.key().clone();
             let start = run.start;
             let (f, written) = tokio::task::spawn_blocking(move || -> Result<(std::fs::File, u64)> {
@@ -349,22 +321,15 @@ pub async fn dump(repo: &Repository, tree: Id, path: &str, out: &mut (dyn Write 
         .await?
         .ok_or_else(|| RepoError::Refused("dump needs a file path, not the snapshot root".into()))?;
     if node.kind != NodeType::File {
-        return Err(RepoError::Refused(format!(
-            "{path} is a {:?}, not a file",
-            node.kind
-        )));
+        return Err(RepoError::Refused(format!("{path} is a {:?}, not a file", node.kind)));
     }
     let mut total = 0;
     for run in plan_reads(&index, node.content.as_deref().unwrap_or_default())? {
-        let bytes = repo
-            .store()
-            .get_range(&paths::pack(&run.pack), run.start..run.end)
-            .await?;
+        let bytes = repo.store().get_range(&paths::pack(&run.pack), run.start..run.end).await?;
         for (id, loc) in &run.blobs {
             let s = (loc.offset as u64 - run.start) as usize;
             let plain =
-                repo.key()
-                    .open_blob(&bytes[s..s + loc.length as usize], loc.ty, id, loc.raw_length)?;
+                repo.key().open_blob(&bytes[s..s + loc.length as usize], loc.ty, id, loc.raw_length)?;
             out.write_all(&plain).map_err(|e| RepoError::io("<output>", e))?;
             total += plain.len() as u64;
         }

@@ -43,10 +43,7 @@ pub(crate) struct FinishedPack {
 
 impl Packer {
     fn new() -> Packer {
-        Packer {
-            buf: Vec::new(),
-            entries: Vec::new(),
-        }
+        Packer { buf: Vec::new(), entries: Vec::new() }
     }
 
     fn finish(&mut self, repo: &Repository) -> Option<FinishedPack> {
@@ -60,22 +57,12 @@ impl Packer {
         let blobs = entries
             .iter()
             .map(|e| {
-                let b = IndexBlob {
-                    ty: e.ty,
-                    id: e.id,
-                    offset,
-                    length: e.length,
-                    raw_length: e.raw_length,
-                };
+                let b = IndexBlob { ty: e.ty, id: e.id, offset, length: e.length, raw_length: e.raw_length };
                 offset += e.length;
                 b
             })
             .collect();
-        Some(FinishedPack {
-            id: Id::of_object(&bytes),
-            bytes,
-            blobs,
-        })
+        Some(FinishedPack { id: Id::of_object(&bytes), bytes, blobs })
     }
 }
 
@@ -148,24 +135,15 @@ impl Saver {
             return Ok(());
         }
         self.counters.blobs_new.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes_new
-            .fetch_add(raw_len as u64, Ordering::Relaxed);
-        self.counters
-            .bytes_stored
-            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        self.counters.bytes_new.fetch_add(raw_len as u64, Ordering::Relaxed);
+        self.counters.bytes_stored.fetch_add(sealed.len() as u64, Ordering::Relaxed);
         let finished = {
             let mut p = match ty {
                 BlobType::Data => self.data.lock(),
                 BlobType::Tree => self.trees.lock(),
             }
             .expect("packer lock");
-            p.entries.push(PackEntry {
-                ty,
-                id,
-                length: sealed.len() as u32,
-                raw_length: raw_len as u32,
-            });
+            p.entries.push(PackEntry { ty, id, length: sealed.len() as u32, raw_length: raw_len as u32 });
             p.buf.extend_from_slice(&sealed);
             if p.buf.len() >= self.repo.config().pack_size as usize {
                 p.finish(&self.repo)
@@ -192,10 +170,7 @@ impl Saver {
     pub fn save_blob(&self, ty: BlobType, content: &[u8]) -> Result<Id> {
         let id = self.repo.key().blob_id(content);
         if !self.is_known(&id) {
-            let sealed = self
-                .repo
-                .key()
-                .seal_blob(content, self.repo.config().zstd_level)?;
+            let sealed = self.repo.key().seal_blob(content, self.repo.config().zstd_level)?;
             self.add_sealed(ty, id, sealed, content.len())?;
         }
         Ok(id)
@@ -239,11 +214,7 @@ impl Saver {
                 .map(|&(s, l)| {
                     let chunk = &buf[s..s + l];
                     let id = key.blob_id(chunk);
-                    let sealed = if self.is_known(&id) {
-                        None
-                    } else {
-                        Some(key.seal_blob(chunk, level))
-                    };
+                    let sealed = if self.is_known(&id) { None } else { Some(key.seal_blob(chunk, level)) };
                     (id, sealed, l)
                 })
                 .map(|(id, sealed, l)| Ok((id, sealed.transpose()?, l)))
@@ -293,10 +264,7 @@ async fn upload_loop(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>
     let mut done: Vec<IndexPack> = Vec::new();
     let upload = |repo: Arc<Repository>, p: FinishedPack| async move {
         repo.put_object(&paths::pack(&p.id), p.bytes).await?;
-        Ok(IndexPack {
-            id: p.id,
-            blobs: p.blobs,
-        })
+        Ok(IndexPack { id: p.id, blobs: p.blobs })
     };
     let result: Result<()> = async {
         while let Some(pack) = rx.recv().await {
@@ -305,10 +273,7 @@ async fn upload_loop(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>
             }
             set.spawn(upload(repo.clone(), pack));
             if done.len() >= PACKS_PER_INDEX {
-                repo.write_index(&IndexFile {
-                    packs: std::mem::take(&mut done),
-                })
-                .await?;
+                repo.write_index(&IndexFile { packs: std::mem::take(&mut done) }).await?;
             }
         }
         while let Some(r) = set.join_next().await {

@@ -70,10 +70,7 @@ impl VerifyReport {
     }
 
     fn problem(&mut self, object: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(Problem {
-            object: object.into(),
-            message: message.into(),
-        });
+        self.errors.push(Problem { object: object.into(), message: message.into() });
     }
 }
 
@@ -97,9 +94,7 @@ pub async fn verify(
         let r = async {
             let bytes = repo.store().get(&paths::index(&id)).await?;
             if Id::of_object(&bytes) != id {
-                return Err(crate::RepoError::Refused(
-                    "content does not match its name".into(),
-                ));
+                return Err(crate::RepoError::Refused("content does not match its name".into()));
             }
             let content = repo.key().open_object(&bytes, "index")?;
             Ok(IndexFile::decode(&content)?)
@@ -129,13 +124,7 @@ pub async fn verify(
     let mut damaged: HashMap<Id, String> = HashMap::new();
     for f in &files {
         for p in &f.packs {
-            let need = p
-                .blobs
-                .iter()
-                .map(|b| b.offset as u64 + b.length as u64)
-                .max()
-                .unwrap_or(0)
-                + 4;
+            let need = p.blobs.iter().map(|b| b.offset as u64 + b.length as u64).max().unwrap_or(0) + 4;
             let why = match listed.get(&p.id) {
                 None => Some("pack missing".to_string()),
                 Some(size) if *size < need => {
@@ -157,11 +146,9 @@ pub async fn verify(
     let selected: Vec<Id> = match opts.read_data {
         ReadData::None => Vec::new(),
         ReadData::All => listed.keys().copied().collect(),
-        ReadData::Subset(pct) => listed
-            .keys()
-            .copied()
-            .filter(|_| rand::random::<f64>() * 100.0 < pct)
-            .collect(),
+        ReadData::Subset(pct) => {
+            listed.keys().copied().filter(|_| rand::random::<f64>() * 100.0 < pct).collect()
+        }
     };
     let mut by_pack: HashMap<Id, Vec<(Id, Location)>> = HashMap::new();
     for f in &files {
@@ -250,9 +237,7 @@ async fn check_pack(
         Ok(b) => b,
         Err(e) => return (pack, vec![(None, format!("cannot read: {e}"))], 0),
     };
-    counters
-        .bytes_read
-        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    counters.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     if Id::of_object(&bytes) != pack {
         problems.push((None, "content does not match its name (damaged)".to_string()));
     }
@@ -301,12 +286,8 @@ struct TraceCtx<'a> {
 
 impl TraceCtx<'_> {
     fn hit(&mut self, path: &std::path::Path, blob: &Id, why: &str) {
-        self.affected.insert(Affected {
-            snapshot: self.snapshot.clone(),
-            path: path.display().to_string(),
-        });
-        self.problems
-            .push((format!("blob {}", blob.short()), why.to_string()));
+        self.affected.insert(Affected { snapshot: self.snapshot.clone(), path: path.display().to_string() });
+        self.problems.push((format!("blob {}", blob.short()), why.to_string()));
     }
 }
 

@@ -27,12 +27,7 @@ pub struct StoreError {
 
 impl StoreError {
     pub fn new(kind: ErrorKind, op: &'static str, key: &str, message: impl Into<String>) -> Self {
-        StoreError {
-            kind,
-            op,
-            key: key.to_string(),
-            message: message.into(),
-        }
+        StoreError { kind, op, key: key.to_string(), message: message.into() }
     }
 
     pub fn config(message: impl Into<String>) -> Self {

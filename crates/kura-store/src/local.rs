@@ -91,12 +91,7 @@ impl Store for LocalStore {
         self.blocking(move |root| {
             let path = root.join(&key);
             if path.exists() {
-                return Err(StoreError::new(
-                    ErrorKind::AlreadyExists,
-                    "put_new",
-                    &key,
-                    "object exists",
-                ));
+                return Err(StoreError::new(ErrorKind::AlreadyExists, "put_new", &key, "object exists"));
             }
             let tmp = write_temp(&path, &data, &key)?;
             let linked = fs::hard_link(&tmp, &path);
@@ -111,9 +106,7 @@ impl Store for LocalStore {
     async fn get(&self, key: &str) -> Result<Bytes> {
         let key = key.to_string();
         self.blocking(move |root| {
-            fs::read(root.join(&key))
-                .map(Bytes::from)
-                .map_err(|e| StoreError::from_io("get", &key, e))
+            fs::read(root.join(&key)).map(Bytes::from).map_err(|e| StoreError::from_io("get", &key, e))
         })
         .await
     }

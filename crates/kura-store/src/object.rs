@@ -87,10 +87,7 @@ impl OpendalStore {
             b = b.enable_virtual_host_style();
         }
         let op = Operator::new(b).map_err(|e| StoreError::config(e.to_string()))?;
-        Ok(OpendalStore {
-            op,
-            location: format!("s3://{}/{}", s.bucket, s.prefix.trim_matches('/')),
-        })
+        Ok(OpendalStore { op, location: format!("s3://{}/{}", s.bucket, s.prefix.trim_matches('/')) })
     }
 
     pub fn gcs(s: &GcsSettings) -> Result<OpendalStore> {
@@ -113,26 +110,19 @@ impl OpendalStore {
             }
         }
         let op = Operator::new(b).map_err(|e| StoreError::config(e.to_string()))?;
-        Ok(OpendalStore {
-            op,
-            location: format!("gcs://{}/{}", s.bucket, s.prefix.trim_matches('/')),
-        })
+        Ok(OpendalStore { op, location: format!("gcs://{}/{}", s.bucket, s.prefix.trim_matches('/')) })
     }
 
     pub fn azure(s: &AzureSettings) -> Result<OpendalStore> {
         opendal::install_default();
-        let mut b = services::Azblob::default()
-            .container(&s.container)
-            .root(&root_of(&s.prefix));
+        let mut b = services::Azblob::default().container(&s.container).root(&root_of(&s.prefix));
         let account = s
             .account_name
             .as_deref()
             .ok_or_else(|| StoreError::config("no Azure account: set AZURE_STORAGE_ACCOUNT"))?;
         b = b.account_name(account);
-        let endpoint = s
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
+        let endpoint =
+            s.endpoint.clone().unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
         b = b.endpoint(&endpoint);
         match (&s.account_key, &s.sas_token) {
             (Some(k), _) => b = b.account_key(k),
@@ -144,10 +134,7 @@ impl OpendalStore {
             }
         }
         let op = Operator::new(b).map_err(|e| StoreError::config(e.to_string()))?;
-        Ok(OpendalStore {
-            op,
-            location: format!("azblob://{}/{}", s.container, s.prefix.trim_matches('/')),
-        })
+        Ok(OpendalStore { op, location: format!("azblob://{}/{}", s.container, s.prefix.trim_matches('/')) })
     }
 }
 
@@ -172,15 +159,8 @@ fn map_err(op: &'static str, key: &str, e: opendal::Error) -> StoreError {
 impl Store for OpendalStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let len = data.len();
-        let w = self
-            .op
-            .write_with(key, data)
-            .content_type("application/octet-stream");
-        let w = if len > MULTIPART_CHUNK {
-            w.chunk(MULTIPART_CHUNK)
-        } else {
-            w
-        };
+        let w = self.op.write_with(key, data).content_type("application/octet-stream");
+        let w = if len > MULTIPART_CHUNK { w.chunk(MULTIPART_CHUNK) } else { w };
         w.await.map(|_| ()).map_err(|e| map_err("put", key, e))
     }
 
@@ -197,11 +177,7 @@ impl Store for OpendalStore {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
-        self.op
-            .read(key)
-            .await
-            .map(|b| b.to_bytes())
-            .map_err(|e| map_err("get", key, e))
+        self.op.read(key).await.map(|b| b.to_bytes()).map_err(|e| map_err("get", key, e))
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
@@ -228,10 +204,7 @@ impl Store for OpendalStore {
 
     async fn stat(&self, key: &str) -> Result<ObjectMeta> {
         let m = self.op.stat(key).await.map_err(|e| map_err("stat", key, e))?;
-        Ok(ObjectMeta {
-            key: key.to_string(),
-            size: m.content_length(),
-        })
+        Ok(ObjectMeta { key: key.to_string(), size: m.content_length() })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -246,10 +219,7 @@ impl Store for OpendalStore {
                 continue;
             }
             let size = e.metadata().content_length();
-            out.push(ObjectMeta {
-                key: e.path().trim_start_matches('/').to_string(),
-                size,
-            });
+            out.push(ObjectMeta { key: e.path().trim_start_matches('/').to_string(), size });
         }
         Ok(out)
     }

@@ -40,10 +40,7 @@ pub struct Retry<S> {
 
 impl<S: Store> Retry<S> {
     pub fn new(inner: S) -> Self {
-        Retry {
-            inner,
-            policy: RetryPolicy::default(),
-        }
+        Retry { inner, policy: RetryPolicy::default() }
     }
 
     pub fn with_policy(inner: S, policy: RetryPolicy) -> Self {
@@ -91,15 +88,13 @@ impl<S: Store> Store for Retry<S> {
         self.run("put", key, || self.inner.put(key, data.clone())).await
     }
     async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
-        self.run("put_new", key, || self.inner.put_new(key, data.clone()))
-            .await
+        self.run("put_new", key, || self.inner.put_new(key, data.clone())).await
     }
     async fn get(&self, key: &str) -> Result<Bytes> {
         self.run("get", key, || self.inner.get(key)).await
     }
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.run("get_range", key, || self.inner.get_range(key, range.clone()))
-            .await
+        self.run("get_range", key, || self.inner.get_range(key, range.clone())).await
     }
     async fn stat(&self, key: &str) -> Result<ObjectMeta> {
         self.run("stat", key, || self.inner.stat(key)).await
@@ -126,19 +121,11 @@ pub struct Faulty<S> {
 
 impl<S: Store> Faulty<S> {
     pub fn new(inner: S, every: u64) -> Self {
-        Faulty {
-            inner,
-            every: every.max(1),
-            count: AtomicU64::new(0),
-        }
+        Faulty { inner, every: every.max(1), count: AtomicU64::new(0) }
     }
 
     fn trip(&self, op: &'static str, key: &str) -> Result<()> {
-        if self
-            .count
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(self.every)
-        {
+        if self.count.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.every) {
             return Err(StoreError::new(ErrorKind::Transient, op, key, "injected fault"));
         }
         Ok(())

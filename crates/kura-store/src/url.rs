@@ -16,21 +16,9 @@ use crate::{LocalStore, OpendalStore, Result, Retry, RetryPolicy, Store, StoreEr
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Local(String),
-    S3 {
-        bucket: String,
-        prefix: String,
-        options: Vec<(String, String)>,
-    },
-    Gcs {
-        bucket: String,
-        prefix: String,
-        options: Vec<(String, String)>,
-    },
-    Azure {
-        container: String,
-        prefix: String,
-        options: Vec<(String, String)>,
-    },
+    S3 { bucket: String, prefix: String, options: Vec<(String, String)> },
+    Gcs { bucket: String, prefix: String, options: Vec<(String, String)> },
+    Azure { container: String, prefix: String, options: Vec<(String, String)> },
 }
 
 impl StoreUrl {
@@ -73,21 +61,9 @@ impl StoreUrl {
         }
         let (bucket, prefix) = (bucket.to_string(), prefix.trim_matches('/').to_string());
         Ok(match scheme {
-            "s3" => StoreUrl::S3 {
-                bucket,
-                prefix,
-                options,
-            },
-            "gcs" | "gs" => StoreUrl::Gcs {
-                bucket,
-                prefix,
-                options,
-            },
-            _ => StoreUrl::Azure {
-                container: bucket,
-                prefix,
-                options,
-            },
+            "s3" => StoreUrl::S3 { bucket, prefix, options },
+            "gcs" | "gs" => StoreUrl::Gcs { bucket, prefix, options },
+            _ => StoreUrl::Azure { container: bucket, prefix, options },
         })
     }
 }
@@ -131,11 +107,7 @@ pub fn open_url_with(
 ) -> Result<Arc<dyn Store>> {
     Ok(match StoreUrl::parse(url)? {
         StoreUrl::Local(path) => wrap(LocalStore::new(path), &policy),
-        StoreUrl::S3 {
-            bucket,
-            prefix,
-            options,
-        } => {
+        StoreUrl::S3 { bucket, prefix, options } => {
             let s = S3Settings {
                 bucket,
                 prefix,
@@ -162,11 +134,7 @@ pub fn open_url_with(
             };
             wrap(OpendalStore::s3(&s)?, &policy)
         }
-        StoreUrl::Gcs {
-            bucket,
-            prefix,
-            options,
-        } => {
+        StoreUrl::Gcs { bucket, prefix, options } => {
             let s = GcsSettings {
                 bucket,
                 prefix,
@@ -176,11 +144,7 @@ pub fn open_url_with(
             };
             wrap(OpendalStore::gcs(&s)?, &policy)
         }
-        StoreUrl::Azure {
-            container,
-            prefix,
-            options,
-        } => {
+        StoreUrl::Azure { container, prefix, options } => {
             let s = AzureSettings {
                 container,
                 prefix,
@@ -206,42 +170,23 @@ mod tests {
             StoreUrl::parse("/var/backups/kura").unwrap(),
             StoreUrl::Local("/var/backups/kura".into())
         );
-        assert_eq!(
-            StoreUrl::parse("file:///srv/k").unwrap(),
-            StoreUrl::Local("/srv/k".into())
-        );
+        assert_eq!(StoreUrl::parse("file:///srv/k").unwrap(), StoreUrl::Local("/srv/k".into()));
         match StoreUrl::parse("s3://bkp/app/prod?endpoint=http%3A%2F%2F127.0.0.1%3A9000&region=auto").unwrap()
         {
-            StoreUrl::S3 {
-                bucket,
-                prefix,
-                options,
-            } => {
+            StoreUrl::S3 { bucket, prefix, options } => {
                 assert_eq!((bucket.as_str(), prefix.as_str()), ("bkp", "app/prod"));
                 assert_eq!(opt(&options, "endpoint"), Some("http://127.0.0.1:9000"));
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            StoreUrl::parse("gcs://b").unwrap(),
-            StoreUrl::Gcs { .. }
-        ));
-        assert!(matches!(
-            StoreUrl::parse("azblob://c/p").unwrap(),
-            StoreUrl::Azure { .. }
-        ));
+        assert!(matches!(StoreUrl::parse("gcs://b").unwrap(), StoreUrl::Gcs { .. }));
+        assert!(matches!(StoreUrl::parse("azblob://c/p").unwrap(), StoreUrl::Azure { .. }));
     }
 
     #[test]
     fn refuses_unknown_schemes_and_options() {
-        assert!(StoreUrl::parse("ftp://x/y")
-            .unwrap_err()
-            .to_string()
-            .contains("unknown repository scheme"));
-        assert!(StoreUrl::parse("s3://b/p?secret=1")
-            .unwrap_err()
-            .to_string()
-            .contains("unknown option"));
+        assert!(StoreUrl::parse("ftp://x/y").unwrap_err().to_string().contains("unknown repository scheme"));
+        assert!(StoreUrl::parse("s3://b/p?secret=1").unwrap_err().to_string().contains("unknown option"));
         assert!(StoreUrl::parse("s3:///p").is_err());
     }
 

@@ -29,10 +29,7 @@ async fn s3_store_conforms_against_moto() {
 async fn retry_rides_out_transient_faults() {
     use kura_store::{Faulty, RetryPolicy, Store};
     let dir = tempfile::tempdir().unwrap();
-    let policy = RetryPolicy {
-        first_delay: std::time::Duration::from_millis(1),
-        ..Default::default()
-    };
+    let policy = RetryPolicy { first_delay: std::time::Duration::from_millis(1), ..Default::default() };
     // Every second call fails; with retries the whole contract still holds.
     let store = Retry::with_policy(Faulty::new(LocalStore::new(dir.path()), 2), policy);
     run_conformance(&store).await;
@@ -58,12 +55,5 @@ async fn gcs_store_conforms_against_the_emulator() {
     let store = open_url(&url, &gcs.env_fn()).unwrap();
     // The emulator enforces no preconditions and has no multipart uploads;
     // real GCS has both.
-    run_conformance_with(
-        store.as_ref(),
-        Capabilities {
-            conditional_create: false,
-            multipart: false,
-        },
-    )
-    .await;
+    run_conformance_with(store.as_ref(), Capabilities { conditional_create: false, multipart: false }).await;
 }

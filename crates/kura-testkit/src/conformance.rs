@@ -14,10 +14,7 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    pub const FULL: Capabilities = Capabilities {
-        conditional_create: true,
-        multipart: true,
-    };
+    pub const FULL: Capabilities = Capabilities { conditional_create: true, multipart: true };
 }
 
 /// Runs every check of the storage contract against `store`, which must be
@@ -35,37 +32,17 @@ pub async fn run_conformance_with(store: &dyn Store, caps: Capabilities) {
     let e = store.stat("data/00/missing").await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound, "{loc}: stat of a missing key: {e}");
     let e = store.get_range("data/00/missing", 0..1).await.unwrap_err();
-    assert_eq!(
-        e.kind,
-        ErrorKind::NotFound,
-        "{loc}: get_range of a missing key: {e}"
-    );
-    store
-        .delete("data/00/missing")
-        .await
-        .expect("delete of a missing key succeeds");
-    assert!(
-        store.list("snapshots/").await.unwrap().is_empty(),
-        "{loc}: empty prefix lists empty"
-    );
+    assert_eq!(e.kind, ErrorKind::NotFound, "{loc}: get_range of a missing key: {e}");
+    store.delete("data/00/missing").await.expect("delete of a missing key succeeds");
+    assert!(store.list("snapshots/").await.unwrap().is_empty(), "{loc}: empty prefix lists empty");
 
     // put / get / stat / range.
     let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
     store.put("data/ab/one", Bytes::from(body.clone())).await.unwrap();
-    assert_eq!(
-        store.get("data/ab/one").await.unwrap(),
-        body,
-        "{loc}: get returns what put wrote"
-    );
+    assert_eq!(store.get("data/ab/one").await.unwrap(), body, "{loc}: get returns what put wrote");
     assert_eq!(store.stat("data/ab/one").await.unwrap().size, body.len() as u64);
-    assert_eq!(
-        store.get_range("data/ab/one", 10..20).await.unwrap(),
-        &body[10..20]
-    );
-    assert_eq!(
-        store.get_range("data/ab/one", 99_990..100_000).await.unwrap(),
-        &body[99_990..]
-    );
+    assert_eq!(store.get_range("data/ab/one", 10..20).await.unwrap(), &body[10..20]);
+    assert_eq!(store.get_range("data/ab/one", 99_990..100_000).await.unwrap(), &body[99_990..]);
     assert!(
         store.get_range("data/ab/one", 99_990..100_010).await.is_err(),
         "{loc}: a range past the end is an error"
@@ -76,29 +53,16 @@ pub async fn run_conformance_with(store: &dyn Store, caps: Capabilities) {
     assert_eq!(store.get("keys/empty").await.unwrap().len(), 0);
 
     // put replaces.
-    store
-        .put("data/ab/one", Bytes::from_static(b"second"))
-        .await
-        .unwrap();
+    store.put("data/ab/one", Bytes::from_static(b"second")).await.unwrap();
     assert_eq!(store.get("data/ab/one").await.unwrap(), &b"second"[..]);
 
     // put_new creates once.
-    store
-        .put_new("locks/prune", Bytes::from_static(b"first"))
-        .await
-        .unwrap();
+    store.put_new("locks/prune", Bytes::from_static(b"first")).await.unwrap();
     if !caps.conditional_create {
         eprintln!("{loc}: this server does not enforce conditional creates; those checks are skipped");
     } else {
-        let e = store
-            .put_new("locks/prune", Bytes::from_static(b"again"))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            e.kind,
-            ErrorKind::AlreadyExists,
-            "{loc}: put_new over an existing key: {e}"
-        );
+        let e = store.put_new("locks/prune", Bytes::from_static(b"again")).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AlreadyExists, "{loc}: put_new over an existing key: {e}");
         let kept = store.get("locks/prune").await.unwrap();
         assert_eq!(kept, &b"first"[..], "{loc}: put_new must not overwrite");
 
@@ -114,46 +78,24 @@ pub async fn run_conformance_with(store: &dyn Store, caps: Capabilities) {
     let mut listed = store.list("data/").await.unwrap();
     listed.sort_by(|a, b| a.key.cmp(&b.key));
     let keys: Vec<(&str, u64)> = listed.iter().map(|m| (m.key.as_str(), m.size)).collect();
-    assert_eq!(
-        keys,
-        vec![("data/ab/one", 6), ("data/cd/two", 2)],
-        "{loc}: recursive listing"
-    );
+    assert_eq!(keys, vec![("data/ab/one", 6), ("data/cd/two", 2)], "{loc}: recursive listing");
 
     // Large objects (multipart on object stores) round-trip.
     if caps.multipart {
-        let big: Vec<u8> = (0..(20u32 << 20))
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
+        let big: Vec<u8> = (0..(20u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         store.put("data/ef/big", Bytes::from(big.clone())).await.unwrap();
         assert_eq!(store.stat("data/ef/big").await.unwrap().size, big.len() as u64);
         let back = store.get("data/ef/big").await.unwrap();
         assert!(back == big, "{loc}: a 20 MiB object round-trips");
     } else {
         eprintln!("{loc}: this server has no multipart uploads; the 20 MiB check is skipped");
-        store
-            .put("data/ef/big", Bytes::from_static(b"small stand-in"))
-            .await
-            .unwrap();
+        store.put("data/ef/big", Bytes::from_static(b"small stand-in")).await.unwrap();
     }
 
     // delete removes.
-    for key in [
-        "data/ab/one",
-        "data/cd/two",
-        "data/ef/big",
-        "keys/empty",
-        "locks/prune",
-        "locks/race",
-    ] {
+    for key in ["data/ab/one", "data/cd/two", "data/ef/big", "keys/empty", "locks/prune", "locks/race"] {
         store.delete(key).await.unwrap();
     }
-    assert!(
-        store.list("data/").await.unwrap().is_empty(),
-        "{loc}: deleted objects are gone"
-    );
-    assert_eq!(
-        store.get("data/ab/one").await.unwrap_err().kind,
-        ErrorKind::NotFound
-    );
+    assert!(store.list("data/").await.unwrap().is_empty(), "{loc}: deleted objects are gone");
+    assert_eq!(store.get("data/ab/one").await.unwrap_err().kind, ErrorKind::NotFound);
 }

@@ -31,13 +31,10 @@ impl CutProxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
-                cs.lock()
-                    .unwrap()
-                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
+                cs.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                for (mut from, mut to) in
+                    [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
                     let (c, b) = (c.clone(), b.clone());
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
@@ -58,12 +55,7 @@ impl CutProxy {
                 }
             }
         });
-        CutProxy {
-            port,
-            cut,
-            bytes,
-            conns,
-        }
+        CutProxy { port, cut, bytes, conns }
     }
 
     pub fn endpoint(&self) -> String {

@@ -76,10 +76,7 @@ impl MotoServer {
     /// Creates a bucket (moto accepts unsigned requests).
     pub fn create_bucket(&self, name: &str) {
         let reply = http(self.port, "PUT", &format!("/{name}"));
-        assert!(
-            reply.starts_with("HTTP/1.1 200"),
-            "creating bucket {name}: {reply}"
-        );
+        assert!(reply.starts_with("HTTP/1.1 200"), "creating bucket {name}: {reply}");
     }
 
     /// Environment for a kura process talking to this server.
@@ -106,9 +103,8 @@ impl Drop for MotoServer {
 }
 
 fn find_program(program: &str) -> Option<std::path::PathBuf> {
-    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
+    let mut dirs: Vec<std::path::PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     // Where ./scripts/test installs npm packages.
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(std::path::Path::new(&home).join(".cache/kura-test/node_modules/.bin"));
@@ -152,11 +148,7 @@ impl AzuriteServer {
             .spawn()
             .expect("start azurite-blob");
         wait_for_port(port, "azurite-blob", &mut child);
-        AzuriteServer {
-            child,
-            port,
-            _dir: dir,
-        }
+        AzuriteServer { child, port, _dir: dir }
     }
 
     pub fn endpoint(&self) -> String {
@@ -172,9 +164,7 @@ impl AzuriteServer {
         let to_sign = format!(
             "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{name}\nrestype:container"
         );
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(AZURITE_KEY)
-            .unwrap();
+        let key = base64::engine::general_purpose::STANDARD.decode(AZURITE_KEY).unwrap();
         // HMAC-SHA256 (RFC 2104), written out to keep the test kit small.
         let mut k = [0u8; 64];
         k[..key.len()].copy_from_slice(&key);
@@ -196,10 +186,7 @@ impl AzuriteServer {
         .unwrap();
         let mut reply = String::new();
         let _ = s.read_to_string(&mut reply);
-        assert!(
-            reply.starts_with("HTTP/1.1 201"),
-            "creating container {name}: {reply}"
-        );
+        assert!(reply.starts_with("HTTP/1.1 201"), "creating container {name}: {reply}");
     }
 
     pub fn env(&self) -> Vec<(String, String)> {

@@ -28,11 +28,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(message: impl Display) -> Failure {
-        Failure {
-            code: code::FAILED,
-            message: message.to_string(),
-            hint: None,
-        }
+        Failure { code: code::FAILED, message: message.to_string(), hint: None }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Failure {
@@ -68,11 +64,7 @@ impl From<RepoError> for Failure {
             }
             source = s.source();
         }
-        Failure {
-            code,
-            message,
-            hint: e.hint().map(String::from),
-        }
+        Failure { code, message, hint: e.hint().map(String::from) }
     }
 }
 
@@ -93,10 +85,7 @@ pub fn report_failure(g: &Global, f: &Failure) {
 }
 
 pub fn print_json<T: Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON output serializes")
-    );
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON output serializes"));
 }
 
 /// Prints a line unless --quiet or --json.
@@ -116,9 +105,7 @@ pub fn init_logging(g: &Global) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("KURA_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if g.log_format == "json" {
         builder.json().init();
     } else {

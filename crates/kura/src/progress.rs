@@ -19,10 +19,7 @@ impl Progress {
     /// `total` is the expected byte count when known.
     pub fn start(g: &Global, what: &'static str, counters: Arc<Counters>, total: Option<u64>) -> Progress {
         if g.quiet || g.json || g.no_progress || !std::io::stderr().is_terminal() {
-            return Progress {
-                bar: None,
-                task: None,
-            };
+            return Progress { bar: None, task: None };
         }
         let bar = match total {
             Some(t) => ProgressBar::new(t).with_style(
@@ -46,10 +43,7 @@ impl Progress {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        Progress {
-            bar: Some(bar),
-            task: Some(task),
-        }
+        Progress { bar: Some(bar), task: Some(task) }
     }
 
     pub fn finish(self) {

@@ -75,16 +75,9 @@ fn assert_restore_skips_big_keeps_small(k: &Kura, src: &Path) {
     let target = k.path("out");
     let out = k.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("big.bin"),
-        "the lost file is named: {}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("big.bin"), "the lost file is named: {}", stderr(&out));
     let root = restored(&target, src);
-    assert!(
-        !root.join("big.bin").exists(),
-        "no wrong or partial bytes under the real name"
-    );
+    assert!(!root.join("big.bin").exists(), "no wrong or partial bytes under the real name");
     assert_eq!(std::fs::read(root.join("small.txt")).unwrap(), b"intact");
 }
 
@@ -96,15 +89,9 @@ fn flipped_bit_in_a_pack_is_found_by_read_data_and_never_restored() {
     // Structure alone cannot see inside packs; reading the data does.
     let v = verify_damaged(&k, &["--read-data"]);
     let msg = v["report"]["errors"].to_string();
-    assert!(
-        msg.contains(pack.file_name().unwrap().to_str().unwrap()),
-        "names the pack: {msg}"
-    );
+    assert!(msg.contains(pack.file_name().unwrap().to_str().unwrap()), "names the pack: {msg}");
     let affected = affected_paths(&v);
-    assert!(
-        affected.iter().any(|p| p.ends_with("src/big.bin")),
-        "{affected:?}"
-    );
+    assert!(affected.iter().any(|p| p.ends_with("src/big.bin")), "{affected:?}");
     assert!(!affected.iter().any(|p| p.ends_with("small.txt")), "{affected:?}");
     assert_eq!(v["report"]["affected"][0]["snapshot"], id[..8]);
     assert_restore_skips_big_keeps_small(&k, &src);
@@ -118,12 +105,7 @@ fn truncated_pack_is_found_by_structure_check() {
     let (k, src, _) = setup();
     let pack = largest_pack(&k.repo);
     let len = std::fs::metadata(&pack).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&pack)
-        .unwrap()
-        .set_len(len / 3)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len / 3).unwrap();
     let v = verify_damaged(&k, &[]);
     assert!(v["report"]["errors"].to_string().contains("truncated"), "{v}");
     assert!(affected_paths(&v).iter().any(|p| p.ends_with("big.bin")));
@@ -151,26 +133,11 @@ fn corrupt_index_file_is_reported_with_what_it_hides() {
     let v = verify_damaged(&k, &[]);
     let errors = v["report"]["errors"].to_string();
     assert!(errors.contains("index/"), "{errors}");
-    assert!(
-        errors.contains("failed authentication") || errors.contains("does not match"),
-        "{errors}"
-    );
+    assert!(errors.contains("failed authentication") || errors.contains("does not match"), "{errors}");
     let out = k.run(&["prune", "--grace", "0s"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "prune refuses to guess with an unreadable index"
-    );
-    assert!(
-        stderr(&out).contains("will not delete anything"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(
-        files_under(&Path::new(&k.repo).join("data")).len(),
-        2,
-        "no pack was deleted"
-    );
+    assert_eq!(out.status.code(), Some(1), "prune refuses to guess with an unreadable index");
+    assert!(stderr(&out).contains("will not delete anything"), "{}", stderr(&out));
+    assert_eq!(files_under(&Path::new(&k.repo).join("data")).len(), 2, "no pack was deleted");
 }
 
 #[test]
@@ -187,11 +154,7 @@ fn corrupt_snapshot_is_named_and_others_still_list() {
     let v = verify_damaged(&k, &[]);
     assert!(v["report"]["errors"].to_string().contains(&first), "{v}");
     let p = k.run(&["prune"]);
-    assert_eq!(
-        p.status.code(),
-        Some(1),
-        "prune refuses while a snapshot is unreadable"
-    );
+    assert_eq!(p.status.code(), Some(1), "prune refuses while a snapshot is unreadable");
 }
 
 #[test]
@@ -200,18 +163,11 @@ fn corrupt_tree_blob_names_the_directory() {
     // Trees live in their own, small packs; the first tree written is the
     // deepest directory's, `src`.
     let packs = files_under(&Path::new(&k.repo).join("data"));
-    let tree_pack = packs
-        .iter()
-        .min_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let tree_pack = packs.iter().min_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
     flip(tree_pack, 30);
     let v = verify_damaged(&k, &["--read-data"]);
     assert!(v["report"]["errors"].to_string().contains("tree"), "{v}");
-    assert_eq!(
-        affected_paths(&v),
-        vec![src.display().to_string()],
-        "the damaged directory is named: {v}"
-    );
+    assert_eq!(affected_paths(&v), vec![src.display().to_string()], "the damaged directory is named: {v}");
     let out = k.run(&["restore", "latest", "--target", k.path("out").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }

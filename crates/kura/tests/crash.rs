@@ -10,10 +10,7 @@ use std::time::Duration;
 use common::*;
 
 fn trials() -> usize {
-    std::env::var("KURA_CRASH_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12)
+    std::env::var("KURA_CRASH_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(12)
 }
 
 #[test]
@@ -55,9 +52,7 @@ fn kill_at_random_points_loses_nothing() {
         let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(rand(120)));
         // SAFETY of the test, not of code: kill(1) with -9 is what we want.
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &child.id().to_string()])
-            .status();
+        let _ = std::process::Command::new("kill").args(["-9", &child.id().to_string()]).status();
         let out = child.wait_with_output().unwrap();
         if out.status.code().is_none() {
             killed += 1;
@@ -84,10 +79,7 @@ fn kill_at_random_points_loses_nothing() {
         }
     }
     eprintln!("{killed} of {} operations were killed midway", trials());
-    assert!(
-        killed > 0,
-        "no operation was actually interrupted: the test proved nothing"
-    );
+    assert!(killed > 0, "no operation was actually interrupted: the test proved nothing");
 }
 
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) {

@@ -12,19 +12,12 @@ fn stderr(o: &std::process::Output) -> String {
 fn wrong_password_is_named_with_a_next_step() {
     let k = Kura::new();
     k.init();
-    let out = k
-        .cmd(&["snapshots"])
-        .env("KURA_PASSWORD", "not it")
-        .output()
-        .unwrap();
+    let out = k.cmd(&["snapshots"]).env("KURA_PASSWORD", "not it").output().unwrap();
     assert_eq!(out.status.code(), Some(11));
     let e = stderr(&out);
     assert!(e.contains("wrong password for repository"), "{e}");
     assert!(e.contains("hint: check KURA_PASSWORD"), "{e}");
-    assert!(
-        !e.contains("not it"),
-        "the password never appears in messages: {e}"
-    );
+    assert!(!e.contains("not it"), "the password never appears in messages: {e}");
 }
 
 #[test]
@@ -32,29 +25,17 @@ fn missing_repository_and_missing_password() {
     let k = Kura::new();
     let out = k.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(10));
-    assert!(
-        stderr(&out).contains("is not a kura repository"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("is not a kura repository"), "{}", stderr(&out));
     assert!(stderr(&out).contains("kura init"));
 
     k.init();
-    let out = k
-        .cmd(&["snapshots"])
-        .env_remove("KURA_PASSWORD")
-        .output()
-        .unwrap();
+    let out = k.cmd(&["snapshots"]).env_remove("KURA_PASSWORD").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no password given"), "{}", stderr(&out));
 
     let again = k.run(&["init"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(
-        stderr(&again).contains("already holds a kura repository"),
-        "{}",
-        stderr(&again)
-    );
+    assert!(stderr(&again).contains("already holds a kura repository"), "{}", stderr(&again));
 }
 
 #[test]
@@ -62,15 +43,9 @@ fn newer_repository_version_is_refused_before_any_password() {
     let k = Kura::new();
     k.init();
     let config = std::path::Path::new(&k.repo).join("config");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("\"version\": 1", "\"version\": 2");
+    let text = std::fs::read_to_string(&config).unwrap().replace("\"version\": 1", "\"version\": 2");
     std::fs::write(&config, text).unwrap();
-    let out = k
-        .cmd(&["snapshots"])
-        .env_remove("KURA_PASSWORD")
-        .output()
-        .unwrap();
+    let out = k.cmd(&["snapshots"]).env_remove("KURA_PASSWORD").output().unwrap();
     let e = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{e}");
     assert!(e.contains("format version 2, this kura supports up to 1"), "{e}");
@@ -95,31 +70,17 @@ fn unreadable_source_file_is_skipped_reported_and_recorded() {
     // Everything else is there.
     let target = k.path("out");
     let r = k.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    assert_eq!(
-        r.status.code(),
-        Some(4),
-        "the unreadable file is reported again on restore"
-    );
+    assert_eq!(r.status.code(), Some(4), "the unreadable file is reported again on restore");
     assert_same_tree(&src, &restored(&target, &src));
 }
 
 fn tmpfs(dir: &std::path::Path, size: &str) -> impl Drop {
     std::fs::create_dir_all(dir).unwrap();
     let st = std::process::Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            &format!("size={size}"),
-            "tmpfs",
-            dir.to_str().unwrap(),
-        ])
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()])
         .status()
         .expect("run mount");
-    assert!(
-        st.success(),
-        "this test mounts a small tmpfs to fill it: run it as root (./scripts/test does)"
-    );
+    assert!(st.success(), "this test mounts a small tmpfs to fill it: run it as root (./scripts/test does)");
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -148,19 +109,12 @@ fn full_disk_at_the_repository_fails_cleanly_and_keeps_earlier_snapshots() {
     assert_eq!(out.status.code(), Some(1), "{e}");
     assert!(e.contains("No space left") || e.contains("space"), "{e}");
     assert!(e.contains("hint: free space"), "{e}");
-    assert_eq!(
-        k.snapshot_ids(),
-        vec![first.clone()],
-        "no snapshot for the failed backup"
-    );
+    assert_eq!(k.snapshot_ids(), vec![first.clone()], "no snapshot for the failed backup");
     let v = k.json(&["verify", "--read-data"]);
     assert_eq!(v["ok"], true, "{v}");
     let target = k.path("out");
     k.ok(&["restore", &first, "--target", target.to_str().unwrap()]);
-    assert_eq!(
-        std::fs::read(restored(&target, &small).join("a.txt")).unwrap(),
-        b"first"
-    );
+    assert_eq!(std::fs::read(restored(&target, &small).join("a.txt")).unwrap(), b"first");
 }
 
 #[test]
@@ -180,10 +134,7 @@ fn full_disk_at_the_restore_target_reports_the_file_and_leaves_no_partial_file()
     assert!(e.contains("huge.bin"), "{e}");
     let root = restored(&mnt, &src);
     assert_eq!(std::fs::read(root.join("fits.txt")).unwrap(), b"small");
-    assert!(
-        !root.join("huge.bin").exists(),
-        "no partial file under the real name"
-    );
+    assert!(!root.join("huge.bin").exists(), "no partial file under the real name");
     let leftovers: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -197,10 +148,7 @@ fn unreachable_storage_fails_with_a_clear_error() {
     let port = kura_testkit::free_port();
     let k = Kura::with_repo(
         &format!("s3://bucket/prefix?endpoint=http://127.0.0.1:{port}"),
-        vec![
-            ("AWS_ACCESS_KEY_ID".into(), "k".into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), "s".into()),
-        ],
+        vec![("AWS_ACCESS_KEY_ID".into(), "k".into()), ("AWS_SECRET_ACCESS_KEY".into(), "s".into())],
     );
     let out = k.run(&["init"]);
     let e = stderr(&out);
@@ -242,11 +190,7 @@ fn storage_outage_mid_upload_records_nothing_and_the_next_backup_works() {
     assert_eq!(out.status.code(), Some(1), "{e}");
     assert!(e.contains("storage") && e.contains("gave up"), "{e}");
     proxy.resume();
-    assert_eq!(
-        k.snapshot_ids(),
-        vec![first.clone()],
-        "the interrupted backup recorded no snapshot"
-    );
+    assert_eq!(k.snapshot_ids(), vec![first.clone()], "the interrupted backup recorded no snapshot");
 
     let second = k.backup(&[&big]);
     let v = k.json(&["verify", "--read-data"]);

@@ -13,23 +13,14 @@ fn key_add_list_remove() {
     k.ok(&["key", "add", "--new-password-file", pw2.to_str().unwrap()]);
     let keys = k.json(&["key", "list"]);
     assert_eq!(keys.as_array().unwrap().len(), 2);
-    let first = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["current"] == true)
-        .unwrap()["id"]
+    let first = keys.as_array().unwrap().iter().find(|k| k["current"] == true).unwrap()["id"]
         .as_str()
         .unwrap()
         .to_string();
 
     // The second password opens the repository too.
-    let out = k
-        .cmd(&["snapshots"])
-        .env_remove("KURA_PASSWORD")
-        .env("KURA_PASSWORD_FILE", &pw2)
-        .output()
-        .unwrap();
+    let out =
+        k.cmd(&["snapshots"]).env_remove("KURA_PASSWORD").env("KURA_PASSWORD_FILE", &pw2).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Removing the key in use is refused; with the other password it works.
@@ -44,11 +35,7 @@ fn key_add_list_remove() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let old = k.run(&["snapshots"]);
-    assert_eq!(
-        old.status.code(),
-        Some(11),
-        "the removed password no longer opens it"
-    );
+    assert_eq!(old.status.code(), Some(11), "the removed password no longer opens it");
 
     // The last key cannot go.
     let keys = k
@@ -68,12 +55,8 @@ fn key_add_list_remove() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = k
-        .cmd(&["snapshots"])
-        .env_remove("KURA_PASSWORD")
-        .env("KURA_PASSWORD_FILE", &pw2)
-        .output()
-        .unwrap();
+    let out =
+        k.cmd(&["snapshots"]).env_remove("KURA_PASSWORD").env("KURA_PASSWORD_FILE", &pw2).output().unwrap();
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("readable by others"),
         "{}",
@@ -97,10 +80,7 @@ fn passwords_never_reach_process_arguments_or_repository_metadata() {
                 stack.push(p);
             } else {
                 let bytes = std::fs::read(&p).unwrap();
-                assert!(
-                    !bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()),
-                    "{p:?}"
-                );
+                assert!(!bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()), "{p:?}");
             }
         }
     }

@@ -82,13 +82,7 @@ fn prune_keeps_pack_referenced_by_concurrent_backup() {
     std::fs::create_dir_all(&src).unwrap();
     let file = src.join("x.bin");
     std::fs::write(&file, noise(2 << 20, 7)).unwrap();
-    let first = k.json(&[
-        "backup",
-        "--stdin-name",
-        "x.bin",
-        "--command",
-        &format!("cat {}", file.display()),
-    ]);
+    let first = k.json(&["backup", "--stdin-name", "x.bin", "--command", &format!("cat {}", file.display())]);
     let first = first["id"].as_str().unwrap().to_string();
 
     // A slow backup of the same content: it loads the index now and finds
@@ -111,19 +105,13 @@ fn prune_keeps_pack_referenced_by_concurrent_backup() {
     let mark = k.json(&["prune", "--grace", "0s"]);
     assert!(mark["packs_marked"].as_u64().unwrap() >= 1, "{mark}");
     let held = k.json(&["prune", "--grace", "0s"]);
-    assert_eq!(
-        held["packs_deleted"], 0,
-        "the live backup session holds deletion back: {held}"
-    );
+    assert_eq!(held["packs_deleted"], 0, "the live backup session holds deletion back: {held}");
     assert!(held["markers_waiting"].as_u64().unwrap() >= 1, "{held}");
 
     let out = slow.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r = k.json(&["prune", "--grace", "0s"]);
-    assert!(
-        r["packs_revived"].as_u64().unwrap() >= 1,
-        "the reused pack is used again and kept: {r}"
-    );
+    assert!(r["packs_revived"].as_u64().unwrap() >= 1, "the reused pack is used again and kept: {r}");
     let v = k.json(&["verify", "--read-data"]);
     assert_eq!(v["ok"], true, "{v}");
     let dumped = k.cmd(&["dump", "latest", "x.bin"]).output().unwrap();
@@ -169,11 +157,7 @@ fn concurrent_backups_and_prune_lose_nothing() {
             let _ = k.run(&["forget", old["id"].as_str().unwrap()]);
         }
         let p = k.run(&["prune", "--grace", "0s"]);
-        assert!(
-            p.status.success() || p.status.code() == Some(12),
-            "{}",
-            String::from_utf8_lossy(&p.stderr)
-        );
+        assert!(p.status.success() || p.status.code() == Some(12), "{}", String::from_utf8_lossy(&p.stderr));
     }
     for mut c in children {
         assert!(c.wait().unwrap().success());

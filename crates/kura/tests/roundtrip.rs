@@ -35,16 +35,10 @@ fn second_backup_skips_unchanged_files_and_stores_only_changes() {
     assert_eq!(s["files_changed"], 2, "small.txt and its hard link: {s}");
     assert!(s["files_unchanged"].as_u64().unwrap() >= 10, "{s}");
     // The changed file plus the trees on its path (a few KiB of JSON).
-    assert!(
-        s["bytes_new"].as_u64().unwrap() < 10_000,
-        "only the change is new: {s}"
-    );
+    assert!(s["bytes_new"].as_u64().unwrap() < 10_000, "only the change is new: {s}");
 
     let third = k.json(&["backup", src.to_str().unwrap()]);
-    assert_eq!(
-        third["summary"]["blobs_new"], 0,
-        "nothing changed: nothing new, trees included"
-    );
+    assert_eq!(third["summary"]["blobs_new"], 0, "nothing changed: nothing new, trees included");
 
     let target = k.path("out");
     k.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
@@ -87,18 +81,10 @@ fn ls_dump_and_include() {
     let big = format!("{}/data/big.bin", src.display());
     let out = k.cmd(&["dump", "latest", &big]).output().unwrap();
     assert!(out.status.success());
-    assert!(
-        out.stdout == std::fs::read(src.join("data/big.bin")).unwrap(),
-        "dump gives the exact bytes"
-    );
+    assert!(out.stdout == std::fs::read(src.join("data/big.bin")).unwrap(), "dump gives the exact bytes");
 
     let entries = k.json(&["ls", "latest", &format!("{}/text", src.display())]);
-    let paths: Vec<&str> = entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["path"].as_str().unwrap())
-        .collect();
+    let paths: Vec<&str> = entries.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
     assert!(paths.iter().any(|p| p.ends_with("text/log.txt")), "{paths:?}");
 
     let target = k.path("partial");
@@ -137,19 +123,9 @@ fn restore_refuses_to_overwrite_unless_asked() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read(target.join("precious")).unwrap(), b"keep me");
-    k.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--overwrite",
-    ]);
+    k.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--overwrite"]);
     assert_same_tree(&src, &restored(&target, &src));
-    assert_eq!(
-        std::fs::read(target.join("precious")).unwrap(),
-        b"keep me",
-        "unrelated files stay"
-    );
+    assert_eq!(std::fs::read(target.join("precious")).unwrap(), b"keep me", "unrelated files stay");
 }
 
 #[test]
@@ -172,37 +148,18 @@ fn stdin_and_command_streams() {
     let dumped = k.cmd(&["dump", "latest", "dump.sql"]).output().unwrap();
     assert!(dumped.stdout == data);
 
-    k.ok(&[
-        "backup",
-        "--command",
-        "printf 'line one\\nline two\\n'",
-        "--stdin-name",
-        "cmd.txt",
-    ]);
-    assert_eq!(
-        k.cmd(&["dump", "latest", "cmd.txt"]).output().unwrap().stdout,
-        b"line one\nline two\n"
-    );
+    k.ok(&["backup", "--command", "printf 'line one\\nline two\\n'", "--stdin-name", "cmd.txt"]);
+    assert_eq!(k.cmd(&["dump", "latest", "cmd.txt"]).output().unwrap().stdout, b"line one\nline two\n");
 
     let before = k.snapshot_ids().len();
-    let failed = k.run(&[
-        "backup",
-        "--command",
-        "echo partial; exit 3",
-        "--stdin-name",
-        "bad.txt",
-    ]);
+    let failed = k.run(&["backup", "--command", "echo partial; exit 3", "--stdin-name", "bad.txt"]);
     assert_eq!(failed.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&failed.stderr).contains("exited with"),
         "{}",
         String::from_utf8_lossy(&failed.stderr)
     );
-    assert_eq!(
-        k.snapshot_ids().len(),
-        before,
-        "a failed command records no snapshot"
-    );
+    assert_eq!(k.snapshot_ids().len(), before, "a failed command records no snapshot");
 }
 
 #[test]
@@ -212,24 +169,13 @@ fn json_listings_parse_and_carry_ids() {
     let src = k.path("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a"), b"a").unwrap();
-    k.ok(&[
-        "backup",
-        src.to_str().unwrap(),
-        "--tag",
-        "daily",
-        "--host",
-        "web-1",
-    ]);
+    k.ok(&["backup", src.to_str().unwrap(), "--tag", "daily", "--host", "web-1"]);
     let snaps = k.json(&["snapshots"]);
     let s = &snaps[0];
     assert_eq!(s["hostname"], "web-1");
     assert_eq!(s["tags"][0], "daily");
     assert_eq!(s["id"].as_str().unwrap().len(), 64);
-    assert!(k
-        .json(&["snapshots", "--tag", "weekly"])
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(k.json(&["snapshots", "--tag", "weekly"]).as_array().unwrap().is_empty());
     let keys = k.json(&["key", "list"]);
     assert_eq!(keys[0]["current"], true);
     let v = k.json(&["verify"]);

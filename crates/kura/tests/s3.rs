@@ -15,10 +15,7 @@ fn s3_repository_full_cycle() {
     let first = k.backup(&[&src]);
     std::fs::write(src.join("small.txt"), b"edited").unwrap();
     let second = k.json(&["backup", src.to_str().unwrap()]);
-    assert!(
-        second["summary"]["files_unchanged"].as_u64().unwrap() >= 10,
-        "{second}"
-    );
+    assert!(second["summary"]["files_unchanged"].as_u64().unwrap() >= 10, "{second}");
     let v = k.json(&["verify", "--read-data"]);
     assert_eq!(v["ok"], true, "{v}");
     let target = k.path("out");
@@ -28,10 +25,7 @@ fn s3_repository_full_cycle() {
     k.ok(&["forget", &first]);
     k.ok(&["prune", "--grace", "0s"]);
     let r = k.json(&["prune", "--grace", "0s"]);
-    assert!(
-        r["packs_deleted"].as_u64().unwrap() + r["packs_revived"].as_u64().unwrap() >= 1,
-        "{r}"
-    );
+    assert!(r["packs_deleted"].as_u64().unwrap() + r["packs_revived"].as_u64().unwrap() >= 1, "{r}");
     let v = k.json(&["verify", "--read-data"]);
     assert_eq!(v["ok"], true, "{v}");
 

@@ -13,10 +13,7 @@ fn options(a: &BackupArgs) -> Result<BackupOptions, Failure> {
         let text = std::fs::read_to_string(f)
             .map_err(|e| Failure::new(format!("cannot read exclude file {}: {e}", f.display())))?;
         excludes.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from),
         );
     }
     let parent = match &a.parent {

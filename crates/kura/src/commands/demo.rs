@@ -24,16 +24,8 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
 /// Deterministic bytes: text-like and compressible, or noise.
 fn sample_bytes(n: usize, seed: u64, text: bool) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
-    let words: [&[u8]; 8] = [
-        b"kura ",
-        b"backup ",
-        b"restore ",
-        b"order ",
-        b"user ",
-        b"2026-11-22 ",
-        b"INFO ",
-        b"ok\n",
-    ];
+    let words: [&[u8]; 8] =
+        [b"kura ", b"backup ", b"restore ", b"order ", b"user ", b"2026-11-22 ", b"INFO ", b"ok\n"];
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         x ^= x << 13;
@@ -55,24 +47,12 @@ fn make_sample(data: &Path) -> Result<(), Failure> {
         std::fs::create_dir_all(path.parent().expect("has parent")).map_err(io("creating sample folders"))?;
         std::fs::write(&path, bytes).map_err(io("writing sample files"))
     };
-    w(
-        "config/app.toml",
-        b"[server]\nport = 8080\nname = \"storehouse\"\n",
-    )?;
-    w(
-        "config/.env.production",
-        b"DATABASE_URL=sqlite:///srv/app/app.db\n",
-    )?;
-    std::fs::set_permissions(
-        data.join("config/.env.production"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .map_err(io("chmod"))?;
+    w("config/app.toml", b"[server]\nport = 8080\nname = \"storehouse\"\n")?;
+    w("config/.env.production", b"DATABASE_URL=sqlite:///srv/app/app.db\n")?;
+    std::fs::set_permissions(data.join("config/.env.production"), std::fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod"))?;
     for i in 0..5u64 {
-        w(
-            &format!("uploads/2026/11/photo-{i}.bin"),
-            &sample_bytes(300_000 + i as usize * 70_000, i, false),
-        )?;
+        w(&format!("uploads/2026/11/photo-{i}.bin"), &sample_bytes(300_000 + i as usize * 70_000, i, false))?;
     }
     w("logs/app.log", &sample_bytes(6 << 20, 99, true))?;
     w("logs/app.log.1", &sample_bytes(2 << 20, 98, true))?;
@@ -90,9 +70,7 @@ fn make_sample(data: &Path) -> Result<(), Failure> {
          CREATE INDEX orders_user ON orders(user_id);",
     )
     .map_err(|e| Failure::new(format!("sqlite: {e}")))?;
-    let tx = db
-        .unchecked_transaction()
-        .map_err(|e| Failure::new(format!("sqlite: {e}")))?;
+    let tx = db.unchecked_transaction().map_err(|e| Failure::new(format!("sqlite: {e}")))?;
     for i in 0..2000 {
         tx.execute(
             "INSERT INTO users(name, email) VALUES (?1, ?2)",
@@ -130,21 +108,13 @@ fn snapshot_of(root: &Path) -> Result<Listing, Failure> {
                     'l',
                     0,
                     0,
-                    std::fs::read_link(&p)
-                        .map_err(io("readlink"))?
-                        .into_os_string()
-                        .into_encoded_bytes(),
+                    std::fs::read_link(&p).map_err(io("readlink"))?.into_os_string().into_encoded_bytes(),
                 )
             } else if m.is_dir() {
                 stack.push(p.clone());
                 ('d', m.mode() & 0o7777, m.mtime(), Vec::new())
             } else {
-                (
-                    'f',
-                    m.mode() & 0o7777,
-                    m.mtime(),
-                    std::fs::read(&p).map_err(io("reading"))?,
-                )
+                ('f', m.mode() & 0o7777, m.mtime(), std::fs::read(&p).map_err(io("reading"))?)
             };
             out.insert(rel, entry);
         }
@@ -155,24 +125,13 @@ fn snapshot_of(root: &Path) -> Result<Listing, Failure> {
 pub async fn run(g: &Global, a: &DemoArgs) -> Result<u8, Failure> {
     let started = Instant::now();
     let dir = std::path::absolute(&a.dir).map_err(io("demo folder"))?;
-    if dir.exists()
-        && std::fs::read_dir(&dir)
-            .map_err(io("demo folder"))?
-            .next()
-            .is_some()
-    {
+    if dir.exists() && std::fs::read_dir(&dir).map_err(io("demo folder"))?.next().is_some() {
         return Err(Failure::new(format!("{} is not empty", dir.display()))
             .hint("remove it, or pass --dir with another folder"));
     }
     let (data, repo_dir, target) = (dir.join("data"), dir.join("repo"), dir.join("restored"));
     std::fs::create_dir_all(&data).map_err(io("creating the demo folder"))?;
-    say(
-        g,
-        format!(
-            "1. sample data: a folder tree and a SQLite database in {}",
-            data.display()
-        ),
-    );
+    say(g, format!("1. sample data: a folder tree and a SQLite database in {}", data.display()));
     make_sample(&data)?;
 
     let password: String = (0..4).map(|_| format!("{:08x}", rand::random::<u32>())).collect();
@@ -187,14 +146,7 @@ pub async fn run(g: &Global, a: &DemoArgs) -> Result<u8, Failure> {
         ..Default::default()
     };
     let repo = Arc::new(Repository::init(store, password.as_bytes(), &opts).await?);
-    say(
-        g,
-        format!(
-            "2. repository created at {} (password in {})",
-            repo_dir.display(),
-            pw_file.display()
-        ),
-    );
+    say(g, format!("2. repository created at {} (password in {})", repo_dir.display(), pw_file.display()));
 
     let bopts = BackupOptions {
         hostname: super::hostname(),
@@ -202,13 +154,7 @@ pub async fn run(g: &Global, a: &DemoArgs) -> Result<u8, Failure> {
         tags: vec!["demo".into()],
         ..Default::default()
     };
-    let first = backup(
-        &repo,
-        std::slice::from_ref(&data),
-        &bopts,
-        Arc::new(Counters::default()),
-    )
-    .await?;
+    let first = backup(&repo, std::slice::from_ref(&data), &bopts, Arc::new(Counters::default())).await?;
     let s = &first.snapshot.summary;
     say(
         g,
@@ -221,36 +167,19 @@ pub async fn run(g: &Global, a: &DemoArgs) -> Result<u8, Failure> {
         ),
     );
 
-    let mut log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(data.join("logs/app.log"))
-        .map_err(io("appending"))?;
+    let mut log =
+        std::fs::OpenOptions::new().append(true).open(data.join("logs/app.log")).map_err(io("appending"))?;
     std::io::Write::write_all(&mut log, b"2026-11-22 INFO one more line\n").map_err(io("appending"))?;
     drop(log);
-    let second = backup(
-        &repo,
-        std::slice::from_ref(&data),
-        &bopts,
-        Arc::new(Counters::default()),
-    )
-    .await?;
+    let second = backup(&repo, std::slice::from_ref(&data), &bopts, Arc::new(Counters::default())).await?;
     let s2 = &second.snapshot.summary;
     say(g, format!("4. second backup after appending to a log: snapshot {}: {} changed, {} unchanged (not re-read), {} new",
         second.id.short(), s2.files_changed, s2.files_unchanged, human_bytes(s2.bytes_new)));
 
-    let report = verify(
-        &repo,
-        &VerifyOptions {
-            read_data: ReadData::All,
-        },
-        Arc::new(Counters::default()),
-    )
-    .await?;
+    let report =
+        verify(&repo, &VerifyOptions { read_data: ReadData::All }, Arc::new(Counters::default())).await?;
     if !report.ok() {
-        return Err(Failure::new(format!(
-            "verify found problems: {:?}",
-            report.errors
-        )));
+        return Err(Failure::new(format!("verify found problems: {:?}", report.errors)));
     }
     say(
         g,
@@ -260,33 +189,18 @@ pub async fn run(g: &Global, a: &DemoArgs) -> Result<u8, Failure> {
         ),
     );
 
-    let ropts = RestoreOptions {
-        owners: super::euid() == 0,
-        ..Default::default()
-    };
-    let restored = restore(
-        &repo,
-        second.snapshot.tree,
-        &target,
-        &ropts,
-        Arc::new(Counters::default()),
-    )
-    .await?;
+    let ropts = RestoreOptions { owners: super::euid() == 0, ..Default::default() };
+    let restored =
+        restore(&repo, second.snapshot.tree, &target, &ropts, Arc::new(Counters::default())).await?;
     if !restored.failed.is_empty() {
         return Err(Failure::new(format!("restore failed for {:?}", restored.failed)));
     }
     let restored_root = target.join(data.strip_prefix("/").expect("absolute"));
     let (want, got) = (snapshot_of(&data)?, snapshot_of(&restored_root)?);
     if want != got {
-        let diff: Vec<_> = want
-            .keys()
-            .chain(got.keys())
-            .filter(|k| want.get(*k) != got.get(*k))
-            .take(5)
-            .collect();
-        return Err(Failure::new(format!(
-            "restored tree differs from the original at {diff:?}"
-        )));
+        let diff: Vec<_> =
+            want.keys().chain(got.keys()).filter(|k| want.get(*k) != got.get(*k)).take(5).collect();
+        return Err(Failure::new(format!("restored tree differs from the original at {diff:?}")));
     }
     say(
         g,
@@ -307,14 +221,9 @@ pub async fn run(g: &Global, a: &DemoArgs) -> Result<u8, Failure> {
         .query_row("SELECT count(*) FROM orders", [], |r| r.get(0))
         .map_err(|e| Failure::new(format!("sqlite: {e}")))?;
     if check != "ok" || orders != 6000 {
-        return Err(Failure::new(format!(
-            "restored database: integrity_check={check}, orders={orders}"
-        )));
+        return Err(Failure::new(format!("restored database: integrity_check={check}, orders={orders}")));
     }
-    say(
-        g,
-        format!("7. restored SQLite database: integrity_check ok, {orders} orders"),
-    );
+    say(g, format!("7. restored SQLite database: integrity_check ok, {orders} orders"));
     say(g, format!("demo OK in {:.1}s. Try:\n  export KURA_REPOSITORY={} KURA_PASSWORD_FILE={}\n  kura snapshots\n  kura ls latest\n  kura dump latest {}/config/app.toml",
         started.elapsed().as_secs_f64(), repo_dir.display(), pw_file.display(), data.display()));
     if g.json {

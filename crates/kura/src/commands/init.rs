@@ -8,11 +8,7 @@ pub async fn run(g: &Global, a: &InitArgs) -> Result<u8, Failure> {
     let store = super::open_store(g)?;
     let avg = a.chunk_avg_kib.saturating_mul(1024);
     let opts = InitOptions {
-        chunker: ChunkerParams {
-            min_size: avg / 4,
-            avg_size: avg,
-            max_size: avg.saturating_mul(4),
-        },
+        chunker: ChunkerParams { min_size: avg / 4, avg_size: avg, max_size: avg.saturating_mul(4) },
         pack_size: a.pack_mib.saturating_mul(1 << 20),
         kdf: super::kdf_params(),
         hostname: super::hostname(),
@@ -28,14 +24,7 @@ pub async fn run(g: &Global, a: &InitArgs) -> Result<u8, Failure> {
             "key": repo.key_id(),
         }));
     } else {
-        say(
-            g,
-            format!(
-                "created repository {} at {}",
-                repo.config().id.short(),
-                repo.store().location()
-            ),
-        );
+        say(g, format!("created repository {} at {}", repo.config().id.short(), repo.store().location()));
         say(g, "keep the password safe: without it the backups cannot be read");
     }
     Ok(0)

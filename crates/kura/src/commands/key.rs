@@ -7,9 +7,7 @@ pub async fn run(g: &Global, a: &KeyArgs) -> Result<u8, Failure> {
         KeyCommand::Add { new_password_file } => {
             let pw = crate::password::read_new_password(g, new_password_file.as_deref(), false)
                 .map_err(|f| f.context("new password"))?;
-            let id = repo
-                .add_key(&pw, super::kdf_params(), &super::hostname(), &super::username())
-                .await?;
+            let id = repo.add_key(&pw, super::kdf_params(), &super::hostname(), &super::username()).await?;
             if g.json {
                 print_json(&serde_json::json!({ "added": id }));
             }

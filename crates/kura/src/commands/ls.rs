@@ -13,10 +13,7 @@ pub async fn run(g: &Global, a: &LsArgs) -> Result<u8, Failure> {
     let start = a.path.as_deref().unwrap_or("/");
     let mut entries = Vec::new();
     let base: PathBuf = PathBuf::from("/").join(
-        snapshot_path(start)
-            .iter()
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect::<PathBuf>(),
+        snapshot_path(start).iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect::<PathBuf>(),
     );
     match find_node(&repo, &index, &snap.tree, start).await? {
         None => walk(&repo, &index, snap.tree, PathBuf::from("/"), &mut entries).await?,

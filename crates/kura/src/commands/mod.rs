@@ -32,11 +32,7 @@ pub fn open_store(g: &Global) -> Result<Arc<dyn Store>, Failure> {
                 Failure::new(format!("KURA_STORAGE_RETRIES={n:?} is not a positive number"))
             })?;
     }
-    Ok(kura_store::open_url_with(
-        url,
-        &|k| std::env::var(k).ok(),
-        policy,
-    )?)
+    Ok(kura_store::open_url_with(url, &|k| std::env::var(k).ok(), policy)?)
 }
 
 pub async fn open_repo(g: &Global) -> Result<Arc<Repository>, Failure> {
@@ -56,9 +52,7 @@ pub fn hostname() -> String {
 }
 
 pub fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid-{}", euid()))
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| format!("uid-{}", euid()))
 }
 
 /// The effective uid, from /proc (no unsafe libc call needed).

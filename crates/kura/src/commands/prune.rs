@@ -13,9 +13,7 @@ pub async fn run(g: &Global, a: &PruneArgs) -> Result<u8, Failure> {
 
 pub async fn run_with(g: &Global, repo: &Arc<Repository>, a: &PruneArgs) -> Result<u8, Failure> {
     if !(0.0..=100.0).contains(&a.repack_unused) {
-        return Err(Failure::new(
-            "--repack-unused must be a percentage between 0 and 100",
-        ));
+        return Err(Failure::new("--repack-unused must be a percentage between 0 and 100"));
     }
     let opts = PruneOptions {
         grace: super::parse_duration(&a.grace)?,
@@ -29,13 +27,7 @@ pub async fn run_with(g: &Global, repo: &Arc<Repository>, a: &PruneArgs) -> Resu
         return Ok(0);
     }
     let verb = if a.dry_run { "would" } else { "did" };
-    say(
-        g,
-        format!(
-            "{} snapshots use {} blobs in {} packs",
-            r.snapshots, r.blobs_used, r.packs
-        ),
-    );
+    say(g, format!("{} snapshots use {} blobs in {} packs", r.snapshots, r.blobs_used, r.packs));
     say(
         g,
         format!(
@@ -44,13 +36,7 @@ pub async fn run_with(g: &Global, repo: &Arc<Repository>, a: &PruneArgs) -> Resu
             human_bytes(r.bytes_deleted)
         ),
     );
-    say(
-        g,
-        format!(
-            "{verb} repack {} packs ({} blobs copied)",
-            r.packs_repacked, r.blobs_repacked
-        ),
-    );
+    say(g, format!("{verb} repack {} packs ({} blobs copied)", r.packs_repacked, r.blobs_repacked));
     say(
         g,
         format!(
@@ -63,10 +49,7 @@ pub async fn run_with(g: &Global, repo: &Arc<Repository>, a: &PruneArgs) -> Resu
     if r.markers_waiting > 0 {
         say(
             g,
-            format!(
-                "{} earlier markers wait for their grace period or a running backup",
-                r.markers_waiting
-            ),
+            format!("{} earlier markers wait for their grace period or a running backup", r.markers_waiting),
         );
     }
     Ok(0)

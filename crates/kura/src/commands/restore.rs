@@ -17,11 +17,7 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
         concurrency: 0,
     };
     let counters = Arc::new(Counters::default());
-    let total = if a.include.is_empty() {
-        Some(snap.summary.bytes)
-    } else {
-        None
-    };
+    let total = if a.include.is_empty() { Some(snap.summary.bytes) } else { None };
     let progress = Progress::start(g, "restore", counters.clone(), total);
     let report = restore(&repo, snap.tree, &a.target, &opts, counters).await;
     progress.finish();
@@ -46,10 +42,7 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
         for (path, why) in &report.failed {
             eprintln!("not restored: {path}: {why}");
         }
-        eprintln!(
-            "kura: {} entries could not be restored; nothing wrong was written",
-            report.failed.len()
-        );
+        eprintln!("kura: {} entries could not be restored; nothing wrong was written", report.failed.len());
         return Ok(code::DAMAGE);
     }
     Ok(code::OK)

@@ -24,10 +24,7 @@ pub async fn run(g: &Global, a: &SnapshotsArgs) -> Result<u8, Failure> {
             .collect();
         print_json(&v);
     } else {
-        println!(
-            "{:<8}  {:<19}  {:<12}  {:>10}  {:<12}  paths",
-            "id", "time", "host", "size", "tags"
-        );
+        println!("{:<8}  {:<19}  {:<12}  {:>10}  {:<12}  paths", "id", "time", "host", "size", "tags");
         for (id, s) in &list {
             println!(
                 "{:<8}  {:<19}  {:<12}  {:>10}  {:<12}  {}",
@@ -41,9 +38,5 @@ pub async fn run(g: &Global, a: &SnapshotsArgs) -> Result<u8, Failure> {
         }
         println!("{} snapshots", list.len());
     }
-    Ok(if bad.is_empty() {
-        0
-    } else {
-        crate::output::code::DAMAGE
-    })
+    Ok(if bad.is_empty() { 0 } else { crate::output::code::DAMAGE })
 }

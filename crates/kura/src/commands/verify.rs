@@ -11,14 +11,10 @@ pub async fn run(g: &Global, a: &VerifyArgs) -> Result<u8, Failure> {
     let read_data = match (&a.read_data_subset, a.read_data) {
         (_, true) => ReadData::All,
         (Some(s), _) => {
-            let pct: f64 = s
-                .trim_end_matches('%')
-                .parse()
-                .ok()
-                .filter(|p| (0.0..=100.0).contains(p))
-                .ok_or_else(|| {
-                    Failure::new(format!("--read-data-subset {s:?} is not a percentage")).hint("e.g. 10%")
-                })?;
+            let pct: f64 =
+                s.trim_end_matches('%').parse().ok().filter(|p| (0.0..=100.0).contains(p)).ok_or_else(
+                    || Failure::new(format!("--read-data-subset {s:?} is not a percentage")).hint("e.g. 10%"),
+                )?;
             ReadData::Subset(pct)
         }
         _ => ReadData::None,
@@ -59,10 +55,7 @@ pub async fn run(g: &Global, a: &VerifyArgs) -> Result<u8, Failure> {
         for a in &report.affected {
             eprintln!("affected: snapshot {} {}", a.snapshot, a.path);
         }
-        eprintln!(
-            "kura: the repository is damaged: {} problems",
-            report.errors.len()
-        );
+        eprintln!("kura: the repository is damaged: {} problems", report.errors.len());
     }
     Ok(code::DAMAGE)
 }

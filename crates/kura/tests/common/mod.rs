@@ -22,20 +22,12 @@ impl Kura {
     pub fn new() -> Kura {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path().join("repo").display().to_string();
-        Kura {
-            dir,
-            repo,
-            env: Vec::new(),
-        }
+        Kura { dir, repo, env: Vec::new() }
     }
 
     pub fn with_repo(repo: &str, env: Vec<(String, String)>) -> Kura {
         let dir = tempfile::tempdir().expect("tempdir");
-        Kura {
-            dir,
-            repo: repo.to_string(),
-            env,
-        }
+        Kura { dir, repo: repo.to_string(), env }
     }
 
     /// A path in the scratch directory.
@@ -134,11 +126,7 @@ pub fn make_tree(root: &Path) {
     w("data/big.bin", &noise(5_000_000, 1), 0o644);
     w("data/dup-a.bin", &noise(1_500_000, 2), 0o644);
     w("data/dup-b.bin", &noise(1_500_000, 2), 0o644);
-    w(
-        "text/log.txt",
-        &b"2026-11-22 INFO request served in 3ms\n".repeat(50_000),
-        0o644,
-    );
+    w("text/log.txt", &b"2026-11-22 INFO request served in 3ms\n".repeat(50_000), 0o644);
     w("deep/a/b/c/d/e/f.txt", b"deep", 0o444);
     w("setgid/file", b"x", 0o2755);
     std::fs::create_dir_all(root.join("emptydir/inner")).unwrap();
@@ -172,10 +160,7 @@ pub fn listing(root: &Path) -> (BTreeMap<PathBuf, Entry>, Vec<Vec<PathBuf>>) {
             let m = std::fs::symlink_metadata(&p).unwrap();
             let rel = p.strip_prefix(root).unwrap().to_path_buf();
             let (kind, content) = if m.file_type().is_symlink() {
-                (
-                    'l',
-                    std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec(),
-                )
+                ('l', std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec())
             } else if m.is_dir() {
                 stack.push(p.clone());
                 ('d', Vec::new())
@@ -188,14 +173,7 @@ pub fn listing(root: &Path) -> (BTreeMap<PathBuf, Entry>, Vec<Vec<PathBuf>>) {
             let mode = if kind == 'l' { 0 } else { m.mode() & 0o7777 };
             out.insert(
                 rel,
-                Entry {
-                    kind,
-                    mode,
-                    mtime: (m.mtime(), m.mtime_nsec()),
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    content,
-                },
+                Entry { kind, mode, mtime: (m.mtime(), m.mtime_nsec()), uid: m.uid(), gid: m.gid(), content },
             );
         }
     }
@@ -226,11 +204,7 @@ pub fn assert_same_tree(want: &Path, got: &Path) {
                 }
                 assert_eq!((x.uid, x.gid), (y.uid, y.gid), "{k:?}: owner");
             }
-            (x, y) => panic!(
-                "{k:?}: present in original: {}, in restore: {}",
-                x.is_some(),
-                y.is_some()
-            ),
+            (x, y) => panic!("{k:?}: present in original: {}, in restore: {}", x.is_some(), y.is_some()),
         }
     }
     assert_eq!(ha, hb, "hard-link groups");
