@@ -152,7 +152,33 @@ fn map_err(op: &'static str, key: &str, e: opendal::Error) -> StoreError {
         K::Unexpected => ErrorKind::Transient,
         _ => ErrorKind::Other,
     };
-    StoreError::new(kind, op, key, e.to_string())
+    StoreError::new(kind, op, key, concise(&e))
+}
+
+/// OpenDAL's own rendering carries the whole HTTP exchange; users need the
+/// service's verdict, and the network cause when there is one.
+fn concise(e: &opendal::Error) -> String {
+    let raw = e.message();
+    let field = |name: &str| {
+        let start = raw.find(name)? + name.len();
+        let end = raw[start..].find('"')?;
+        Some(raw[start..start + end].to_string())
+    };
+    let mut msg = match (field("code: \""), field("message: \"")) {
+        (Some(code), Some(message)) if !code.is_empty() => format!("{code}: {message}"),
+        _ => raw.to_string(),
+    };
+    // The root cause is the telling part ("Connection refused").
+    let mut src = std::error::Error::source(e);
+    let mut root = None;
+    while let Some(s) = src {
+        root = Some(s.to_string());
+        src = s.source();
+    }
+    if let Some(r) = root {
+        msg = format!("{msg}: {r}");
+    }
+    format!("{} ({})", msg, e.kind())
 }
 
 #[async_trait]
