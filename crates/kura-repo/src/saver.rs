@@ -23,12 +23,14 @@ use crate::index::Index;
 use crate::{RepoError, Repository, Result};
 
 /// Uploads in flight at once.
-const UPLOAD_CONCURRENCY: usize = 4;
+const UPLOAD_CONCURRENCY: usize = 3;
 /// Packs per index file written during a backup: a crash loses at most this
 /// many packs' worth of dedup, never data.
 const PACKS_PER_INDEX: usize = 64;
-/// Bytes read from a file before chunking them as a batch.
-const READ_BATCH: usize = 16 << 20;
+/// Bytes read from a file before chunking them as a batch: twice the
+/// default largest chunk, so a batch yields several chunks to seal in
+/// parallel while memory stays bounded per file in flight.
+const READ_BATCH: usize = 8 << 20;
 
 struct Packer {
     buf: Vec<u8>,
@@ -108,7 +110,7 @@ impl Saver {
         index: Index,
         counters: Arc<Counters>,
     ) -> (Arc<Saver>, tokio::task::JoinHandle<Result<()>>) {
-        let (tx, rx) = mpsc::channel(2);
+        let (tx, rx) = mpsc::channel(1);
         let chunker = Chunker::new(repo.key().gear_table(), repo.config().chunker);
         let saver = Arc::new(Saver {
             repo: repo.clone(),
@@ -143,6 +145,10 @@ impl Saver {
                 BlobType::Tree => self.trees.lock(),
             }
             .expect("packer lock");
+            if p.buf.capacity() == 0 {
+                // One allocation per pack instead of repeated doubling.
+                p.buf.reserve_exact(self.repo.config().pack_size as usize + sealed.len() + 4096);
+            }
             p.entries.push(PackEntry { ty, id, length: sealed.len() as u32, raw_length: raw_len as u32 });
             p.buf.extend_from_slice(&sealed);
             if p.buf.len() >= self.repo.config().pack_size as usize {
@@ -192,6 +198,9 @@ impl Saver {
         while !eof || !buf.is_empty() {
             if !eof && buf.len() < READ_BATCH {
                 let want = (READ_BATCH - buf.len()) as u64;
+                // Exact reservation: read_to_end would otherwise double.
+                let expect = size_hint.map_or(want, |h| h.saturating_sub(total + buf.len() as u64).saturating_add(1));
+                buf.reserve_exact(want.min(expect) as usize);
                 match (&mut *r).take(want).read_to_end(&mut buf) {
                     Ok(n) if (n as u64) < want => eof = true,
                     Ok(_) => {}
