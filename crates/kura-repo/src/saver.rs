@@ -199,7 +199,8 @@ impl Saver {
             if !eof && buf.len() < READ_BATCH {
                 let want = (READ_BATCH - buf.len()) as u64;
                 // Exact reservation: read_to_end would otherwise double.
-                let expect = size_hint.map_or(want, |h| h.saturating_sub(total + buf.len() as u64).saturating_add(1));
+                let expect =
+                    size_hint.map_or(want, |h| h.saturating_sub(total + buf.len() as u64).saturating_add(1));
                 buf.reserve_exact(want.min(expect) as usize);
                 match (&mut *r).take(want).read_to_end(&mut buf) {
                     Ok(n) if (n as u64) < want => eof = true,

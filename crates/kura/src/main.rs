@@ -1,7 +1,7 @@
 //! The `kura` command line. Flags are parsed here and mapped onto the
 //! libraries' plain option structs in each command's module; only this crate
 //! prints, and it alone decides exit codes (see README.md, "Exit codes").
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod cli;
 mod commands;
@@ -16,7 +16,25 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::output::Failure;
 
+/// Serve every allocation of 4 MiB or more (read batches, packs) straight
+/// from mmap, so it goes back to the system when freed. glibc otherwise
+/// raises its mmap threshold after the first large free and keeps such
+/// buffers in per-thread arenas. Measured on a 1.3 GB, 43,700-file backup
+/// (2 cores, cold cache): peak RSS 338 MB without this, about 100 MB with it;
+/// wall time 8.3 s without, 9.0–9.3 s with (more mmap calls), against
+/// restic's 13–14 s and 155 MB. A 1 MiB threshold gave the same memory and
+/// was no faster.
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; it is called once,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     output::init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
