@@ -1,0 +1,347 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{place}: environment variable {var} is not set")]
+    MissingEnv { place: String, var: String },
+    #[error("{place}: {message}")]
+    Invalid { place: String, message: String },
+    #[error("no target named {name:?} (configured: {known})")]
+    UnknownTarget { name: String, known: String },
+}
+
+fn invalid(place: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { place: place.into(), message: message.into() }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub repositories: BTreeMap<String, RepositoryConfig>,
+    pub targets: BTreeMap<String, Target>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    pub url: String,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_command: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub name: String,
+    /// The repository this target backs up into (a key of `repositories`).
+    pub repository: String,
+    pub pre_restore: Option<String>,
+    pub post_restore: Option<String>,
+    pub kind: TargetKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TargetKind {
+    Sqlite(SqliteTarget),
+    Files(FilesTarget),
+}
+
+impl TargetKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TargetKind::Sqlite(_) => "sqlite",
+            TargetKind::Files(_) => "files",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteTarget {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesTarget {
+    pub paths: Vec<PathBuf>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Only files modified this recently, e.g. "24h" (log folders).
+    #[serde(default, deserialize_with = "de_duration")]
+    pub changed_within: Option<Duration>,
+    #[serde(default)]
+    pub one_file_system: bool,
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// `30s`, `15m`, `24h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (use e.g. 30s, 15m, 24h, 7d)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("{s:?} is not a duration (use e.g. 30s, 15m, 24h, 7d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Replaces `${NAME}` with the variable's value; `$${` stays a literal `${`.
+fn expand(s: &str, place: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        if rest[..i].ends_with('$') {
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let end = rest[i..].find('}').ok_or_else(|| invalid(place, format!("unclosed ${{ in {s:?}")))?;
+        let var = &rest[i + 2..i + end];
+        let value = env(var)
+            .ok_or_else(|| ConfigError::MissingEnv { place: place.to_string(), var: var.to_string() })?;
+        out.push_str(&value);
+        rest = &rest[i + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn expand_value(
+    v: &mut toml::Value,
+    place: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match v {
+        toml::Value::String(s) => *s = expand(s, place, env)?,
+        toml::Value::Array(a) => {
+            for x in a {
+                expand_value(x, place, env)?;
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, x) in t.iter_mut() {
+                expand_value(x, &format!("{place}.{k}"), env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn section<T: serde::de::DeserializeOwned>(place: &str, table: toml::Table) -> Result<T, ConfigError> {
+    T::deserialize(toml::Value::Table(table)).map_err(|e| invalid(place, e.to_string().trim().to_string()))
+}
+
+impl Config {
+    /// Reads a config file.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse_named(&text, &path.display().to_string(), env)
+    }
+
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Config::parse_named(text, "kura.toml", env)
+    }
+
+    fn parse_named(
+        text: &str,
+        name: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: name.to_string(),
+            message: e.to_string(),
+        })?;
+        for key in root.keys() {
+            if key != "repository" && key != "target" {
+                return Err(invalid(key.as_str(), "unknown section (known: repository, target)"));
+            }
+        }
+        let mut repositories = BTreeMap::new();
+        if let Some(v) = root.remove("repository") {
+            let toml::Value::Table(t) = v else {
+                return Err(invalid("repository", "must be a table of repositories"));
+            };
+            for (rname, mut v) in t {
+                let place = format!("repository.{rname}");
+                expand_value(&mut v, &place, env)?;
+                let toml::Value::Table(t) = v else { return Err(invalid(place, "must be a table")) };
+                let repo: RepositoryConfig = section(&place, t)?;
+                if repo.password_file.is_some() && repo.password_command.is_some() {
+                    return Err(invalid(place, "give password_file or password_command, not both"));
+                }
+                repositories.insert(rname, repo);
+            }
+        }
+        let mut targets = BTreeMap::new();
+        if let Some(v) = root.remove("target") {
+            let toml::Value::Table(t) = v else {
+                return Err(invalid("target", "must be a table of targets"));
+            };
+            for (tname, mut v) in t {
+                let place = format!("target.{tname}");
+                expand_value(&mut v, &place, env)?;
+                let toml::Value::Table(mut t) = v else { return Err(invalid(place, "must be a table")) };
+                let kind_name = match t.remove("type") {
+                    Some(toml::Value::String(s)) => s,
+                    Some(_) => return Err(invalid(format!("{place}.type"), "must be a string")),
+                    None => return Err(invalid(&place, "missing `type` (sqlite, files)")),
+                };
+                let take = |t: &mut toml::Table, key: &str| -> Result<Option<String>, ConfigError> {
+                    match t.remove(key) {
+                        None => Ok(None),
+                        Some(toml::Value::String(s)) => Ok(Some(s)),
+                        Some(_) => Err(invalid(format!("{place}.{key}"), "must be a string")),
+                    }
+                };
+                let repository = take(&mut t, "repository")?;
+                let pre_restore = take(&mut t, "pre_restore")?;
+                let post_restore = take(&mut t, "post_restore")?;
+                let kind = match kind_name.as_str() {
+                    "sqlite" => TargetKind::Sqlite(section(&place, t)?),
+                    "files" => {
+                        let f: FilesTarget = section(&place, t)?;
+                        if f.paths.is_empty() {
+                            return Err(invalid(format!("{place}.paths"), "needs at least one path"));
+                        }
+                        TargetKind::Files(f)
+                    }
+                    other => {
+                        return Err(invalid(
+                            format!("{place}.type"),
+                            format!("unknown target type {other:?} (known: sqlite, files)"),
+                        ))
+                    }
+                };
+                let repository = match repository {
+                    Some(r) => r,
+                    None if repositories.len() == 1 => repositories.keys().next().expect("one").clone(),
+                    None => "main".to_string(),
+                };
+                if !repositories.is_empty() && !repositories.contains_key(&repository) {
+                    return Err(invalid(
+                        format!("{place}.repository"),
+                        format!(
+                            "no repository named {repository:?} (configured: {})",
+                            join(repositories.keys())
+                        ),
+                    ));
+                }
+                targets.insert(
+                    tname.clone(),
+                    Target { name: tname, repository, pre_restore, post_restore, kind },
+                );
+            }
+        }
+        Ok(Config { repositories, targets })
+    }
+
+    pub fn target(&self, name: &str) -> Result<&Target, ConfigError> {
+        self.targets.get(name).ok_or_else(|| ConfigError::UnknownTarget {
+            name: name.to_string(),
+            known: join(self.targets.keys()),
+        })
+    }
+}
+
+fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = names.map(String::as_str).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "APP_DIR").then(|| "/srv/app".to_string())
+    }
+
+    const GOOD: &str = r#"
+[repository.main]
+url = "/var/backups/kura"
+password_file = "/etc/kura/password"
+
+[target.registry]
+type = "sqlite"
+path = "${APP_DIR}/data/app.db"
+pre_restore = "systemctl stop app"
+post_restore = "systemctl start app"
+
+[target.logs]
+type = "files"
+paths = ["${APP_DIR}/logs"]
+exclude = ["*.tmp"]
+changed_within = "24h"
+"#;
+
+    #[test]
+    fn parses_targets_with_env_expansion() {
+        let c = Config::parse(GOOD, &env).unwrap();
+        let reg = c.target("registry").unwrap();
+        assert_eq!(reg.repository, "main");
+        assert_eq!(reg.kind, TargetKind::Sqlite(SqliteTarget { path: "/srv/app/data/app.db".into() }));
+        assert_eq!(reg.pre_restore.as_deref(), Some("systemctl stop app"));
+        match &c.target("logs").unwrap().kind {
+            TargetKind::Files(f) => assert_eq!(f.changed_within, Some(Duration::from_secs(86400))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_mistake_names_its_place() {
+        let cases: &[(&str, &str)] = &[
+            ("[target.x]\ntype = \"sqlite\"\npth = \"/a\"\n", "target.x: unknown field `pth`"),
+            ("[target.x]\ntype = \"oracle\"\n", "target.x.type: unknown target type \"oracle\""),
+            ("[target.x]\npath = \"/a\"\n", "target.x: missing `type`"),
+            ("[target.x]\ntype = \"sqlite\"\npath = \"${NOPE}/a\"\n", "target.x.path: environment variable NOPE is not set"),
+            ("[target.x]\ntype = \"files\"\npaths = [\"/a\"]\nchanged_within = \"soon\"\n", "\"soon\" is not a duration"),
+            ("[targets.x]\n", "targets: unknown section"),
+            ("[repository.a]\nurl = \"/a\"\n[repository.b]\nurl = \"/b\"\n[target.x]\ntype = \"sqlite\"\npath = \"/a\"\n", "target.x.repository: no repository named \"main\""),
+            ("[target.x\n", "kura.toml:"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(text, &env).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
+        }
+        let err = Config::parse(GOOD, &env).unwrap().target("nope").unwrap_err().to_string();
+        assert_eq!(err, "no target named \"nope\" (configured: logs, registry)");
+    }
+
+    #[test]
+    fn dollar_escape_keeps_a_literal() {
+        assert_eq!(expand("a$${b}", "p", &env).unwrap(), "a${b}");
+    }
+}

@@ -1,0 +1,23 @@
+//! kura's configuration: repositories and targets, read from `kura.toml`.
+//!
+//! Parsing happens in two steps so that every mistake gets a message naming
+//! its place: the TOML is read as a table, `${VAR}` references are expanded
+//! (a missing variable is an error naming it), and then each section is
+//! decoded into its own strict struct, where an unknown key is an error.
+//!
+//! ```
+//! let cfg = kura_policy::Config::parse(r#"
+//! [repository.main]
+//! url = "/var/backups/kura"
+//!
+//! [target.registry]
+//! type = "sqlite"
+//! path = "/opt/app/app.db"
+//! "#, &|_| None).unwrap();
+//! assert_eq!(cfg.target("registry").unwrap().repository, "main");
+//! ```
+#![forbid(unsafe_code)]
+
+mod config;
+
+pub use config::{Config, ConfigError, FilesTarget, RepositoryConfig, SqliteTarget, Target, TargetKind};
