@@ -21,6 +21,15 @@ pub struct Snapshot {
     pub summary: Summary,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Warning>,
+    /// The configured target this snapshot belongs to (format.md §11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The run: every target backed up by one invocation shares it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<Id>,
+    /// What produced the content: `files`, `sqlite`, `stream`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -57,6 +66,9 @@ impl Snapshot {
             program: format!("kura {}", env!("CARGO_PKG_VERSION")),
             summary: Summary::default(),
             warnings: Vec::new(),
+            target: None,
+            run: None,
+            source: None,
         }
     }
 

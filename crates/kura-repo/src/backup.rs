@@ -42,6 +42,30 @@ pub struct BackupOptions {
     pub force: bool,
     /// Files processed at once; 0 picks one per core plus one.
     pub concurrency: usize,
+    /// Only files modified this recently (log folders); directories are
+    /// still walked.
+    pub changed_within: Option<std::time::Duration>,
+    /// Recorded in the snapshot (format.md §11).
+    pub target: Option<String>,
+    pub run: Option<Id>,
+    /// The snapshot's time; a run gives all its snapshots the same one.
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
+    /// What produced the content; defaults to `files` or `stream`.
+    pub source: Option<String>,
+}
+
+impl BackupOptions {
+    fn stamp(&self, snap: &mut Snapshot, default_source: &str) {
+        snap.hostname = self.hostname.clone();
+        snap.username = self.username.clone();
+        snap.tags = self.tags.clone();
+        snap.target = self.target.clone();
+        snap.run = self.run;
+        snap.source = Some(self.source.clone().unwrap_or_else(|| default_source.to_string()));
+        if let Some(t) = self.time {
+            snap.time = t;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -162,9 +186,7 @@ pub async fn backup(
         saver.clone().finish(uploader).await?;
 
         let mut snap = Snapshot::new(tree_id, path_strings.clone());
-        snap.hostname = opts.hostname.clone();
-        snap.username = opts.username.clone();
-        snap.tags = opts.tags.clone();
+        opts.stamp(&mut snap, "files");
         snap.parent = parent.map(|(id, _)| id);
         snap.warnings = std::mem::take(&mut *walker.warnings.lock().expect("warnings lock"));
         let mut summary = walker.summary.lock().expect("summary lock").clone();
@@ -254,9 +276,7 @@ pub async fn backup_stream(
             .map_err(|e| RepoError::Refused(e.to_string()))??;
         saver.clone().finish(uploader).await?;
         let mut snap = Snapshot::new(tree_id, vec![name.to_string()]);
-        snap.hostname = opts.hostname.clone();
-        snap.username = opts.username.clone();
-        snap.tags = opts.tags.clone();
+        opts.stamp(&mut snap, "stream");
         let c = &saver.counters;
         snap.summary = Summary {
             files: 1,
@@ -346,6 +366,14 @@ fn node_from_metadata(name: &[u8], m: &Metadata) -> Node {
 }
 
 impl Walker {
+    fn too_old(&self, meta: &Metadata) -> bool {
+        let Some(window) = self.opts.changed_within else { return false };
+        match meta.modified().ok().and_then(|m| m.elapsed().ok()) {
+            Some(age) => age > window,
+            None => false,
+        }
+    }
+
     fn warn(&self, path: &Path, message: String) {
         tracing::warn!(path = %path.display(), "{message}");
         self.warnings
@@ -418,6 +446,9 @@ impl Walker {
                 }
             };
             let mut node = node_from_metadata(&name, &meta);
+            if node.kind == NodeType::File && self.too_old(&meta) {
+                return Ok(None);
+            }
             match node.kind {
                 NodeType::File => self.save_file(&path, &mut node, parent.as_ref()).await?,
                 NodeType::Symlink => match std::fs::read_link(&path) {

@@ -31,7 +31,7 @@ fn options(a: &BackupArgs) -> Result<BackupOptions, Failure> {
         username: super::username(),
         parent,
         force: a.force,
-        concurrency: 0,
+        ..BackupOptions::default()
     })
 }
 
