@@ -1,0 +1,16 @@
+//! Sources and restore targets: how application data gets into a kura
+//! repository consistently, and back out without ever leaving the user with
+//! less than they had.
+//!
+//! Every restore here follows one rule: the new copy is written *beside*
+//! the live one, checked, and only then swapped in, with the old copy kept
+//! as `NAME.bak-YYYYMMDD_HHMM` unless the caller says otherwise.
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod files;
+pub mod sqlite;
+mod swap;
+
+pub use error::SourceError;
+pub use swap::{backup_name, Swap};
