@@ -43,6 +43,9 @@ pub struct Global {
     /// Never show progress bars.
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Config file naming repositories and targets (default ./kura.toml, then /etc/kura/kura.toml).
+    #[arg(long, env = "KURA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +118,9 @@ pub struct BackupArgs {
     /// File name of the stream in the snapshot.
     #[arg(long, default_value = "stdin")]
     pub stdin_name: String,
+    /// Back up these configured targets as one run (repeatable; see kura.toml).
+    #[arg(long = "target", conflicts_with_all = ["stdin", "command"])]
+    pub targets: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +131,9 @@ pub struct SnapshotsArgs {
     /// Only snapshots with this tag.
     #[arg(long)]
     pub tag: Option<String>,
+    /// Only snapshots of this configured target.
+    #[arg(long)]
+    pub target: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -140,17 +149,39 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Snapshot id (a unique prefix) or `latest`.
-    pub snapshot: String,
-    /// Directory to restore into; created if missing.
+    /// Snapshot id (a unique prefix) or `latest`: restore it into the directory --target.
+    /// Without it, --target names a configured target, restored in place.
+    pub snapshot: Option<String>,
+    /// A directory (with a snapshot), or a target name from kura.toml.
     #[arg(short, long)]
-    pub target: PathBuf,
-    /// Restore only this path of the snapshot (repeatable).
+    pub target: String,
+    /// Restore only this path of the snapshot (repeatable; directory restores).
     #[arg(short, long)]
     pub include: Vec<String>,
     /// Restore into a non-empty directory, replacing files of the same name.
     #[arg(long)]
     pub overwrite: bool,
+    /// Target restores: the run to restore (an id prefix from `kura snapshots`).
+    #[arg(long, conflicts_with_all = ["at", "from"])]
+    pub run: Option<String>,
+    /// Target restores: the newest snapshot at or before this date or time (2026-11-01, 2026-11-01T02:00).
+    #[arg(long, conflicts_with = "from")]
+    pub at: Option<String>,
+    /// Target restores: this snapshot of the target.
+    #[arg(long = "snapshot")]
+    pub from: Option<String>,
+    /// Target restores: write to this path instead of the live one (the live copy is untouched).
+    #[arg(long)]
+    pub into: Option<PathBuf>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Do not keep the replaced copy as NAME.bak-YYYYMMDD_HHMM.
+    #[arg(long)]
+    pub no_keep_old: bool,
 }
 
 #[derive(Args, Debug)]

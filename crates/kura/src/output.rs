@@ -68,6 +68,19 @@ impl From<RepoError> for Failure {
     }
 }
 
+impl From<kura_sources::SourceError> for Failure {
+    fn from(e: kura_sources::SourceError) -> Failure {
+        match e {
+            kura_sources::SourceError::Repo(r) => r.into(),
+            other => Failure {
+                code: code::FAILED,
+                hint: other.hint().map(String::from),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
 impl From<kura_store::StoreError> for Failure {
     fn from(e: kura_store::StoreError) -> Failure {
         RepoError::from(e).into()

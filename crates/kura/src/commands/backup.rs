@@ -36,6 +36,9 @@ fn options(a: &BackupArgs) -> Result<BackupOptions, Failure> {
 }
 
 pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
+    if !a.targets.is_empty() {
+        return super::target_backup::run(g, a).await;
+    }
     let opts = options(a)?;
     let streaming = a.stdin || a.command.is_some();
     if streaming && !a.paths.is_empty() {

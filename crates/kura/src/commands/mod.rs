@@ -9,22 +9,87 @@ pub mod ls;
 pub mod prune;
 pub mod restore;
 pub mod snapshots;
+pub mod target_backup;
+pub mod target_restore;
 pub mod verify;
 
 use std::sync::Arc;
 
 use kura_format::crypto::KdfParams;
+use kura_policy::Config;
 use kura_repo::Repository;
 use kura_store::Store;
 
 use crate::cli::Global;
 use crate::output::Failure;
 
-pub fn open_store(g: &Global) -> Result<Arc<dyn Store>, Failure> {
-    let url = g
-        .repo
-        .as_deref()
-        .ok_or_else(|| Failure::new("no repository given").hint("pass --repo or set KURA_REPOSITORY"))?;
+/// The config file: --config / KURA_CONFIG (must exist), else ./kura.toml,
+/// else /etc/kura/kura.toml, else none.
+pub fn load_config(g: &Global) -> Result<Option<Config>, Failure> {
+    let env = |k: &str| std::env::var(k).ok();
+    let path = match &g.config {
+        Some(p) => p.clone(),
+        None => match ["kura.toml", "/etc/kura/kura.toml"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+        {
+            Some(p) => p,
+            None => return Ok(None),
+        },
+    };
+    Config::load(&path, &env)
+        .map(Some)
+        .map_err(|e| Failure::new(e).hint("see the configuration section of README.md"))
+}
+
+fn config_error(e: kura_policy::ConfigError) -> Failure {
+    Failure::new(e).hint("`kura.toml` names the repositories and targets")
+}
+
+/// The repository URL and its password settings: --repo / KURA_REPOSITORY
+/// first, else the config's repository `name` (or its only one).
+fn repository_settings(
+    g: &Global,
+    cfg: Option<&Config>,
+    name: Option<&str>,
+) -> Result<(String, Global), Failure> {
+    if name.is_none() {
+        if let Some(url) = &g.repo {
+            return Ok((url.clone(), g.clone()));
+        }
+    }
+    let cfg = cfg.ok_or_else(|| {
+        Failure::new("no repository given").hint("pass --repo, set KURA_REPOSITORY, or write kura.toml")
+    })?;
+    let (rname, rc) = match name {
+        Some(n) => cfg.repositories.get_key_value(n).ok_or_else(|| {
+            config_error(kura_policy::ConfigError::Invalid {
+                place: format!("repository.{n}"),
+                message: "not configured".into(),
+            })
+        })?,
+        None => match cfg.repositories.get_key_value("main") {
+            Some(kv) => kv,
+            None if cfg.repositories.len() == 1 => cfg.repositories.iter().next().expect("one"),
+            None => {
+                return Err(Failure::new("no repository given and kura.toml has no single default")
+                    .hint("pass --repo, or name one repository `main` in kura.toml"))
+            }
+        },
+    };
+    tracing::debug!(repository = %rname, "using the configured repository");
+    // Password sources given on the command line or in the environment win
+    // over the config file's.
+    let mut g2 = g.clone();
+    if g.password_file.is_none() && g.password_command.is_none() {
+        g2.password_file = rc.password_file.clone();
+        g2.password_command = rc.password_command.clone();
+    }
+    Ok((rc.url.clone(), g2))
+}
+
+fn store_at(url: &str) -> Result<Arc<dyn Store>, Failure> {
     let mut policy = kura_store::RetryPolicy::default();
     if let Ok(n) = std::env::var("KURA_STORAGE_RETRIES") {
         policy.attempts =
@@ -35,13 +100,48 @@ pub fn open_store(g: &Global) -> Result<Arc<dyn Store>, Failure> {
     Ok(kura_store::open_url_with(url, &|k| std::env::var(k).ok(), policy)?)
 }
 
-pub async fn open_repo(g: &Global) -> Result<Arc<Repository>, Failure> {
-    let store = open_store(g)?;
+pub fn open_store(g: &Global) -> Result<Arc<dyn Store>, Failure> {
+    let cfg = if g.repo.is_none() { load_config(g)? } else { None };
+    let (url, _) = repository_settings(g, cfg.as_ref(), None)?;
+    store_at(&url)
+}
+
+async fn open_with(url: &str, g: &Global) -> Result<Arc<Repository>, Failure> {
+    let store = store_at(url)?;
     // Check the config before asking for a password: a missing or newer
     // repository should say so, not prompt first.
     Repository::read_config(store.as_ref()).await?;
     let password = crate::password::read_password(g)?;
     Ok(Arc::new(Repository::open(store, &password).await?))
+}
+
+pub async fn open_repo(g: &Global) -> Result<Arc<Repository>, Failure> {
+    let cfg = if g.repo.is_none() { load_config(g)? } else { None };
+    let (url, g2) = repository_settings(g, cfg.as_ref(), None)?;
+    open_with(&url, &g2).await
+}
+
+/// Opens the repository a configured target backs up into.
+pub async fn open_repo_for(
+    g: &Global,
+    cfg: &Config,
+    target: &kura_policy::Target,
+) -> Result<Arc<Repository>, Failure> {
+    let name = if g.repo.is_some() { None } else { Some(target.repository.as_str()) };
+    let (url, g2) = repository_settings(g, Some(cfg), name)?;
+    open_with(&url, &g2).await
+}
+
+/// The config, which target commands require.
+pub fn require_config(g: &Global) -> Result<Config, Failure> {
+    load_config(g)?.ok_or_else(|| {
+        Failure::new("targets need a config file and none was found")
+            .hint("pass --config, set KURA_CONFIG, or create ./kura.toml")
+    })
+}
+
+pub fn find_target<'a>(cfg: &'a Config, name: &str) -> Result<&'a kura_policy::Target, Failure> {
+    cfg.target(name).map_err(config_error)
 }
 
 pub fn hostname() -> String {

@@ -8,8 +8,12 @@ use crate::output::{code, human_bytes, print_json, say, Failure};
 use crate::progress::Progress;
 
 pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
+    let Some(spec) = &a.snapshot else {
+        return super::target_restore::run(g, a).await;
+    };
+    let target = std::path::PathBuf::from(&a.target);
     let repo = super::open_repo(g).await?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot).await?;
+    let (id, snap) = repo.find_snapshot(spec).await?;
     let opts = RestoreOptions {
         include: a.include.clone(),
         overwrite: a.overwrite,
@@ -19,11 +23,11 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     let counters = Arc::new(Counters::default());
     let total = if a.include.is_empty() { Some(snap.summary.bytes) } else { None };
     let progress = Progress::start(g, "restore", counters.clone(), total);
-    let report = restore(&repo, snap.tree, &a.target, &opts, counters).await;
+    let report = restore(&repo, snap.tree, &target, &opts, counters).await;
     progress.finish();
     let report = report?;
     if g.json {
-        print_json(&serde_json::json!({ "snapshot": id, "target": a.target, "report": report }));
+        print_json(&serde_json::json!({ "snapshot": id, "target": target, "report": report }));
     } else {
         say(
             g,
@@ -34,7 +38,7 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
                 report.links,
                 human_bytes(report.bytes),
                 id.short(),
-                a.target.display()
+                target.display()
             ),
         );
     }

@@ -11,6 +11,7 @@ pub async fn run(g: &Global, a: &SnapshotsArgs) -> Result<u8, Failure> {
         .into_iter()
         .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h))
         .filter(|(_, s)| a.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+        .filter(|(_, s)| a.target.as_ref().is_none_or(|t| s.target.as_ref() == Some(t)))
         .collect();
     if g.json {
         let v: Vec<_> = list
@@ -24,15 +25,19 @@ pub async fn run(g: &Global, a: &SnapshotsArgs) -> Result<u8, Failure> {
             .collect();
         print_json(&v);
     } else {
-        println!("{:<8}  {:<19}  {:<12}  {:>10}  {:<12}  paths", "id", "time", "host", "size", "tags");
+        println!(
+            "{:<8}  {:<19}  {:<12}  {:>10}  {:<12}  {:<8}  paths",
+            "id", "time", "host", "size", "target", "run"
+        );
         for (id, s) in &list {
             println!(
-                "{:<8}  {:<19}  {:<12}  {:>10}  {:<12}  {}",
+                "{:<8}  {:<19}  {:<12}  {:>10}  {:<12}  {:<8}  {}",
                 id.short(),
                 s.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
                 s.hostname,
                 human_bytes(s.summary.bytes),
-                s.tags.join(","),
+                s.target.as_deref().unwrap_or("-"),
+                s.run.map(|r| r.short()).unwrap_or_else(|| "-".into()),
                 s.paths.join(" ")
             );
         }

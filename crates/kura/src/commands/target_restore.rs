@@ -1,0 +1,225 @@
+//! `kura restore --target NAME`: restore a configured target in place,
+//! safely. The plan is printed first; a terminal asks for confirmation
+//! unless --yes; every blob is verified before anything live is touched; the
+//! new copy is written beside the live one, checked, and swapped in, with
+//! the old copy kept. The post_restore hook runs even when the restore fails.
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use kura_format::snapshot::Snapshot;
+use kura_format::Id;
+use kura_policy::{Target, TargetKind};
+
+use crate::cli::{Global, RestoreArgs};
+use crate::output::{human_bytes, print_json, say, Failure};
+
+fn parse_at(s: &str) -> Result<DateTime<Utc>, Failure> {
+    let bad = || {
+        Failure::new(format!("--at {s:?} is not a date or time")).hint("use 2026-11-01 or 2026-11-01T02:00")
+    };
+    let local = if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        // A day means "as of the end of that day".
+        d.and_hms_opt(23, 59, 59).ok_or_else(bad)?
+    } else {
+        ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+            .ok_or_else(bad)?
+    };
+    Local.from_local_datetime(&local).earliest().map(|t| t.with_timezone(&Utc)).ok_or_else(bad)
+}
+
+fn select(a: &RestoreArgs, target: &str, mine: Vec<(Id, Snapshot)>) -> Result<(Id, Snapshot), Failure> {
+    let none = |what: String| {
+        Failure::new(format!("no snapshot of target {target} {what}"))
+            .hint(format!("`kura snapshots --target {target}` lists them"))
+    };
+    if let Some(p) = &a.from {
+        let p = p.to_ascii_lowercase();
+        return mine
+            .into_iter()
+            .find(|(id, _)| id.to_hex().starts_with(&p))
+            .ok_or_else(|| none(format!("has id {p}")));
+    }
+    if let Some(r) = &a.run {
+        let r = r.to_ascii_lowercase();
+        return mine
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.run.is_some_and(|run| run.to_hex().starts_with(&r)))
+            .ok_or_else(|| none(format!("belongs to run {r}")));
+    }
+    if let Some(at) = &a.at {
+        let t = parse_at(at)?;
+        return mine
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.time <= t)
+            .ok_or_else(|| none(format!("was taken by {at}")));
+    }
+    mine.into_iter().last().ok_or_else(|| none("exists yet".into()))
+}
+
+fn size_now(p: &std::path::Path) -> String {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => "a directory".into(),
+        Ok(m) => human_bytes(m.len()),
+        Err(_) => "absent".into(),
+    }
+}
+
+fn hook(name: &str, cmd: &str) -> Result<(), Failure> {
+    eprintln!("running {name} hook: {cmd}");
+    let status = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .map_err(|e| Failure::new(format!("{name} hook could not start: {e}")))?;
+    if !status.success() {
+        return Err(Failure::new(format!("{name} hook `{cmd}` failed ({status})")));
+    }
+    Ok(())
+}
+
+fn confirm(g: &Global, a: &RestoreArgs) -> Result<(), Failure> {
+    if a.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() || g.json {
+        return Err(Failure::new("refusing to restore in place without confirmation")
+            .hint("pass --yes, or --dry-run to see the plan"));
+    }
+    eprint!("proceed? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).map_err(|e| Failure::new(e.to_string()))?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        return Err(Failure::new("restore cancelled; nothing was changed"));
+    }
+    Ok(())
+}
+
+pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
+    let cfg = super::require_config(g)?;
+    let t: &Target = super::find_target(&cfg, &a.target)?;
+    if !a.include.is_empty() || a.overwrite {
+        return Err(Failure::new(
+            "--include and --overwrite are for directory restores (kura restore SNAPSHOT --target DIR)",
+        ));
+    }
+    let repo = super::open_repo_for(g, &cfg, t).await?;
+    let (all, _) = repo.snapshots().await?;
+    let mine: Vec<_> =
+        all.into_iter().filter(|(_, s)| s.target.as_deref() == Some(t.name.as_str())).collect();
+    let (id, snap) = select(a, &t.name, mine)?;
+    let keep_old = !a.no_keep_old;
+    let taken = snap.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S");
+
+    let mut plan = Vec::new();
+    let dests: Vec<PathBuf> = match &t.kind {
+        TargetKind::Sqlite(s) => vec![a.into.clone().unwrap_or_else(|| s.path.clone())],
+        TargetKind::Files(f) => match &a.into {
+            Some(dir) => vec![dir.clone()],
+            None => f.paths.clone(),
+        },
+        other => {
+            return Err(Failure::new(format!("restoring {} targets is not supported yet", other.type_name())))
+        }
+    };
+    for d in &dests {
+        let action = if a.into.is_some() && matches!(t.kind, TargetKind::Files(_)) {
+            format!("restore into {} (the live paths are not touched)", d.display())
+        } else {
+            format!("replace {} (now {})", d.display(), size_now(d))
+        };
+        plan.push(action);
+    }
+    say(g, format!("restore plan for target {} ({}):", t.name, t.kind.type_name()));
+    say(
+        g,
+        format!(
+            "  from snapshot {} taken {taken} on {} ({})",
+            id.short(),
+            snap.hostname,
+            human_bytes(snap.summary.bytes)
+        ),
+    );
+    for p in &plan {
+        say(g, format!("  {p}"));
+    }
+    if keep_old && a.into.is_none() {
+        say(g, "  the replaced copy is kept as NAME.bak-YYYYMMDD_HHMM beside it");
+    }
+    if let Some(h) = &t.pre_restore {
+        say(g, format!("  before: {h}"));
+    }
+    if let Some(h) = &t.post_restore {
+        say(g, format!("  after: {h}"));
+    }
+    if a.dry_run {
+        if g.json {
+            print_json(
+                &serde_json::json!({ "target": t.name, "snapshot": id, "plan": plan, "dry_run": true }),
+            );
+        }
+        return Ok(0);
+    }
+    confirm(g, a)?;
+
+    if let Some(h) = &t.pre_restore {
+        if let Err(f) = hook("pre_restore", h) {
+            if let Some(post) = &t.post_restore {
+                let _ = hook("post_restore", post);
+            }
+            return Err(f.context("nothing was restored"));
+        }
+    }
+    let result: Result<Vec<serde_json::Value>, Failure> = async {
+        match &t.kind {
+            TargetKind::Sqlite(_) => {
+                let name = snap.paths.first().cloned().unwrap_or_default();
+                let r = kura_sources::sqlite::restore(&repo, snap.tree, &name, &dests[0], keep_old).await?;
+                say(g, format!("restored {} ({}); integrity_check ok", r.path.display(), human_bytes(r.bytes)));
+                if let Some(k) = &r.kept {
+                    say(g, format!("previous copy kept as {}", k.display()));
+                }
+                Ok(vec![serde_json::json!({ "path": r.path, "bytes": r.bytes, "kept": r.kept })])
+            }
+            TargetKind::Files(f) => {
+                if let Some(dir) = &a.into {
+                    let opts = kura_repo::restore::RestoreOptions {
+                        include: f.paths.iter().map(|p| p.display().to_string()).collect(),
+                        owners: super::euid() == 0,
+                        ..Default::default()
+                    };
+                    let rep = kura_repo::restore::restore(&repo, snap.tree, dir, &opts, Default::default()).await?;
+                    if !rep.failed.is_empty() {
+                        return Err(Failure::new(format!("{} entries could not be restored: {:?}", rep.failed.len(), rep.failed)));
+                    }
+                    say(g, format!("restored {} files into {}", rep.files, dir.display()));
+                    return Ok(vec![serde_json::json!({ "path": dir, "files": rep.files, "bytes": rep.bytes })]);
+                }
+                let rs = kura_sources::files::restore_in_place(&repo, snap.tree, &f.paths, keep_old, super::euid() == 0).await?;
+                let mut out = Vec::new();
+                for r in rs {
+                    say(g, format!("restored {} ({} files, {})", r.path.display(), r.files, human_bytes(r.bytes)));
+                    if let Some(k) = &r.kept {
+                        say(g, format!("previous copy kept as {}", k.display()));
+                    }
+                    out.push(serde_json::json!({ "path": r.path, "files": r.files, "bytes": r.bytes, "kept": r.kept }));
+                }
+                Ok(out)
+            }
+            other => Err(Failure::new(format!("restoring {} targets is not supported yet", other.type_name()))),
+        }
+    }
+    .await;
+    let post = t.post_restore.as_ref().map(|h| hook("post_restore", h));
+    let restored = result?;
+    if let Some(Err(f)) = post {
+        return Err(f.context("restored, but"));
+    }
+    if g.json {
+        print_json(&serde_json::json!({ "target": t.name, "snapshot": id, "restored": restored }));
+    }
+    Ok(0)
+}

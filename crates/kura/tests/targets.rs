@@ -1,0 +1,265 @@
+//! Configured targets: one run over several targets, and safe in-place
+//! restores of a SQLite database and of file trees, through the real binary
+//! and real SQLite files written by a concurrent writer.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rusqlite::Connection;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+struct App {
+    k: Kura,
+    db: PathBuf,
+    config_dir: PathBuf,
+    logs: PathBuf,
+    hooks: PathBuf,
+}
+
+fn app() -> App {
+    let mut k = Kura::new();
+    let root = k.path("app");
+    let (db, config_dir, logs, hooks) =
+        (root.join("data/app.db"), root.join("config"), root.join("logs"), k.path("hooks.log"));
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(config_dir.join("app.toml"), b"port = 8080\n").unwrap();
+    std::fs::write(config_dir.join(".env.production"), b"SECRET=1\n").unwrap();
+    std::fs::write(logs.join("today.log"), b"fresh\n").unwrap();
+    std::fs::write(logs.join("old.log"), b"stale\n").unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3 * 86400);
+    std::fs::File::options().write(true).open(logs.join("old.log")).unwrap().set_modified(old).unwrap();
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE ledger(id INTEGER PRIMARY KEY, amount INTEGER, note TEXT);",
+    )
+    .unwrap();
+    let cfg = format!(
+        r#"
+[repository.main]
+url = "{repo}"
+
+[target.registry]
+type = "sqlite"
+path = "${{APP_ROOT}}/data/app.db"
+pre_restore = "echo pre >> {hooks}"
+post_restore = "echo post >> {hooks}"
+
+[target.configs]
+type = "files"
+paths = ["${{APP_ROOT}}/config"]
+exclude = ["*.tmp"]
+
+[target.logs]
+type = "files"
+paths = ["${{APP_ROOT}}/logs"]
+changed_within = "24h"
+"#,
+        repo = k.repo,
+        hooks = hooks.display()
+    );
+    let cfg_path = k.path("kura.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    k.env.push(("KURA_CONFIG".into(), cfg_path.display().to_string()));
+    k.env.push(("APP_ROOT".into(), root.display().to_string()));
+    // The repository comes from the config, not KURA_REPOSITORY.
+    k.repo = String::new();
+    App { k, db, config_dir, logs, hooks }
+}
+
+impl App {
+    fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = self.k.cmd(args);
+        c.env_remove("KURA_REPOSITORY");
+        c
+    }
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.cmd(args).output().unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kura {args:?}: {}\n{}",
+            stderr(&out),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+}
+
+/// Sum and count of the ledger: every transaction adds +n and -n.
+fn ledger(db: &Path) -> (i64, i64) {
+    let c = Connection::open(db).unwrap();
+    c.query_row("SELECT coalesce(sum(amount), 0), count(*) FROM ledger", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+}
+
+#[test]
+fn one_run_over_targets_then_safe_restores() {
+    let a = app();
+    a.ok(&["init"]);
+    // A writer keeps committing balanced transactions during the backup.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, p) = (stop.clone(), a.db.clone());
+    let writer = std::thread::spawn(move || {
+        let c = Connection::open(&p).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        let mut n = 0i64;
+        while !s.load(Ordering::Relaxed) {
+            c.execute_batch(&format!(
+                "BEGIN; INSERT INTO ledger(amount, note) VALUES({n}, 'credit é'); INSERT INTO ledger(amount, note) VALUES({}, 'debit'); COMMIT;",
+                -n
+            ))
+            .unwrap();
+            n += 1;
+        }
+        n
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let run = a.json(&["backup", "--target", "registry", "--target", "configs", "--target", "logs"]);
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0);
+    let targets = run["targets"].as_array().unwrap();
+    assert!(targets.iter().all(|t| t["ok"] == true), "{run}");
+    let snaps = a.json(&["snapshots"]);
+    let runs: std::collections::HashSet<_> =
+        snaps.as_array().unwrap().iter().map(|s| s["run"].clone()).collect();
+    assert_eq!(runs.len(), 1, "one run id for the whole invocation: {snaps}");
+    let times: std::collections::HashSet<_> =
+        snaps.as_array().unwrap().iter().map(|s| s["time"].clone()).collect();
+    assert_eq!(times.len(), 1, "one timestamp for the whole run");
+
+    // changed_within kept today's log only.
+    let logs_snap = snaps.as_array().unwrap().iter().find(|s| s["target"] == "logs").unwrap();
+    let listing = a.ok(&["ls", logs_snap["id"].as_str().unwrap()]);
+    assert!(listing.contains("today.log") && !listing.contains("old.log"), "{listing}");
+
+    // Damage the live database and configs.
+    let live_before = ledger(&a.db);
+    Connection::open(&a.db).unwrap().execute_batch("DELETE FROM ledger WHERE id % 2 = 0;").unwrap();
+    std::fs::write(a.config_dir.join("app.toml"), b"port = broken\n").unwrap();
+
+    // Without --yes and without a terminal: refused, nothing touched.
+    let refused = a.run(&["restore", "--target", "registry"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("--yes"), "{}", stderr(&refused));
+    // --dry-run prints the plan and changes nothing.
+    let plan = a.ok(&["restore", "--target", "registry", "--dry-run"]);
+    assert!(
+        plan.contains("replace") && plan.contains("app.db") && plan.contains("before: echo pre"),
+        "{plan}"
+    );
+    assert!(!a.hooks.exists(), "no hook ran for a dry run");
+
+    a.ok(&["restore", "--target", "registry", "--yes"]);
+    let (sum, rows) = ledger(&a.db);
+    assert_eq!(sum, 0, "the restored database is a consistent state");
+    assert!(rows > 0 && rows % 2 == 0);
+    assert!(rows <= live_before.1 + 2);
+    assert_eq!(std::fs::read_to_string(&a.hooks).unwrap(), "pre\npost\n", "hooks ran in order");
+    let kept: Vec<_> = std::fs::read_dir(a.db.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("app.db.bak-"))
+        .collect();
+    assert!(!kept.is_empty(), "the damaged database is kept beside");
+    let kept_db = kept
+        .iter()
+        .map(|e| e.path())
+        .find(|p| !p.to_string_lossy().ends_with("-wal") && !p.to_string_lossy().ends_with("-shm"))
+        .unwrap();
+    assert!(ledger(&kept_db).1 < rows, "the kept copy is the damaged one");
+
+    a.ok(&["restore", "--target", "configs", "--yes"]);
+    assert_eq!(std::fs::read(a.config_dir.join("app.toml")).unwrap(), b"port = 8080\n");
+    assert_eq!(std::fs::read(a.config_dir.join(".env.production")).unwrap(), b"SECRET=1\n");
+    let parent = a.config_dir.parent().unwrap();
+    let bak: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("config.bak-"))
+        .collect();
+    assert_eq!(bak.len(), 1);
+    assert_eq!(
+        std::fs::read(bak[0].path().join("app.toml")).unwrap(),
+        b"port = broken\n",
+        "old copy kept, never lost"
+    );
+
+    // --into leaves the live copy alone.
+    let scratch = a.k.path("scratch.db");
+    a.ok(&["restore", "--target", "registry", "--yes", "--into", scratch.to_str().unwrap()]);
+    assert_eq!(ledger(&scratch).0, 0);
+    let _ = a.logs;
+}
+
+#[test]
+fn a_failing_restore_leaves_the_live_database_intact_and_runs_the_post_hook() {
+    let a = app();
+    a.ok(&["init"]);
+    Connection::open(&a.db)
+        .unwrap()
+        .execute_batch("INSERT INTO ledger(amount, note) VALUES (5, 'a'), (-5, 'b');")
+        .unwrap();
+    a.ok(&["backup", "--target", "registry"]);
+    Connection::open(&a.db)
+        .unwrap()
+        .execute_batch("INSERT INTO ledger(amount, note) VALUES (7, 'live only');")
+        .unwrap();
+    let live = std::fs::read(&a.db).unwrap();
+    // Damage every pack of the repository.
+    let repo = a.k.path("repo");
+    for d in std::fs::read_dir(repo.join("data")).unwrap().flatten() {
+        for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+            let mut b = std::fs::read(f.path()).unwrap();
+            let mid = b.len() / 3;
+            b[mid] ^= 1;
+            std::fs::write(f.path(), b).unwrap();
+        }
+    }
+    let out = a.run(&["restore", "--target", "registry", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&a.db).unwrap(), live, "the live database is untouched");
+    assert_eq!(std::fs::read_to_string(&a.hooks).unwrap(), "pre\npost\n", "post hook runs even on failure");
+    let leftovers: Vec<_> = std::fs::read_dir(a.db.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("kura-restore"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary file left behind");
+}
+
+#[test]
+fn config_mistakes_get_placed_messages() {
+    let a = app();
+    a.ok(&["init"]);
+    let out = a.run(&["backup", "--target", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no target named \"nope\" (configured: configs, logs, registry)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = a.cmd(&["backup", "--target", "registry"]).env_remove("APP_ROOT").output().unwrap();
+    assert!(stderr(&out).contains("paths: environment variable APP_ROOT is not set"), "{}", stderr(&out));
+    let out = a
+        .cmd(&["backup", "--target", "registry"])
+        .env("KURA_CONFIG", "/nonexistent/kura.toml")
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("cannot read /nonexistent/kura.toml"), "{}", stderr(&out));
+}
