@@ -59,6 +59,7 @@ pub struct Target {
 pub enum TargetKind {
     Sqlite(SqliteTarget),
     Files(FilesTarget),
+    Postgres(PostgresTarget),
 }
 
 impl TargetKind {
@@ -66,6 +67,7 @@ impl TargetKind {
         match self {
             TargetKind::Sqlite(_) => "sqlite",
             TargetKind::Files(_) => "files",
+            TargetKind::Postgres(_) => "postgres",
         }
     }
 }
@@ -74,6 +76,20 @@ impl TargetKind {
 #[serde(deny_unknown_fields)]
 pub struct SqliteTarget {
     pub path: PathBuf,
+}
+
+/// One PostgreSQL database. The password comes from PGPASSWORD or
+/// ~/.pgpass, or from the URL (kura then passes it by environment, never on
+/// a command line).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresTarget {
+    pub url: String,
+    /// Only these tables (pg_dump --table patterns).
+    #[serde(default)]
+    pub tables: Vec<String>,
+    #[serde(default)]
+    pub exclude_tables: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -213,7 +229,7 @@ impl Config {
                 let kind_name = match t.remove("type") {
                     Some(toml::Value::String(s)) => s,
                     Some(_) => return Err(invalid(format!("{place}.type"), "must be a string")),
-                    None => return Err(invalid(&place, "missing `type` (sqlite, files)")),
+                    None => return Err(invalid(&place, "missing `type` (sqlite, files, postgres)")),
                 };
                 let take = |t: &mut toml::Table, key: &str| -> Result<Option<String>, ConfigError> {
                     match t.remove(key) {
@@ -227,6 +243,7 @@ impl Config {
                 let post_restore = take(&mut t, "post_restore")?;
                 let kind = match kind_name.as_str() {
                     "sqlite" => TargetKind::Sqlite(section(&place, t)?),
+                    "postgres" | "postgresql" => TargetKind::Postgres(section(&place, t)?),
                     "files" => {
                         let f: FilesTarget = section(&place, t)?;
                         if f.paths.is_empty() {
@@ -237,7 +254,7 @@ impl Config {
                     other => {
                         return Err(invalid(
                             format!("{place}.type"),
-                            format!("unknown target type {other:?} (known: sqlite, files)"),
+                            format!("unknown target type {other:?} (known: sqlite, files, postgres)"),
                         ))
                     }
                 };

@@ -20,4 +20,6 @@
 
 mod config;
 
-pub use config::{Config, ConfigError, FilesTarget, RepositoryConfig, SqliteTarget, Target, TargetKind};
+pub use config::{
+    Config, ConfigError, FilesTarget, PostgresTarget, RepositoryConfig, SqliteTarget, Target, TargetKind,
+};

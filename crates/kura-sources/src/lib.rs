@@ -9,6 +9,7 @@
 
 mod error;
 pub mod files;
+pub mod postgres;
 pub mod sqlite;
 mod swap;
 

@@ -259,3 +259,121 @@ impl Drop for GcsEmulator {
         let _ = self.child.wait();
     }
 }
+
+/// A throwaway PostgreSQL cluster on 127.0.0.1 (`apt-get install postgresql`),
+/// password authentication only.
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    pub port: u16,
+    pub password: String,
+}
+
+fn as_postgres(cmd: &std::path::Path) -> Command {
+    // initdb refuses to run as root: run the server as the postgres user.
+    if std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(cmd);
+        c
+    } else {
+        Command::new(cmd)
+    }
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|rd| {
+                let mut v: Vec<_> = rd.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("initdb").is_file()).collect();
+                v.sort();
+                v.pop()
+            })
+            .unwrap_or_else(|| panic!("PostgreSQL server not found: install it with `apt-get install postgresql` (./scripts/test does)"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let password = "kura-test-password".to_string();
+        std::fs::write(dir.path().join("pw"), &password).unwrap();
+        std::fs::create_dir(dir.path().join("sock")).unwrap();
+        let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
+        let data = dir.path().join("data");
+        let st = as_postgres(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth-host=scram-sha-256",
+                "--auth-local=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
+            .arg(format!("--pwfile={}", dir.path().join("pw").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run initdb");
+        assert!(st.success(), "initdb failed");
+        let port = free_port();
+        let opts = format!(
+            "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.path().join("sock").display()
+        );
+        let st = as_postgres(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-w", "-o", &opts, "-l"])
+            .arg(dir.path().join("log"))
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run pg_ctl");
+        assert!(
+            st.success(),
+            "pg_ctl start failed: {}",
+            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+        );
+        PgServer { dir, bin, port, password }
+    }
+
+    /// A URL without the password (tests pass it as PGPASSWORD).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL through psql; returns unaligned output, panics on error.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.url(db), "-c", sql])
+            .env("PGPASSWORD", &self.password)
+            .output()
+            .expect("run psql");
+        assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A plain-text dump of a database, for comparing before and after.
+    pub fn dump_text(&self, db: &str) -> String {
+        let out = Command::new(self.bin.join("pg_dump"))
+            .args(["--no-owner", "--restrict-key=kuratest", "-d", &self.url(db)])
+            .env("PGPASSWORD", &self.password)
+            .output()
+            .expect("run pg_dump");
+        assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}

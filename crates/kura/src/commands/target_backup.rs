@@ -58,6 +58,16 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
                 opts.one_file_system = f.one_file_system;
                 backup(&repo, &f.paths, &opts, counters).await.map_err(Into::into)
             }
+            TargetKind::Postgres(pg) => kura_sources::postgres::backup(
+                &repo,
+                &pg.url,
+                &pg.tables,
+                &pg.exclude_tables,
+                &opts,
+                counters,
+            )
+            .await
+            .map_err(Into::into),
             other => {
                 Err(Failure::new(format!("target type {} is not supported by this kura", other.type_name())))
             }

@@ -101,6 +101,9 @@ fn confirm(g: &Global, a: &RestoreArgs) -> Result<(), Failure> {
 pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     let cfg = super::require_config(g)?;
     let t: &Target = super::find_target(&cfg, &a.target)?;
+    if !a.tables.is_empty() && !matches!(t.kind, TargetKind::Postgres(_)) {
+        return Err(Failure::new("--table applies to database targets"));
+    }
     if !a.include.is_empty() || a.overwrite {
         return Err(Failure::new(
             "--include and --overwrite are for directory restores (kura restore SNAPSHOT --target DIR)",
@@ -121,15 +124,28 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
             Some(dir) => vec![dir.clone()],
             None => f.paths.clone(),
         },
+        TargetKind::Postgres(pg) => {
+            let u = kura_sources::postgres::PgUrl::parse(&pg.url)?;
+            vec![PathBuf::from(a.into.clone().map(|p| p.display().to_string()).unwrap_or(u.dbname))]
+        }
         other => {
             return Err(Failure::new(format!("restoring {} targets is not supported yet", other.type_name())))
         }
     };
     for d in &dests {
-        let action = if a.into.is_some() && matches!(t.kind, TargetKind::Files(_)) {
-            format!("restore into {} (the live paths are not touched)", d.display())
-        } else {
-            format!("replace {} (now {})", d.display(), size_now(d))
+        let action = match (&t.kind, &a.into) {
+            (TargetKind::Files(_), Some(_)) => {
+                format!("restore into {} (the live paths are not touched)", d.display())
+            }
+            (TargetKind::Postgres(_), Some(_)) => {
+                format!("restore into the new database {} (the live database is not touched)", d.display())
+            }
+            (TargetKind::Postgres(_), None) => format!(
+                "restore into a fresh database, then swap it with database {} (kept as {}_bak_YYYYMMDD_HHMM)",
+                d.display(),
+                d.display()
+            ),
+            _ => format!("replace {} (now {})", d.display(), size_now(d)),
         };
         plan.push(action);
     }
@@ -208,6 +224,17 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
                     out.push(serde_json::json!({ "path": r.path, "files": r.files, "bytes": r.bytes, "kept": r.kept }));
                 }
                 Ok(out)
+            }
+            TargetKind::Postgres(pg) => {
+                let name = snap.paths.first().cloned().unwrap_or_default();
+                let into = a.into.as_ref().map(|p| p.display().to_string());
+                let r = kura_sources::postgres::restore(&repo, snap.tree, &name, &pg.url, into.as_deref(), &a.tables, keep_old)
+                    .await?;
+                say(g, format!("restored database {} ({} of dump)", r.database, human_bytes(r.bytes)));
+                if let Some(k) = &r.kept {
+                    say(g, format!("previous database kept as {k}"));
+                }
+                Ok(vec![serde_json::json!({ "database": r.database, "bytes": r.bytes, "kept": r.kept })])
             }
             other => Err(Failure::new(format!("restoring {} targets is not supported yet", other.type_name()))),
         }
