@@ -179,8 +179,12 @@ pub async fn backup(
             Ok(id) => id,
             Err(e) => {
                 saver.abort();
-                let _ = uploader.await;
-                return Err(e);
+                // When uploads failed, that is the cause; the walker's error
+                // ("upload stopped") is only its symptom.
+                return Err(match uploader.await {
+                    Ok(Err(upload_error)) => upload_error,
+                    _ => e,
+                });
             }
         };
         saver.clone().finish(uploader).await?;
@@ -247,8 +251,10 @@ pub async fn backup_stream(
             (Ok(x), Ok(())) => x,
             (Err(StreamError::Repo(e)), _) => {
                 saver.abort();
-                let _ = uploader.await;
-                return Err(e);
+                return Err(match uploader.await {
+                    Ok(Err(upload_error)) => upload_error,
+                    _ => e,
+                });
             }
             (Err(StreamError::Source(e)), _) => {
                 saver.abort();

@@ -179,13 +179,7 @@ async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<Pru
     index.finish();
     let used = used_blobs(repo, &index, snapshots.iter().map(|(_, s)| s.tree)).await?;
     report.blobs_used = used.len() as u64;
-    let listed: HashMap<Id, u64> = repo
-        .store()
-        .list(paths::DATA)
-        .await?
-        .into_iter()
-        .filter_map(|m| paths::id_of(&m.key).map(|id| (id, m.size)))
-        .collect();
+    let listed = repo.list_packs().await?;
     report.packs = listed.len() as u64;
 
     let all_marked: HashSet<Id> = markers.iter().flat_map(|(_, m)| m.packs.iter().copied()).collect();

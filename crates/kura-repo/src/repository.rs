@@ -148,6 +148,17 @@ impl Repository {
         Ok(self.store.list(prefix).await?.iter().filter_map(|m| paths::id_of(&m.key)).collect())
     }
 
+    /// Every pack in the store, with its size.
+    pub async fn list_packs(&self) -> Result<std::collections::HashMap<Id, u64>> {
+        Ok(self
+            .store
+            .list(paths::DATA)
+            .await?
+            .into_iter()
+            .filter_map(|m| paths::id_of(&m.key).map(|id| (id, m.size)))
+            .collect())
+    }
+
     /// Every snapshot, oldest first. Snapshots that cannot be read are
     /// returned separately with the reason, so one damaged object does not
     /// hide the others.

@@ -110,13 +110,7 @@ pub async fn verify(
     }
     index.finish();
 
-    let listed: HashMap<Id, u64> = repo
-        .store()
-        .list(paths::DATA)
-        .await?
-        .into_iter()
-        .filter_map(|m| paths::id_of(&m.key).map(|id| (id, m.size)))
-        .collect();
+    let listed = repo.list_packs().await?;
     report.packs = listed.len() as u64;
     report.unindexed_packs = listed.keys().filter(|id| !index.has_pack(id)).count() as u64;
 

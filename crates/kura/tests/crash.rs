@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 
 fn trials() -> usize {
-    std::env::var("KURA_CRASH_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(12)
+    std::env::var("KURA_CRASH_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
 }
 
 #[test]
