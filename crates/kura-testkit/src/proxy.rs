@@ -1,5 +1,6 @@
-//! A TCP proxy on loopback that can be cut: open connections are reset and
-//! new ones refused, as when a storage endpoint goes away mid-upload.
+//! A TCP proxy on loopback that misbehaves on demand, as storage endpoints
+//! do: it can be cut (open connections reset, new ones refused), answer the
+//! next connections' requests with 503, or accept them and never answer.
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,8 +9,31 @@ use std::time::Duration;
 pub struct CutProxy {
     pub port: u16,
     cut: Arc<AtomicBool>,
+    faults: Arc<Mutex<Faults>>,
     bytes: Arc<AtomicU64>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+#[derive(Default)]
+struct Faults {
+    /// Connections whose first request gets a 503 and a close.
+    unavailable: u32,
+    /// Connections accepted and then left without an answer.
+    hang: u32,
+}
+
+fn answer_503(mut client: TcpStream) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        // Read the request head (and whatever body arrives quickly), then refuse.
+        let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut buf = [0u8; 65536];
+        let _ = client.read(&mut buf);
+        let _ = client.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let _ = client.shutdown(Shutdown::Both);
+    });
 }
 
 impl CutProxy {
@@ -19,13 +43,31 @@ impl CutProxy {
         let cut = Arc::new(AtomicBool::new(false));
         let bytes = Arc::new(AtomicU64::new(0));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-        let (c, b, cs) = (cut.clone(), bytes.clone(), conns.clone());
+        let faults: Arc<Mutex<Faults>> = Arc::default();
+        let (c, b, cs, fs) = (cut.clone(), bytes.clone(), conns.clone(), faults.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 if c.load(Ordering::SeqCst) {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
+                }
+                {
+                    let mut f = fs.lock().unwrap();
+                    if f.unavailable > 0 {
+                        f.unavailable -= 1;
+                        answer_503(client);
+                        continue;
+                    }
+                    if f.hang > 0 {
+                        f.hang -= 1;
+                        // Held open, never answered, closed after a minute.
+                        std::thread::spawn(move || {
+                            std::thread::sleep(Duration::from_secs(60));
+                            drop(client);
+                        });
+                        continue;
+                    }
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
                     let _ = client.shutdown(Shutdown::Both);
@@ -55,7 +97,26 @@ impl CutProxy {
                 }
             }
         });
-        CutProxy { port, cut, bytes, conns }
+        CutProxy { port, cut, faults, bytes, conns }
+    }
+
+    /// The next `n` connections get a 503 to their first request. Open
+    /// connections are closed, so that the client has to reconnect.
+    pub fn unavailable(&self, n: u32) {
+        self.faults.lock().unwrap().unavailable += n;
+        self.reset_open();
+    }
+
+    /// The next `n` connections are accepted and never answered.
+    pub fn hang(&self, n: u32) {
+        self.faults.lock().unwrap().hang += n;
+        self.reset_open();
+    }
+
+    fn reset_open(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
     }
 
     pub fn endpoint(&self) -> String {

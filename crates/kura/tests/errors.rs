@@ -201,3 +201,42 @@ fn storage_outage_mid_upload_records_nothing_and_the_next_backup_works() {
         assert_same_tree(src, &restored(&target, src));
     }
 }
+
+#[test]
+fn storage_503s_and_hung_requests_are_ridden_out_by_retries() {
+    let moto = MotoServer::start();
+    moto.create_bucket("flaky");
+    let proxy = CutProxy::start(moto.port);
+    let mut env = moto.env();
+    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint()));
+    env.push(("KURA_STORAGE_RETRIES".into(), "6".into()));
+    env.push(("KURA_STORAGE_TIMEOUT".into(), "2".into()));
+    let k = Kura::with_repo("s3://flaky/repo", env);
+    k.init();
+    let src = k.path("src");
+    make_tree(&src);
+    for i in 0..3 {
+        std::fs::write(src.join(format!("big{i}.bin")), noise(12 << 20, 50 + i)).unwrap();
+    }
+    let child = k
+        .cmd(&["backup", src.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-backup: a burst of 503s, then two requests that never get an answer.
+    proxy.wait_for_bytes(proxy.bytes() + (4 << 20));
+    proxy.unavailable(3);
+    proxy.wait_for_bytes(proxy.bytes() + (4 << 20));
+    proxy.hang(2);
+    let out = child.wait_with_output().unwrap();
+    let e = stderr(&out);
+    assert!(out.status.success(), "the backup rides out 503s and hangs: {e}");
+    assert!(e.contains("retrying"), "the retries are logged: {e}");
+    let v = k.json(&["verify", "--read-data"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let target = k.path("out");
+    k.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+}
