@@ -95,9 +95,9 @@ fn postgres_failures_are_clear_and_record_nothing() {
     assert!(stderr(&missing).contains("apt-get install postgresql-client"), "{}", stderr(&missing));
 
     // pg_dump itself failing (a table it may not read) vetoes the snapshot.
-    pg.psql("shop", "CREATE ROLE reader LOGIN PASSWORD 'r'; GRANT CONNECT ON DATABASE shop TO reader; GRANT SELECT ON users TO reader");
+    pg.psql("shop", "CREATE ROLE reader LOGIN PASSWORD 'Rd-s3cret-9'; GRANT CONNECT ON DATABASE shop TO reader; GRANT SELECT ON users TO reader");
     let cfg = k.path("reader.toml");
-    std::fs::write(&cfg, format!("[repository.main]\nurl = \"{}\"\n\n[target.app_db]\ntype = \"postgres\"\nurl = \"postgres://reader:r@127.0.0.1:{}/shop\"\n", k.repo, pg.port)).unwrap();
+    std::fs::write(&cfg, format!("[repository.main]\nurl = \"{}\"\n\n[target.app_db]\ntype = \"postgres\"\nurl = \"postgres://reader:Rd-s3cret-9@127.0.0.1:{}/shop\"\n", k.repo, pg.port)).unwrap();
     let denied = k
         .cmd(&["backup", "--target", "app_db"])
         .env("KURA_CONFIG", &cfg)
