@@ -114,4 +114,35 @@ fn postgres_failures_are_clear_and_record_nothing() {
         k.json(&["snapshots"]).as_array().unwrap().is_empty(),
         "no snapshot was recorded for any failure"
     );
+    assert!(!stderr(&denied).contains("Rd-s3cret-9"), "the URL's password never reaches messages");
+
+    // With the reader allowed to read everything, the backup succeeds; the
+    // password appears nowhere in the output, the snapshot or the repository.
+    pg.psql(
+        "shop",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader; GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO reader",
+    );
+    let ok = k
+        .cmd(&["backup", "--target", "app_db", "--json", "-vv"])
+        .env("KURA_CONFIG", &cfg)
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(
+        !stderr(&ok).contains("Rd-s3cret-9") && !String::from_utf8_lossy(&ok.stdout).contains("Rd-s3cret-9")
+    );
+    let snaps = serde_json::to_string(&k.json(&["snapshots"])).unwrap();
+    assert!(!snaps.contains("Rd-s3cret-9"), "{snaps}");
+    let mut stack = vec![std::path::PathBuf::from(&k.repo)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                let b = std::fs::read(e.path()).unwrap();
+                assert!(!b.windows(11).any(|w| w == b"Rd-s3cret-9"), "{:?}", e.path());
+            }
+        }
+    }
 }
