@@ -229,8 +229,30 @@ pub async fn backup_stream(
     counters: Arc<Counters>,
     finish: StreamFinish,
 ) -> Result<BackupResult> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(RepoError::Refused(format!("stream name {name:?} must be a plain file name")));
+    backup_streams(repo, vec![Stream { name: name.to_string(), reader, finish }], opts, counters).await
+}
+
+/// One named stream of a multi-stream snapshot.
+pub struct Stream {
+    pub name: String,
+    pub reader: Box<dyn std::io::Read + Send>,
+    pub finish: StreamFinish,
+}
+
+/// Backs up several streams, one after the other, as the files of one
+/// snapshot (a database dump and its server's globals, say). Any stream that
+/// fails, or whose `finish` vetoes, fails the whole snapshot.
+pub async fn backup_streams(
+    repo: &Arc<Repository>,
+    streams: Vec<Stream>,
+    opts: &BackupOptions,
+    counters: Arc<Counters>,
+) -> Result<BackupResult> {
+    for s in &streams {
+        let name = &s.name;
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(RepoError::Refused(format!("stream name {name:?} must be a plain file name")));
+        }
     }
     let started = Instant::now();
     let session = SessionGuard::start(repo, "backup", &opts.hostname).await?;
@@ -238,56 +260,64 @@ pub async fn backup_stream(
         let pending = repo.pending_deletion().await?;
         let index = repo.load_index(&pending).await?;
         let (saver, uploader) = Saver::start(repo.clone(), index, counters);
-        let s = saver.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            let mut reader = reader;
-            let r = s.save_stream(&mut reader, None);
-            drop(reader);
-            (r, finish())
-        })
-        .await
-        .map_err(|e| RepoError::Refused(e.to_string()))?;
-        let (content, size) = match stored {
-            (Ok(x), Ok(())) => x,
-            (Err(StreamError::Repo(e)), _) => {
-                saver.abort();
-                return Err(match uploader.await {
-                    Ok(Err(upload_error)) => upload_error,
-                    _ => e,
-                });
-            }
-            (Err(StreamError::Source(e)), _) => {
-                saver.abort();
-                let _ = uploader.await;
-                return Err(RepoError::StreamSource(e.to_string()));
-            }
-            (Ok(_), Err(msg)) => {
-                saver.abort();
-                let _ = uploader.await;
-                return Err(RepoError::StreamSource(msg));
-            }
-        };
-        let now = chrono::Utc::now();
-        let mut node = Node::new(name, NodeType::File);
-        node.mode = 0o600;
-        node.mtime = (now.timestamp(), now.timestamp_subsec_nanos());
-        node.ctime = node.mtime;
-        node.size = Some(size);
-        node.content = Some(content);
-        let mut tree = Tree { nodes: vec![node] };
+        let names: Vec<String> = streams.iter().map(|s| s.name.clone()).collect();
+        let mut nodes = Vec::new();
+        let mut total = 0;
+        for Stream { name, reader, finish } in streams {
+            let s = saver.clone();
+            let stored = tokio::task::spawn_blocking(move || {
+                let mut reader = reader;
+                let r = s.save_stream(&mut reader, None);
+                drop(reader);
+                (r, finish())
+            })
+            .await
+            .map_err(|e| RepoError::Refused(e.to_string()))?;
+            let (content, size) = match stored {
+                (Ok(x), Ok(())) => x,
+                (Err(StreamError::Repo(e)), _) => {
+                    saver.abort();
+                    return Err(match uploader.await {
+                        Ok(Err(upload_error)) => upload_error,
+                        _ => e,
+                    });
+                }
+                (Err(StreamError::Source(e)), _) => {
+                    saver.abort();
+                    let _ = uploader.await;
+                    return Err(RepoError::StreamSource(format!("{name}: {e}")));
+                }
+                (Ok(_), Err(msg)) => {
+                    saver.abort();
+                    let _ = uploader.await;
+                    return Err(RepoError::StreamSource(msg));
+                }
+            };
+            let now = chrono::Utc::now();
+            let mut node = Node::new(name, NodeType::File);
+            node.mode = 0o600;
+            node.mtime = (now.timestamp(), now.timestamp_subsec_nanos());
+            node.ctime = node.mtime;
+            node.size = Some(size);
+            node.content = Some(content);
+            nodes.push(node);
+            total += size;
+        }
+        let files = nodes.len() as u64;
+        let mut tree = Tree { nodes };
         let bytes = tree.encode();
         let s = saver.clone();
         let tree_id = tokio::task::spawn_blocking(move || s.save_blob(BlobType::Tree, &bytes))
             .await
             .map_err(|e| RepoError::Refused(e.to_string()))??;
         saver.clone().finish(uploader).await?;
-        let mut snap = Snapshot::new(tree_id, vec![name.to_string()]);
+        let mut snap = Snapshot::new(tree_id, names);
         opts.stamp(&mut snap, "stream");
         let c = &saver.counters;
         snap.summary = Summary {
-            files: 1,
-            bytes: size,
-            files_new: 1,
+            files,
+            bytes: total,
+            files_new: files,
             blobs_new: c.blobs_new.load(Ordering::Relaxed),
             bytes_new: c.bytes_new.load(Ordering::Relaxed),
             bytes_stored: c.bytes_stored.load(Ordering::Relaxed),

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use kura_format::Id;
-use kura_repo::backup::{backup_stream, BackupOptions, BackupResult};
+use kura_repo::backup::{backup_streams, BackupOptions, BackupResult, Stream};
 use kura_repo::{Counters, Repository};
 
 use crate::SourceError;
@@ -233,7 +233,45 @@ pub async fn backup(
     });
     let mut opts = opts.clone();
     opts.source = Some("postgres".into());
-    Ok(backup_stream(repo, &name, Box::new(out), &opts, counters, finish).await?)
+    let mut streams = vec![Stream { name, reader: Box::new(out), finish }];
+    // Roles and tablespaces live outside the database; capture them beside
+    // the dump (small, so held in memory).
+    let u = url.clone();
+    match tokio::task::spawn_blocking(move || globals(&u))
+        .await
+        .map_err(|e| SourceError::Refused(e.to_string()))?
+    {
+        Ok(sql) => streams.push(Stream {
+            name: "globals.sql".into(),
+            reader: Box::new(std::io::Cursor::new(sql)),
+            finish: Box::new(|| Ok(())),
+        }),
+        Err(e) => tracing::warn!("roles and tablespaces not captured: {e}"),
+    }
+    Ok(backup_streams(repo, streams, &opts, counters).await?)
+}
+
+/// `pg_dumpall --globals-only`; without superuser rights role passwords
+/// cannot be read, and the roles are captured without them.
+fn globals(url: &PgUrl) -> Result<Vec<u8>, SourceError> {
+    let run = |extra: &[&str]| -> Result<std::process::Output, SourceError> {
+        url.command("pg_dumpall")?
+            .args(["--globals-only", "--dbname", &url.url])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| SourceError::Refused(format!("cannot run pg_dumpall: {e}")))
+    };
+    let out = run(&[])?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let retry = run(&["--no-role-passwords"])?;
+    if retry.status.success() {
+        tracing::warn!("role passwords not captured (pg_dumpall needs a superuser for them)");
+        return Ok(retry.stdout);
+    }
+    Err(SourceError::Refused(format!("pg_dumpall failed: {}", String::from_utf8_lossy(&retry.stderr).trim())))
 }
 
 #[derive(Debug)]

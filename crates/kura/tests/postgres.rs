@@ -53,6 +53,13 @@ fn postgres_round_trip_through_a_swap() {
     let snaps = k.json(&["snapshots", "--target", "app_db"]);
     assert_eq!(snaps[0]["source"], "postgres");
     assert_eq!(snaps[0]["paths"][0], "shop.pgdump");
+    assert_eq!(snaps[0]["paths"][1], "globals.sql", "roles and tablespaces are captured beside the dump");
+    let globals = k.cmd(&["dump", "latest", "globals.sql"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&globals.stdout).contains("CREATE ROLE postgres"),
+        "{}",
+        String::from_utf8_lossy(&globals.stdout)
+    );
 
     // A second run (day-2 dedup on realistic sizes is measured by the
     // benchmark, not here: this dump is a single chunk or two).
