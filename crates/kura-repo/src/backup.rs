@@ -193,19 +193,8 @@ pub async fn backup(
         opts.stamp(&mut snap, "files");
         snap.parent = parent.map(|(id, _)| id);
         snap.warnings = std::mem::take(&mut *walker.warnings.lock().expect("warnings lock"));
-        let mut summary = walker.summary.lock().expect("summary lock").clone();
-        let c = &walker.saver.counters;
-        summary.blobs_new = c.blobs_new.load(Ordering::Relaxed);
-        summary.bytes_new = c.bytes_new.load(Ordering::Relaxed);
-        summary.bytes_stored = c.bytes_stored.load(Ordering::Relaxed);
-        summary.duration_ms = started.elapsed().as_millis() as u64;
-        snap.summary = summary;
-        // format.md §12.1: packs and index are complete; now the snapshot.
-        if !session.held() {
-            return Err(RepoError::SessionLapsed);
-        }
-        let id = repo.save_snapshot(&snap).await?;
-        Ok(BackupResult { id, snapshot: snap })
+        let summary = walker.summary.lock().expect("summary lock").clone();
+        commit_snapshot(repo, &session, snap, summary, &walker.saver.counters, started).await
     }
     .await;
     // §12.3: the session ends only after the snapshot is written (or the
@@ -214,13 +203,13 @@ pub async fn backup(
     run
 }
 
-/// Backs up a stream (stdin, a command's output) as one file named `name`.
-/// `finish` is called after the stream ends and may veto the snapshot (a
-/// command that exited non-zero).
 /// Called when a stream ends; an `Err` (a command that failed) vetoes the
 /// snapshot.
 pub type StreamFinish = Box<dyn FnOnce() -> std::result::Result<(), String> + Send>;
 
+/// Backs up a stream (stdin, a command's output) as one file named `name`.
+/// `finish` is called after the stream ends and may veto the snapshot (a
+/// command that exited non-zero).
 pub async fn backup_stream(
     repo: &Arc<Repository>,
     name: &str,
@@ -313,26 +302,35 @@ pub async fn backup_streams(
         saver.clone().finish(uploader).await?;
         let mut snap = Snapshot::new(tree_id, names);
         opts.stamp(&mut snap, "stream");
-        let c = &saver.counters;
-        snap.summary = Summary {
-            files,
-            bytes: total,
-            files_new: files,
-            blobs_new: c.blobs_new.load(Ordering::Relaxed),
-            bytes_new: c.bytes_new.load(Ordering::Relaxed),
-            bytes_stored: c.bytes_stored.load(Ordering::Relaxed),
-            duration_ms: started.elapsed().as_millis() as u64,
-            ..Summary::default()
-        };
-        if !session.held() {
-            return Err(RepoError::SessionLapsed);
-        }
-        let id = repo.save_snapshot(&snap).await?;
-        Ok(BackupResult { id, snapshot: snap })
+        let summary = Summary { files, bytes: total, files_new: files, ..Summary::default() };
+        commit_snapshot(repo, &session, snap, summary, &saver.counters, started).await
     }
     .await;
     session.finish().await;
     run
+}
+
+/// Adds the engine's counters to the summary and writes the snapshot —
+/// format.md §12.1: by now every pack and index file is stored — unless the
+/// session lapsed (§13), when a prune may have removed reused data.
+async fn commit_snapshot(
+    repo: &Repository,
+    session: &SessionGuard,
+    mut snap: Snapshot,
+    mut summary: Summary,
+    counters: &Counters,
+    started: Instant,
+) -> Result<BackupResult> {
+    summary.blobs_new = counters.blobs_new.load(Ordering::Relaxed);
+    summary.bytes_new = counters.bytes_new.load(Ordering::Relaxed);
+    summary.bytes_stored = counters.bytes_stored.load(Ordering::Relaxed);
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    snap.summary = summary;
+    if !session.held() {
+        return Err(RepoError::SessionLapsed);
+    }
+    let id = repo.save_snapshot(&snap).await?;
+    Ok(BackupResult { id, snapshot: snap })
 }
 
 fn normalize(p: &Path) -> PathBuf {
