@@ -35,6 +35,7 @@ impl Progress {
             ),
         };
         bar.set_message(what);
+        bar.enable_steady_tick(Duration::from_millis(120));
         let b = bar.clone();
         let task = tokio::spawn(async move {
             loop {

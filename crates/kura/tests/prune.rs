@@ -100,7 +100,16 @@ fn prune_keeps_pack_referenced_by_concurrent_backup() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    // Wait until its session exists (it then loads the index at once), so
+    // that the marking below happens after the backup has read the index.
+    let sessions = Path::new(&k.repo).join("sessions");
+    for _ in 0..200 {
+        if std::fs::read_dir(&sessions).map(|d| d.count() > 0).unwrap_or(false) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
     k.ok(&["forget", &first]);
     let mark = k.json(&["prune", "--grace", "0s"]);
     assert!(mark["packs_marked"].as_u64().unwrap() >= 1, "{mark}");
