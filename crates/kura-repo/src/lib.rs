@@ -14,6 +14,7 @@ pub mod chunker;
 mod error;
 pub mod index;
 pub mod prune;
+pub mod repair;
 mod repository;
 pub mod restore;
 mod saver;

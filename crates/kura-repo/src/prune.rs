@@ -73,13 +73,13 @@ pub struct PruneReport {
     pub index_files_rewritten: u64,
 }
 
-struct PruneLock {
+pub(crate) struct PruneLock {
     repo: Arc<Repository>,
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
 impl PruneLock {
-    async fn take(repo: &Arc<Repository>, hostname: &str) -> Result<PruneLock> {
+    pub(crate) async fn take(repo: &Arc<Repository>, hostname: &str) -> Result<PruneLock> {
         let mut session = Session::new("prune", hostname);
         for _ in 0..2 {
             match repo.store().put_new(paths::PRUNE_LOCK, Bytes::from(session.seal(repo.key()))).await {
@@ -122,7 +122,7 @@ impl PruneLock {
         Err(RepoError::Refused("could not take the prune lock".into()))
     }
 
-    async fn release(self) {
+    pub(crate) async fn release(self) {
         self.heartbeat.abort();
         let _ = self.repo.store().delete(paths::PRUNE_LOCK).await;
     }

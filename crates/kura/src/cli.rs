@@ -70,6 +70,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Manage the passwords (keys) that open the repository.
     Key(KeyArgs),
+    /// Rebuild damaged repository metadata from what is stored.
+    Repair(RepairArgs),
     /// Try kura end to end on sample data in a scratch folder; needs no server.
     Demo(DemoArgs),
 }
@@ -245,6 +247,18 @@ pub enum KeyCommand {
     List,
     /// Remove a key by id prefix (never the last one, nor the one in use).
     Remove { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    #[command(subcommand)]
+    pub command: RepairCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs' own headers (after index damage).
+    Index,
 }
 
 #[derive(Args, Debug)]

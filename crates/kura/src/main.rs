@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             Command::Forget(a) => commands::forget::run(&cli.global, a).await,
             Command::Prune(a) => commands::prune::run(&cli.global, a).await,
             Command::Key(a) => commands::key::run(&cli.global, a).await,
+            Command::Repair(a) => commands::repair::run(&cli.global, a).await,
             Command::Demo(a) => commands::demo::run(&cli.global, a).await,
         }
     });

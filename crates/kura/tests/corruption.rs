@@ -189,3 +189,21 @@ fn corrupt_key_file_and_config_fail_clearly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("config is corrupt"), "{}", stderr(&out));
 }
+
+#[test]
+fn repair_index_rebuilds_a_damaged_index_from_the_packs() {
+    let (k, src, _) = setup();
+    let index_dir = Path::new(&k.repo).join("index");
+    for f in files_under(&index_dir) {
+        flip(&f, 30);
+    }
+    verify_damaged(&k, &[]);
+    let r = k.json(&["repair", "index"]);
+    assert!(r["packs_read"].as_u64().unwrap() >= 2, "{r}");
+    assert!(r["index_files_removed"].as_u64().unwrap() >= 1, "{r}");
+    let v = k.json(&["verify", "--read-data"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let target = k.path("out");
+    k.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+}

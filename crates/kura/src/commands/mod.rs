@@ -7,6 +7,7 @@ pub mod init;
 pub mod key;
 pub mod ls;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod target_backup;
