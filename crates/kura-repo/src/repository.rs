@@ -16,7 +16,7 @@ use kura_format::key::KeyFile;
 use kura_format::session::DeletionMarker;
 use kura_format::snapshot::Snapshot;
 use kura_format::tree::Tree;
-use kura_format::{paths, BlobType, FormatError, Id};
+use kura_format::{paths, FormatError, Id};
 use kura_store::{ErrorKind, Store};
 
 use crate::index::{Index, Location};
@@ -364,13 +364,5 @@ impl Repository {
         }
         self.store.delete(&paths::key(&id)).await?;
         Ok(id)
-    }
-
-    /// The type a blob was stored as, for messages.
-    pub fn blob_kind(ty: BlobType) -> &'static str {
-        match ty {
-            BlobType::Data => "data",
-            BlobType::Tree => "tree",
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! File trees as a restore target: each configured path is restored beside
 //! itself, checked complete, and swapped in, keeping the old one.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use kura_format::Id;
@@ -59,9 +59,4 @@ pub async fn restore_in_place(
         out.push(result?);
     }
     Ok(out)
-}
-
-/// Whether `p` is under one of `paths` or is one.
-pub fn covered(p: &Path, paths: &[PathBuf]) -> bool {
-    paths.iter().any(|r| p.starts_with(r))
 }
