@@ -110,14 +110,15 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration
     parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
 }
 
-/// `30s`, `15m`, `24h`, `7d`.
+/// `30s`, `15m`, `24h`, `7d`; a bare number is seconds. Used by the config
+/// file and by command-line flags alike.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (use e.g. 30s, 15m, 24h, 7d)"))?;
     let secs = match unit {
-        "s" => n,
+        "s" | "" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86400,

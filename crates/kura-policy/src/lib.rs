@@ -21,5 +21,6 @@
 mod config;
 
 pub use config::{
-    Config, ConfigError, FilesTarget, PostgresTarget, RepositoryConfig, SqliteTarget, Target, TargetKind,
+    parse_duration, Config, ConfigError, FilesTarget, PostgresTarget, RepositoryConfig, SqliteTarget, Target,
+    TargetKind,
 };

@@ -180,15 +180,6 @@ pub fn kdf_params() -> KdfParams {
 }
 
 pub fn parse_duration(s: &str) -> Result<chrono::Duration, Failure> {
-    let bad = || Failure::new(format!("{s:?} is not a duration")).hint("use e.g. 30s, 10m, 2h, 7d");
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().map_err(|_| bad())?;
-    Ok(match unit {
-        "s" | "" => chrono::Duration::seconds(n),
-        "m" => chrono::Duration::minutes(n),
-        "h" => chrono::Duration::hours(n),
-        "d" => chrono::Duration::days(n),
-        _ => return Err(bad()),
-    })
+    let d = kura_policy::parse_duration(s).map_err(|e| Failure::new(e).hint("use e.g. 30s, 10m, 2h, 7d"))?;
+    chrono::Duration::from_std(d).map_err(|_| Failure::new(format!("{s:?} is too long a duration")))
 }
