@@ -7,20 +7,26 @@ use crate::cli::{Global, PruneArgs};
 use crate::output::{human_bytes, print_json, say, Failure};
 
 pub async fn run(g: &Global, a: &PruneArgs) -> Result<u8, Failure> {
+    // Bad flags are refused before a password is asked for.
+    options(a)?;
     let repo = super::open_repo(g).await?;
     run_with(g, &repo, a).await
 }
 
-pub async fn run_with(g: &Global, repo: &Arc<Repository>, a: &PruneArgs) -> Result<u8, Failure> {
+fn options(a: &PruneArgs) -> Result<PruneOptions, Failure> {
     if !(0.0..=100.0).contains(&a.repack_unused) {
         return Err(Failure::new("--repack-unused must be a percentage between 0 and 100"));
     }
-    let opts = PruneOptions {
+    Ok(PruneOptions {
         grace: super::parse_duration(&a.grace)?,
         repack_unused: a.repack_unused / 100.0,
         dry_run: a.dry_run,
         hostname: super::hostname(),
-    };
+    })
+}
+
+pub async fn run_with(g: &Global, repo: &Arc<Repository>, a: &PruneArgs) -> Result<u8, Failure> {
+    let opts = options(a)?;
     let r = prune(repo, &opts).await?;
     if g.json {
         print_json(&r);
