@@ -20,6 +20,8 @@ use kura_format::Id;
 use kura_repo::backup::{backup_streams, BackupOptions, BackupResult, Stream};
 use kura_repo::{Counters, Repository};
 
+use kura_store::percent_decode;
+
 use crate::SourceError;
 
 /// A libpq URL split into what may go on a command line and what may not.
@@ -88,24 +90,6 @@ impl PgUrl {
         c.arg("--no-password");
         Ok(c)
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A PostgreSQL client program, or an error saying how to install it.

@@ -25,7 +25,7 @@ pub use error::{ErrorKind, StoreError};
 pub use local::LocalStore;
 pub use object::OpendalStore;
 pub use retry::{Faulty, Retry, RetryPolicy};
-pub use url::{open_url, open_url_with, StoreUrl};
+pub use url::{open_url, open_url_with, percent_decode, StoreUrl};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -72,7 +72,8 @@ fn opt<'a>(options: &'a [(String, String)], key: &str) -> Option<&'a str> {
     options.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes; anything else is kept as it is.
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
