@@ -11,6 +11,21 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
+/// A server process that is killed and reaped when the fixture goes away.
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Looks a name up in a fixture's environment list.
+fn lookup(env: Vec<(String, String)>) -> impl Fn(&str) -> Option<String> {
+    move |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+}
+
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -51,7 +66,7 @@ fn http(port: u16, method: &str, path: &str) -> String {
 /// moto's S3 server (`pip install 'moto[server]'`), which enforces
 /// create-only-if-absent writes. Data lives in memory and dies with it.
 pub struct MotoServer {
-    child: Child,
+    _child: ServerProcess,
     pub port: u16,
 }
 
@@ -66,7 +81,7 @@ impl MotoServer {
             .spawn()
             .expect("start moto_server");
         wait_for_port(port, "moto_server", &mut child);
-        MotoServer { child, port }
+        MotoServer { _child: ServerProcess(child), port }
     }
 
     pub fn endpoint(&self) -> String {
@@ -90,15 +105,7 @@ impl MotoServer {
     }
 
     pub fn env_fn(&self) -> impl Fn(&str) -> Option<String> {
-        let env = self.env();
-        move |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        lookup(self.env())
     }
 }
 
@@ -115,7 +122,7 @@ fn find_program(program: &str) -> Option<std::path::PathBuf> {
 /// Azurite's blob service (`npm install azurite`), which enforces
 /// conditional creates like Azure does.
 pub struct AzuriteServer {
-    child: Child,
+    _child: ServerProcess,
     pub port: u16,
     _dir: tempfile::TempDir,
 }
@@ -148,7 +155,7 @@ impl AzuriteServer {
             .spawn()
             .expect("start azurite-blob");
         wait_for_port(port, "azurite-blob", &mut child);
-        AzuriteServer { child, port, _dir: dir }
+        AzuriteServer { _child: ServerProcess(child), port, _dir: dir }
     }
 
     pub fn endpoint(&self) -> String {
@@ -197,15 +204,7 @@ impl AzuriteServer {
     }
 
     pub fn env_fn(&self) -> impl Fn(&str) -> Option<String> {
-        let env = self.env();
-        move |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    }
-}
-
-impl Drop for AzuriteServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        lookup(self.env())
     }
 }
 
@@ -213,7 +212,7 @@ impl Drop for AzuriteServer {
 /// enforce preconditions and has no multipart uploads, so the conformance
 /// suite skips exactly those checks for it (see `Capabilities`).
 pub struct GcsEmulator {
-    child: Child,
+    _child: ServerProcess,
     pub port: u16,
 }
 
@@ -239,7 +238,7 @@ impl GcsEmulator {
             .spawn()
             .expect("start gcp-storage-emulator");
         wait_for_port(port, "gcp-storage-emulator", &mut child);
-        GcsEmulator { child, port }
+        GcsEmulator { _child: ServerProcess(child), port }
     }
 
     pub fn endpoint(&self) -> String {
@@ -250,13 +249,6 @@ impl GcsEmulator {
         // An explicit token keeps the client from looking for credentials
         // anywhere else; the emulator accepts any.
         |k| (k == "KURA_GCS_TOKEN").then(|| "emulator-token".to_string())
-    }
-}
-
-impl Drop for GcsEmulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

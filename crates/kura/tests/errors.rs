@@ -4,10 +4,6 @@ mod common;
 use common::*;
 use kura_testkit::{CutProxy, MotoServer};
 
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn wrong_password_is_named_with_a_next_step() {
     let k = Kura::new();

@@ -6,10 +6,6 @@ mod common;
 use common::*;
 use kura_testkit::PgServer;
 
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 const SCHEMA: &str = r#"
 CREATE TABLE users(id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE, created timestamptz DEFAULT now());
 CREATE TABLE orders(id bigserial PRIMARY KEY, user_id int REFERENCES users(id), total_cents int CHECK (total_cents >= 0), note text, blob bytea);

@@ -11,10 +11,6 @@ use std::time::Duration;
 use common::*;
 use rusqlite::Connection;
 
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 struct App {
     k: Kura,
     db: PathBuf,
