@@ -70,22 +70,6 @@ fn unreadable_source_file_is_skipped_reported_and_recorded() {
     assert_same_tree(&src, &restored(&target, &src));
 }
 
-fn tmpfs(dir: &std::path::Path, size: &str) -> impl Drop {
-    std::fs::create_dir_all(dir).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()])
-        .status()
-        .expect("run mount");
-    assert!(st.success(), "this test mounts a small tmpfs to fill it: run it as root (./scripts/test does)");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    Unmount(dir.to_path_buf())
-}
-
 #[test]
 fn full_disk_at_the_repository_fails_cleanly_and_keeps_earlier_snapshots() {
     let k0 = Kura::new();

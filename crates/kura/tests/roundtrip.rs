@@ -181,3 +181,20 @@ fn json_listings_parse_and_carry_ids() {
     let v = k.json(&["verify"]);
     assert_eq!(v["ok"], true);
 }
+
+#[test]
+fn one_file_system_stays_on_the_first_filesystem() {
+    let k = Kura::new();
+    k.init();
+    let src = k.path("src");
+    std::fs::create_dir_all(src.join("mnt")).unwrap();
+    std::fs::write(src.join("here.txt"), b"same filesystem").unwrap();
+    let _m = tmpfs(&src.join("mnt"), "1m");
+    std::fs::write(src.join("mnt/elsewhere.txt"), b"another filesystem").unwrap();
+    k.ok(&["backup", src.to_str().unwrap(), "-x"]);
+    let listing = k.ok(&["ls", "latest"]);
+    assert!(listing.contains("here.txt"), "{listing}");
+    assert!(!listing.contains("elsewhere.txt"), "-x does not cross into the tmpfs: {listing}");
+    k.ok(&["backup", src.to_str().unwrap()]);
+    assert!(k.ok(&["ls", "latest"]).contains("elsewhere.txt"), "without -x it does");
+}

@@ -97,6 +97,23 @@ impl Kura {
     }
 }
 
+/// Mounts a tmpfs of `size` at `dir` until the guard drops (needs root).
+pub fn tmpfs(dir: &std::path::Path, size: &str) -> impl Drop {
+    std::fs::create_dir_all(dir).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()])
+        .status()
+        .expect("run mount");
+    assert!(st.success(), "this test mounts a small tmpfs to fill it: run it as root (./scripts/test does)");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    Unmount(dir.to_path_buf())
+}
+
 /// A finished command's standard error, as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
