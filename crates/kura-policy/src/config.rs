@@ -60,6 +60,7 @@ pub enum TargetKind {
     Sqlite(SqliteTarget),
     Files(FilesTarget),
     Postgres(PostgresTarget),
+    Mysql(MysqlTarget),
 }
 
 impl TargetKind {
@@ -68,6 +69,7 @@ impl TargetKind {
             TargetKind::Sqlite(_) => "sqlite",
             TargetKind::Files(_) => "files",
             TargetKind::Postgres(_) => "postgres",
+            TargetKind::Mysql(_) => "mysql",
         }
     }
 }
@@ -90,6 +92,18 @@ pub struct PostgresTarget {
     pub tables: Vec<String>,
     #[serde(default)]
     pub exclude_tables: Vec<String>,
+}
+
+/// One MySQL or MariaDB database, whole or some of its tables. The
+/// password comes from the URL or the client's own option files
+/// (~/.my.cnf); kura hands it to the client tools in a 0600 option file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlTarget {
+    pub url: String,
+    /// Only these tables.
+    #[serde(default)]
+    pub tables: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -230,7 +244,7 @@ impl Config {
                 let kind_name = match t.remove("type") {
                     Some(toml::Value::String(s)) => s,
                     Some(_) => return Err(invalid(format!("{place}.type"), "must be a string")),
-                    None => return Err(invalid(&place, "missing `type` (sqlite, files, postgres)")),
+                    None => return Err(invalid(&place, "missing `type` (sqlite, files, postgres, mysql)")),
                 };
                 let take = |t: &mut toml::Table, key: &str| -> Result<Option<String>, ConfigError> {
                     match t.remove(key) {
@@ -245,6 +259,7 @@ impl Config {
                 let kind = match kind_name.as_str() {
                     "sqlite" => TargetKind::Sqlite(section(&place, t)?),
                     "postgres" | "postgresql" => TargetKind::Postgres(section(&place, t)?),
+                    "mysql" | "mariadb" => TargetKind::Mysql(section(&place, t)?),
                     "files" => {
                         let f: FilesTarget = section(&place, t)?;
                         if f.paths.is_empty() {
@@ -255,7 +270,7 @@ impl Config {
                     other => {
                         return Err(invalid(
                             format!("{place}.type"),
-                            format!("unknown target type {other:?} (known: sqlite, files, postgres)"),
+                            format!("unknown target type {other:?} (known: sqlite, files, postgres, mysql)"),
                         ))
                     }
                 };

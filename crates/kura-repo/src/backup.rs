@@ -228,6 +228,11 @@ pub struct Stream {
     pub finish: StreamFinish,
 }
 
+/// Streams produced one after the other, each known only once the one
+/// before it has been read to its end (a dump split into its tables, say).
+/// `Err` ends the sequence and fails the snapshot.
+pub type Streams = Box<dyn Iterator<Item = std::result::Result<Stream, String>> + Send>;
+
 /// Backs up several streams, one after the other, as the files of one
 /// snapshot (a database dump and its server's globals, say). Any stream that
 /// fails, or whose `finish` vetoes, fails the whole snapshot.
@@ -237,31 +242,63 @@ pub async fn backup_streams(
     opts: &BackupOptions,
     counters: Arc<Counters>,
 ) -> Result<BackupResult> {
-    for s in &streams {
-        let name = &s.name;
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(RepoError::Refused(format!("stream name {name:?} must be a plain file name")));
-        }
-    }
+    backup_stream_sequence(repo, Box::new(streams.into_iter().map(Ok)), opts, counters).await
+}
+
+/// [`backup_streams`] over a lazy sequence: the next stream is asked for on
+/// a worker thread, since producing it may wait on a child process.
+pub async fn backup_stream_sequence(
+    repo: &Arc<Repository>,
+    streams: Streams,
+    opts: &BackupOptions,
+    counters: Arc<Counters>,
+) -> Result<BackupResult> {
     let started = Instant::now();
     let session = SessionGuard::start(repo, "backup", &opts.hostname).await?;
     let run = async {
         let pending = repo.pending_deletion().await?;
         let index = repo.load_index(&pending).await?;
         let (saver, uploader) = Saver::start(repo.clone(), index, counters);
-        let names: Vec<String> = streams.iter().map(|s| s.name.clone()).collect();
+        let mut names: Vec<String> = Vec::new();
         let mut nodes = Vec::new();
         let mut total = 0;
-        for Stream { name, reader, finish } in streams {
+        let mut streams = Some(streams);
+        loop {
             let s = saver.clone();
-            let stored = tokio::task::spawn_blocking(move || {
+            let mut iter = streams.take().expect("the sequence is handed back every round");
+            let (iter, name, stored) = tokio::task::spawn_blocking(move || {
+                let Stream { name, reader, finish } = match iter.next() {
+                    None => return (iter, None, None),
+                    Some(Err(msg)) => return (iter, None, Some(Err(msg))),
+                    Some(Ok(stream)) => stream,
+                };
+                if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                    let msg = format!("stream name {name:?} must be a plain file name");
+                    return (iter, None, Some(Err(msg)));
+                }
                 let mut reader = reader;
                 let r = s.save_stream(&mut reader, None);
                 drop(reader);
-                (r, finish())
+                (iter, Some(name), Some(Ok((r, finish()))))
             })
             .await
             .map_err(|e| RepoError::Refused(e.to_string()))?;
+            streams = Some(iter);
+            let stored = match stored {
+                None => break,
+                Some(Err(msg)) => {
+                    saver.abort();
+                    let _ = uploader.await;
+                    return Err(RepoError::StreamSource(msg));
+                }
+                Some(Ok(x)) => x,
+            };
+            let name = name.expect("a stored stream has a name");
+            if names.contains(&name) {
+                saver.abort();
+                let _ = uploader.await;
+                return Err(RepoError::StreamSource(format!("two streams are named {name:?}")));
+            }
             let (content, size) = match stored {
                 (Ok(x), Ok(())) => x,
                 (Err(StreamError::Repo(e)), _) => {
@@ -283,14 +320,20 @@ pub async fn backup_streams(
                 }
             };
             let now = chrono::Utc::now();
-            let mut node = Node::new(name, NodeType::File);
+            let mut node = Node::new(name.clone(), NodeType::File);
             node.mode = 0o600;
             node.mtime = (now.timestamp(), now.timestamp_subsec_nanos());
             node.ctime = node.mtime;
             node.size = Some(size);
             node.content = Some(content);
             nodes.push(node);
+            names.push(name);
             total += size;
+        }
+        if nodes.is_empty() {
+            saver.abort();
+            let _ = uploader.await;
+            return Err(RepoError::StreamSource("the source produced nothing to back up".into()));
         }
         let files = nodes.len() as u64;
         let mut tree = Tree { nodes };

@@ -319,15 +319,41 @@ async fn restore_file(
 
 /// Writes one file of a snapshot to `out`, verifying every blob first.
 pub async fn dump(repo: &Repository, tree: Id, path: &str, out: &mut (dyn Write + Send)) -> Result<u64> {
+    dump_files(repo, tree, &[path.to_string()], out).await
+}
+
+/// Writes several files of a snapshot to `out`, one after the other, as one
+/// stream (the parts of a split database dump), loading the index once.
+pub async fn dump_files(
+    repo: &Repository,
+    tree: Id,
+    paths: &[String],
+    out: &mut (dyn Write + Send),
+) -> Result<u64> {
     let index = repo.load_index(&Default::default()).await?;
-    let node = find_node(repo, &index, &tree, path)
+    let mut total = 0;
+    for path in paths {
+        total += dump_one(repo, &index, tree, path, out).await?;
+    }
+    out.flush().map_err(|e| RepoError::io("<output>", e))?;
+    Ok(total)
+}
+
+async fn dump_one(
+    repo: &Repository,
+    index: &crate::index::Index,
+    tree: Id,
+    path: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<u64> {
+    let node = find_node(repo, index, &tree, path)
         .await?
         .ok_or_else(|| RepoError::Refused("dump needs a file path, not the snapshot root".into()))?;
     if node.kind != NodeType::File {
         return Err(RepoError::Refused(format!("{path} is a {:?}, not a file", node.kind)));
     }
     let mut total = 0;
-    for run in plan_reads(&index, node.content.as_deref().unwrap_or_default())? {
+    for run in plan_reads(index, node.content.as_deref().unwrap_or_default())? {
         let bytes = repo.store().get_range(&paths::pack(&run.pack), run.start..run.end).await?;
         for (id, loc) in &run.blobs {
             let s = (loc.offset as u64 - run.start) as usize;

@@ -9,6 +9,8 @@
 
 mod error;
 pub mod files;
+pub mod mysql;
+pub mod mysql_split;
 pub mod postgres;
 pub mod sqlite;
 mod swap;

@@ -11,4 +11,4 @@ mod servers;
 
 pub use conformance::{run_conformance, run_conformance_with, Capabilities};
 pub use proxy::CutProxy;
-pub use servers::{free_port, AzuriteServer, GcsEmulator, MotoServer, PgServer};
+pub use servers::{free_port, AzuriteServer, GcsEmulator, MariaDb, MotoServer, PgServer};

@@ -369,3 +369,131 @@ impl Drop for PgServer {
             .status();
     }
 }
+
+/// A throwaway MariaDB server on 127.0.0.1 (`apt-get install mariadb-server`),
+/// its data in a temp dir, root with a password over TCP.
+pub struct MariaDb {
+    dir: tempfile::TempDir,
+    child: ServerProcess,
+    pub port: u16,
+    pub password: String,
+}
+
+impl MariaDb {
+    pub fn start() -> MariaDb {
+        require("mariadb-install-db", "apt-get install mariadb-server");
+        require("mariadb", "apt-get install mariadb-client");
+        let mariadbd = ["/usr/sbin/mariadbd", "/usr/sbin/mysqld"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).is_file())
+            .unwrap_or_else(|| panic!("mariadbd not found: install it with `apt-get install mariadb-server` (./scripts/test does)"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let user = if is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
+        let st = Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--user={user}"))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run mariadb-install-db");
+        assert!(st.success(), "mariadb-install-db failed");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("log")).expect("log file");
+        let mut child = Command::new(mariadbd)
+            .arg("--no-defaults")
+            .arg(format!("--user={user}"))
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.path().join("sock").display()))
+            .arg(format!("--port={port}"))
+            .args(["--bind-address=127.0.0.1", "--skip-log-bin", "--innodb-flush-log-at-trx-commit=0"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mariadbd");
+        wait_for_port(port, "mariadbd", &mut child);
+        let password = "kura-test-Pa55".to_string();
+        let server = MariaDb { dir, child: ServerProcess(child), port, password };
+        // Fresh installs let root in through the socket without a password;
+        // give it one for TCP, as a real deployment would.
+        let st = Command::new("mariadb")
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", server.dir.path().join("sock").display()))
+            .args(["-uroot", "-e"])
+            .arg(format!("ALTER USER 'root'@'localhost' IDENTIFIED BY '{}'; CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '{}'; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;", server.password, server.password))
+            .output()
+            .expect("run mariadb");
+        assert!(
+            st.status.success(),
+            "setting the root password failed: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        server
+    }
+
+    /// A URL without the password (tests pass it through the URL or not).
+    pub fn url(&self, db: &str) -> String {
+        format!("mysql://root@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The same URL with the password in it.
+    pub fn url_with_password(&self, db: &str) -> String {
+        format!("mysql://root:{}@127.0.0.1:{}/{db}", self.password, self.port)
+    }
+
+    /// Runs SQL with the client; returns batch output, panics on error.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("mariadb")
+            .arg("--no-defaults")
+            .args(["-h127.0.0.1", "-uroot", "--batch", "--skip-column-names"])
+            .arg(format!("-P{}", self.port))
+            .arg(format!("--database={db}"))
+            .env("MYSQL_PWD", &self.password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().expect("piped").write_all(sql.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("run mariadb");
+        assert!(out.status.success(), "mariadb {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A dump for comparing before and after (no dates, no auto-increment
+    /// noise beyond what the data implies).
+    pub fn dump_text(&self, db: &str) -> String {
+        let out = Command::new("mariadb-dump")
+            .arg("--no-defaults")
+            .args([
+                "-h127.0.0.1",
+                "-uroot",
+                "--skip-dump-date",
+                "--routines",
+                "--triggers",
+                "--events",
+                "--hex-blob",
+            ])
+            .arg(format!("-P{}", self.port))
+            .arg(db)
+            .env("MYSQL_PWD", &self.password)
+            .output()
+            .expect("run mariadb-dump");
+        assert!(out.status.success(), "mariadb-dump: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops the server at once, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+}

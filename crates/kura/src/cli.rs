@@ -184,8 +184,9 @@ pub struct RestoreArgs {
     /// Do not keep the replaced copy as NAME.bak-YYYYMMDD_HHMM.
     #[arg(long)]
     pub no_keep_old: bool,
-    /// Database targets: only this table (repeatable; needs --into for now).
-    #[arg(long = "table", requires = "into")]
+    /// Database targets: only this table (repeatable); the database's other
+    /// tables are not touched.
+    #[arg(long = "table")]
     pub tables: Vec<String>,
 }
 

@@ -68,6 +68,9 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
             )
             .await
             .map_err(Into::into),
+            TargetKind::Mysql(my) => kura_sources::mysql::backup(&repo, &my.url, &my.tables, &opts, counters)
+                .await
+                .map_err(Into::into),
             other => {
                 Err(Failure::new(format!("target type {} is not supported by this kura", other.type_name())))
             }

@@ -101,8 +101,12 @@ fn confirm(g: &Global, a: &RestoreArgs) -> Result<(), Failure> {
 pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     let cfg = super::require_config(g)?;
     let t: &Target = super::find_target(&cfg, &a.target)?;
-    if !a.tables.is_empty() && !matches!(t.kind, TargetKind::Postgres(_)) {
+    if !a.tables.is_empty() && !matches!(t.kind, TargetKind::Postgres(_) | TargetKind::Mysql(_)) {
         return Err(Failure::new("--table applies to database targets"));
+    }
+    if !a.tables.is_empty() && a.into.is_none() && matches!(t.kind, TargetKind::Postgres(_)) {
+        return Err(Failure::new("PostgreSQL tables are restored with --into OTHER_DB for now")
+            .hint("restore into another database, then copy the table across"));
     }
     if !a.include.is_empty() || a.overwrite {
         return Err(Failure::new(
@@ -128,6 +132,10 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
             let u = kura_sources::postgres::PgUrl::parse(&pg.url)?;
             vec![PathBuf::from(a.into.clone().map(|p| p.display().to_string()).unwrap_or(u.dbname))]
         }
+        TargetKind::Mysql(my) => {
+            let u = kura_sources::mysql::MyUrl::parse(&my.url)?;
+            vec![PathBuf::from(a.into.clone().map(|p| p.display().to_string()).unwrap_or(u.dbname))]
+        }
         other => {
             return Err(Failure::new(format!("restoring {} targets is not supported yet", other.type_name())))
         }
@@ -137,11 +145,22 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
             (TargetKind::Files(_), Some(_)) => {
                 format!("restore into {} (the live paths are not touched)", d.display())
             }
-            (TargetKind::Postgres(_), Some(_)) => {
+            (TargetKind::Postgres(_) | TargetKind::Mysql(_), Some(_)) => {
                 format!("restore into the new database {} (the live database is not touched)", d.display())
             }
             (TargetKind::Postgres(_), None) => format!(
                 "restore into a fresh database, then swap it with database {} (kept as {}_bak_YYYYMMDD_HHMM)",
+                d.display(),
+                d.display()
+            ),
+            (TargetKind::Mysql(_), None) if !a.tables.is_empty() => format!(
+                "restore table(s) {} into a fresh database, check, then replace them in database {} (the old ones kept in {}_bak_YYYYMMDD_HHMM)",
+                a.tables.join(", "),
+                d.display(),
+                d.display()
+            ),
+            (TargetKind::Mysql(_), None) => format!(
+                "restore into a fresh database, then swap its tables with database {} (the old ones kept in {}_bak_YYYYMMDD_HHMM)",
                 d.display(),
                 d.display()
             ),
@@ -235,6 +254,16 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
                     say(g, format!("previous database kept as {k}"));
                 }
                 Ok(vec![serde_json::json!({ "database": r.database, "bytes": r.bytes, "kept": r.kept })])
+            }
+            TargetKind::Mysql(my) => {
+                let into = a.into.as_ref().map(|p| p.display().to_string());
+                let r = kura_sources::mysql::restore(&repo, snap.tree, &snap.paths, &my.url, into.as_deref(), &a.tables, keep_old)
+                    .await?;
+                say(g, format!("restored database {} ({} tables, {} of dump)", r.database, r.tables.len(), human_bytes(r.bytes)));
+                if let Some(k) = &r.kept {
+                    say(g, format!("previous tables kept in database {k}"));
+                }
+                Ok(vec![serde_json::json!({ "database": r.database, "tables": r.tables, "bytes": r.bytes, "kept": r.kept })])
             }
             other => Err(Failure::new(format!("restoring {} targets is not supported yet", other.type_name()))),
         }

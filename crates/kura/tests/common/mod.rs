@@ -236,3 +236,43 @@ pub fn assert_same_tree(want: &Path, got: &Path) {
 pub fn restored(target: &Path, src: &Path) -> PathBuf {
     target.join(src.strip_prefix("/").unwrap())
 }
+
+/// Fails if `secret` appears in any file under `dir` (a repository: every
+/// byte of it is encrypted, so a plaintext credential is a leak).
+pub fn assert_secret_absent(dir: &Path, secret: &str) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                let b = std::fs::read(e.path()).unwrap();
+                assert!(
+                    !b.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{secret:?} in {:?}",
+                    e.path()
+                );
+            }
+        }
+    }
+}
+
+/// Asserts two long texts (database dumps) are equal, showing only the
+/// first lines that differ.
+pub fn assert_same_text(got: &str, want: &str, what: &str) {
+    if got == want {
+        return;
+    }
+    let (g, w): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    let first = g.iter().zip(&w).position(|(a, b)| a != b).unwrap_or(g.len().min(w.len()));
+    let show =
+        |v: &[&str]| v.iter().skip(first.saturating_sub(2)).take(6).cloned().collect::<Vec<_>>().join("\n");
+    panic!(
+        "{what}: differs from line {} ({} vs {} lines)\n--- got:\n{}\n--- want:\n{}",
+        first + 1,
+        g.len(),
+        w.len(),
+        show(&g),
+        show(&w)
+    );
+}

@@ -1,0 +1,934 @@
+//! MySQL and MariaDB through mysqldump / mariadb-dump and the command-line
+//! client.
+//!
+//! Backup runs one dump with `--single-transaction` (a consistent view of
+//! InnoDB tables without locking them) and `--routines --triggers --events`,
+//! and splits it while it streams into one file per table, view, and
+//! section (see [`crate::mysql_split`]); nothing touches the local disk.
+//!
+//! Connection settings, the password above all, reach the client tools
+//! through a 0600 option file (`--defaults-extra-file`), never argv.
+//!
+//! Restore always loads into a fresh database first. A whole-database
+//! restore then swaps the tables of the two databases in one atomic
+//! `RENAME TABLE` (triggers and views, which cannot cross databases, are
+//! recreated on the other side); the old tables are kept in
+//! `NAME_bak_YYYYMMDD_HHMM`. A single-table restore copies the live table
+//! into that database before replacing it: renaming one table across
+//! databases would leave foreign keys pointing at the wrong database.
+use std::io::{BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use kura_format::Id;
+use kura_repo::backup::{backup_stream_sequence, BackupOptions, BackupResult, Stream};
+use kura_repo::{Counters, Repository};
+use kura_store::percent_decode;
+
+use crate::mysql_split::{PartKind, Splitter};
+use crate::SourceError;
+
+/// Where the database is, as given in a `mysql://` URL.
+#[derive(Clone, Debug)]
+pub struct MyUrl {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+    pub socket: Option<PathBuf>,
+    pub dbname: String,
+}
+
+impl MyUrl {
+    /// `mysql://user:password@host:port/db`, or `mariadb://`; a Unix socket
+    /// with `?socket=/run/mysqld/mysqld.sock`.
+    pub fn parse(raw: &str) -> Result<MyUrl, SourceError> {
+        let bad = |why: &str| {
+            SourceError::Refused(format!("mysql url: {why} (expected mysql://user@host:port/dbname)"))
+        };
+        let rest = raw
+            .strip_prefix("mysql://")
+            .or_else(|| raw.strip_prefix("mariadb://"))
+            .ok_or_else(|| bad("not a mysql:// URL"))?;
+        let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no database name"))?;
+        let (db, query) = path.split_once('?').unwrap_or((path, ""));
+        let dbname = percent_decode(db);
+        if dbname.is_empty() {
+            return Err(bad("no database name"));
+        }
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            Some(u) => match u.split_once(':') {
+                Some((name, pw)) => (Some(percent_decode(name)), Some(percent_decode(pw))),
+                None => (Some(percent_decode(u)), None),
+            },
+            None => (None, None),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p.parse().map_err(|_| bad("the port is not a number"))?)),
+            None => (hostport.to_string(), None),
+        };
+        let mut socket = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("socket", v)) => socket = Some(PathBuf::from(percent_decode(v))),
+                _ => return Err(bad(&format!("unknown option {pair:?} (known: socket)"))),
+            }
+        }
+        Ok(MyUrl { user, password, host, port, socket, dbname })
+    }
+
+    /// The option file's `[client]` group: everything needed to connect.
+    fn option_file(&self) -> Result<String, SourceError> {
+        let mut s = String::from("[client]\ndefault-character-set=utf8mb4\n");
+        let quote = |key: &str, v: &str| -> Result<String, SourceError> {
+            if v.contains('\n') || (v.contains('"') && v.contains('\'')) {
+                return Err(SourceError::Refused(format!(
+                    "the MySQL {key} contains characters an option file cannot hold"
+                )));
+            }
+            let v = v.replace('\\', "\\\\");
+            Ok(if v.contains('"') { format!("{key}='{v}'\n") } else { format!("{key}=\"{v}\"\n") })
+        };
+        if let Some(u) = &self.user {
+            s.push_str(&quote("user", u)?);
+        }
+        if let Some(p) = &self.password {
+            s.push_str(&quote("password", p)?);
+        }
+        if !self.host.is_empty() {
+            s.push_str(&quote("host", &self.host)?);
+        }
+        if let Some(p) = self.port {
+            s.push_str(&format!("port={p}\n"));
+        }
+        if let Some(sock) = &self.socket {
+            s.push_str(&quote("socket", &sock.display().to_string())?);
+        }
+        Ok(s)
+    }
+}
+
+/// A client program, MariaDB's name first; an error says how to install it.
+pub fn find_tool(names: &[&str]) -> Result<PathBuf, SourceError> {
+    let hint = "install the MariaDB or MySQL client (apt-get install mariadb-client)";
+    if let Some(dir) = std::env::var_os("KURA_MYSQL_BINDIR") {
+        let dir = PathBuf::from(dir);
+        return names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| {
+            SourceError::Refused(format!(
+                "{} not found in KURA_MYSQL_BINDIR ({}): {hint}",
+                names.join(" or "),
+                dir.display()
+            ))
+        });
+    }
+    let dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    for n in names {
+        if let Some(p) = dirs.iter().map(|d| d.join(n)).find(|p| p.is_file()) {
+            return Ok(p);
+        }
+    }
+    Err(SourceError::Refused(format!("{} not found: {hint}", names.join(" or "))))
+}
+
+const DUMP_TOOLS: &[&str] = &["mariadb-dump", "mysqldump"];
+const CLIENT_TOOLS: &[&str] = &["mariadb", "mysql"];
+
+/// A connection to one server: the option file lives as long as this does.
+pub struct Conn {
+    pub url: MyUrl,
+    options: tempfile::NamedTempFile,
+}
+
+pub fn quote_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Undoes the client's batch-mode escaping of one output field.
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('0') => out.push('\0'),
+            Some('\\') => out.push('\\'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+impl Conn {
+    pub fn new(url: MyUrl) -> Result<Conn, SourceError> {
+        // tempfile creates the file 0600: only this user can read the password.
+        let mut options = tempfile::Builder::new()
+            .prefix("kura-mysql-")
+            .suffix(".cnf")
+            .tempfile()
+            .map_err(|e| SourceError::io(std::env::temp_dir(), e))?;
+        options
+            .write_all(url.option_file()?.as_bytes())
+            .and_then(|_| options.flush())
+            .map_err(|e| SourceError::io(options.path(), e))?;
+        Ok(Conn { url, options })
+    }
+
+    fn command(&self, tools: &[&str]) -> Result<Command, SourceError> {
+        let mut c = Command::new(find_tool(tools)?);
+        // Must be the first argument, or the tools ignore it.
+        c.arg(format!("--defaults-extra-file={}", self.options.path().display()));
+        Ok(c)
+    }
+
+    /// Runs a script with the client, optionally in a database; returns the
+    /// result rows (batch mode, fields unescaped).
+    fn run(&self, db: Option<&str>, script: &str) -> Result<Vec<Vec<String>>, SourceError> {
+        let mut cmd = self.command(CLIENT_TOOLS)?;
+        cmd.args(["--batch", "--skip-column-names"]);
+        if let Some(db) = db {
+            cmd.arg(format!("--database={db}"));
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| SourceError::Refused(format!("cannot run the MySQL client: {e}")))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let script = script.to_string();
+        let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
+        let out = child.wait_with_output().map_err(|e| SourceError::Refused(e.to_string()))?;
+        let _ = writer.join();
+        if !out.status.success() {
+            return Err(SourceError::Refused(format!(
+                "MySQL at {}: {}",
+                self.where_(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').map(unescape).collect())
+            .collect())
+    }
+
+    fn query(&self, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
+        self.run(None, sql)
+    }
+
+    fn exec(&self, db: Option<&str>, script: &str) -> Result<(), SourceError> {
+        self.run(db, script).map(|_| ())
+    }
+
+    /// The server, for messages (never the password).
+    fn where_(&self) -> String {
+        match (&self.url.socket, self.url.port) {
+            (Some(s), _) => s.display().to_string(),
+            (None, Some(p)) => format!("{}:{p}", self.url.host),
+            (None, None) => self.url.host.clone(),
+        }
+    }
+
+    fn database_exists(&self, db: &str) -> Result<bool, SourceError> {
+        Ok(!self
+            .query(&format!(
+                "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}",
+                quote_literal(db)
+            ))?
+            .is_empty())
+    }
+}
+
+/// What the snapshot records about the database beside the dump.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DatabaseInfo {
+    pub database: String,
+    pub charset: String,
+    pub collation: String,
+    pub server: String,
+    /// The tables chosen for the dump; empty for the whole database.
+    #[serde(default)]
+    pub tables: Vec<String>,
+}
+
+pub const INFO_FILE: &str = "database.json";
+
+/// Checks the server answers and the database exists; returns what the
+/// snapshot records about it.
+pub fn preflight(conn: &Conn, tables: &[String]) -> Result<DatabaseInfo, SourceError> {
+    let db = &conn.url.dbname;
+    let version = conn.query("SELECT VERSION()")?;
+    let server = version.first().and_then(|r| r.first()).cloned().unwrap_or_default();
+    let rows = conn.query(&format!(
+        "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}",
+        quote_literal(db)
+    ))?;
+    let row = rows.first().filter(|r| r.len() == 2).ok_or_else(|| {
+        SourceError::Refused(format!("database {db} does not exist on the MySQL server at {}", conn.where_()))
+    })?;
+    find_tool(DUMP_TOOLS)?;
+    Ok(DatabaseInfo {
+        database: db.clone(),
+        charset: row[0].clone(),
+        collation: row[1].clone(),
+        server,
+        tables: tables.to_vec(),
+    })
+}
+
+/// The dump's parts, produced as the dump streams; the child is reaped
+/// (and its exit status checked) when the last part has been read.
+struct DumpParts {
+    splitter: Splitter<BufReader<std::process::ChildStdout>>,
+    child: Option<Child>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    first: Option<Stream>,
+    seq: usize,
+    saw_footer: bool,
+    tool: String,
+}
+
+impl DumpParts {
+    fn reap(&mut self) -> Result<(), String> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let status = child.wait().map_err(|e| e.to_string())?;
+        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        if !status.success() {
+            return Err(format!("{} failed ({status}): {}; no snapshot was saved", self.tool, stderr.trim()));
+        }
+        if !self.saw_footer {
+            return Err(format!(
+                "{} output ended early (no closing section); no snapshot was saved",
+                self.tool
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for DumpParts {
+    type Item = Result<Stream, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(s) = self.first.take() {
+            return Some(Ok(s));
+        }
+        self.child.as_ref()?;
+        match self.splitter.next_part() {
+            Ok(Some((kind, part))) => {
+                self.saw_footer |= kind == PartKind::Footer;
+                let name = kind.file_name(self.seq);
+                self.seq += 1;
+                Some(Ok(Stream { name, reader: Box::new(part), finish: Box::new(|| Ok(())) }))
+            }
+            Ok(None) => self.reap().err().map(Err),
+            Err(e) => {
+                if let Some(c) = self.child.as_mut() {
+                    let _ = c.kill();
+                }
+                let why = self.reap().err().unwrap_or_default();
+                Some(Err(format!("reading {} output: {e}; {why}", self.tool)))
+            }
+        }
+    }
+}
+
+impl Drop for DumpParts {
+    fn drop(&mut self) {
+        // A backup that failed elsewhere must not leave the dump running.
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Streams a dump of one database (or of chosen tables) into the repository.
+pub async fn backup(
+    repo: &Arc<Repository>,
+    raw_url: &str,
+    tables: &[String],
+    opts: &BackupOptions,
+    counters: Arc<Counters>,
+) -> Result<BackupResult, SourceError> {
+    let conn = Conn::new(MyUrl::parse(raw_url)?)?;
+    let t = tables.to_vec();
+    let (conn, info) = tokio::task::spawn_blocking(move || preflight(&conn, &t).map(|i| (conn, i)))
+        .await
+        .map_err(|e| SourceError::Refused(e.to_string()))??;
+    let mut cmd = conn.command(DUMP_TOOLS)?;
+    let tool = cmd.get_program().to_string_lossy().rsplit('/').next().unwrap_or("mysqldump").to_string();
+    cmd.args([
+        "--single-transaction",
+        "--routines",
+        "--triggers",
+        "--events",
+        "--hex-blob",
+        "--quick",
+        "--skip-dump-date",
+        "--no-tablespaces",
+        "--default-character-set=utf8mb4",
+    ]);
+    cmd.arg("--").arg(&conn.url.dbname).args(tables);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SourceError::Refused(format!("cannot start {tool}: {e}")))?;
+    let out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let info_json = serde_json::to_vec_pretty(&info).expect("serializable");
+    let parts = DumpParts {
+        splitter: Splitter::new(BufReader::with_capacity(1 << 20, out)),
+        child: Some(child),
+        stderr: Some(stderr),
+        first: Some(Stream {
+            name: INFO_FILE.into(),
+            reader: Box::new(std::io::Cursor::new(info_json)),
+            finish: Box::new(|| Ok(())),
+        }),
+        seq: 0,
+        saw_footer: false,
+        tool,
+    };
+    let mut opts = opts.clone();
+    opts.source = Some("mysql".into());
+    let result = backup_stream_sequence(repo, Box::new(parts), &opts, counters).await;
+    // The option file must outlive the dump, which reads it at start-up.
+    drop(conn);
+    Ok(result?)
+}
+
+#[derive(Debug)]
+pub struct MyRestored {
+    pub database: String,
+    pub bytes: u64,
+    /// Where the replaced tables went.
+    pub kept: Option<String>,
+    pub tables: Vec<String>,
+}
+
+/// The snapshot's dump parts, in dump order.
+fn parts_of(files: &[String]) -> Vec<(PartKind, String)> {
+    let mut parts: Vec<(PartKind, String)> =
+        files.iter().filter_map(|f| PartKind::parse_file_name(f).map(|k| (k, f.clone()))).collect();
+    parts.sort_by(|a, b| a.1.cmp(&b.1));
+    parts
+}
+
+/// The parts a restore loads: all of them, or the framing plus the parts of
+/// the chosen tables and views.
+fn select_parts(parts: &[(PartKind, String)], tables: &[String]) -> Result<Vec<String>, SourceError> {
+    if tables.is_empty() {
+        return Ok(parts.iter().map(|(_, f)| f.clone()).collect());
+    }
+    for t in tables {
+        if !parts.iter().any(|(k, _)| k.object() == Some(t.as_str())) {
+            let known: Vec<&str> = parts
+                .iter()
+                .filter_map(|(k, _)| match k {
+                    PartKind::Table(n) | PartKind::View(n) => Some(n.as_str()),
+                    _ => None,
+                })
+                .collect();
+            return Err(SourceError::Refused(format!(
+                "table {t} is not in this snapshot (it has: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(parts
+        .iter()
+        .filter(|(k, _)| match k {
+            PartKind::Header | PartKind::Footer => true,
+            other => other.object().is_some_and(|o| tables.iter().any(|t| t == o)),
+        })
+        .map(|(_, f)| f.clone())
+        .collect())
+}
+
+fn spawn_blocking_err(e: tokio::task::JoinError) -> SourceError {
+    SourceError::Refused(e.to_string())
+}
+
+/// Restores a dump made by [`backup`]: into a fresh database, checked, then
+/// swapped in (or left under `into`, the live database untouched).
+pub async fn restore(
+    repo: &Repository,
+    tree: Id,
+    files: &[String],
+    raw_url: &str,
+    into: Option<&str>,
+    tables: &[String],
+    keep_old: bool,
+) -> Result<MyRestored, SourceError> {
+    let parts = parts_of(files);
+    if parts.is_empty() {
+        return Err(SourceError::Refused("this snapshot holds no MySQL dump".into()));
+    }
+    let selected = select_parts(&parts, tables)?;
+    let mut info_bytes = Vec::new();
+    kura_repo::restore::dump(repo, tree, INFO_FILE, &mut info_bytes).await?;
+    let info: DatabaseInfo = serde_json::from_slice(&info_bytes)
+        .map_err(|e| SourceError::Refused(format!("{INFO_FILE} in the snapshot: {e}")))?;
+    let want_tables: Vec<String> = parts
+        .iter()
+        .filter_map(|(k, f)| match k {
+            PartKind::Table(n) if selected.contains(f) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+
+    let conn = Arc::new(Conn::new(MyUrl::parse(raw_url)?)?);
+    let live = conn.url.dbname.clone();
+    let stamp = chrono::Local::now().format("%Y%m%d_%H%M").to_string();
+    let fresh = match into {
+        Some(db) => db.to_string(),
+        None => format!("{live}_kura_restore_{stamp}"),
+    };
+    let c = conn.clone();
+    let f = fresh.clone();
+    let create = format!(
+        "CREATE DATABASE {} CHARACTER SET {} COLLATE {}",
+        quote_ident(&fresh),
+        info.charset,
+        info.collation
+    );
+    tokio::task::spawn_blocking(move || -> Result<(), SourceError> {
+        if c.database_exists(&f)? {
+            return Err(SourceError::Refused(format!(
+                "database {f} already exists; restore never writes into an existing database (drop it or choose another --into)"
+            )));
+        }
+        c.exec(None, &create)
+    })
+    .await
+    .map_err(spawn_blocking_err)??;
+
+    let drop_fresh = |conn: &Conn| {
+        let _ = conn.exec(None, &format!("DROP DATABASE IF EXISTS {}", quote_ident(&fresh)));
+    };
+    let loaded = load(repo, tree, &conn, &fresh, &selected).await;
+    let bytes = match loaded {
+        Ok(b) => b,
+        Err(e) => {
+            drop_fresh(&conn);
+            return Err(SourceError::Refused(format!("{e}; the live database {live} was not touched")));
+        }
+    };
+    // The check: every table of the dump exists in the fresh database.
+    let count = conn.query(&format!(
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE <> 'VIEW'",
+        quote_literal(&fresh)
+    ))?;
+    let have: Vec<&str> = count.iter().filter_map(|r| r.first().map(String::as_str)).collect();
+    if let Some(missing) = want_tables.iter().find(|t| !have.contains(&t.as_str())) {
+        drop_fresh(&conn);
+        return Err(SourceError::CheckFailed {
+            path: PathBuf::from(&live),
+            message: format!("table {missing} is missing after loading the dump"),
+        });
+    }
+    if into.is_some() {
+        return Ok(MyRestored { database: fresh, bytes, kept: None, tables: want_tables });
+    }
+
+    let bak = format!("{live}_bak_{stamp}");
+    let partial = !tables.is_empty() || !info.tables.is_empty();
+    let c = conn.clone();
+    let (f, l, b) = (fresh.clone(), live.clone(), bak.clone());
+    let objects: Vec<String> = parts.iter().filter_map(|(k, _)| k.object().map(str::to_string)).collect();
+    let selected_objects: Vec<String> = if tables.is_empty() { objects } else { tables.to_vec() };
+    let info_c = (info.charset.clone(), info.collation.clone());
+    let swapped = tokio::task::spawn_blocking(move || -> Result<(), SourceError> {
+        if !c.database_exists(&b)? {
+            c.exec(
+                None,
+                &format!(
+                    "CREATE DATABASE {} CHARACTER SET {} COLLATE {}",
+                    quote_ident(&b),
+                    info_c.0,
+                    info_c.1
+                ),
+            )?;
+        }
+        if partial {
+            copy_tables_aside(&c, &l, &b, &selected_objects)?;
+            replace_in_place(&c, &f, &l, &selected_objects)
+        } else {
+            swap_databases(&c, &f, &l, &b)
+        }
+    })
+    .await
+    .map_err(spawn_blocking_err)?;
+    if let Err(e) = swapped {
+        return Err(SourceError::Refused(format!(
+            "{e}; the restored copy is in database {fresh} and the previous tables in {bak}"
+        )));
+    }
+    // Whole: the fresh database is empty now. Partial: it only proved the
+    // tables load; the live database holds them now.
+    drop_fresh(&conn);
+    let kept = if keep_old {
+        Some(bak)
+    } else {
+        conn.exec(None, &format!("DROP DATABASE {}", quote_ident(&bak)))?;
+        None
+    };
+    Ok(MyRestored { database: live, bytes, kept, tables: want_tables })
+}
+
+/// Pipes the chosen parts of the snapshot into the client, verifying every
+/// blob before it is written.
+async fn load(
+    repo: &Repository,
+    tree: Id,
+    conn: &Conn,
+    db: &str,
+    files: &[String],
+) -> Result<u64, SourceError> {
+    let mut cmd = conn.command(CLIENT_TOOLS)?;
+    cmd.arg(format!("--database={db}"));
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SourceError::Refused(format!("cannot start the MySQL client: {e}")))?;
+    let mut err = child.stderr.take().expect("piped");
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut stdin = child.stdin.take().expect("piped");
+    let dumped = kura_repo::restore::dump_files(repo, tree, files, &mut stdin).await;
+    drop(stdin);
+    let status = child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        return Err(SourceError::Refused(format!("loading the dump failed ({status}): {}", stderr.trim())));
+    }
+    Ok(dumped?)
+}
+
+/// A trigger, view, routine or event, as the statement that recreates it.
+struct Definition {
+    name: String,
+    /// Statements that give the session the settings the object was
+    /// created with (character set, sql_mode, time zone): the server
+    /// records them with the object, and a dump compares them.
+    session: String,
+    create: String,
+}
+
+/// The session settings of a SHOW CREATE row, given the columns holding
+/// sql_mode, time_zone and character_set_client (collation_connection is
+/// the column after it).
+fn session_of(row: &[String], sql_mode: Option<usize>, time_zone: Option<usize>, charset: usize) -> String {
+    let mut s = String::new();
+    if let (Some(cs), Some(coll)) = (row.get(charset), row.get(charset + 1)) {
+        s.push_str(&format!("SET NAMES {cs} COLLATE {coll};\n"));
+    }
+    if let Some(mode) = sql_mode.and_then(|i| row.get(i)) {
+        s.push_str(&format!("SET SESSION sql_mode = {};\n", quote_literal(mode)));
+    }
+    if let Some(tz) = time_zone.and_then(|i| row.get(i)) {
+        s.push_str(&format!("SET SESSION time_zone = {};\n", quote_literal(tz)));
+    }
+    s
+}
+
+/// What lives in one database, as far as moving tables goes.
+struct Objects {
+    /// Base tables (and sequences): what RENAME TABLE moves.
+    tables: Vec<String>,
+    views: Vec<Definition>,
+    triggers: Vec<Definition>,
+}
+
+fn definitions(conn: &Conn, db: &str) -> Result<Objects, SourceError> {
+    let mut tables = Vec::new();
+    let mut views = Vec::new();
+    for row in conn.query(&format!(
+        "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} ORDER BY TABLE_NAME",
+        quote_literal(db)
+    ))? {
+        let [name, kind] = &row[..] else { continue };
+        if kind == "VIEW" {
+            let r = conn.query(&format!("SHOW CREATE VIEW {}.{}", quote_ident(db), quote_ident(name)))?;
+            let r = r.first().cloned().unwrap_or_default();
+            views.push(Definition {
+                name: name.clone(),
+                session: session_of(&r, None, None, 2),
+                create: r.get(1).cloned().unwrap_or_default(),
+            });
+        } else {
+            tables.push(name.clone());
+        }
+    }
+    let mut triggers = Vec::new();
+    for row in conn.query(&format!(
+        "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {} ORDER BY ACTION_ORDER",
+        quote_literal(db)
+    ))? {
+        let name = row[0].clone();
+        let r = conn.query(&format!("SHOW CREATE TRIGGER {}.{}", quote_ident(db), quote_ident(&name)))?;
+        let r = r.first().cloned().unwrap_or_default();
+        triggers.push(Definition {
+            name,
+            session: session_of(&r, Some(1), None, 3),
+            create: r.get(2).cloned().unwrap_or_default(),
+        });
+    }
+    Ok(Objects { tables, views, triggers })
+}
+
+/// Recreates triggers and views in `db`; views are retried until those
+/// that read other views find them.
+fn recreate(
+    conn: &Conn,
+    from: &str,
+    db: &str,
+    views: &[Definition],
+    triggers: &[Definition],
+) -> Result<(), SourceError> {
+    let qualified = format!("{}.", quote_ident(from));
+    let target = format!("{}.", quote_ident(db));
+    let mut pending: Vec<&Definition> = views.iter().collect();
+    while !pending.is_empty() {
+        let mut failed = Vec::new();
+        let mut last = None;
+        for v in &pending {
+            let sql = format!("{}{};", v.session, v.create.replace(&qualified, &target));
+            if let Err(e) = conn.exec(Some(db), &sql) {
+                failed.push(*v);
+                last = Some(e);
+            }
+        }
+        if failed.len() == pending.len() {
+            return Err(last.expect("a failure"));
+        }
+        pending = failed;
+    }
+    for t in triggers {
+        let script = format!("{}DELIMITER ;;\n{} ;;\nDELIMITER ;\n", t.session, t.create);
+        conn.exec(Some(db), &script)
+            .map_err(|e| SourceError::Refused(format!("recreating trigger {} in {db}: {e}", t.name)))?;
+    }
+    Ok(())
+}
+
+/// Routines and events, as statements that recreate them.
+fn programs(conn: &Conn, db: &str) -> Result<Vec<Definition>, SourceError> {
+    let mut out = Vec::new();
+    for row in conn.query(&format!(
+        "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {}",
+        quote_literal(db)
+    ))? {
+        let r =
+            conn.query(&format!("SHOW CREATE {} {}.{}", row[0], quote_ident(db), quote_ident(&row[1])))?;
+        let r = r.first().cloned().unwrap_or_default();
+        out.push(Definition {
+            name: format!("{} {}", row[0], quote_ident(&row[1])),
+            session: session_of(&r, Some(1), None, 3),
+            create: r.get(2).cloned().unwrap_or_default(),
+        });
+    }
+    for row in conn.query(&format!(
+        "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {}",
+        quote_literal(db)
+    ))? {
+        let r = conn.query(&format!("SHOW CREATE EVENT {}.{}", quote_ident(db), quote_ident(&row[0])))?;
+        let r = r.first().cloned().unwrap_or_default();
+        out.push(Definition {
+            name: format!("EVENT {}", quote_ident(&row[0])),
+            session: session_of(&r, Some(1), Some(2), 4),
+            create: r.get(3).cloned().unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// Moves routines and events from one database to another.
+fn move_programs(conn: &Conn, from: &str, to: &str) -> Result<(), SourceError> {
+    for p in programs(conn, from)? {
+        let (kind, name) = p.name.split_once(' ').unwrap_or((&p.name, ""));
+        let script = format!(
+            "DROP {kind} IF EXISTS {name};\n{}DELIMITER ;;\n{} ;;\nDELIMITER ;\n",
+            p.session, p.create
+        );
+        conn.exec(Some(to), &script)
+            .map_err(|e| SourceError::Refused(format!("moving {} to {to}: {e}", p.name)))?;
+        conn.exec(Some(from), &format!("DROP {}", p.name))?;
+    }
+    Ok(())
+}
+
+/// Whole-database swap: the live tables go to `bak`, the fresh ones take
+/// their place, in one atomic RENAME TABLE.
+fn swap_databases(conn: &Conn, fresh: &str, live: &str, bak: &str) -> Result<(), SourceError> {
+    let Objects { tables: live_tables, views: live_views, triggers: live_triggers } =
+        definitions(conn, live)?;
+    let Objects { tables: fresh_tables, views: fresh_views, triggers: fresh_triggers } =
+        definitions(conn, fresh)?;
+    let mut drops = String::new();
+    for (db, views, triggers) in [(live, &live_views, &live_triggers), (fresh, &fresh_views, &fresh_triggers)]
+    {
+        for t in triggers.iter() {
+            drops.push_str(&format!("DROP TRIGGER {}.{};\n", quote_ident(db), quote_ident(&t.name)));
+        }
+        for v in views.iter() {
+            drops.push_str(&format!("DROP VIEW {}.{};\n", quote_ident(db), quote_ident(&v.name)));
+        }
+    }
+    conn.exec(None, &drops)?;
+    let mut renames = Vec::new();
+    for t in &live_tables {
+        renames.push(format!(
+            "{}.{} TO {}.{}",
+            quote_ident(live),
+            quote_ident(t),
+            quote_ident(bak),
+            quote_ident(t)
+        ));
+    }
+    for t in &fresh_tables {
+        renames.push(format!(
+            "{}.{} TO {}.{}",
+            quote_ident(fresh),
+            quote_ident(t),
+            quote_ident(live),
+            quote_ident(t)
+        ));
+    }
+    if !renames.is_empty() {
+        if let Err(e) = conn.exec(None, &format!("RENAME TABLE {}", renames.join(", "))) {
+            // Nothing moved: put the dropped definitions back where they were.
+            let _ = recreate(conn, live, live, &live_views, &live_triggers);
+            let _ = recreate(conn, fresh, fresh, &fresh_views, &fresh_triggers);
+            return Err(e);
+        }
+    }
+    recreate(conn, live, bak, &live_views, &live_triggers)?;
+    recreate(conn, fresh, live, &fresh_views, &fresh_triggers)?;
+    move_programs(conn, live, bak)?;
+    move_programs(conn, fresh, live)
+}
+
+/// Keeps a copy of each chosen live table (its rows and columns; not its
+/// foreign keys, which would tie the copy to the live database).
+fn copy_tables_aside(conn: &Conn, live: &str, bak: &str, objects: &[String]) -> Result<(), SourceError> {
+    let Objects { tables, views, .. } = definitions(conn, live)?;
+    for t in objects {
+        if tables.contains(t) {
+            let (l, b) = (
+                format!("{}.{}", quote_ident(live), quote_ident(t)),
+                format!("{}.{}", quote_ident(bak), quote_ident(t)),
+            );
+            conn.exec(None, &format!("CREATE TABLE {b} LIKE {l};\nINSERT INTO {b} SELECT * FROM {l};"))?;
+        } else if let Some(v) = views.iter().find(|v| &v.name == t) {
+            recreate(conn, live, bak, std::slice::from_ref(v), &[])?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the chosen tables of the live database with those loaded into
+/// `fresh`: the dump's own statements (DROP, CREATE, INSERT, triggers) run
+/// again, now in the live database, so foreign keys resolve there.
+fn replace_in_place(conn: &Conn, fresh: &str, live: &str, objects: &[String]) -> Result<(), SourceError> {
+    let mut script = String::from("SET FOREIGN_KEY_CHECKS = 0;\n");
+    let Objects { tables, views, triggers } = definitions(conn, fresh)?;
+    for t in objects.iter().filter(|t| tables.contains(t)) {
+        let (l, f) = (
+            format!("{}.{}", quote_ident(live), quote_ident(t)),
+            format!("{}.{}", quote_ident(fresh), quote_ident(t)),
+        );
+        let create = conn.query(&format!("SHOW CREATE TABLE {f}"))?;
+        let create = create.first().and_then(|r| r.get(1)).cloned().unwrap_or_default();
+        script
+            .push_str(&format!("DROP TABLE IF EXISTS {l};\n{create};\nINSERT INTO {l} SELECT * FROM {f};\n"));
+    }
+    conn.exec(Some(live), &script)?;
+    let views: Vec<Definition> = views.into_iter().filter(|v| objects.contains(&v.name)).collect();
+    for v in &views {
+        conn.exec(None, &format!("DROP VIEW IF EXISTS {}.{}", quote_ident(live), quote_ident(&v.name)))?;
+    }
+    recreate(conn, fresh, live, &views, &triggers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_passwords_out_of_argv() {
+        let u = MyUrl::parse("mysql://app:p%40ss@127.0.0.1:3306/shop").unwrap();
+        assert_eq!(u.user.as_deref(), Some("app"));
+        assert_eq!(u.password.as_deref(), Some("p@ss"));
+        assert_eq!(u.port, Some(3306));
+        assert_eq!(u.dbname, "shop");
+        let file = u.option_file().unwrap();
+        assert!(file.contains("password=\"p@ss\""), "{file}");
+        let s = MyUrl::parse("mariadb://root@localhost/app?socket=/run/mysqld/mysqld.sock").unwrap();
+        assert_eq!(s.socket, Some(PathBuf::from("/run/mysqld/mysqld.sock")));
+        assert!(MyUrl::parse("postgres://x/y").is_err());
+        assert!(MyUrl::parse("mysql://host").is_err());
+        assert!(MyUrl::parse("mysql://h/db?ssl=1").is_err());
+        let q = MyUrl::parse("mysql://u:a%22b@h/db").unwrap().option_file().unwrap();
+        assert!(q.contains("password='a\"b'"), "{q}");
+    }
+
+    #[test]
+    fn batch_fields_unescape() {
+        assert_eq!(unescape("a\\nb\\tc\\\\d"), "a\nb\tc\\d");
+    }
+
+    #[test]
+    fn table_selection_keeps_the_framing() {
+        let files: Vec<String> = [
+            PartKind::Header,
+            PartKind::Table("a".into()),
+            PartKind::Table("b".into()),
+            PartKind::Routines,
+            PartKind::Footer,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| k.file_name(i))
+        .chain([INFO_FILE.to_string()])
+        .collect();
+        let parts = parts_of(&files);
+        assert_eq!(select_parts(&parts, &[]).unwrap().len(), 5);
+        let b = select_parts(&parts, &["b".into()]).unwrap();
+        assert_eq!(b, vec![files[0].clone(), files[2].clone(), files[4].clone()]);
+        let err = select_parts(&parts, &["c".into()]).unwrap_err().to_string();
+        assert!(err.contains("table c is not in this snapshot (it has: a, b)"), "{err}");
+    }
+}
