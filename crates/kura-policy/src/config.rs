@@ -61,6 +61,7 @@ pub enum TargetKind {
     Files(FilesTarget),
     Postgres(PostgresTarget),
     Mysql(MysqlTarget),
+    Command(CommandTarget),
 }
 
 impl TargetKind {
@@ -70,6 +71,7 @@ impl TargetKind {
             TargetKind::Files(_) => "files",
             TargetKind::Postgres(_) => "postgres",
             TargetKind::Mysql(_) => "mysql",
+            TargetKind::Command(_) => "command",
         }
     }
 }
@@ -104,6 +106,25 @@ pub struct MysqlTarget {
     /// Only these tables.
     #[serde(default)]
     pub tables: Vec<String>,
+}
+
+/// Any program's standard output, with the program that reads it back.
+/// Both run under `sh -c`. Write `$${VAR}` for a secret the shell should
+/// expand from the environment, so it never appears in a process argument.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandTarget {
+    pub backup: String,
+    /// Reads what `backup` wrote on its standard input.
+    #[serde(default)]
+    pub restore: Option<String>,
+    /// The file name of the output in the snapshot.
+    #[serde(default = "default_output_name")]
+    pub name: String,
+}
+
+fn default_output_name() -> String {
+    "output".to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -244,7 +265,12 @@ impl Config {
                 let kind_name = match t.remove("type") {
                     Some(toml::Value::String(s)) => s,
                     Some(_) => return Err(invalid(format!("{place}.type"), "must be a string")),
-                    None => return Err(invalid(&place, "missing `type` (sqlite, files, postgres, mysql)")),
+                    None => {
+                        return Err(invalid(
+                            &place,
+                            "missing `type` (sqlite, files, postgres, mysql, command)",
+                        ))
+                    }
                 };
                 let take = |t: &mut toml::Table, key: &str| -> Result<Option<String>, ConfigError> {
                     match t.remove(key) {
@@ -260,6 +286,13 @@ impl Config {
                     "sqlite" => TargetKind::Sqlite(section(&place, t)?),
                     "postgres" | "postgresql" => TargetKind::Postgres(section(&place, t)?),
                     "mysql" | "mariadb" => TargetKind::Mysql(section(&place, t)?),
+                    "command" => {
+                        let c: CommandTarget = section(&place, t)?;
+                        if c.name.is_empty() || c.name.contains('/') || c.name == "." || c.name == ".." {
+                            return Err(invalid(format!("{place}.name"), "must be a plain file name"));
+                        }
+                        TargetKind::Command(c)
+                    }
                     "files" => {
                         let f: FilesTarget = section(&place, t)?;
                         if f.paths.is_empty() {
@@ -267,12 +300,12 @@ impl Config {
                         }
                         TargetKind::Files(f)
                     }
-                    other => {
-                        return Err(invalid(
-                            format!("{place}.type"),
-                            format!("unknown target type {other:?} (known: sqlite, files, postgres, mysql)"),
-                        ))
-                    }
+                    other => return Err(invalid(
+                        format!("{place}.type"),
+                        format!(
+                            "unknown target type {other:?} (known: sqlite, files, postgres, mysql, command)"
+                        ),
+                    )),
                 };
                 let repository = match repository {
                     Some(r) => r,

@@ -259,3 +259,60 @@ fn config_mistakes_get_placed_messages() {
         .unwrap();
     assert!(stderr(&out).contains("cannot read /nonexistent/kura.toml"), "{}", stderr(&out));
 }
+
+#[test]
+fn command_target_pipes_output_back_and_a_failing_command_saves_nothing() {
+    let mut k = Kura::new();
+    let src = k.path("export.bin");
+    std::fs::write(&src, noise(300_000, 9)).unwrap();
+    let back = k.path("imported.bin");
+    let cfg = k.path("kura.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[repository.main]
+url = "{repo}"
+
+[target.export]
+type = "command"
+backup = "cat {src}; echo done >&2"
+restore = "cat > {back}"
+name = "export.bin"
+
+[target.broken]
+type = "command"
+backup = "printf partial; echo 'disk on fire' >&2; exit 4"
+"#,
+            repo = k.repo,
+            src = src.display(),
+            back = back.display()
+        ),
+    )
+    .unwrap();
+    k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
+    k.init();
+    let run = k.json(&["backup", "--target", "export"]);
+    assert_eq!(run["targets"][0]["ok"], true, "{run}");
+    let snaps = k.json(&["snapshots", "--target", "export"]);
+    assert_eq!(snaps[0]["source"], "command");
+    assert_eq!(snaps[0]["paths"][0], "export.bin");
+
+    let plan = k.ok(&["restore", "--target", "export", "--dry-run"]);
+    assert!(plan.contains(&format!("into `cat > {}`", back.display())), "{plan}");
+    assert!(!back.exists(), "--dry-run runs nothing");
+    k.ok(&["restore", "--target", "export", "--yes"]);
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&src).unwrap());
+    let file = k.path("copy.bin");
+    k.ok(&["restore", "--target", "export", "--into", file.to_str().unwrap(), "--yes"]);
+    assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&src).unwrap());
+
+    let broken = k.run(&["backup", "--target", "broken"]);
+    assert_eq!(broken.status.code(), Some(1));
+    let err = stderr(&broken);
+    assert!(err.contains("exited with exit status: 4") && err.contains("disk on fire"), "{err}");
+    assert!(k.json(&["snapshots", "--target", "broken"]).as_array().unwrap().is_empty());
+    let none = k.run(&["restore", "--target", "broken", "--yes"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(stderr(&none).contains("no `restore` command"), "{}", stderr(&none));
+}

@@ -53,24 +53,7 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
     let result = if streaming {
         let (reader, finish): (Box<dyn std::io::Read + Send>, StreamFinish) = match &a.command {
             None => (Box::new(std::io::stdin()), Box::new(|| Ok(()))),
-            Some(cmd) => {
-                let mut child = std::process::Command::new("sh")
-                    .args(["-c", cmd])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::inherit())
-                    .spawn()
-                    .map_err(|e| Failure::new(format!("cannot start the command: {e}")))?;
-                let out = child.stdout.take().expect("piped stdout");
-                (
-                    Box::new(out),
-                    Box::new(move || match child.wait() {
-                        Ok(s) if s.success() => Ok(()),
-                        Ok(s) => Err(format!("the command exited with {s}; no snapshot was saved")),
-                        Err(e) => Err(format!("waiting for the command: {e}")),
-                    }),
-                )
-            }
+            Some(cmd) => kura_sources::command::spawn_output(cmd)?,
         };
         backup_stream(&repo, &a.stdin_name, reader, &opts, counters, finish).await
     } else {

@@ -68,6 +68,11 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
             )
             .await
             .map_err(Into::into),
+            TargetKind::Command(c) => {
+                kura_sources::command::backup(&repo, &c.backup, &c.name, &opts, counters)
+                    .await
+                    .map_err(Into::into)
+            }
             TargetKind::Mysql(my) => kura_sources::mysql::backup(&repo, &my.url, &my.tables, &opts, counters)
                 .await
                 .map_err(Into::into),

@@ -108,6 +108,13 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
         return Err(Failure::new("PostgreSQL tables are restored with --into OTHER_DB for now")
             .hint("restore into another database, then copy the table across"));
     }
+    if let (TargetKind::Command(c), None) = (&t.kind, &a.into) {
+        if c.restore.is_none() {
+            return Err(Failure::new(format!("target {} has no `restore` command", t.name)).hint(
+                "add restore = \"…\" to the target, or use --into FILE to write the output to a file",
+            ));
+        }
+    }
     if !a.include.is_empty() || a.overwrite {
         return Err(Failure::new(
             "--include and --overwrite are for directory restores (kura restore SNAPSHOT --target DIR)",
@@ -132,6 +139,9 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
             let u = kura_sources::postgres::PgUrl::parse(&pg.url)?;
             vec![PathBuf::from(a.into.clone().map(|p| p.display().to_string()).unwrap_or(u.dbname))]
         }
+        TargetKind::Command(c) => {
+            vec![a.into.clone().unwrap_or_else(|| PathBuf::from(c.restore.clone().unwrap_or_default()))]
+        }
         TargetKind::Mysql(my) => {
             let u = kura_sources::mysql::MyUrl::parse(&my.url)?;
             vec![PathBuf::from(a.into.clone().map(|p| p.display().to_string()).unwrap_or(u.dbname))]
@@ -151,6 +161,14 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
             (TargetKind::Postgres(_), None) => format!(
                 "restore into a fresh database, then swap it with database {} (kept as {}_bak_YYYYMMDD_HHMM)",
                 d.display(),
+                d.display()
+            ),
+            (TargetKind::Command(_), Some(_)) => {
+                format!("write the stored output to the new file {}", d.display())
+            }
+            (TargetKind::Command(_), None) => format!(
+                "verify every blob, then pipe the stored output ({}) into `{}`",
+                human_bytes(snap.summary.bytes),
                 d.display()
             ),
             (TargetKind::Mysql(_), None) if !a.tables.is_empty() => format!(
@@ -181,7 +199,7 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     for p in &plan {
         say(g, format!("  {p}"));
     }
-    if keep_old && a.into.is_none() {
+    if keep_old && a.into.is_none() && matches!(t.kind, TargetKind::Sqlite(_) | TargetKind::Files(_)) {
         say(g, "  the replaced copy is kept as NAME.bak-YYYYMMDD_HHMM beside it");
     }
     if let Some(h) = &t.pre_restore {
@@ -254,6 +272,15 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
                     say(g, format!("previous database kept as {k}"));
                 }
                 Ok(vec![serde_json::json!({ "database": r.database, "bytes": r.bytes, "kept": r.kept })])
+            }
+            TargetKind::Command(c) => {
+                let name = snap.paths.first().cloned().unwrap_or_default();
+                let r = kura_sources::command::restore(&repo, snap.tree, &name, c.restore.as_deref(), a.into.as_deref()).await?;
+                match &r.file {
+                    Some(f) => say(g, format!("wrote {} ({})", f.display(), human_bytes(r.bytes))),
+                    None => say(g, format!("restore command read {}", human_bytes(r.bytes))),
+                }
+                Ok(vec![serde_json::json!({ "bytes": r.bytes, "file": r.file })])
             }
             TargetKind::Mysql(my) => {
                 let into = a.into.as_ref().map(|p| p.display().to_string());
