@@ -300,12 +300,14 @@ impl Config {
                         }
                         TargetKind::Files(f)
                     }
-                    other => return Err(invalid(
-                        format!("{place}.type"),
-                        format!(
+                    other => {
+                        return Err(invalid(
+                            format!("{place}.type"),
+                            format!(
                             "unknown target type {other:?} (known: sqlite, files, postgres, mysql, command)"
                         ),
-                    )),
+                        ))
+                    }
                 };
                 let repository = match repository {
                     Some(r) => r,

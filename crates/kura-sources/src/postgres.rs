@@ -376,6 +376,141 @@ pub async fn restore(
     Ok(PgRestored { database: live.clone(), bytes, kept })
 }
 
+/// Replaces the rows of chosen tables of the live database with the
+/// snapshot's, in one transaction: the old rows are copied into a schema
+/// `kura_bak_YYYYMMDD_HHMM` first, and COMMIT is sent only after every blob
+/// of the dump was verified and pg_restore finished, so a failure anywhere
+/// leaves the live database as it was. The tables' definitions, indexes,
+/// views and foreign keys stay; their owned sequences are set back too.
+pub async fn restore_tables_in_place(
+    repo: &Repository,
+    tree: Id,
+    name: &str,
+    raw_url: &str,
+    tables: &[String],
+    keep_old: bool,
+) -> Result<PgRestored, SourceError> {
+    let url = PgUrl::parse(raw_url)?;
+    let stamp = chrono::Local::now().format("%Y%m%d_%H%M").to_string();
+    let bak = format!("kura_bak_{stamp}");
+    let mut script = String::from("BEGIN;\n");
+    let mut selected: Vec<String> = Vec::new();
+    let superuser = psql(&url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user")? == "t";
+    if superuser {
+        // Foreign keys and user triggers stay quiet while rows are swapped,
+        // as pg_restore --disable-triggers would have them.
+        script.push_str("SET LOCAL session_replication_role = replica;\n");
+    }
+    if keep_old {
+        script.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote_ident(&bak)));
+    }
+    for t in tables {
+        let regclass = psql(&url, &format!("SELECT to_regclass({})::oid", quote_literal(t)))?;
+        if regclass.is_empty() {
+            return Err(SourceError::Refused(format!(
+                "table {t} does not exist in database {}; restore it with --into a scratch database, or restore the whole database",
+                url.dbname
+            )));
+        }
+        let qualified = psql(
+            &url,
+            &format!("SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = {regclass}"),
+        )?;
+        let relname = psql(&url, &format!("SELECT relname FROM pg_class WHERE oid = {regclass}"))?;
+        if keep_old {
+            script.push_str(&format!(
+                "CREATE TABLE {}.{} AS TABLE {qualified};\n",
+                quote_ident(&bak),
+                quote_ident(&relname)
+            ));
+        }
+        script.push_str(&format!("DELETE FROM {qualified};\n"));
+        selected.push(relname);
+        let owned = psql(
+            &url,
+            &format!("SELECT s.relname FROM pg_class s JOIN pg_depend d ON d.objid = s.oid WHERE s.relkind = 'S' AND d.refobjid = {regclass} AND d.deptype IN ('a', 'i')"),
+        )?;
+        selected.extend(owned.lines().filter(|l| !l.is_empty()).map(str::to_string));
+    }
+
+    let mut pg_restore = url.command("pg_restore")?;
+    pg_restore.args(["--data-only", "--file", "-"]);
+    for t in &selected {
+        pg_restore.args(["--table", t]);
+    }
+    let mut restore_child = pg_restore
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SourceError::Refused(format!("cannot start pg_restore: {e}")))?;
+    let mut psql_child = url
+        .command("psql")?
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SourceError::Refused(format!("cannot start psql: {e}")))?;
+    let restore_err = drain(restore_child.stderr.take().expect("piped"));
+    let psql_err = drain(psql_child.stderr.take().expect("piped"));
+    let mut sql_in = psql_child.stdin.take().expect("piped");
+    let mut sql_out = restore_child.stdout.take().expect("piped");
+    // pg_restore's SQL flows to psql after our prefix; COMMIT is added
+    // below only when everything before it succeeded.
+    let pump = std::thread::spawn(move || -> std::io::Result<std::process::ChildStdin> {
+        use std::io::Write;
+        sql_in.write_all(script.as_bytes())?;
+        std::io::copy(&mut sql_out, &mut sql_in)?;
+        Ok(sql_in)
+    });
+    let mut archive = restore_child.stdin.take().expect("piped");
+    let dumped = kura_repo::restore::dump(repo, tree, name, &mut archive).await;
+    drop(archive);
+    let restore_status = restore_child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
+    let pumped = pump.join().map_err(|_| SourceError::Refused("the SQL pump panicked".into()))?;
+    let failure = match (&dumped, restore_status.success(), &pumped) {
+        (Err(e), _, _) => Some(e.to_string()),
+        (_, false, _) => Some(format!(
+            "pg_restore failed ({restore_status}): {}",
+            restore_err.join().unwrap_or_default().trim()
+        )),
+        (_, _, Err(e)) => Some(format!("psql stopped reading: {e}")),
+        _ => None,
+    };
+    let committed = match (failure, pumped) {
+        (None, Ok(mut sql_in)) => {
+            use std::io::Write;
+            let sent = sql_in.write_all(b"COMMIT;\n");
+            drop(sql_in);
+            let status = psql_child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
+            let err = psql_err.join().unwrap_or_default();
+            match (sent, status.success()) {
+                (Ok(()), true) => Ok(()),
+                _ => Err(format!("psql failed ({status}): {}", err.trim())),
+            }
+        }
+        (failure, _) => {
+            // Without COMMIT the transaction dies with the session.
+            let _ = psql_child.kill();
+            let _ = psql_child.wait();
+            let err = psql_err.join().unwrap_or_default();
+            Err(failure.unwrap_or_else(|| format!("psql failed: {}", err.trim())))
+        }
+    };
+    if let Err(e) = committed {
+        return Err(SourceError::Refused(format!(
+            "{e}; the transaction was rolled back and database {} was not changed",
+            url.dbname
+        )));
+    }
+    Ok(PgRestored {
+        database: url.dbname.clone(),
+        bytes: dumped?,
+        kept: keep_old.then_some(format!("schema {bak}")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

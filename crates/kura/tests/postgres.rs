@@ -139,3 +139,47 @@ fn postgres_failures_are_clear_and_record_nothing() {
     assert!(!snaps.contains("Rd-s3cret-9"), "{snaps}");
     assert_secret_absent(std::path::Path::new(&k.repo), "Rd-s3cret-9");
 }
+
+#[test]
+fn postgres_single_table_restore_in_place_is_one_transaction() {
+    let (pg, k) = setup();
+    let sum = "SELECT md5(string_agg(id || name || email, ',' ORDER BY id)) FROM users";
+    let users_before = pg.psql("shop", sum);
+    k.ok(&["backup", "--target", "app_db"]);
+    pg.psql("shop", "UPDATE users SET name = 'x' WHERE id <= 10; INSERT INTO users(name, email) VALUES ('late', 'late@example.org')");
+    pg.psql("shop", "INSERT INTO orders(user_id, total_cents, note) VALUES (2, 42, 'after the backup')");
+    let orders_now =
+        pg.psql("shop", "SELECT md5(string_agg(id || ':' || total_cents, ',' ORDER BY id)) FROM orders");
+    let audit_now = pg.psql("shop", "SELECT count(*) FROM audit");
+
+    // A constraint the snapshot's rows break: the restore fails inside its
+    // transaction and nothing changes.
+    pg.psql("shop", "ALTER TABLE users ADD CONSTRAINT short_names CHECK (length(name) < 3) NOT VALID");
+    let failed = k.run(&["restore", "--target", "app_db", "--table", "users", "--yes"]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(stderr(&failed).contains("rolled back"), "{}", stderr(&failed));
+    assert_eq!(
+        pg.psql("shop", "SELECT count(*) FROM users WHERE name = 'x'"),
+        "10",
+        "the live table is unchanged"
+    );
+    pg.psql("shop", "ALTER TABLE users DROP CONSTRAINT short_names");
+
+    k.ok(&["restore", "--target", "app_db", "--table", "users", "--yes"]);
+    assert_eq!(pg.psql("shop", sum), users_before, "users is back as it was");
+    assert_eq!(pg.psql("shop", "SELECT last_value FROM users_id_seq"), "500", "its sequence too");
+    assert_eq!(
+        pg.psql("shop", "SELECT md5(string_agg(id || ':' || total_cents, ',' ORDER BY id)) FROM orders"),
+        orders_now,
+        "orders was not touched"
+    );
+    assert_eq!(pg.psql("shop", "SELECT count(*) FROM audit"), audit_now, "no trigger fired");
+    assert_eq!(pg.psql("shop", "SELECT count(*) FROM big_spenders"), "500", "the view still reads the table");
+    let kept = pg.psql("shop", "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'kura_bak_%'");
+    assert_eq!(pg.psql("shop", &format!("SELECT count(*) FROM {kept}.users WHERE name = 'x'")), "10");
+
+    pg.psql("shop", "DROP TABLE audit");
+    let gone = k.run(&["restore", "--target", "app_db", "--table", "audit", "--yes"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(stderr(&gone).contains("does not exist in database shop"), "{}", stderr(&gone));
+}

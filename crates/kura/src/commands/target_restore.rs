@@ -104,10 +104,6 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     if !a.tables.is_empty() && !matches!(t.kind, TargetKind::Postgres(_) | TargetKind::Mysql(_)) {
         return Err(Failure::new("--table applies to database targets"));
     }
-    if !a.tables.is_empty() && a.into.is_none() && matches!(t.kind, TargetKind::Postgres(_)) {
-        return Err(Failure::new("PostgreSQL tables are restored with --into OTHER_DB for now")
-            .hint("restore into another database, then copy the table across"));
-    }
     if let (TargetKind::Command(c), None) = (&t.kind, &a.into) {
         if c.restore.is_none() {
             return Err(Failure::new(format!("target {} has no `restore` command", t.name)).hint(
@@ -158,6 +154,11 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
             (TargetKind::Postgres(_) | TargetKind::Mysql(_), Some(_)) => {
                 format!("restore into the new database {} (the live database is not touched)", d.display())
             }
+            (TargetKind::Postgres(_), None) if !a.tables.is_empty() => format!(
+                "replace the rows of table(s) {} in database {} in one transaction (the old rows kept in schema kura_bak_YYYYMMDD_HHMM)",
+                a.tables.join(", "),
+                d.display()
+            ),
             (TargetKind::Postgres(_), None) => format!(
                 "restore into a fresh database, then swap it with database {} (kept as {}_bak_YYYYMMDD_HHMM)",
                 d.display(),
@@ -265,11 +266,14 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
             TargetKind::Postgres(pg) => {
                 let name = snap.paths.first().cloned().unwrap_or_default();
                 let into = a.into.as_ref().map(|p| p.display().to_string());
-                let r = kura_sources::postgres::restore(&repo, snap.tree, &name, &pg.url, into.as_deref(), &a.tables, keep_old)
-                    .await?;
+                let r = if a.tables.is_empty() || into.is_some() {
+                    kura_sources::postgres::restore(&repo, snap.tree, &name, &pg.url, into.as_deref(), &a.tables, keep_old).await?
+                } else {
+                    kura_sources::postgres::restore_tables_in_place(&repo, snap.tree, &name, &pg.url, &a.tables, keep_old).await?
+                };
                 say(g, format!("restored database {} ({} of dump)", r.database, human_bytes(r.bytes)));
                 if let Some(k) = &r.kept {
-                    say(g, format!("previous database kept as {k}"));
+                    say(g, format!("previous copy kept as {k}"));
                 }
                 Ok(vec![serde_json::json!({ "database": r.database, "bytes": r.bytes, "kept": r.kept })])
             }
