@@ -218,14 +218,70 @@ pub async fn backup_stream(
     counters: Arc<Counters>,
     finish: StreamFinish,
 ) -> Result<BackupResult> {
-    backup_streams(repo, vec![Stream { name: name.to_string(), reader, finish }], opts, counters).await
+    backup_streams(repo, vec![Stream { name: name.to_string(), reader, finish, mtime: None }], opts, counters)
+        .await
 }
 
 /// One named stream of a multi-stream snapshot.
 pub struct Stream {
+    /// A relative path: `/` separates directories, which are created as
+    /// needed (an object store's keys).
     pub name: String,
     pub reader: Box<dyn std::io::Read + Send>,
     pub finish: StreamFinish,
+    /// The content's modification time (seconds since the epoch), if the
+    /// source knows one; otherwise the time it was read.
+    pub mtime: Option<i64>,
+}
+
+impl Stream {
+    pub fn new(name: impl Into<String>, reader: Box<dyn std::io::Read + Send>) -> Stream {
+        Stream { name: name.into(), reader, finish: Box::new(|| Ok(())), mtime: None }
+    }
+}
+
+/// Files under a directory of a stream snapshot, for building its trees.
+#[derive(Default)]
+struct StreamDir {
+    files: Vec<Node>,
+    dirs: BTreeMap<String, StreamDir>,
+}
+
+impl StreamDir {
+    fn insert(&mut self, path: &[&str], node: Node) {
+        match path {
+            [] | [_] => self.files.push(node),
+            [dir, rest @ ..] => self.dirs.entry(dir.to_string()).or_default().insert(rest, node),
+        }
+    }
+
+    /// Saves this directory's tree (children first); returns its id and the
+    /// number of directories under it.
+    fn save(self, saver: &Saver, now: (i64, u32)) -> Result<(Id, u64)> {
+        let mut nodes = self.files;
+        let mut dirs = 0;
+        for (name, dir) in self.dirs {
+            let (id, below) = dir.save(saver, now)?;
+            dirs += below + 1;
+            let mut node = Node::new(name, NodeType::Dir);
+            node.mode = 0o755;
+            node.mtime = now;
+            node.ctime = now;
+            node.subtree = Some(id);
+            nodes.push(node);
+        }
+        let mut tree = Tree { nodes };
+        Ok((saver.save_blob(BlobType::Tree, &tree.encode())?, dirs))
+    }
+}
+
+/// A stream name's components, or why it is not a relative path.
+fn stream_path(name: &str) -> std::result::Result<Vec<&str>, String> {
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0')) {
+        return Err(format!("stream name {name:?} must be a relative path without empty, . or .. parts"));
+    }
+    Ok(parts)
 }
 
 /// Streams produced one after the other, each known only once the one
@@ -259,27 +315,31 @@ pub async fn backup_stream_sequence(
         let pending = repo.pending_deletion().await?;
         let index = repo.load_index(&pending).await?;
         let (saver, uploader) = Saver::start(repo.clone(), index, counters);
+        // Top-level names, in the order the streams came (format.md §11).
         let mut names: Vec<String> = Vec::new();
-        let mut nodes = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut root = StreamDir::default();
+        let mut files = 0u64;
         let mut total = 0;
+        let t = chrono::Utc::now();
+        let now = (t.timestamp(), t.timestamp_subsec_nanos());
         let mut streams = Some(streams);
         loop {
             let s = saver.clone();
             let mut iter = streams.take().expect("the sequence is handed back every round");
             let (iter, name, stored) = tokio::task::spawn_blocking(move || {
-                let Stream { name, reader, finish } = match iter.next() {
+                let Stream { name, reader, finish, mtime } = match iter.next() {
                     None => return (iter, None, None),
                     Some(Err(msg)) => return (iter, None, Some(Err(msg))),
                     Some(Ok(stream)) => stream,
                 };
-                if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                    let msg = format!("stream name {name:?} must be a plain file name");
+                if let Err(msg) = stream_path(&name) {
                     return (iter, None, Some(Err(msg)));
                 }
                 let mut reader = reader;
                 let r = s.save_stream(&mut reader, None);
                 drop(reader);
-                (iter, Some(name), Some(Ok((r, finish()))))
+                (iter, Some((name, mtime)), Some(Ok((r, finish()))))
             })
             .await
             .map_err(|e| RepoError::Refused(e.to_string()))?;
@@ -293,8 +353,8 @@ pub async fn backup_stream_sequence(
                 }
                 Some(Ok(x)) => x,
             };
-            let name = name.expect("a stored stream has a name");
-            if names.contains(&name) {
+            let (name, mtime) = name.expect("a stored stream has a name");
+            if !seen.insert(name.clone()) {
                 saver.abort();
                 let _ = uploader.await;
                 return Err(RepoError::StreamSource(format!("two streams are named {name:?}")));
@@ -319,33 +379,33 @@ pub async fn backup_stream_sequence(
                     return Err(RepoError::StreamSource(msg));
                 }
             };
-            let now = chrono::Utc::now();
-            let mut node = Node::new(name.clone(), NodeType::File);
+            let parts = stream_path(&name).expect("checked above");
+            let mut node = Node::new(*parts.last().expect("a path has a last part"), NodeType::File);
             node.mode = 0o600;
-            node.mtime = (now.timestamp(), now.timestamp_subsec_nanos());
+            node.mtime = (mtime.unwrap_or(now.0), if mtime.is_some() { 0 } else { now.1 });
             node.ctime = node.mtime;
             node.size = Some(size);
             node.content = Some(content);
-            nodes.push(node);
-            names.push(name);
+            root.insert(&parts, node);
+            if !names.contains(&parts[0].to_string()) {
+                names.push(parts[0].to_string());
+            }
+            files += 1;
             total += size;
         }
-        if nodes.is_empty() {
+        if files == 0 {
             saver.abort();
             let _ = uploader.await;
             return Err(RepoError::StreamSource("the source produced nothing to back up".into()));
         }
-        let files = nodes.len() as u64;
-        let mut tree = Tree { nodes };
-        let bytes = tree.encode();
         let s = saver.clone();
-        let tree_id = tokio::task::spawn_blocking(move || s.save_blob(BlobType::Tree, &bytes))
+        let (tree_id, dirs) = tokio::task::spawn_blocking(move || root.save(&s, now))
             .await
             .map_err(|e| RepoError::Refused(e.to_string()))??;
         saver.clone().finish(uploader).await?;
         let mut snap = Snapshot::new(tree_id, names);
         opts.stamp(&mut snap, "stream");
-        let summary = Summary { files, bytes: total, files_new: files, ..Summary::default() };
+        let summary = Summary { files, dirs, bytes: total, files_new: files, ..Summary::default() };
         commit_snapshot(repo, &session, snap, summary, &saver.counters, started).await
     }
     .await;

@@ -338,7 +338,7 @@ impl Iterator for DumpParts {
                 self.saw_footer |= kind == PartKind::Footer;
                 let name = kind.file_name(self.seq);
                 self.seq += 1;
-                Some(Ok(Stream { name, reader: Box::new(part), finish: Box::new(|| Ok(())) }))
+                Some(Ok(Stream::new(name, Box::new(part))))
             }
             Ok(None) => self.reap().err().map(Err),
             Err(e) => {
@@ -407,11 +407,7 @@ pub async fn backup(
         splitter: Splitter::new(BufReader::with_capacity(1 << 20, out)),
         child: Some(child),
         stderr: Some(stderr),
-        first: Some(Stream {
-            name: INFO_FILE.into(),
-            reader: Box::new(std::io::Cursor::new(info_json)),
-            finish: Box::new(|| Ok(())),
-        }),
+        first: Some(Stream::new(INFO_FILE, Box::new(std::io::Cursor::new(info_json)))),
         seq: 0,
         saw_footer: false,
         tool,

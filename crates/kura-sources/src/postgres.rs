@@ -217,7 +217,7 @@ pub async fn backup(
     });
     let mut opts = opts.clone();
     opts.source = Some("postgres".into());
-    let mut streams = vec![Stream { name, reader: Box::new(out), finish }];
+    let mut streams = vec![Stream { name, reader: Box::new(out), finish, mtime: None }];
     // Roles and tablespaces live outside the database; capture them beside
     // the dump (small, so held in memory).
     let u = url.clone();
@@ -225,11 +225,7 @@ pub async fn backup(
         .await
         .map_err(|e| SourceError::Refused(e.to_string()))?
     {
-        Ok(sql) => streams.push(Stream {
-            name: "globals.sql".into(),
-            reader: Box::new(std::io::Cursor::new(sql)),
-            finish: Box::new(|| Ok(())),
-        }),
+        Ok(sql) => streams.push(Stream::new("globals.sql", Box::new(std::io::Cursor::new(sql)))),
         Err(e) => tracing::warn!("roles and tablespaces not captured: {e}"),
     }
     Ok(backup_streams(repo, streams, &opts, counters).await?)

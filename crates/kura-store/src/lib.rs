@@ -35,6 +35,11 @@ pub struct ObjectMeta {
     /// The key relative to the store's root, `/`-separated.
     pub key: String,
     pub size: u64,
+    /// Last modification, seconds since the Unix epoch, when the store says.
+    pub modified: Option<i64>,
+    /// The media type the store keeps for the object, from `stat` only
+    /// (listings do not carry it).
+    pub content_type: Option<String>,
 }
 
 /// The storage contract.
@@ -61,6 +66,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every object under `prefix` (recursively), in no particular order.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
     async fn delete(&self, key: &str) -> Result<()>;
+    /// `put` that records a media type on stores that keep one; the others
+    /// ignore it.
+    async fn put_typed(&self, key: &str, data: Bytes, _content_type: &str) -> Result<()> {
+        self.put(key, data).await
+    }
     /// Where this store is, for messages: a path or URL without secrets.
     fn location(&self) -> String;
 }

@@ -137,7 +137,7 @@ impl Store for LocalStore {
         let key = key.to_string();
         self.blocking(move |root| {
             let m = fs::metadata(root.join(&key)).map_err(|e| StoreError::from_io("stat", &key, e))?;
-            Ok(ObjectMeta { key, size: m.len() })
+            Ok(ObjectMeta { key, size: m.len(), modified: mtime(&m), content_type: None })
         })
         .await
     }
@@ -186,9 +186,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<(
             walk(root, &path, out)?;
         } else if ft.is_file() {
             let rel = path.strip_prefix(root).expect("walk stays under root");
+            let m = entry.metadata()?;
             out.push(ObjectMeta {
                 key: rel.to_string_lossy().replace('\\', "/"),
-                size: entry.metadata()?.len(),
+                size: m.len(),
+                modified: mtime(&m),
+                content_type: None,
             });
         }
     }
@@ -206,4 +209,9 @@ impl LocalStore {
     pub fn path_of(&self, key: &str) -> PathBuf {
         self.path(key)
     }
+}
+
+fn mtime(m: &fs::Metadata) -> Option<i64> {
+    use std::os::unix::fs::MetadataExt;
+    Some(m.mtime())
 }

@@ -184,8 +184,12 @@ fn concise(e: &opendal::Error) -> String {
 #[async_trait]
 impl Store for OpendalStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.put_typed(key, data, "application/octet-stream").await
+    }
+
+    async fn put_typed(&self, key: &str, data: Bytes, content_type: &str) -> Result<()> {
         let len = data.len();
-        let w = self.op.write_with(key, data).content_type("application/octet-stream");
+        let w = self.op.write_with(key, data).content_type(content_type);
         let w = if len > MULTIPART_CHUNK { w.chunk(MULTIPART_CHUNK) } else { w };
         w.await.map(|_| ()).map_err(|e| map_err("put", key, e))
     }
@@ -230,7 +234,12 @@ impl Store for OpendalStore {
 
     async fn stat(&self, key: &str) -> Result<ObjectMeta> {
         let m = self.op.stat(key).await.map_err(|e| map_err("stat", key, e))?;
-        Ok(ObjectMeta { key: key.to_string(), size: m.content_length() })
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size: m.content_length(),
+            modified: seconds(&m),
+            content_type: m.content_type().map(String::from),
+        })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -244,8 +253,13 @@ impl Store for OpendalStore {
             if e.metadata().is_dir() {
                 continue;
             }
-            let size = e.metadata().content_length();
-            out.push(ObjectMeta { key: e.path().trim_start_matches('/').to_string(), size });
+            let m = e.metadata();
+            out.push(ObjectMeta {
+                key: e.path().trim_start_matches('/').to_string(),
+                size: m.content_length(),
+                modified: seconds(m),
+                content_type: None,
+            });
         }
         Ok(out)
     }
@@ -261,4 +275,8 @@ impl Store for OpendalStore {
     fn location(&self) -> String {
         self.location.clone()
     }
+}
+
+fn seconds(m: &opendal::Metadata) -> Option<i64> {
+    m.last_modified().map(|t| t.into_inner().as_second())
 }

@@ -105,6 +105,9 @@ impl<S: Store> Store for Retry<S> {
     async fn delete(&self, key: &str) -> Result<()> {
         self.run("delete", key, || self.inner.delete(key)).await
     }
+    async fn put_typed(&self, key: &str, data: Bytes, content_type: &str) -> Result<()> {
+        self.run("put", key, || self.inner.put_typed(key, data.clone(), content_type)).await
+    }
     fn location(&self) -> String {
         self.inner.location()
     }
@@ -161,6 +164,10 @@ impl<S: Store> Store for Faulty<S> {
     async fn delete(&self, key: &str) -> Result<()> {
         self.trip("delete", key)?;
         self.inner.delete(key).await
+    }
+    async fn put_typed(&self, key: &str, data: Bytes, content_type: &str) -> Result<()> {
+        self.trip("put", key)?;
+        self.inner.put_typed(key, data, content_type).await
     }
     fn location(&self) -> String {
         self.inner.location()

@@ -389,23 +389,32 @@ impl MariaDb {
             .unwrap_or_else(|| panic!("mariadbd not found: install it with `apt-get install mariadb-server` (./scripts/test does)"));
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
+        // Bootstrap names its temporary tables without regard to other
+        // instances, so parallel tests sharing /tmp trip over each other.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).expect("tmp dir");
         let user = if is_root() { "root".to_string() } else { std::env::var("USER").unwrap_or_default() };
-        let st = Command::new("mariadb-install-db")
+        let out = Command::new("mariadb-install-db")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--user={user}"))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .output()
             .expect("run mariadb-install-db");
-        assert!(st.success(), "mariadb-install-db failed");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("log")).expect("log file");
         let mut child = Command::new(mariadbd)
             .arg("--no-defaults")
             .arg(format!("--user={user}"))
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", dir.path().join("sock").display()))
             .arg(format!("--port={port}"))
             .args(["--bind-address=127.0.0.1", "--skip-log-bin", "--innodb-flush-log-at-trx-commit=0"])
