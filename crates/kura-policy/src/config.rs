@@ -62,6 +62,7 @@ pub enum TargetKind {
     Postgres(PostgresTarget),
     Mysql(MysqlTarget),
     Command(CommandTarget),
+    ObjectStore(ObjectStoreTarget),
 }
 
 impl TargetKind {
@@ -72,6 +73,7 @@ impl TargetKind {
             TargetKind::Postgres(_) => "postgres",
             TargetKind::Mysql(_) => "mysql",
             TargetKind::Command(_) => "command",
+            TargetKind::ObjectStore(_) => "object_store",
         }
     }
 }
@@ -88,7 +90,13 @@ pub struct SqliteTarget {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresTarget {
+    /// Where to connect; its database is the one backed up unless
+    /// `databases` says otherwise.
     pub url: String,
+    /// Several databases of the server, or `["*"]` for every database that
+    /// accepts connections; one dump each in one snapshot.
+    #[serde(default)]
+    pub databases: Vec<String>,
     /// Only these tables (pg_dump --table patterns).
     #[serde(default)]
     pub tables: Vec<String>,
@@ -121,6 +129,20 @@ pub struct CommandTarget {
     /// The file name of the output in the snapshot.
     #[serde(default = "default_output_name")]
     pub name: String,
+}
+
+/// Every object under a bucket prefix. `url` is written like a repository
+/// URL (`s3://bucket/prefix?endpoint=…`, `gcs://…`, `azblob://…`, or a
+/// directory). `credentials` gives this store its own access keys under the
+/// names of the cloud's environment variables (`AWS_ACCESS_KEY_ID`, …), so
+/// a bucket in another account than the repository's can be read; anything
+/// not given there comes from the environment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreTarget {
+    pub url: String,
+    #[serde(default)]
+    pub credentials: BTreeMap<String, String>,
 }
 
 fn default_output_name() -> String {
@@ -268,7 +290,7 @@ impl Config {
                     None => {
                         return Err(invalid(
                             &place,
-                            "missing `type` (sqlite, files, postgres, mysql, command)",
+                            "missing `type` (sqlite, files, postgres, mysql, command, object_store)",
                         ))
                     }
                 };
@@ -284,7 +306,23 @@ impl Config {
                 let post_restore = take(&mut t, "post_restore")?;
                 let kind = match kind_name.as_str() {
                     "sqlite" => TargetKind::Sqlite(section(&place, t)?),
-                    "postgres" | "postgresql" => TargetKind::Postgres(section(&place, t)?),
+                    "postgres" | "postgresql" => {
+                        let p: PostgresTarget = section(&place, t)?;
+                        let many = p.databases.len() > 1 || p.databases.iter().any(|d| d == "*");
+                        if many && !(p.tables.is_empty() && p.exclude_tables.is_empty()) {
+                            return Err(invalid(
+                                format!("{place}.tables"),
+                                "table lists apply to one database; make a target per database",
+                            ));
+                        }
+                        if p.databases.iter().any(|d| d.is_empty() || (d == "*" && p.databases.len() > 1)) {
+                            return Err(invalid(
+                                format!("{place}.databases"),
+                                "names databases, or is [\"*\"] for all of them",
+                            ));
+                        }
+                        TargetKind::Postgres(p)
+                    }
                     "mysql" | "mariadb" => TargetKind::Mysql(section(&place, t)?),
                     "command" => {
                         let c: CommandTarget = section(&place, t)?;
@@ -292,6 +330,13 @@ impl Config {
                             return Err(invalid(format!("{place}.name"), "must be a plain file name"));
                         }
                         TargetKind::Command(c)
+                    }
+                    "object_store" => {
+                        let o: ObjectStoreTarget = section(&place, t)?;
+                        if o.url.is_empty() {
+                            return Err(invalid(format!("{place}.url"), "must name a bucket prefix or directory"));
+                        }
+                        TargetKind::ObjectStore(o)
                     }
                     "files" => {
                         let f: FilesTarget = section(&place, t)?;
@@ -304,7 +349,7 @@ impl Config {
                         return Err(invalid(
                             format!("{place}.type"),
                             format!(
-                            "unknown target type {other:?} (known: sqlite, files, postgres, mysql, command)"
+                            "unknown target type {other:?} (known: sqlite, files, postgres, mysql, command, object_store)"
                         ),
                         ))
                     }
@@ -399,6 +444,10 @@ changed_within = "24h"
             ("[targets.x]\n", "targets: unknown section"),
             ("[repository.a]\nurl = \"/a\"\n[repository.b]\nurl = \"/b\"\n[target.x]\ntype = \"sqlite\"\npath = \"/a\"\n", "target.x.repository: no repository named \"main\""),
             ("[target.x\n", "kura.toml:"),
+            ("[target.x]\ntype = \"postgres\"\nurl = \"postgres://h/a\"\ndatabases = [\"*\"]\ntables = [\"t\"]\n", "target.x.tables: table lists apply to one database"),
+            ("[target.x]\ntype = \"postgres\"\nurl = \"postgres://h/a\"\ndatabases = [\"*\", \"b\"]\n", "target.x.databases: names databases"),
+            ("[target.x]\ntype = \"object_store\"\nurl = \"\"\n", "target.x.url: must name a bucket prefix"),
+            ("[target.x]\ntype = \"object_store\"\nurl = \"s3://b\"\nkeys = 1\n", "target.x: unknown field `keys`"),
         ];
         for (text, want) in cases {
             let err = Config::parse(text, &env).unwrap_err().to_string();

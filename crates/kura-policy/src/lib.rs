@@ -21,6 +21,6 @@
 mod config;
 
 pub use config::{
-    parse_duration, CommandTarget, Config, ConfigError, FilesTarget, MysqlTarget, PostgresTarget,
-    RepositoryConfig, SqliteTarget, Target, TargetKind,
+    parse_duration, CommandTarget, Config, ConfigError, FilesTarget, MysqlTarget, ObjectStoreTarget,
+    PostgresTarget, RepositoryConfig, SqliteTarget, Target, TargetKind,
 };

@@ -218,8 +218,9 @@ pub async fn backup_stream(
     counters: Arc<Counters>,
     finish: StreamFinish,
 ) -> Result<BackupResult> {
-    backup_streams(repo, vec![Stream { name: name.to_string(), reader, finish, mtime: None }], opts, counters)
-        .await
+    let mut stream = Stream::new(name, reader);
+    stream.finish = finish;
+    backup_streams(repo, vec![stream], opts, counters).await
 }
 
 /// One named stream of a multi-stream snapshot.
@@ -232,11 +233,15 @@ pub struct Stream {
     /// The content's modification time (seconds since the epoch), if the
     /// source knows one; otherwise the time it was read.
     pub mtime: Option<i64>,
+    /// The content list and length of an earlier copy the source knows to be
+    /// the same (an object whose size and mtime are unchanged). Used instead
+    /// of reading `reader` when every blob is still indexed (format.md §12.4).
+    pub known: Option<(Vec<Id>, u64)>,
 }
 
 impl Stream {
     pub fn new(name: impl Into<String>, reader: Box<dyn std::io::Read + Send>) -> Stream {
-        Stream { name: name.into(), reader, finish: Box::new(|| Ok(())), mtime: None }
+        Stream { name: name.into(), reader, finish: Box::new(|| Ok(())), mtime: None, known: None }
     }
 }
 
@@ -320,6 +325,7 @@ pub async fn backup_stream_sequence(
         let mut seen = std::collections::HashSet::new();
         let mut root = StreamDir::default();
         let mut files = 0u64;
+        let mut unchanged = 0u64;
         let mut total = 0;
         let t = chrono::Utc::now();
         let now = (t.timestamp(), t.timestamp_subsec_nanos());
@@ -328,7 +334,7 @@ pub async fn backup_stream_sequence(
             let s = saver.clone();
             let mut iter = streams.take().expect("the sequence is handed back every round");
             let (iter, name, stored) = tokio::task::spawn_blocking(move || {
-                let Stream { name, reader, finish, mtime } = match iter.next() {
+                let Stream { name, reader, finish, mtime, known } = match iter.next() {
                     None => return (iter, None, None),
                     Some(Err(msg)) => return (iter, None, Some(Err(msg))),
                     Some(Ok(stream)) => stream,
@@ -336,10 +342,14 @@ pub async fn backup_stream_sequence(
                 if let Err(msg) = stream_path(&name) {
                     return (iter, None, Some(Err(msg)));
                 }
+                if let Some((content, size)) = known.filter(|(c, _)| c.iter().all(|id| s.index.contains(id)))
+                {
+                    return (iter, Some((name, mtime, true)), Some(Ok((Ok((content, size)), finish()))));
+                }
                 let mut reader = reader;
                 let r = s.save_stream(&mut reader, None);
                 drop(reader);
-                (iter, Some((name, mtime)), Some(Ok((r, finish()))))
+                (iter, Some((name, mtime, false)), Some(Ok((r, finish()))))
             })
             .await
             .map_err(|e| RepoError::Refused(e.to_string()))?;
@@ -353,7 +363,8 @@ pub async fn backup_stream_sequence(
                 }
                 Some(Ok(x)) => x,
             };
-            let (name, mtime) = name.expect("a stored stream has a name");
+            let (name, mtime, reused) = name.expect("a stored stream has a name");
+            unchanged += u64::from(reused);
             if !seen.insert(name.clone()) {
                 saver.abort();
                 let _ = uploader.await;
@@ -405,7 +416,14 @@ pub async fn backup_stream_sequence(
         saver.clone().finish(uploader).await?;
         let mut snap = Snapshot::new(tree_id, names);
         opts.stamp(&mut snap, "stream");
-        let summary = Summary { files, dirs, bytes: total, files_new: files, ..Summary::default() };
+        let summary = Summary {
+            files,
+            dirs,
+            bytes: total,
+            files_new: files - unchanged,
+            files_unchanged: unchanged,
+            ..Summary::default()
+        };
         commit_snapshot(repo, &session, snap, summary, &saver.counters, started).await
     }
     .await;

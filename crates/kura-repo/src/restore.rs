@@ -352,8 +352,19 @@ async fn dump_one(
     if node.kind != NodeType::File {
         return Err(RepoError::Refused(format!("{path} is a {:?}, not a file", node.kind)));
     }
+    write_content(repo, index, node.content.as_deref().unwrap_or_default(), out).await
+}
+
+/// Writes the blobs of a content list to `out`, each authenticated before
+/// its bytes are written, reading adjacent blobs of a pack in one request.
+pub async fn write_content(
+    repo: &Repository,
+    index: &crate::index::Index,
+    content: &[Id],
+    out: &mut (dyn Write + Send),
+) -> Result<u64> {
     let mut total = 0;
-    for run in plan_reads(index, node.content.as_deref().unwrap_or_default())? {
+    for run in plan_reads(index, content)? {
         let bytes = repo.store().get_range(&paths::pack(&run.pack), run.start..run.end).await?;
         for (id, loc) in &run.blobs {
             let s = (loc.offset as u64 - run.start) as usize;

@@ -12,6 +12,7 @@ mod error;
 pub mod files;
 pub mod mysql;
 pub mod mysql_split;
+pub mod object_store;
 pub mod postgres;
 pub mod sqlite;
 mod swap;

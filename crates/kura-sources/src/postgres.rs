@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use kura_format::Id;
-use kura_repo::backup::{backup_streams, BackupOptions, BackupResult, Stream};
+use kura_repo::backup::{backup_stream_sequence, BackupOptions, BackupResult, Stream};
 use kura_repo::{Counters, Repository};
 
 use kura_store::percent_decode;
@@ -175,20 +175,9 @@ fn drain(stderr: std::process::ChildStderr) -> std::thread::JoinHandle<String> {
     })
 }
 
-/// Streams pg_dump of one database into the repository.
-pub async fn backup(
-    repo: &Arc<Repository>,
-    raw_url: &str,
-    tables: &[String],
-    exclude_tables: &[String],
-    opts: &BackupOptions,
-    counters: Arc<Counters>,
-) -> Result<BackupResult, SourceError> {
-    let url = PgUrl::parse(raw_url)?;
-    let u = url.clone();
-    tokio::task::spawn_blocking(move || preflight(&u))
-        .await
-        .map_err(|e| SourceError::Refused(e.to_string()))??;
+/// Starts pg_dump of one database; the stream's check vetoes the snapshot
+/// if pg_dump fails.
+fn dump_stream(url: &PgUrl, tables: &[String], exclude_tables: &[String]) -> Result<Stream, SourceError> {
     let mut cmd = url.command("pg_dump")?;
     cmd.args(["--format=custom", "--compress=0", "--dbname", &url.url]);
     for t in tables {
@@ -205,30 +194,79 @@ pub async fn backup(
         .map_err(|e| SourceError::Refused(format!("cannot start pg_dump: {e}")))?;
     let out = child.stdout.take().expect("piped");
     let err = drain(child.stderr.take().expect("piped"));
-    let name = format!("{}.pgdump", url.dbname);
-    let finish = Box::new(move || {
+    let db = url.dbname.clone();
+    let mut dump = Stream::new(format!("{}.pgdump", url.dbname), Box::new(out));
+    dump.finish = Box::new(move || {
         let status = child.wait().map_err(|e| e.to_string())?;
         let stderr = err.join().unwrap_or_default();
         if status.success() {
             Ok(())
         } else {
-            Err(format!("pg_dump failed ({status}): {}; no snapshot was saved", stderr.trim()))
+            Err(format!("pg_dump of {db} failed ({status}): {}; no snapshot was saved", stderr.trim()))
         }
     });
+    Ok(dump)
+}
+
+/// The databases a target names: the URL's own when `databases` is empty,
+/// every database that accepts connections for `["*"]`, else the list.
+pub fn databases_of(url: &PgUrl, databases: &[String]) -> Result<Vec<String>, SourceError> {
+    match databases {
+        [] => Ok(vec![url.dbname.clone()]),
+        [all] if all == "*" => {
+            let list = psql(
+                url,
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname",
+            )?;
+            Ok(list.lines().map(str::to_string).filter(|d| !d.is_empty()).collect())
+        }
+        list => Ok(list.to_vec()),
+    }
+}
+
+/// Streams pg_dump of each database into one snapshot, one after the
+/// other (`DB.pgdump` each), then the server's roles and tablespaces.
+pub async fn backup(
+    repo: &Arc<Repository>,
+    raw_url: &str,
+    databases: &[String],
+    tables: &[String],
+    exclude_tables: &[String],
+    opts: &BackupOptions,
+    counters: Arc<Counters>,
+) -> Result<BackupResult, SourceError> {
+    let url = PgUrl::parse(raw_url)?;
+    let u = url.clone();
+    let wanted = databases.to_vec();
+    let (dbs, globals) = tokio::task::spawn_blocking(move || {
+        preflight(&u)?;
+        let dbs = databases_of(&u, &wanted)?;
+        // Roles and tablespaces live outside the databases; they are small
+        // and held in memory.
+        let globals = globals(&u);
+        Ok::<_, SourceError>((dbs, globals))
+    })
+    .await
+    .map_err(|e| SourceError::Refused(e.to_string()))??;
+    if dbs.is_empty() {
+        return Err(SourceError::Refused(format!("no database to back up on {}", url.url)));
+    }
+    let (tables, excludes) = (tables.to_vec(), exclude_tables.to_vec());
+    // Each pg_dump starts only when the one before it has been read to its
+    // end, so one connection is open at a time.
+    let dumps = dbs
+        .into_iter()
+        .map(move |db| dump_stream(&url.with_db(&db), &tables, &excludes).map_err(|e| e.to_string()));
+    let tail = match globals {
+        Ok(sql) => Some(Ok(Stream::new("globals.sql", Box::new(std::io::Cursor::new(sql))))),
+        Err(e) => {
+            tracing::warn!("roles and tablespaces not captured: {e}");
+            None
+        }
+    };
     let mut opts = opts.clone();
     opts.source = Some("postgres".into());
-    let mut streams = vec![Stream { name, reader: Box::new(out), finish, mtime: None }];
-    // Roles and tablespaces live outside the database; capture them beside
-    // the dump (small, so held in memory).
-    let u = url.clone();
-    match tokio::task::spawn_blocking(move || globals(&u))
-        .await
-        .map_err(|e| SourceError::Refused(e.to_string()))?
-    {
-        Ok(sql) => streams.push(Stream::new("globals.sql", Box::new(std::io::Cursor::new(sql)))),
-        Err(e) => tracing::warn!("roles and tablespaces not captured: {e}"),
-    }
-    Ok(backup_streams(repo, streams, &opts, counters).await?)
+    Ok(backup_stream_sequence(repo, Box::new(dumps.chain(tail)), &opts, counters).await?)
 }
 
 /// `pg_dumpall --globals-only`; without superuser rights role passwords
@@ -276,12 +314,11 @@ pub async fn restore(
     repo: &Repository,
     tree: Id,
     name: &str,
-    raw_url: &str,
+    url: &PgUrl,
     into: Option<&str>,
     tables: &[String],
     keep_old: bool,
 ) -> Result<PgRestored, SourceError> {
-    let url = PgUrl::parse(raw_url)?;
     let admin = url.with_db("postgres");
     let stamp = chrono::Local::now().format("%Y%m%d_%H%M").to_string();
     let fresh = match into {
@@ -382,16 +419,15 @@ pub async fn restore_tables_in_place(
     repo: &Repository,
     tree: Id,
     name: &str,
-    raw_url: &str,
+    url: &PgUrl,
     tables: &[String],
     keep_old: bool,
 ) -> Result<PgRestored, SourceError> {
-    let url = PgUrl::parse(raw_url)?;
     let stamp = chrono::Local::now().format("%Y%m%d_%H%M").to_string();
     let bak = format!("kura_bak_{stamp}");
     let mut script = String::from("BEGIN;\n");
     let mut selected: Vec<String> = Vec::new();
-    let superuser = psql(&url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user")? == "t";
+    let superuser = psql(url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user")? == "t";
     if superuser {
         // Foreign keys and user triggers stay quiet while rows are swapped,
         // as pg_restore --disable-triggers would have them.
@@ -401,7 +437,7 @@ pub async fn restore_tables_in_place(
         script.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote_ident(&bak)));
     }
     for t in tables {
-        let regclass = psql(&url, &format!("SELECT to_regclass({})::oid", quote_literal(t)))?;
+        let regclass = psql(url, &format!("SELECT to_regclass({})::oid", quote_literal(t)))?;
         if regclass.is_empty() {
             return Err(SourceError::Refused(format!(
                 "table {t} does not exist in database {}; restore it with --into a scratch database, or restore the whole database",
@@ -409,10 +445,10 @@ pub async fn restore_tables_in_place(
             )));
         }
         let qualified = psql(
-            &url,
+            url,
             &format!("SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = {regclass}"),
         )?;
-        let relname = psql(&url, &format!("SELECT relname FROM pg_class WHERE oid = {regclass}"))?;
+        let relname = psql(url, &format!("SELECT relname FROM pg_class WHERE oid = {regclass}"))?;
         if keep_old {
             script.push_str(&format!(
                 "CREATE TABLE {}.{} AS TABLE {qualified};\n",
@@ -423,7 +459,7 @@ pub async fn restore_tables_in_place(
         script.push_str(&format!("DELETE FROM {qualified};\n"));
         selected.push(relname);
         let owned = psql(
-            &url,
+            url,
             &format!("SELECT s.relname FROM pg_class s JOIN pg_depend d ON d.objid = s.oid WHERE s.relkind = 'S' AND d.refobjid = {regclass} AND d.deptype IN ('a', 'i')"),
         )?;
         selected.extend(owned.lines().filter(|l| !l.is_empty()).map(str::to_string));

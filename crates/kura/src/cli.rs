@@ -157,7 +157,8 @@ pub struct RestoreArgs {
     /// A directory (with a snapshot), or a target name from kura.toml.
     #[arg(short, long)]
     pub target: String,
-    /// Restore only this path of the snapshot (repeatable; directory restores).
+    /// Restore only this path of the snapshot (repeatable; directory restores),
+    /// or, for an object_store target, only keys with this prefix.
     #[arg(short, long)]
     pub include: Vec<String>,
     /// Restore into a non-empty directory, replacing files of the same name.
@@ -188,6 +189,19 @@ pub struct RestoreArgs {
     /// tables are not touched.
     #[arg(long = "table")]
     pub tables: Vec<String>,
+    /// Postgres targets with several databases: restore only this one.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Object-store targets: only objects last modified on or after this date (2025-11-01).
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Object-store targets: only objects last modified on or before this date (the whole day counts).
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Object-store targets: replace objects that already exist (the old
+    /// ones are kept beside the prefix unless --no-keep-old).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

@@ -109,7 +109,7 @@ fn postgres_failures_are_clear_and_record_nothing() {
         .unwrap();
     assert_eq!(denied.status.code(), Some(1), "{}", stderr(&denied));
     assert!(
-        stderr(&denied).contains("pg_dump failed") && stderr(&denied).contains("permission denied"),
+        stderr(&denied).contains("pg_dump of shop failed") && stderr(&denied).contains("permission denied"),
         "{}",
         stderr(&denied)
     );
@@ -182,4 +182,50 @@ fn postgres_single_table_restore_in_place_is_one_transaction() {
     let gone = k.run(&["restore", "--target", "app_db", "--table", "audit", "--yes"]);
     assert_eq!(gone.status.code(), Some(1));
     assert!(stderr(&gone).contains("does not exist in database shop"), "{}", stderr(&gone));
+}
+
+#[test]
+fn every_database_of_a_server_in_one_snapshot() {
+    let (pg, mut k) = setup();
+    pg.psql("postgres", "CREATE DATABASE crm");
+    pg.psql("crm", "CREATE TABLE contacts(id serial PRIMARY KEY, name text); INSERT INTO contacts(name) SELECT 'c' || g FROM generate_series(1, 50) g;");
+    let cfg = k.path("kura-all.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository.main]\nurl = \"{}\"\n\n[target.server]\ntype = \"postgres\"\nurl = \"{}\"\ndatabases = [\"*\"]\n",
+            k.repo,
+            pg.url("postgres")
+        ),
+    )
+    .unwrap();
+    k.env.retain(|(n, _)| n != "KURA_CONFIG");
+    k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
+    let (shop, crm) = (pg.dump_text("shop"), pg.dump_text("crm"));
+    let run = k.json(&["backup", "--target", "server"]);
+    assert_eq!(run["targets"][0]["ok"], true, "{run}");
+    let snaps = k.json(&["snapshots", "--target", "server"]);
+    let paths: Vec<&str> =
+        snaps[0]["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(paths, ["crm.pgdump", "postgres.pgdump", "shop.pgdump", "globals.sql"]);
+
+    // --into needs one database named.
+    let refused = k.run(&["restore", "--target", "server", "--into", "x", "--yes"]);
+    assert!(stderr(&refused).contains("--database"), "{}", stderr(&refused));
+    k.ok(&["restore", "--target", "server", "--database", "crm", "--into", "crm_check", "--yes"]);
+    assert_eq!(pg.psql("crm_check", "SELECT count(*) FROM contacts"), "50");
+
+    // Damage two databases; one restore brings both back, each swapped.
+    pg.psql("crm", "DELETE FROM contacts");
+    pg.psql("shop", "DROP TABLE orders CASCADE");
+    k.ok(&["restore", "--target", "server", "--database", "crm", "--yes"]);
+    assert_eq!(pg.dump_text("crm"), crm);
+    assert_ne!(pg.dump_text("shop"), shop, "--database left shop alone");
+    k.ok(&["restore", "--target", "server", "--database", "shop", "--yes"]);
+    assert_eq!(pg.dump_text("shop"), shop);
+    let kept = pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'crm_bak_%' OR datname LIKE 'shop_bak_%'",
+    );
+    assert_eq!(kept, "2", "both damaged databases were kept aside");
 }

@@ -91,6 +91,16 @@ fn repository_settings(
 }
 
 fn store_at(url: &str) -> Result<Arc<dyn Store>, Failure> {
+    store_at_with(url, &|k| std::env::var(k).ok())
+}
+
+/// The store an object_store target reads: its own credentials first, then
+/// the environment.
+pub fn object_store(o: &kura_policy::ObjectStoreTarget, url: &str) -> Result<Arc<dyn Store>, Failure> {
+    store_at_with(url, &|k| o.credentials.get(k).cloned().or_else(|| std::env::var(k).ok()))
+}
+
+fn store_at_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Store>, Failure> {
     let mut policy = kura_store::RetryPolicy::default();
     if let Ok(n) = std::env::var("KURA_STORAGE_RETRIES") {
         policy.attempts =
@@ -98,7 +108,7 @@ fn store_at(url: &str) -> Result<Arc<dyn Store>, Failure> {
                 Failure::new(format!("KURA_STORAGE_RETRIES={n:?} is not a positive number"))
             })?;
     }
-    Ok(kura_store::open_url_with(url, &|k| std::env::var(k).ok(), policy)?)
+    Ok(kura_store::open_url_with(url, env, policy)?)
 }
 
 pub fn open_store(g: &Global) -> Result<Arc<dyn Store>, Failure> {

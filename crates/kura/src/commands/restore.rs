@@ -11,6 +11,10 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     let Some(spec) = &a.snapshot else {
         return super::target_restore::run(g, a).await;
     };
+    if a.start.is_some() || a.end.is_some() || a.force {
+        return Err(Failure::new("--start, --end and --force are for object_store targets")
+            .hint("directory restores take --include and --overwrite"));
+    }
     let target = std::path::PathBuf::from(&a.target);
     let repo = super::open_repo(g).await?;
     let (id, snap) = repo.find_snapshot(spec).await?;

@@ -61,6 +61,7 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
             TargetKind::Postgres(pg) => kura_sources::postgres::backup(
                 &repo,
                 &pg.url,
+                &pg.databases,
                 &pg.tables,
                 &pg.exclude_tables,
                 &opts,
@@ -73,6 +74,12 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
                     .await
                     .map_err(Into::into)
             }
+            TargetKind::ObjectStore(o) => match super::object_store(o, &o.url) {
+                Ok(store) => kura_sources::object_store::backup(&repo, store, &opts, counters)
+                    .await
+                    .map_err(Into::into),
+                Err(f) => Err(f),
+            },
             TargetKind::Mysql(my) => kura_sources::mysql::backup(&repo, &my.url, &my.tables, &opts, counters)
                 .await
                 .map_err(Into::into),

@@ -30,6 +30,19 @@ fn parse_at(s: &str) -> Result<DateTime<Utc>, Failure> {
     Local.from_local_datetime(&local).earliest().map(|t| t.with_timezone(&Utc)).ok_or_else(bad)
 }
 
+/// A date or time as seconds since the epoch; a bare day means its first
+/// second, or with `end_of_day` its last.
+fn parse_day(s: &str, end_of_day: bool) -> Result<i64, Failure> {
+    if !end_of_day {
+        if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            let bad = || Failure::new(format!("{s:?} is not a date"));
+            let t = d.and_hms_opt(0, 0, 0).ok_or_else(bad)?;
+            return Ok(Local.from_local_datetime(&t).earliest().ok_or_else(bad)?.timestamp());
+        }
+    }
+    Ok(parse_at(s)?.timestamp())
+}
+
 fn select(a: &RestoreArgs, target: &str, mine: Vec<(Id, Snapshot)>) -> Result<(Id, Snapshot), Failure> {
     let none = |what: String| {
         Failure::new(format!("no snapshot of target {target} {what}"))
@@ -111,11 +124,23 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
             ));
         }
     }
-    if !a.include.is_empty() || a.overwrite {
+    let objects = matches!(t.kind, TargetKind::ObjectStore(_));
+    if a.overwrite || (!a.include.is_empty() && !objects) {
         return Err(Failure::new(
             "--include and --overwrite are for directory restores (kura restore SNAPSHOT --target DIR)",
-        ));
+        )
+        .hint("an object_store target takes --include KEY_PREFIX"));
     }
+    if (a.start.is_some() || a.end.is_some() || a.force) && !objects {
+        return Err(Failure::new("--start, --end and --force apply to object_store targets"));
+    }
+    let object_opts = kura_sources::object_store::RestoreOptions {
+        include: a.include.clone(),
+        start: a.start.as_deref().map(|s| parse_day(s, false)).transpose()?,
+        end: a.end.as_deref().map(|s| parse_day(s, true)).transpose()?,
+        force: a.force,
+        dry_run: false,
+    };
     let repo = super::open_repo_for(g, &cfg, t).await?;
     let (all, _) = repo.snapshots().await?;
     let mine: Vec<_> =
@@ -124,6 +149,33 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     let keep_old = !a.no_keep_old;
     let taken = snap.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S");
 
+    // A PostgreSQL snapshot holds one dump per database.
+    let mut pg_dumps: Vec<String> = snap.paths.iter().filter(|p| p.ends_with(".pgdump")).cloned().collect();
+    if let Some(db) = &a.database {
+        if !matches!(t.kind, TargetKind::Postgres(_)) {
+            return Err(Failure::new("--database applies to postgres targets"));
+        }
+        let want = format!("{db}.pgdump");
+        if !pg_dumps.contains(&want) {
+            return Err(Failure::new(format!(
+                "snapshot {} holds no database {db} (it holds {})",
+                id.short(),
+                pg_dumps.iter().map(|n| n.trim_end_matches(".pgdump")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        pg_dumps = vec![want];
+    }
+    if matches!(t.kind, TargetKind::Postgres(_))
+        && pg_dumps.len() > 1
+        && (a.into.is_some() || !a.tables.is_empty())
+    {
+        return Err(Failure::new(format!(
+            "snapshot {} holds {} databases; --into and --table restore one",
+            id.short(),
+            pg_dumps.len()
+        ))
+        .hint("choose it with --database NAME"));
+    }
     let mut plan = Vec::new();
     let dests: Vec<PathBuf> = match &t.kind {
         TargetKind::Sqlite(s) => vec![a.into.clone().unwrap_or_else(|| s.path.clone())],
@@ -131,10 +183,10 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
             Some(dir) => vec![dir.clone()],
             None => f.paths.clone(),
         },
-        TargetKind::Postgres(pg) => {
-            let u = kura_sources::postgres::PgUrl::parse(&pg.url)?;
-            vec![PathBuf::from(a.into.clone().map(|p| p.display().to_string()).unwrap_or(u.dbname))]
-        }
+        TargetKind::Postgres(_) => match &a.into {
+            Some(into) => vec![into.clone()],
+            None => pg_dumps.iter().map(|n| PathBuf::from(n.trim_end_matches(".pgdump"))).collect(),
+        },
         TargetKind::Command(c) => {
             vec![a.into.clone().unwrap_or_else(|| PathBuf::from(c.restore.clone().unwrap_or_default()))]
         }
@@ -142,12 +194,53 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
             let u = kura_sources::mysql::MyUrl::parse(&my.url)?;
             vec![PathBuf::from(a.into.clone().map(|p| p.display().to_string()).unwrap_or(u.dbname))]
         }
+        TargetKind::ObjectStore(o) => {
+            vec![a.into.clone().unwrap_or_else(|| PathBuf::from(&o.url))]
+        }
         other => {
             return Err(Failure::new(format!("restoring {} targets is not supported yet", other.type_name())))
         }
     };
+    // An object restore's plan needs the manifest and the destination's
+    // listing: what will be written, what is already there.
+    let mut object_plan = None;
+    if let TargetKind::ObjectStore(o) = &t.kind {
+        let dest = super::object_store(o, &dests[0].display().to_string())?;
+        let keep = if a.force && keep_old {
+            let at = kura_sources::object_store::kept_location(&dests[0].display().to_string(), Local::now());
+            Some((super::object_store(o, &at)?, at))
+        } else {
+            None
+        };
+        let dry = kura_sources::object_store::RestoreOptions { dry_run: true, ..object_opts.clone() };
+        let p = kura_sources::object_store::restore(&repo, snap.tree, dest.clone(), None, &dry).await?;
+        object_plan = Some((dest, keep, p));
+    }
     for d in &dests {
         let action = match (&t.kind, &a.into) {
+            (TargetKind::ObjectStore(_), _) => {
+                let (_, keep, p) = object_plan.as_ref().expect("planned above");
+                let mut s = format!(
+                    "write {} object(s) ({}) into {}",
+                    p.written.len(),
+                    human_bytes(p.bytes),
+                    d.display()
+                );
+                if !p.replaced.is_empty() {
+                    s += &format!(
+                        ", replacing {} that exist{}",
+                        p.replaced.len(),
+                        match keep {
+                            Some((_, at)) => format!(" (the old ones kept in {at})"),
+                            None => " (the old ones are not kept)".into(),
+                        }
+                    );
+                }
+                if !p.skipped.is_empty() {
+                    s += &format!("; skip {} already there (--force replaces them)", p.skipped.len());
+                }
+                s
+            }
             (TargetKind::Files(_), Some(_)) => {
                 format!("restore into {} (the live paths are not touched)", d.display())
             }
@@ -264,18 +357,25 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
                 Ok(out)
             }
             TargetKind::Postgres(pg) => {
-                let name = snap.paths.first().cloned().unwrap_or_default();
+                let base = kura_sources::postgres::PgUrl::parse(&pg.url)?;
                 let into = a.into.as_ref().map(|p| p.display().to_string());
-                let r = if a.tables.is_empty() || into.is_some() {
-                    kura_sources::postgres::restore(&repo, snap.tree, &name, &pg.url, into.as_deref(), &a.tables, keep_old).await?
-                } else {
-                    kura_sources::postgres::restore_tables_in_place(&repo, snap.tree, &name, &pg.url, &a.tables, keep_old).await?
-                };
-                say(g, format!("restored database {} ({} of dump)", r.database, human_bytes(r.bytes)));
-                if let Some(k) = &r.kept {
-                    say(g, format!("previous copy kept as {k}"));
+                let mut out = Vec::new();
+                // One database after the other; each is swapped only once
+                // its own restore succeeded, and a failure stops the rest.
+                for name in &pg_dumps {
+                    let url = base.with_db(name.trim_end_matches(".pgdump"));
+                    let r = if a.tables.is_empty() || into.is_some() {
+                        kura_sources::postgres::restore(&repo, snap.tree, name, &url, into.as_deref(), &a.tables, keep_old).await?
+                    } else {
+                        kura_sources::postgres::restore_tables_in_place(&repo, snap.tree, name, &url, &a.tables, keep_old).await?
+                    };
+                    say(g, format!("restored database {} ({} of dump)", r.database, human_bytes(r.bytes)));
+                    if let Some(k) = &r.kept {
+                        say(g, format!("previous copy kept as {k}"));
+                    }
+                    out.push(serde_json::json!({ "database": r.database, "bytes": r.bytes, "kept": r.kept }));
                 }
-                Ok(vec![serde_json::json!({ "database": r.database, "bytes": r.bytes, "kept": r.kept })])
+                Ok(out)
             }
             TargetKind::Command(c) => {
                 let name = snap.paths.first().cloned().unwrap_or_default();
@@ -295,6 +395,24 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
                     say(g, format!("previous tables kept in database {k}"));
                 }
                 Ok(vec![serde_json::json!({ "database": r.database, "tables": r.tables, "bytes": r.bytes, "kept": r.kept })])
+            }
+            TargetKind::ObjectStore(_) => {
+                let (dest, keep, _) = object_plan.take().expect("planned above");
+                let r = kura_sources::object_store::restore(&repo, snap.tree, dest, keep.map(|(s, _)| s), &object_opts).await?;
+                say(g, format!(
+                    "wrote {} object(s), replaced {}, skipped {} already there ({}); each read back and compared",
+                    r.written.len(),
+                    r.replaced.len(),
+                    r.skipped.len(),
+                    human_bytes(r.bytes)
+                ));
+                if let Some(k) = &r.kept {
+                    say(g, format!("replaced objects kept in {k}"));
+                }
+                Ok(vec![serde_json::json!({
+                    "written": r.written, "replaced": r.replaced, "skipped": r.skipped,
+                    "bytes": r.bytes, "kept": r.kept,
+                })])
             }
             other => Err(Failure::new(format!("restoring {} targets is not supported yet", other.type_name()))),
         }
