@@ -47,12 +47,19 @@ pub struct RepositoryConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub name: String,
+    /// What part of the application it holds, for `kura restore
+    /// --component`: one of [`COMPONENTS`]. Defaults by type: databases
+    /// (sqlite, postgres, mysql) are `database`, the rest `data`.
+    pub component: String,
     /// The repository this target backs up into (a key of `repositories`).
     pub repository: String,
     pub pre_restore: Option<String>,
     pub post_restore: Option<String>,
     pub kind: TargetKind,
 }
+
+/// The components a target may belong to.
+pub const COMPONENTS: &[&str] = &["database", "configs", "data", "logs"];
 
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -304,6 +311,15 @@ impl Config {
                 let repository = take(&mut t, "repository")?;
                 let pre_restore = take(&mut t, "pre_restore")?;
                 let post_restore = take(&mut t, "post_restore")?;
+                let component = take(&mut t, "component")?;
+                if let Some(c) = &component {
+                    if !COMPONENTS.contains(&c.as_str()) {
+                        return Err(invalid(
+                            format!("{place}.component"),
+                            format!("unknown component {c:?} (known: {})", COMPONENTS.join(", ")),
+                        ));
+                    }
+                }
                 let kind = match kind_name.as_str() {
                     "sqlite" => TargetKind::Sqlite(section(&place, t)?),
                     "postgres" | "postgresql" => {
@@ -368,9 +384,16 @@ impl Config {
                         ),
                     ));
                 }
+                let component = component.unwrap_or_else(|| {
+                    match kind {
+                        TargetKind::Sqlite(_) | TargetKind::Postgres(_) | TargetKind::Mysql(_) => "database",
+                        _ => "data",
+                    }
+                    .to_string()
+                });
                 targets.insert(
                     tname.clone(),
-                    Target { name: tname, repository, pre_restore, post_restore, kind },
+                    Target { name: tname, component, repository, pre_restore, post_restore, kind },
                 );
             }
         }
@@ -444,6 +467,7 @@ changed_within = "24h"
             ("[targets.x]\n", "targets: unknown section"),
             ("[repository.a]\nurl = \"/a\"\n[repository.b]\nurl = \"/b\"\n[target.x]\ntype = \"sqlite\"\npath = \"/a\"\n", "target.x.repository: no repository named \"main\""),
             ("[target.x\n", "kura.toml:"),
+            ("[target.x]\ntype = \"sqlite\"\npath = \"/a\"\ncomponent = \"db\"\n", "target.x.component: unknown component \"db\" (known: database, configs, data, logs)"),
             ("[target.x]\ntype = \"postgres\"\nurl = \"postgres://h/a\"\ndatabases = [\"*\"]\ntables = [\"t\"]\n", "target.x.tables: table lists apply to one database"),
             ("[target.x]\ntype = \"postgres\"\nurl = \"postgres://h/a\"\ndatabases = [\"*\", \"b\"]\n", "target.x.databases: names databases"),
             ("[target.x]\ntype = \"object_store\"\nurl = \"\"\n", "target.x.url: must name a bucket prefix"),

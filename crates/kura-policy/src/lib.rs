@@ -22,5 +22,5 @@ mod config;
 
 pub use config::{
     parse_duration, CommandTarget, Config, ConfigError, FilesTarget, MysqlTarget, ObjectStoreTarget,
-    PostgresTarget, RepositoryConfig, SqliteTarget, Target, TargetKind,
+    PostgresTarget, RepositoryConfig, SqliteTarget, Target, TargetKind, COMPONENTS,
 };

@@ -64,6 +64,10 @@ fn selected(path: &Path, includes: &[Vec<Vec<u8>>]) -> (bool, bool) {
     (under || above, under || above)
 }
 
+/// The name prefix of a file being restored, renamed to its real name only
+/// once complete and verified.
+const PARTIAL_PREFIX: &str = ".kura-restore-";
+
 pub async fn restore(
     repo: &Arc<Repository>,
     tree: Id,
@@ -108,6 +112,9 @@ pub async fn restore(
                 if let Err(e) = make_dir(&dest, opts.overwrite) {
                     report.failed.push((rel.display().to_string(), e.to_string()));
                     continue;
+                }
+                if opts.overwrite {
+                    sweep_partial_files(&dest);
                 }
                 report.dirs += 1;
                 dirs.push((dest, node));
@@ -190,6 +197,19 @@ pub async fn restore(
     Ok(report)
 }
 
+/// Removes the temporary files a restore killed midway left in `dir`:
+/// they are only ever partial copies, never a file's only version.
+fn sweep_partial_files(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX)
+            && e.file_type().is_ok_and(|t| t.is_file());
+        if stale {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Creates a directory, refusing to go through a symlink.
 fn make_dir(dest: &Path, overwrite: bool) -> std::io::Result<()> {
     match dest.symlink_metadata() {
@@ -269,7 +289,7 @@ async fn restore_file(
     let content = node.content.clone().unwrap_or_default();
     let runs = plan_reads(index, &content)?;
     let dir = dest.parent().expect("restored paths have a parent");
-    let tmp = dir.join(format!(".kura-restore-{:016x}", rand::random::<u64>()));
+    let tmp = dir.join(format!("{PARTIAL_PREFIX}{:016x}", rand::random::<u64>()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

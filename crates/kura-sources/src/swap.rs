@@ -29,6 +29,12 @@ pub struct Swap {
 
 impl Swap {
     /// Replaces `live` (and `live` + each suffix in `companions`) by `new`.
+    ///
+    /// When `live` exists and has no companions on disk, the two trade
+    /// places in one atomic exchange (renameat2 RENAME_EXCHANGE), so a
+    /// crash at any instant leaves `live` holding either the old or the new
+    /// copy, never nothing. Otherwise (companions, or a filesystem without
+    /// exchange) the old copy and its companions are renamed aside first.
     pub fn replace(
         new: &Path,
         live: &Path,
@@ -36,6 +42,42 @@ impl Swap {
         keep_old: bool,
     ) -> Result<Swap, SourceError> {
         let bak = backup_name(live, chrono::Local::now());
+        let lone = live.symlink_metadata().is_ok()
+            && companions.iter().all(|c| with_suffix(live, c).symlink_metadata().is_err());
+        if lone {
+            use rustix::fs::{renameat_with, RenameFlags, CWD};
+            match renameat_with(CWD, new, CWD, live, RenameFlags::EXCHANGE) {
+                Ok(()) => {
+                    sync_parent(live);
+                    // `new` now names the old copy.
+                    if !keep_old {
+                        let r = if new.is_dir() {
+                            std::fs::remove_dir_all(new)
+                        } else {
+                            std::fs::remove_file(new)
+                        };
+                        if let Err(e) = r {
+                            tracing::warn!(path = %new.display(), error = %e, "could not remove the old copy");
+                        }
+                        return Ok(Swap { kept: None });
+                    }
+                    return match std::fs::rename(new, &bak) {
+                        Ok(()) => {
+                            sync_parent(&bak);
+                            Ok(Swap { kept: Some(bak) })
+                        }
+                        Err(e) => {
+                            tracing::warn!(path = %new.display(), error = %e, "the old copy keeps its temporary name");
+                            Ok(Swap { kept: Some(new.to_path_buf()) })
+                        }
+                    };
+                }
+                Err(e)
+                    if [rustix::io::Errno::INVAL, rustix::io::Errno::NOSYS, rustix::io::Errno::OPNOTSUPP]
+                        .contains(&e) => {}
+                Err(e) => return Err(SourceError::io(live, std::io::Error::from(e))),
+            }
+        }
         let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
         let undo = |moved: &[(PathBuf, PathBuf)]| {
             for (from, to) in moved.iter().rev() {
@@ -113,6 +155,26 @@ mod tests {
         assert_eq!(std::fs::read(with_suffix(&kept, "-wal")).unwrap(), b"old wal");
         assert!(!d.path().join("app.db-wal").exists(), "the old WAL must not pair with the new database");
         assert!(kept.file_name().unwrap().to_string_lossy().starts_with("app.db.bak-"));
+    }
+
+    #[test]
+    fn a_lone_directory_trades_places_with_its_replacement() {
+        let d = tempfile::tempdir().unwrap();
+        let live = d.path().join("config");
+        std::fs::create_dir(&live).unwrap();
+        std::fs::write(live.join("a"), b"old").unwrap();
+        let new = temp_beside(&live);
+        std::fs::create_dir(&new).unwrap();
+        std::fs::write(new.join("a"), b"new").unwrap();
+        let s = Swap::replace(&new, &live, &[], true).unwrap();
+        assert_eq!(std::fs::read(live.join("a")).unwrap(), b"new");
+        assert_eq!(std::fs::read(s.kept.unwrap().join("a")).unwrap(), b"old");
+        assert!(!new.exists());
+        let new = temp_beside(&live);
+        std::fs::create_dir(&new).unwrap();
+        assert!(Swap::replace(&new, &live, &[], false).unwrap().kept.is_none());
+        assert!(!new.exists(), "the old copy is gone when not kept");
+        assert!(live.is_dir());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A TCP proxy on loopback that misbehaves on demand, as storage endpoints
 //! do: it can be cut (open connections reset, new ones refused), answer the
-//! next connections' requests with 503, or accept them and never answer.
+//! next connections' requests with 503, accept them and never answer, or
+//! stop answers short of their length.
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,9 @@ struct Faults {
     unavailable: u32,
     /// Connections accepted and then left without an answer.
     hang: u32,
+    /// Answers to stop short: the next reads from the server pass half of
+    /// what they got, and the connection closes.
+    truncate: u32,
 }
 
 fn answer_503(mut client: TcpStream) {
@@ -74,10 +78,11 @@ impl CutProxy {
                     continue;
                 };
                 cs.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-                for (mut from, mut to) in
-                    [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
-                {
-                    let (c, b) = (c.clone(), b.clone());
+                for (mut from, mut to, answers) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap(), false),
+                    (server, client, true),
+                ] {
+                    let (c, b, fs) = (c.clone(), b.clone(), fs.clone());
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
                         loop {
@@ -86,10 +91,20 @@ impl CutProxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
+                            let short = answers && {
+                                let mut f = fs.lock().unwrap();
+                                let take = f.truncate > 0;
+                                f.truncate = f.truncate.saturating_sub(1);
+                                take
+                            };
+                            let n = if short { n / 2 } else { n };
                             if c.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
                                 break;
                             }
                             b.fetch_add(n as u64, Ordering::SeqCst);
+                            if short {
+                                break;
+                            }
                         }
                         let _ = to.shutdown(Shutdown::Both);
                         let _ = from.shutdown(Shutdown::Both);
@@ -111,6 +126,12 @@ impl CutProxy {
     pub fn hang(&self, n: u32) {
         self.faults.lock().unwrap().hang += n;
         self.reset_open();
+    }
+
+    /// The next `n` reads of answers pass only half of their bytes, then
+    /// the connection closes: a body shorter than its Content-Length.
+    pub fn truncate(&self, n: u32) {
+        self.faults.lock().unwrap().truncate += n;
     }
 
     fn reset_open(&self) {

@@ -358,6 +358,32 @@ impl PgServer {
     }
 }
 
+impl PgServer {
+    /// A psql session that runs `sql` and then holds on (its transaction
+    /// open) until the returned guard drops.
+    pub fn hold(&self, db: &str, sql: &str) -> impl Drop {
+        let child = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-d", &self.url(db), "-c", &format!("BEGIN; {sql}; SELECT pg_sleep(600);")])
+            .env("PGPASSWORD", &self.password)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run psql");
+        ServerProcess(child)
+    }
+
+    /// Stops the server at once, as a crash or an outage would.
+    pub fn kill(&self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
         let _ = as_postgres(&self.bin.join("pg_ctl"))

@@ -156,7 +156,11 @@ pub struct RestoreArgs {
     pub snapshot: Option<String>,
     /// A directory (with a snapshot), or a target name from kura.toml.
     #[arg(short, long)]
-    pub target: String,
+    pub target: Option<String>,
+    /// Target restores: every target of this component (database, configs,
+    /// data, logs, or all) as of one run.
+    #[arg(long, conflicts_with = "target")]
+    pub component: Option<String>,
     /// Restore only this path of the snapshot (repeatable; directory restores),
     /// or, for an object_store target, only keys with this prefix.
     #[arg(short, long)]

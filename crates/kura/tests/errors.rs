@@ -220,3 +220,75 @@ fn storage_503s_and_hung_requests_are_ridden_out_by_retries() {
     k.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_same_tree(&src, &restored(&target, &src));
 }
+
+#[test]
+fn truncated_answers_from_storage_are_never_accepted() {
+    let moto = MotoServer::start();
+    moto.create_bucket("short");
+    let proxy = CutProxy::start(moto.port);
+    let mut env = moto.env();
+    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint()));
+    env.push(("KURA_STORAGE_RETRIES".into(), "8".into()));
+    let k = Kura::with_repo("s3://short/repo", env);
+    k.init();
+    let src = k.path("src");
+    make_tree(&src);
+    for i in 0..3 {
+        std::fs::write(src.join(format!("big{i}.bin")), noise(10 << 20, 70 + i)).unwrap();
+    }
+    k.backup(&[&src]);
+    // Mid-restore and mid-verify, answers stop short of their length.
+    let target = k.path("out");
+    for args in
+        [vec!["restore", "latest", "--target", target.to_str().unwrap()], vec!["verify", "--read-data"]]
+    {
+        let child = k
+            .cmd(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        proxy.wait_for_bytes(proxy.bytes() + (3 << 20));
+        proxy.truncate(3);
+        let out = child.wait_with_output().unwrap();
+        let e = stderr(&out);
+        assert!(out.status.success(), "{args:?}: short answers are retried: {e}");
+        // Cut inside a body or inside a head: either way an answer that
+        // ended early, seen as such and retried.
+        let short =
+            e.contains("end of file before message length") || e.contains("closed before message completed");
+        assert!(e.contains("retrying") && short, "{args:?}: the short answers are seen and retried: {e}");
+    }
+    assert_same_tree(&src, &restored(&target, &src));
+
+    // Beyond the retry budget: a clear error, and no file with wrong bytes.
+    let mut env = k.env.clone();
+    env.retain(|(n, _)| n != "KURA_STORAGE_RETRIES");
+    env.push(("KURA_STORAGE_RETRIES".into(), "2".into()));
+    let k2 = Kura::with_repo("s3://short/repo", env);
+    let target2 = k.path("out2");
+    let child = k2
+        .cmd(&["restore", "latest", "--target", target2.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    proxy.wait_for_bytes(proxy.bytes() + (2 << 20));
+    proxy.truncate(100_000);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "a restore that only gets short answers must fail");
+    assert!(stderr(&out).contains("gave up"), "{}", stderr(&out));
+    let base = restored(&target2, &src);
+    for (rel, _) in listing(&base).0 {
+        let got = base.join(&rel);
+        if got.is_file() {
+            assert_eq!(
+                std::fs::read(src.join(&rel)).unwrap(),
+                std::fs::read(&got).unwrap(),
+                "{} holds wrong bytes",
+                got.display()
+            );
+        }
+    }
+}

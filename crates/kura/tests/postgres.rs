@@ -229,3 +229,28 @@ fn every_database_of_a_server_in_one_snapshot() {
     );
     assert_eq!(kept, "2", "both damaged databases were kept aside");
 }
+
+#[test]
+fn a_server_gone_mid_dump_fails_the_backup_and_records_nothing() {
+    let (pg, k) = setup();
+    k.ok(&["backup", "--target", "app_db"]);
+    // pg_dump will wait on this lock; meanwhile the server goes away.
+    let lock = pg.hold("shop", "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let child = k
+        .cmd(&["backup", "--target", "app_db"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    pg.kill();
+    let out = child.wait_with_output().unwrap();
+    drop(lock);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("pg_dump of shop failed") && e.contains("no snapshot was saved"), "{e}");
+    assert_eq!(k.snapshot_ids().len(), 1, "only the snapshot from before the outage");
+    let v = k.json(&["verify", "--read-data"]);
+    assert_eq!(v["ok"], true, "{v}");
+}

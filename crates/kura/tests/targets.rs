@@ -51,11 +51,13 @@ post_restore = "echo post >> {hooks}"
 
 [target.configs]
 type = "files"
+component = "configs"
 paths = ["${{APP_ROOT}}/config"]
 exclude = ["*.tmp"]
 
 [target.logs]
 type = "files"
+component = "logs"
 paths = ["${{APP_ROOT}}/logs"]
 changed_within = "24h"
 "#,
@@ -315,4 +317,51 @@ backup = "printf partial; echo 'disk on fire' >&2; exit 4"
     let none = k.run(&["restore", "--target", "broken", "--yes"]);
     assert_eq!(none.status.code(), Some(1));
     assert!(stderr(&none).contains("no `restore` command"), "{}", stderr(&none));
+}
+
+#[test]
+fn restore_by_component_as_of_one_run() {
+    let a = app();
+    a.ok(&["init"]);
+    Connection::open(&a.db)
+        .unwrap()
+        .execute_batch("INSERT INTO ledger(amount, note) VALUES (7, 'x'), (-7, 'y');")
+        .unwrap();
+    let first = a.json(&["backup", "--target", "registry", "--target", "configs", "--target", "logs"]);
+    let run1 = first["run"].as_str().unwrap().to_string();
+    // A later run of the database alone.
+    Connection::open(&a.db)
+        .unwrap()
+        .execute_batch("INSERT INTO ledger(amount, note) VALUES (1, 'later'), (-1, 'later');")
+        .unwrap();
+    a.ok(&["backup", "--target", "registry"]);
+
+    // Damage everything.
+    Connection::open(&a.db).unwrap().execute_batch("DELETE FROM ledger;").unwrap();
+    std::fs::write(a.config_dir.join("app.toml"), b"port = broken\n").unwrap();
+
+    // Only the database component: the configs stay as they are.
+    let plan = a.ok(&["restore", "--component", "database", "--dry-run"]);
+    assert!(plan.contains("target registry") && !plan.contains("target configs"), "{plan}");
+    a.ok(&["restore", "--component", "database", "--yes"]);
+    assert_eq!(ledger(&a.db), (0, 4), "the newest run holding the database");
+    assert_eq!(std::fs::read(a.config_dir.join("app.toml")).unwrap(), b"port = broken\n");
+
+    // Everything as of the first run: one plan, one confirmation, every target.
+    let plan = a.json(&["restore", "--component", "all", "--run", &run1[..8], "--dry-run"]);
+    let names: Vec<&str> =
+        plan["targets"].as_array().unwrap().iter().map(|t| t["target"].as_str().unwrap()).collect();
+    assert_eq!(names, ["configs", "logs", "registry"], "{plan}");
+    let refused = a.run(&["restore", "--component", "all"]);
+    assert!(stderr(&refused).contains("--yes"), "{}", stderr(&refused));
+    let done = a.json(&["restore", "--component", "all", "--run", &run1[..8], "--yes"]);
+    assert_eq!(done["targets"].as_array().unwrap().len(), 3, "{done}");
+    assert_eq!(ledger(&a.db), (0, 2), "the database as of the first run");
+    assert_eq!(std::fs::read(a.config_dir.join("app.toml")).unwrap(), b"port = 8080\n");
+
+    // Mistakes get a message that says what to do.
+    let out = a.run(&["restore", "--component", "uploads", "--yes"]);
+    assert!(stderr(&out).contains("no target belongs to component \"uploads\""), "{}", stderr(&out));
+    let out = a.run(&["restore", "--component", "all", "--into", "/tmp/x", "--yes"]);
+    assert!(stderr(&out).contains("restore one target"), "{}", stderr(&out));
 }

@@ -15,7 +15,12 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
         return Err(Failure::new("--start, --end and --force are for object_store targets")
             .hint("directory restores take --include and --overwrite"));
     }
-    let target = std::path::PathBuf::from(&a.target);
+    let target = std::path::PathBuf::from(a.target.as_deref().ok_or_else(|| {
+        Failure::new("restoring a snapshot needs --target DIR").hint("the directory to restore into")
+    })?);
+    if a.component.is_some() {
+        return Err(Failure::new("--component restores configured targets; drop the snapshot id"));
+    }
     let repo = super::open_repo(g).await?;
     let (id, snap) = repo.find_snapshot(spec).await?;
     let opts = RestoreOptions {

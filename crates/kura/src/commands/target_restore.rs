@@ -3,13 +3,22 @@
 //! unless --yes; every blob is verified before anything live is touched; the
 //! new copy is written beside the live one, checked, and swapped in, with
 //! the old copy kept. The post_restore hook runs even when the restore fails.
+//!
+//! `kura restore --component database|configs|data|logs|all` restores every
+//! target of that component as of one run: the plans are printed together,
+//! confirmed once, and carried out one target after the other.
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use kura_format::snapshot::Snapshot;
 use kura_format::Id;
-use kura_policy::{Target, TargetKind};
+use kura_policy::{Config, Target, TargetKind};
+use kura_repo::Repository;
+use kura_sources::object_store::{ObjectsRestored, RestoreOptions as ObjectOptions};
+use kura_store::Store;
 
 use crate::cli::{Global, RestoreArgs};
 use crate::output::{human_bytes, print_json, say, Failure};
@@ -111,9 +120,8 @@ fn confirm(g: &Global, a: &RestoreArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
-    let cfg = super::require_config(g)?;
-    let t: &Target = super::find_target(&cfg, &a.target)?;
+/// Refuses flags that do not fit the target, before anything is opened.
+fn check_flags(a: &RestoreArgs, t: &Target) -> Result<ObjectOptions, Failure> {
     if !a.tables.is_empty() && !matches!(t.kind, TargetKind::Postgres(_) | TargetKind::Mysql(_)) {
         return Err(Failure::new("--table applies to database targets"));
     }
@@ -134,20 +142,77 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     if (a.start.is_some() || a.end.is_some() || a.force) && !objects {
         return Err(Failure::new("--start, --end and --force apply to object_store targets"));
     }
-    let object_opts = kura_sources::object_store::RestoreOptions {
+    Ok(ObjectOptions {
         include: a.include.clone(),
         start: a.start.as_deref().map(|s| parse_day(s, false)).transpose()?,
         end: a.end.as_deref().map(|s| parse_day(s, true)).transpose()?,
         force: a.force,
         dry_run: false,
-    };
-    let repo = super::open_repo_for(g, &cfg, t).await?;
+    })
+}
+
+type ObjectPlan = (Arc<dyn Store>, Option<(Arc<dyn Store>, String)>, ObjectsRestored);
+
+/// One target's restore, planned: everything needed to show it and do it.
+struct Prepared<'c> {
+    t: &'c Target,
+    repo: Arc<Repository>,
+    id: Id,
+    snap: Snapshot,
+    keep_old: bool,
+    dests: Vec<PathBuf>,
+    pg_dumps: Vec<String>,
+    object_opts: ObjectOptions,
+    object_plan: Option<ObjectPlan>,
+    plan: Vec<String>,
+}
+
+async fn snapshots_of(repo: &Repository, t: &Target) -> Result<Vec<(Id, Snapshot)>, Failure> {
     let (all, _) = repo.snapshots().await?;
-    let mine: Vec<_> =
-        all.into_iter().filter(|(_, s)| s.target.as_deref() == Some(t.name.as_str())).collect();
+    Ok(all.into_iter().filter(|(_, s)| s.target.as_deref() == Some(t.name.as_str())).collect())
+}
+
+pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
+    let cfg = super::require_config(g)?;
+    if let Some(c) = &a.component {
+        return run_component(g, a, &cfg, c).await;
+    }
+    let name = a.target.as_deref().ok_or_else(|| {
+        Failure::new("restore needs --target NAME or --component C").hint("`kura restore --help` shows both")
+    })?;
+    let t: &Target = super::find_target(&cfg, name)?;
+    let object_opts = check_flags(a, t)?;
+    let repo = super::open_repo_for(g, &cfg, t).await?;
+    let mine = snapshots_of(&repo, t).await?;
     let (id, snap) = select(a, &t.name, mine)?;
+    let p = prepare(a, t, repo, id, snap, object_opts).await?;
+    show_plan(g, a, &p);
+    if a.dry_run {
+        if g.json {
+            print_json(
+                &serde_json::json!({ "target": t.name, "snapshot": p.id, "plan": p.plan, "dry_run": true }),
+            );
+        }
+        return Ok(0);
+    }
+    confirm(g, a)?;
+    let id = p.id;
+    let restored = execute(g, a, p).await?;
+    if g.json {
+        print_json(&serde_json::json!({ "target": t.name, "snapshot": id, "restored": restored }));
+    }
+    Ok(0)
+}
+
+async fn prepare<'c>(
+    a: &RestoreArgs,
+    t: &'c Target,
+    repo: Arc<Repository>,
+    id: Id,
+    snap: Snapshot,
+    object_opts: ObjectOptions,
+) -> Result<Prepared<'c>, Failure> {
     let keep_old = !a.no_keep_old;
-    let taken = snap.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S");
 
     // A PostgreSQL snapshot holds one dump per database.
     let mut pg_dumps: Vec<String> = snap.paths.iter().filter(|p| p.ends_with(".pgdump")).cloned().collect();
@@ -212,7 +277,7 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
         } else {
             None
         };
-        let dry = kura_sources::object_store::RestoreOptions { dry_run: true, ..object_opts.clone() };
+        let dry = ObjectOptions { dry_run: true, ..object_opts.clone() };
         let p = kura_sources::object_store::restore(&repo, snap.tree, dest.clone(), None, &dry).await?;
         object_plan = Some((dest, keep, p));
     }
@@ -280,20 +345,26 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
         };
         plan.push(action);
     }
+    Ok(Prepared { t, repo, id, snap, keep_old, dests, pg_dumps, object_opts, object_plan, plan })
+}
+
+fn show_plan(g: &Global, a: &RestoreArgs, p: &Prepared) {
+    let (t, snap) = (p.t, &p.snap);
+    let taken = snap.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S");
     say(g, format!("restore plan for target {} ({}):", t.name, t.kind.type_name()));
     say(
         g,
         format!(
             "  from snapshot {} taken {taken} on {} ({})",
-            id.short(),
+            p.id.short(),
             snap.hostname,
             human_bytes(snap.summary.bytes)
         ),
     );
-    for p in &plan {
-        say(g, format!("  {p}"));
+    for line in &p.plan {
+        say(g, format!("  {line}"));
     }
-    if keep_old && a.into.is_none() && matches!(t.kind, TargetKind::Sqlite(_) | TargetKind::Files(_)) {
+    if p.keep_old && a.into.is_none() && matches!(t.kind, TargetKind::Sqlite(_) | TargetKind::Files(_)) {
         say(g, "  the replaced copy is kept as NAME.bak-YYYYMMDD_HHMM beside it");
     }
     if let Some(h) = &t.pre_restore {
@@ -302,16 +373,11 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     if let Some(h) = &t.post_restore {
         say(g, format!("  after: {h}"));
     }
-    if a.dry_run {
-        if g.json {
-            print_json(
-                &serde_json::json!({ "target": t.name, "snapshot": id, "plan": plan, "dry_run": true }),
-            );
-        }
-        return Ok(0);
-    }
-    confirm(g, a)?;
+}
 
+/// Runs the hooks and the restore; the post hook runs even on failure.
+async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<serde_json::Value>, Failure> {
+    let Prepared { t, repo, snap, keep_old, dests, pg_dumps, object_opts, mut object_plan, .. } = p;
     if let Some(h) = &t.pre_restore {
         if let Err(f) = hook("pre_restore", h) {
             if let Some(post) = &t.post_restore {
@@ -423,8 +489,123 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     if let Some(Err(f)) = post {
         return Err(f.context("restored, but"));
     }
+    Ok(restored)
+}
+
+/// Every target of a component (or all), as of one run: the newest run
+/// with any of them (at or before --at, or the one --run names); a target
+/// that run did not include comes from its newest snapshot before it.
+async fn run_component(g: &Global, a: &RestoreArgs, cfg: &Config, component: &str) -> Result<u8, Failure> {
+    if a.target.is_some() {
+        return Err(Failure::new("give --target or --component, not both"));
+    }
+    let single = a.into.is_some()
+        || !a.tables.is_empty()
+        || a.database.is_some()
+        || a.from.is_some()
+        || !a.include.is_empty()
+        || a.start.is_some()
+        || a.end.is_some()
+        || a.force
+        || a.overwrite;
+    if single {
+        return Err(Failure::new(
+            "--into, --table, --database, --snapshot, --include, --start, --end and --force restore one target",
+        )
+        .hint("use --target NAME with them"));
+    }
+    let chosen: Vec<&Target> =
+        cfg.targets.values().filter(|t| component == "all" || t.component == component).collect();
+    if chosen.is_empty() {
+        let mut known: Vec<&str> = cfg.targets.values().map(|t| t.component.as_str()).collect();
+        known.sort();
+        known.dedup();
+        return Err(Failure::new(format!("no target belongs to component {component:?}"))
+            .hint(format!("configured components: {}, or all", known.join(", "))));
+    }
+    let mut repos: HashMap<&str, Arc<Repository>> = HashMap::new();
+    let mut found = Vec::new();
+    for t in &chosen {
+        let repo = match repos.get(t.repository.as_str()) {
+            Some(r) => r.clone(),
+            None => {
+                let r = super::open_repo_for(g, cfg, t).await?;
+                repos.insert(t.repository.as_str(), r.clone());
+                r
+            }
+        };
+        let snaps = snapshots_of(&repo, t).await?;
+        found.push((*t, repo, snaps));
+    }
+    // The run: the newest one that matches.
+    let at = a.at.as_deref().map(parse_at).transpose()?;
+    let want = a.run.as_deref().map(str::to_ascii_lowercase);
+    let (run, time) = found
+        .iter()
+        .flat_map(|(_, _, snaps)| snaps.iter())
+        .filter_map(|(_, s)| s.run.map(|r| (r, s.time)))
+        .filter(|(r, t)| {
+            want.as_ref().is_none_or(|w| r.to_hex().starts_with(w)) && at.is_none_or(|at| *t <= at)
+        })
+        .max_by_key(|(_, t)| *t)
+        .ok_or_else(|| {
+            Failure::new(format!("no run of component {component} matches"))
+                .hint("`kura snapshots` lists runs and their targets")
+        })?;
+    let mut prepared = Vec::new();
+    for (t, repo, snaps) in found {
+        let object_opts = check_flags(a, t)?;
+        let pick = snaps
+            .iter()
+            .rev()
+            .find(|(_, s)| s.run == Some(run))
+            .or_else(|| snaps.iter().rev().find(|(_, s)| s.time <= time))
+            .cloned()
+            .ok_or_else(|| {
+                Failure::new(format!("target {} has no snapshot as of run {}", t.name, run.short()))
+                    .hint("back it up, or restore the others with --target")
+            })?;
+        prepared.push(prepare(a, t, repo, pick.0, pick.1, object_opts).await?);
+    }
+    say(g, format!("restoring component {component} as of run {}:", run.short()));
+    for p in &prepared {
+        show_plan(g, a, p);
+        if p.snap.run != Some(run) {
+            say(g, "  (this target was not in that run: its newest snapshot before it)");
+        }
+    }
+    if a.dry_run {
+        if g.json {
+            let plans: Vec<_> = prepared
+                .iter()
+                .map(|p| serde_json::json!({ "target": p.t.name, "snapshot": p.id, "plan": p.plan }))
+                .collect();
+            print_json(&serde_json::json!({ "run": run, "targets": plans, "dry_run": true }));
+        }
+        return Ok(0);
+    }
+    confirm(g, a)?;
+    let mut done = Vec::new();
+    let names: Vec<String> = prepared.iter().map(|p| p.t.name.clone()).collect();
+    for (i, p) in prepared.into_iter().enumerate() {
+        let (name, id) = (p.t.name.clone(), p.id);
+        match execute(g, a, p).await {
+            Ok(r) => done.push(serde_json::json!({ "target": name, "snapshot": id, "restored": r })),
+            Err(f) => {
+                let left = &names[i + 1..];
+                let mut f = f.context(format!("target {name}"));
+                let restored: Vec<_> = done.iter().filter_map(|d| d["target"].as_str()).collect();
+                f.hint = Some(format!(
+                    "restored before it: {}; not attempted: {}",
+                    if restored.is_empty() { "none".into() } else { restored.join(", ") },
+                    if left.is_empty() { "none".into() } else { left.join(", ") }
+                ));
+                return Err(f);
+            }
+        }
+    }
     if g.json {
-        print_json(&serde_json::json!({ "target": t.name, "snapshot": id, "restored": restored }));
+        print_json(&serde_json::json!({ "run": run, "targets": done }));
     }
     Ok(0)
 }
