@@ -1,4 +1,3 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = kura_format::config::RepoConfig::decode(data);
-});
+// The body lives in kura_format::fuzz, shared with the stable smoke run.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kura_format::fuzz::config(data));

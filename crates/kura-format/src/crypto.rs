@@ -91,7 +91,7 @@ impl MasterKey {
         raw_len: u32,
     ) -> Result<Vec<u8>, FormatError> {
         let what = ty.what();
-        let content = open_with(&self.enc_key, sealed, what, raw_len.min(MAX_BLOB_SIZE) as usize)?;
+        let content = open_with(&self.enc_key, sealed, what, raw_len.min(MAX_BLOB_SIZE) as usize, true)?;
         if content.len() != raw_len as usize {
             return Err(FormatError::corrupt(
                 what,
@@ -113,7 +113,7 @@ impl MasterKey {
     }
 
     pub fn open_object(&self, sealed: &[u8], what: &'static str) -> Result<Vec<u8>, FormatError> {
-        open_with(&self.enc_key, sealed, what, MAX_OBJECT_SIZE)
+        open_with(&self.enc_key, sealed, what, MAX_OBJECT_SIZE, false)
     }
 }
 
@@ -165,6 +165,7 @@ fn open_with(
     sealed: &[u8],
     what: &'static str,
     limit: usize,
+    known_size: bool,
 ) -> Result<Vec<u8>, FormatError> {
     let mut frame = unseal_raw(key, sealed, what)?;
     match frame[0] {
@@ -175,10 +176,29 @@ fn open_with(
             }
             Ok(frame)
         }
-        FLAG_ZSTD => zstd::bulk::decompress(&frame[1..], limit)
+        // A blob's limit is its recorded size, which bulk decompression
+        // reserves at once (the fast path for restores); an object's is a
+        // ceiling far above its size.
+        FLAG_ZSTD if known_size => zstd::bulk::decompress(&frame[1..], limit)
             .map_err(|e| FormatError::corrupt(what, format!("zstd: {e}"))),
+        FLAG_ZSTD => inflate(&frame[1..], limit).map_err(|e| FormatError::corrupt(what, e)),
         f => Err(FormatError::corrupt(what, format!("unknown frame flag {f}"))),
     }
+}
+
+/// Decompresses at most `limit` bytes. The buffer grows with the output
+/// instead of being reserved at `limit` up front: objects have no recorded
+/// size, and their limit (256 MiB) is far above what any of them needs.
+fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let declared = zstd::zstd_safe::get_frame_content_size(compressed).ok().flatten();
+    let mut out = Vec::with_capacity(declared.map_or(0, |d| d.min(limit as u64) as usize));
+    let decoder = zstd::stream::read::Decoder::with_buffer(compressed).map_err(|e| format!("zstd: {e}"))?;
+    decoder.take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| format!("zstd: {e}"))?;
+    if out.len() > limit {
+        return Err("larger than its recorded size".into());
+    }
+    Ok(out)
 }
 
 /// Argon2id cost parameters (format.md §5).

@@ -18,6 +18,8 @@
 pub mod config;
 pub mod crypto;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod id;
 pub mod index;
 pub mod key;
