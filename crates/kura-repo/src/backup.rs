@@ -314,86 +314,140 @@ pub async fn backup_stream_sequence(
     opts: &BackupOptions,
     counters: Arc<Counters>,
 ) -> Result<BackupResult> {
+    backup_stream_set(repo, streams, 1, opts, counters).await
+}
+
+/// What one saved stream became.
+struct Saved {
+    order: usize,
+    name: String,
+    mtime: Option<i64>,
+    reused: bool,
+    stored: (std::result::Result<(Vec<Id>, u64), StreamError>, std::result::Result<(), String>),
+}
+
+/// [`backup_stream_sequence`] with up to `parallel` streams saved at once
+/// (dumps of several tables, say). The next stream is asked for only when
+/// fewer than `parallel` are being saved, so with 1 each stream is asked
+/// for after the one before it was read to its end.
+pub async fn backup_stream_set(
+    repo: &Arc<Repository>,
+    streams: Streams,
+    parallel: usize,
+    opts: &BackupOptions,
+    counters: Arc<Counters>,
+) -> Result<BackupResult> {
+    use futures::stream::{FuturesUnordered, StreamExt};
     let started = Instant::now();
     let session = SessionGuard::start(repo, "backup", &opts.hostname).await?;
     let run = async {
         let pending = repo.pending_deletion().await?;
         let index = repo.load_index(&pending).await?;
         let (saver, uploader) = Saver::start(repo.clone(), index, counters);
-        // Top-level names, in the order the streams came (format.md §11).
-        let mut names: Vec<String> = Vec::new();
+        let fail = |saver: &Arc<Saver>| saver.abort();
         let mut seen = std::collections::HashSet::new();
-        let mut root = StreamDir::default();
-        let mut files = 0u64;
-        let mut unchanged = 0u64;
-        let mut total = 0;
-        let t = chrono::Utc::now();
-        let now = (t.timestamp(), t.timestamp_subsec_nanos());
+        let mut saved: Vec<Saved> = Vec::new();
+        let mut running = FuturesUnordered::new();
         let mut streams = Some(streams);
+        let mut exhausted = false;
+        let mut pulled = 0usize;
         loop {
-            let s = saver.clone();
-            let mut iter = streams.take().expect("the sequence is handed back every round");
-            let (iter, name, stored) = tokio::task::spawn_blocking(move || {
-                let Stream { name, reader, finish, mtime, known } = match iter.next() {
-                    None => return (iter, None, None),
-                    Some(Err(msg)) => return (iter, None, Some(Err(msg))),
+            while !exhausted && running.len() < parallel.max(1) {
+                let mut iter = streams.take().expect("the sequence is handed back every round");
+                let (iter, item) = tokio::task::spawn_blocking(move || {
+                    let item = iter.next();
+                    (iter, item)
+                })
+                .await
+                .map_err(|e| RepoError::Refused(e.to_string()))?;
+                streams = Some(iter);
+                let stream = match item {
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
+                    Some(Err(msg)) => {
+                        fail(&saver);
+                        let _ = uploader.await;
+                        return Err(RepoError::StreamSource(msg));
+                    }
                     Some(Ok(stream)) => stream,
                 };
-                if let Err(msg) = stream_path(&name) {
-                    return (iter, None, Some(Err(msg)));
-                }
-                if let Some((content, size)) = known.filter(|(c, _)| c.iter().all(|id| s.index.contains(id)))
-                {
-                    return (iter, Some((name, mtime, true)), Some(Ok((Ok((content, size)), finish()))));
-                }
-                let mut reader = reader;
-                let r = s.save_stream(&mut reader, None);
-                drop(reader);
-                (iter, Some((name, mtime, false)), Some(Ok((r, finish()))))
-            })
-            .await
-            .map_err(|e| RepoError::Refused(e.to_string()))?;
-            streams = Some(iter);
-            let stored = match stored {
-                None => break,
-                Some(Err(msg)) => {
-                    saver.abort();
+                if let Err(msg) = stream_path(&stream.name) {
+                    fail(&saver);
                     let _ = uploader.await;
                     return Err(RepoError::StreamSource(msg));
                 }
-                Some(Ok(x)) => x,
-            };
-            let (name, mtime, reused) = name.expect("a stored stream has a name");
-            unchanged += u64::from(reused);
-            if !seen.insert(name.clone()) {
-                saver.abort();
-                let _ = uploader.await;
-                return Err(RepoError::StreamSource(format!("two streams are named {name:?}")));
+                if !seen.insert(stream.name.clone()) {
+                    fail(&saver);
+                    let _ = uploader.await;
+                    return Err(RepoError::StreamSource(format!("two streams are named {:?}", stream.name)));
+                }
+                let s = saver.clone();
+                let order = pulled;
+                pulled += 1;
+                running.push(tokio::task::spawn_blocking(move || {
+                    let Stream { name, reader, finish, mtime, known } = stream;
+                    if let Some((content, size)) =
+                        known.filter(|(c, _)| c.iter().all(|id| s.index.contains(id)))
+                    {
+                        return Saved {
+                            order,
+                            name,
+                            mtime,
+                            reused: true,
+                            stored: (Ok((content, size)), finish()),
+                        };
+                    }
+                    let mut reader = reader;
+                    let r = s.save_stream(&mut reader, None);
+                    drop(reader);
+                    Saved { order, name, mtime, reused: false, stored: (r, finish()) }
+                }));
             }
-            let (content, size) = match stored {
-                (Ok(x), Ok(())) => x,
-                (Err(StreamError::Repo(e)), _) => {
-                    saver.abort();
-                    return Err(match uploader.await {
+            let Some(done) = running.next().await else { break };
+            let done = done.map_err(|e| RepoError::Refused(e.to_string()))?;
+            let failure = match &done.stored {
+                (Ok(_), Ok(())) => None,
+                (Err(StreamError::Repo(_)), _) => Some(None),
+                (Err(StreamError::Source(e)), _) => Some(Some(format!("{}: {e}", done.name))),
+                (Ok(_), Err(msg)) => Some(Some(msg.clone())),
+            };
+            if let Some(source_error) = failure {
+                fail(&saver);
+                let uploaded = uploader.await;
+                return Err(match (source_error, done.stored.0) {
+                    (Some(msg), _) => RepoError::StreamSource(msg),
+                    (None, Err(StreamError::Repo(e))) => match uploaded {
                         Ok(Err(upload_error)) => upload_error,
                         _ => e,
-                    });
-                }
-                (Err(StreamError::Source(e)), _) => {
-                    saver.abort();
-                    let _ = uploader.await;
-                    return Err(RepoError::StreamSource(format!("{name}: {e}")));
-                }
-                (Ok(_), Err(msg)) => {
-                    saver.abort();
-                    let _ = uploader.await;
-                    return Err(RepoError::StreamSource(msg));
-                }
+                    },
+                    (None, _) => unreachable!("a repository failure carries its error"),
+                });
+            }
+            saved.push(done);
+        }
+        if saved.is_empty() {
+            fail(&saver);
+            let _ = uploader.await;
+            return Err(RepoError::StreamSource("the source produced nothing to back up".into()));
+        }
+        // Top-level names, in the order the streams came (format.md §11).
+        saved.sort_by_key(|s| s.order);
+        let t = chrono::Utc::now();
+        let now = (t.timestamp(), t.timestamp_subsec_nanos());
+        let mut names: Vec<String> = Vec::new();
+        let mut root = StreamDir::default();
+        let (mut files, mut unchanged, mut total) = (0u64, 0u64, 0u64);
+        for s in saved {
+            let (content, size) = match s.stored.0 {
+                Ok(x) => x,
+                Err(_) => unreachable!("failures returned above"),
             };
-            let parts = stream_path(&name).expect("checked above");
+            let parts = stream_path(&s.name).expect("checked above");
             let mut node = Node::new(*parts.last().expect("a path has a last part"), NodeType::File);
             node.mode = 0o600;
-            node.mtime = (mtime.unwrap_or(now.0), if mtime.is_some() { 0 } else { now.1 });
+            node.mtime = (s.mtime.unwrap_or(now.0), if s.mtime.is_some() { 0 } else { now.1 });
             node.ctime = node.mtime;
             node.size = Some(size);
             node.content = Some(content);
@@ -402,12 +456,8 @@ pub async fn backup_stream_sequence(
                 names.push(parts[0].to_string());
             }
             files += 1;
+            unchanged += u64::from(s.reused);
             total += size;
-        }
-        if files == 0 {
-            saver.abort();
-            let _ = uploader.await;
-            return Err(RepoError::StreamSource("the source produced nothing to back up".into()));
         }
         let s = saver.clone();
         let (tree_id, dirs) = tokio::task::spawn_blocking(move || root.save(&s, now))

@@ -58,7 +58,7 @@ pub enum Command {
     Snapshots(SnapshotsArgs),
     /// List the entries of a snapshot.
     Ls(LsArgs),
-    /// Restore a snapshot into a directory.
+    /// Restore a snapshot into a directory, or configured targets in place (--target NAME, --component C).
     Restore(RestoreArgs),
     /// Write one file of a snapshot to stdout (`kura dump latest db.sql | psql`).
     Dump(DumpArgs),
