@@ -104,6 +104,10 @@ pub struct PostgresTarget {
     /// accepts connections; one dump each in one snapshot.
     #[serde(default)]
     pub databases: Vec<String>,
+    /// pg_dump processes at once: with more than one, each database's
+    /// tables of 32 MiB and more are dumped beside it from one snapshot.
+    #[serde(default = "one")]
+    pub jobs: usize,
     /// Only these tables (pg_dump --table patterns).
     #[serde(default)]
     pub tables: Vec<String>,
@@ -150,6 +154,10 @@ pub struct ObjectStoreTarget {
     pub url: String,
     #[serde(default)]
     pub credentials: BTreeMap<String, String>,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn default_output_name() -> String {
@@ -329,6 +337,15 @@ impl Config {
                             return Err(invalid(
                                 format!("{place}.tables"),
                                 "table lists apply to one database; make a target per database",
+                            ));
+                        }
+                        if p.jobs == 0 || p.jobs > 64 {
+                            return Err(invalid(format!("{place}.jobs"), "must be between 1 and 64"));
+                        }
+                        if p.jobs > 1 && !(p.tables.is_empty() && p.exclude_tables.is_empty()) {
+                            return Err(invalid(
+                                format!("{place}.jobs"),
+                                "parallel dumps take whole databases; drop tables and exclude_tables, or jobs",
                             ));
                         }
                         if p.databases.iter().any(|d| d.is_empty() || (d == "*" && p.databases.len() > 1)) {

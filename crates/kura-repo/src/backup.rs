@@ -323,7 +323,9 @@ struct Saved {
     name: String,
     mtime: Option<i64>,
     reused: bool,
-    stored: (std::result::Result<(Vec<Id>, u64), StreamError>, std::result::Result<(), String>),
+    content: std::result::Result<(Vec<Id>, u64), StreamError>,
+    /// The source's own verdict (a dump's exit status).
+    finished: std::result::Result<(), String>,
 }
 
 /// [`backup_stream_sequence`] with up to `parallel` streams saved at once
@@ -396,18 +398,19 @@ pub async fn backup_stream_set(
                             name,
                             mtime,
                             reused: true,
-                            stored: (Ok((content, size)), finish()),
+                            content: Ok((content, size)),
+                            finished: finish(),
                         };
                     }
                     let mut reader = reader;
                     let r = s.save_stream(&mut reader, None);
                     drop(reader);
-                    Saved { order, name, mtime, reused: false, stored: (r, finish()) }
+                    Saved { order, name, mtime, reused: false, content: r, finished: finish() }
                 }));
             }
             let Some(done) = running.next().await else { break };
             let done = done.map_err(|e| RepoError::Refused(e.to_string()))?;
-            let failure = match &done.stored {
+            let failure = match (&done.content, &done.finished) {
                 (Ok(_), Ok(())) => None,
                 (Err(StreamError::Repo(_)), _) => Some(None),
                 (Err(StreamError::Source(e)), _) => Some(Some(format!("{}: {e}", done.name))),
@@ -416,7 +419,7 @@ pub async fn backup_stream_set(
             if let Some(source_error) = failure {
                 fail(&saver);
                 let uploaded = uploader.await;
-                return Err(match (source_error, done.stored.0) {
+                return Err(match (source_error, done.content) {
                     (Some(msg), _) => RepoError::StreamSource(msg),
                     (None, Err(StreamError::Repo(e))) => match uploaded {
                         Ok(Err(upload_error)) => upload_error,
@@ -440,7 +443,7 @@ pub async fn backup_stream_set(
         let mut root = StreamDir::default();
         let (mut files, mut unchanged, mut total) = (0u64, 0u64, 0u64);
         for s in saved {
-            let (content, size) = match s.stored.0 {
+            let (content, size) = match s.content {
                 Ok(x) => x,
                 Err(_) => unreachable!("failures returned above"),
             };

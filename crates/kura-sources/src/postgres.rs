@@ -17,8 +17,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use kura_format::Id;
-use kura_repo::backup::{backup_stream_sequence, BackupOptions, BackupResult, Stream};
+use kura_repo::backup::{backup_stream_set, BackupOptions, BackupResult, Stream};
 use kura_repo::{Counters, Repository};
+use serde::{Deserialize, Serialize};
 
 use kura_store::percent_decode;
 
@@ -177,9 +178,16 @@ fn drain(stderr: std::process::ChildStderr) -> std::thread::JoinHandle<String> {
 
 /// Starts pg_dump of one database; the stream's check vetoes the snapshot
 /// if pg_dump fails.
-fn dump_stream(url: &PgUrl, tables: &[String], exclude_tables: &[String]) -> Result<Stream, SourceError> {
+fn dump_stream(
+    url: &PgUrl,
+    name: String,
+    extra: &[String],
+    tables: &[String],
+    exclude_tables: &[String],
+) -> Result<Stream, SourceError> {
     let mut cmd = url.command("pg_dump")?;
     cmd.args(["--format=custom", "--compress=0", "--dbname", &url.url]);
+    cmd.args(extra);
     for t in tables {
         cmd.args(["--table", t]);
     }
@@ -195,7 +203,7 @@ fn dump_stream(url: &PgUrl, tables: &[String], exclude_tables: &[String]) -> Res
     let out = child.stdout.take().expect("piped");
     let err = drain(child.stderr.take().expect("piped"));
     let db = url.dbname.clone();
-    let mut dump = Stream::new(format!("{}.pgdump", url.dbname), Box::new(out));
+    let mut dump = Stream::new(name, Box::new(out));
     dump.finish = Box::new(move || {
         let status = child.wait().map_err(|e| e.to_string())?;
         let stderr = err.join().unwrap_or_default();
@@ -224,17 +232,29 @@ pub fn databases_of(url: &PgUrl, databases: &[String]) -> Result<Vec<String>, So
     }
 }
 
+/// What to dump from a PostgreSQL server.
+#[derive(Clone, Copy, Debug)]
+pub struct PgSource<'a> {
+    /// libpq URL; its database is the one dumped when `databases` is empty.
+    pub url: &'a str,
+    /// More databases, or `["*"]` for all that accept connections.
+    pub databases: &'a [String],
+    /// pg_dump `--table` / `--exclude-table` patterns.
+    pub tables: &'a [String],
+    pub exclude_tables: &'a [String],
+    /// pg_dump processes at once (format.md §11.1).
+    pub jobs: usize,
+}
+
 /// Streams pg_dump of each database into one snapshot, one after the
 /// other (`DB.pgdump` each), then the server's roles and tablespaces.
 pub async fn backup(
     repo: &Arc<Repository>,
-    raw_url: &str,
-    databases: &[String],
-    tables: &[String],
-    exclude_tables: &[String],
+    what: &PgSource<'_>,
     opts: &BackupOptions,
     counters: Arc<Counters>,
 ) -> Result<BackupResult, SourceError> {
+    let PgSource { url: raw_url, databases, tables, exclude_tables, jobs } = *what;
     let url = PgUrl::parse(raw_url)?;
     let u = url.clone();
     let wanted = databases.to_vec();
@@ -252,11 +272,64 @@ pub async fn backup(
         return Err(SourceError::Refused(format!("no database to back up on {}", url.url)));
     }
     let (tables, excludes) = (tables.to_vec(), exclude_tables.to_vec());
-    // Each pg_dump starts only when the one before it has been read to its
-    // end, so one connection is open at a time.
-    let dumps = dbs
-        .into_iter()
-        .map(move |db| dump_stream(&url.with_db(&db), &tables, &excludes).map_err(|e| e.to_string()));
+    let jobs = jobs.max(1);
+    // With one job, each pg_dump starts only when the one before it has
+    // been read to its end, so one connection is open at a time. With
+    // more, a database's large tables are dumped beside it (format.md
+    // §11.1), all from one exported snapshot held until the end.
+    // The holders outlive the stream iterator, which is dropped as soon as
+    // it runs dry, before the last pg_dump may have imported its snapshot.
+    let holders: Arc<std::sync::Mutex<Vec<SnapshotHolder>>> = Arc::default();
+    let held = holders.clone();
+    type Start = Box<dyn FnOnce() -> Result<Stream, String> + Send>;
+    let dumps = dbs.into_iter().flat_map(move |db| {
+        let db_url = url.with_db(&db);
+        let plan = if jobs > 1 { parallel_plan(&db_url, &held) } else { Ok(None) };
+        // Each pg_dump starts when its stream is asked for, so no more than
+        // `jobs` run at once.
+        let streams: Vec<Start> = match plan {
+            Err(e) => {
+                let e = e.to_string();
+                vec![Box::new(move || Err(e))]
+            }
+            Ok(None) => {
+                let (tables, excludes) = (tables.clone(), excludes.clone());
+                vec![Box::new(move || {
+                    dump_stream(&db_url, format!("{db}.pgdump"), &[], &tables, &excludes)
+                        .map_err(|e| e.to_string())
+                })]
+            }
+            Ok(Some((snapshot, parts))) => {
+                let manifest = Parts {
+                    version: 1,
+                    parts: parts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| Part { file: format!("{i:03}.pgdump"), table: t.clone() })
+                        .collect(),
+                };
+                let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+                let name = format!("{db}.parts/{PARTS}");
+                let mut out: Vec<Start> =
+                    vec![Box::new(move || Ok(Stream::new(name, Box::new(std::io::Cursor::new(json)))))];
+                let mut main = vec![format!("--snapshot={snapshot}")];
+                main.extend(parts.iter().map(|t| format!("--exclude-table-data={t}")));
+                let (u, name) = (db_url.clone(), format!("{db}.pgdump"));
+                out.push(Box::new(move || dump_stream(&u, name, &main, &[], &[]).map_err(|e| e.to_string())));
+                for p in manifest.parts {
+                    let extra = [format!("--snapshot={snapshot}"), "--data-only".to_string()];
+                    let (u, name) = (db_url.clone(), format!("{db}.parts/{}", p.file));
+                    out.push(Box::new(move || {
+                        dump_stream(&u, name, &extra, std::slice::from_ref(&p.table), &[])
+                            .map_err(|e| e.to_string())
+                    }));
+                }
+                out
+            }
+        };
+        streams
+    });
+    let dumps = dumps.map(|start| start());
     let tail = match globals {
         Ok(sql) => Some(Ok(Stream::new("globals.sql", Box::new(std::io::Cursor::new(sql))))),
         Err(e) => {
@@ -266,7 +339,91 @@ pub async fn backup(
     };
     let mut opts = opts.clone();
     opts.source = Some("postgres".into());
-    Ok(backup_stream_sequence(repo, Box::new(dumps.chain(tail)), &opts, counters).await?)
+    let result = backup_stream_set(repo, Box::new(dumps.chain(tail)), jobs, &opts, counters).await;
+    drop(holders);
+    Ok(result?)
+}
+
+/// The manifest of a database dumped in parts (format.md §11.1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Parts {
+    pub version: u32,
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Part {
+    pub file: String,
+    /// `schema.table`, quoted where SQL needs it.
+    pub table: String,
+}
+
+const PARTS: &str = "parts.json";
+/// Tables at least this large are dumped on their own when jobs > 1.
+const PART_MIN_BYTES: u64 = 32 << 20;
+
+/// A session holding a transaction whose snapshot other sessions import
+/// (`pg_dump --snapshot`); the snapshot lives as long as the holder.
+struct SnapshotHolder {
+    child: std::process::Child,
+    _stdin: std::process::ChildStdin,
+}
+
+impl Drop for SnapshotHolder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The large tables of a database and a snapshot to dump them from; `None`
+/// when no table is large enough to be worth a part of its own.
+fn parallel_plan(
+    url: &PgUrl,
+    holders: &std::sync::Mutex<Vec<SnapshotHolder>>,
+) -> Result<Option<(String, Vec<String>)>, SourceError> {
+    let big = psql(
+        url,
+        &format!(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' \
+             AND pg_table_size(c.oid) >= {PART_MIN_BYTES} ORDER BY pg_table_size(c.oid) DESC"
+        ),
+    )?;
+    let parts: Vec<String> = big.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    use std::io::{BufRead, Write};
+    let mut child = url
+        .command("psql")?
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", &url.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SourceError::Refused(format!("cannot start psql: {e}")))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let err = drain(child.stderr.take().expect("piped"));
+    stdin
+        .write_all(b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();\n")
+        .and_then(|_| stdin.flush())
+        .map_err(|e| SourceError::Refused(format!("psql: {e}")))?;
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    let snapshot = line.trim().to_string();
+    if snapshot.is_empty() {
+        drop(stdin);
+        let _ = child.wait();
+        return Err(SourceError::Refused(format!(
+            "cannot export a snapshot from {}: {}",
+            url.url,
+            err.join().unwrap_or_default().trim()
+        )));
+    }
+    holders.lock().expect("holders lock").push(SnapshotHolder { child, _stdin: stdin });
+    Ok(Some((snapshot, parts)))
 }
 
 /// `pg_dumpall --globals-only`; without superuser rights role passwords
@@ -335,29 +492,28 @@ pub async fn restore(
     }
     psql(&admin, &format!("CREATE DATABASE {}", quote_ident(&fresh)))?;
     let target = url.with_db(&fresh);
+    let parts = read_parts(repo, tree, name).await?;
     let restored: Result<u64, SourceError> = async {
-        let mut cmd = target.command("pg_restore")?;
-        cmd.args(["--exit-on-error", "--no-owner", "--dbname", &target.url]);
-        for t in tables {
-            cmd.args(["--table", t]);
+        let table_args: Vec<String> =
+            tables.iter().flat_map(|t| ["--table".to_string(), t.clone()]).collect();
+        let Some((dir, parts)) = parts else {
+            return pg_restore_file(repo, tree, name, &target, &table_args).await;
+        };
+        // A dump in parts: the schema, every row, then indexes and
+        // constraints, built once over all of them.
+        let with = |section: &str| {
+            let mut a = table_args.clone();
+            a.push(format!("--section={section}"));
+            a
+        };
+        let mut bytes = pg_restore_file(repo, tree, name, &target, &with("pre-data")).await?;
+        bytes += pg_restore_file(repo, tree, name, &target, &with("data")).await?;
+        for p in
+            parts.parts.iter().filter(|p| tables.is_empty() || tables.iter().any(|t| same_table(t, &p.table)))
+        {
+            bytes += pg_restore_file(repo, tree, &format!("{dir}/{}", p.file), &target, &[]).await?;
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| SourceError::Refused(format!("cannot start pg_restore: {e}")))?;
-        let err = drain(child.stderr.take().expect("piped"));
-        let mut stdin = child.stdin.take().expect("piped");
-        // Every blob is verified before it is written to pg_restore.
-        let dumped = kura_repo::restore::dump(repo, tree, name, &mut stdin).await;
-        drop(stdin);
-        let status = child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
-        let stderr = err.join().unwrap_or_default();
-        let bytes = dumped?;
-        if !status.success() {
-            return Err(SourceError::Refused(format!("pg_restore failed ({status}): {}", stderr.trim())));
-        }
+        bytes += pg_restore_file(repo, tree, name, &target, &with("post-data")).await?;
         Ok(bytes)
     }
     .await;
@@ -407,6 +563,74 @@ pub async fn restore(
         had_live.then_some(bak)
     };
     Ok(PgRestored { database: live.clone(), bytes, kept })
+}
+
+/// Feeds one archive of the snapshot to pg_restore into `target`, every
+/// blob verified before pg_restore reads it.
+async fn pg_restore_file(
+    repo: &Repository,
+    tree: Id,
+    file: &str,
+    target: &PgUrl,
+    args: &[String],
+) -> Result<u64, SourceError> {
+    let mut cmd = target.command("pg_restore")?;
+    cmd.args(["--exit-on-error", "--no-owner", "--dbname", &target.url]).args(args);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SourceError::Refused(format!("cannot start pg_restore: {e}")))?;
+    let err = drain(child.stderr.take().expect("piped"));
+    let mut stdin = child.stdin.take().expect("piped");
+    let dumped = kura_repo::restore::dump(repo, tree, file, &mut stdin).await;
+    drop(stdin);
+    let status = child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        return Err(SourceError::Refused(format!(
+            "pg_restore of {file} failed ({status}): {}",
+            stderr.trim()
+        )));
+    }
+    match dumped {
+        Ok(bytes) => Ok(bytes),
+        // Restoring one section, pg_restore stops reading once it is past
+        // it; what it did read was verified, and it succeeded.
+        Err(kura_repo::RepoError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(0)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The parts manifest beside `DB.pgdump`, if the dump was made in parts.
+async fn read_parts(repo: &Repository, tree: Id, name: &str) -> Result<Option<(String, Parts)>, SourceError> {
+    let dir = format!("{}.parts", name.trim_end_matches(".pgdump"));
+    let mut json = Vec::new();
+    match kura_repo::restore::dump(repo, tree, &format!("{dir}/{PARTS}"), &mut json).await {
+        Ok(_) => {}
+        Err(kura_repo::RepoError::PathNotInSnapshot { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let parts: Parts = serde_json::from_slice(&json)
+        .map_err(|e| SourceError::Refused(format!("{dir}/{PARTS} is not readable: {e}")))?;
+    if parts.version != 1 {
+        return Err(SourceError::Refused(format!(
+            "{dir}/{PARTS} has version {}, newer than this kura",
+            parts.version
+        )));
+    }
+    Ok(Some((dir, parts)))
+}
+
+/// Whether a table as the user names it (`events`, `public.events`) is the
+/// part's `schema.table`.
+fn same_table(given: &str, part: &str) -> bool {
+    let unquote = |s: &str| s.replace('"', "");
+    let (given, part) = (unquote(given), unquote(part));
+    given == part || part.split_once('.').is_some_and(|(_, name)| name == given)
 }
 
 /// Replaces the rows of chosen tables of the live database with the
@@ -465,17 +689,29 @@ pub async fn restore_tables_in_place(
         selected.extend(owned.lines().filter(|l| !l.is_empty()).map(str::to_string));
     }
 
-    let mut pg_restore = url.command("pg_restore")?;
-    pg_restore.args(["--data-only", "--file", "-"]);
-    for t in &selected {
-        pg_restore.args(["--table", t]);
+    // The rows come from the main dump, and from the parts holding a
+    // chosen table when the dump was made in parts (format.md §11.1).
+    let mut sources: Vec<(String, Vec<String>)> =
+        vec![(name.to_string(), selected.iter().flat_map(|t| ["--table".to_string(), t.clone()]).collect())];
+    if let Some((dir, parts)) = read_parts(repo, tree, name).await? {
+        for p in parts.parts.iter().filter(|p| tables.iter().any(|t| same_table(t, &p.table))) {
+            sources.push((format!("{dir}/{}", p.file), Vec::new()));
+        }
     }
-    let mut restore_child = pg_restore
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| SourceError::Refused(format!("cannot start pg_restore: {e}")))?;
+    let mut restorers = Vec::new();
+    for (file, args) in &sources {
+        let mut child = url
+            .command("pg_restore")?
+            .args(["--data-only", "--file", "-"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| SourceError::Refused(format!("cannot start pg_restore: {e}")))?;
+        let err = drain(child.stderr.take().expect("piped"));
+        restorers.push((file.clone(), child, err));
+    }
     let mut psql_child = url
         .command("psql")?
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url.url])
@@ -484,32 +720,51 @@ pub async fn restore_tables_in_place(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| SourceError::Refused(format!("cannot start psql: {e}")))?;
-    let restore_err = drain(restore_child.stderr.take().expect("piped"));
     let psql_err = drain(psql_child.stderr.take().expect("piped"));
     let mut sql_in = psql_child.stdin.take().expect("piped");
-    let mut sql_out = restore_child.stdout.take().expect("piped");
-    // pg_restore's SQL flows to psql after our prefix; COMMIT is added
-    // below only when everything before it succeeded.
+    let mut outputs: Vec<_> = restorers.iter_mut().map(|(_, c, _)| c.stdout.take().expect("piped")).collect();
+    // pg_restore's SQL flows to psql after our prefix, one archive after
+    // the other; COMMIT is added below only when everything succeeded.
     let pump = std::thread::spawn(move || -> std::io::Result<std::process::ChildStdin> {
         use std::io::Write;
         sql_in.write_all(script.as_bytes())?;
-        std::io::copy(&mut sql_out, &mut sql_in)?;
+        for out in &mut outputs {
+            std::io::copy(out, &mut sql_in)?;
+        }
         Ok(sql_in)
     });
-    let mut archive = restore_child.stdin.take().expect("piped");
-    let dumped = kura_repo::restore::dump(repo, tree, name, &mut archive).await;
-    drop(archive);
-    let restore_status = restore_child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
+    let mut failure = None;
+    let mut bytes = 0u64;
+    for (file, mut child, err) in restorers {
+        let mut archive = child.stdin.take().expect("piped");
+        let dumped = if failure.is_none() {
+            kura_repo::restore::dump(repo, tree, &file, &mut archive).await.map(|n| bytes += n)
+        } else {
+            Ok(())
+        };
+        drop(archive);
+        let status = child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
+        if failure.is_none() {
+            failure = match (dumped, status.success()) {
+                // pg_restore may stop reading once past the chosen tables.
+                (Err(kura_repo::RepoError::Io { source, .. }), true)
+                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    None
+                }
+                (Err(e), _) => Some(e.to_string()),
+                (_, false) => Some(format!(
+                    "pg_restore of {file} failed ({status}): {}",
+                    err.join().unwrap_or_default().trim()
+                )),
+                _ => None,
+            };
+        }
+    }
     let pumped = pump.join().map_err(|_| SourceError::Refused("the SQL pump panicked".into()))?;
-    let failure = match (&dumped, restore_status.success(), &pumped) {
-        (Err(e), _, _) => Some(e.to_string()),
-        (_, false, _) => Some(format!(
-            "pg_restore failed ({restore_status}): {}",
-            restore_err.join().unwrap_or_default().trim()
-        )),
-        (_, _, Err(e)) => Some(format!("psql stopped reading: {e}")),
-        _ => None,
-    };
+    if let (None, Err(e)) = (&failure, &pumped) {
+        failure = Some(format!("psql stopped reading: {e}"));
+    }
     let committed = match (failure, pumped) {
         (None, Ok(mut sql_in)) => {
             use std::io::Write;
@@ -536,11 +791,7 @@ pub async fn restore_tables_in_place(
             url.dbname
         )));
     }
-    Ok(PgRestored {
-        database: url.dbname.clone(),
-        bytes: dumped?,
-        kept: keep_old.then_some(format!("schema {bak}")),
-    })
+    Ok(PgRestored { database: url.dbname.clone(), bytes, kept: keep_old.then_some(format!("schema {bak}")) })
 }
 
 #[cfg(test)]

@@ -58,17 +58,16 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
                 opts.one_file_system = f.one_file_system;
                 backup(&repo, &f.paths, &opts, counters).await.map_err(Into::into)
             }
-            TargetKind::Postgres(pg) => kura_sources::postgres::backup(
-                &repo,
-                &pg.url,
-                &pg.databases,
-                &pg.tables,
-                &pg.exclude_tables,
-                &opts,
-                counters,
-            )
-            .await
-            .map_err(Into::into),
+            TargetKind::Postgres(pg) => {
+                let what = kura_sources::postgres::PgSource {
+                    url: &pg.url,
+                    databases: &pg.databases,
+                    tables: &pg.tables,
+                    exclude_tables: &pg.exclude_tables,
+                    jobs: pg.jobs,
+                };
+                kura_sources::postgres::backup(&repo, &what, &opts, counters).await.map_err(Into::into)
+            }
             TargetKind::Command(c) => {
                 kura_sources::command::backup(&repo, &c.backup, &c.name, &opts, counters)
                     .await
