@@ -156,6 +156,60 @@ pub struct ObjectStoreTarget {
     pub credentials: BTreeMap<String, String>,
 }
 
+/// `host`, `port`, `user` and `database` written out instead of `url`
+/// become the URL they spell (`host` may be a socket directory).
+fn pg_url_from_parts(t: &mut toml::Table, place: &str) -> Result<(), ConfigError> {
+    const PARTS: [&str; 4] = ["host", "port", "user", "database"];
+    if !PARTS.iter().any(|k| t.contains_key(*k)) {
+        return Ok(());
+    }
+    if t.contains_key("url") {
+        return Err(invalid(format!("{place}.url"), "give url, or host/port/user/database, not both"));
+    }
+    let mut get = |k: &str| -> Result<Option<String>, ConfigError> {
+        match t.remove(k) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(toml::Value::Integer(n)) if k == "port" => Ok(Some(n.to_string())),
+            Some(_) => Err(invalid(format!("{place}.{k}"), "must be a string")),
+        }
+    };
+    let (host, port, user, database) = (get("host")?, get("port")?, get("user")?, get("database")?);
+    let database =
+        database.ok_or_else(|| invalid(format!("{place}.database"), "is needed with host/port/user"))?;
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let mut url = String::from("postgres://");
+    if let Some(u) = &user {
+        url.push_str(&enc(u));
+        url.push('@');
+    }
+    let socket = host.as_deref().filter(|h| h.starts_with('/'));
+    if let Some(h) = host.as_deref().filter(|h| !h.starts_with('/')) {
+        url.push_str(h);
+    }
+    if let Some(p) = &port {
+        url.push(':');
+        url.push_str(p);
+    }
+    url.push('/');
+    url.push_str(&enc(&database));
+    if let Some(dir) = socket {
+        url.push_str("?host=");
+        url.push_str(&enc(dir));
+    }
+    t.insert("url".into(), toml::Value::String(url));
+    Ok(())
+}
+
 fn one() -> usize {
     1
 }
@@ -331,6 +385,8 @@ impl Config {
                 let kind = match kind_name.as_str() {
                     "sqlite" => TargetKind::Sqlite(section(&place, t)?),
                     "postgres" | "postgresql" => {
+                        let mut t = t;
+                        pg_url_from_parts(&mut t, &place)?;
                         let p: PostgresTarget = section(&place, t)?;
                         let many = p.databases.len() > 1 || p.databases.iter().any(|d| d == "*");
                         if many && !(p.tables.is_empty() && p.exclude_tables.is_empty()) {
@@ -496,6 +552,28 @@ changed_within = "24h"
         }
         let err = Config::parse(GOOD, &env).unwrap().target("nope").unwrap_err().to_string();
         assert_eq!(err, "no target named \"nope\" (configured: logs, registry)");
+    }
+
+    #[test]
+    fn postgres_from_host_port_user_database() {
+        let c = Config::parse(
+            "[target.a]\ntype = \"postgres\"\nhost = \"db.internal\"\nport = 5433\nuser = \"app\"\ndatabase = \"shop\"\n\n[target.b]\ntype = \"postgres\"\nhost = \"/run/postgresql\"\ndatabase = \"my db\"\n",
+            &env,
+        )
+        .unwrap();
+        let url = |n: &str| match &c.target(n).unwrap().kind {
+            TargetKind::Postgres(p) => p.url.clone(),
+            _ => unreachable!(),
+        };
+        assert_eq!(url("a"), "postgres://app@db.internal:5433/shop");
+        assert_eq!(url("b"), "postgres:///my%20db?host=%2Frun%2Fpostgresql");
+        let err =
+            Config::parse("[target.a]\ntype = \"postgres\"\nurl = \"postgres://h/x\"\nhost = \"h\"\n", &env)
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("target.a.url: give url, or host/port/user/database, not both"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -193,9 +193,10 @@ fn every_database_of_a_server_in_one_snapshot() {
     std::fs::write(
         &cfg,
         format!(
-            "[repository.main]\nurl = \"{}\"\n\n[target.server]\ntype = \"postgres\"\nurl = \"{}\"\ndatabases = [\"*\"]\n",
+            // Written out as host/port/user/database instead of a URL.
+            "[repository.main]\nurl = \"{}\"\n\n[target.server]\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"postgres\"\ndatabases = [\"*\"]\n",
             k.repo,
-            pg.url("postgres")
+            pg.port
         ),
     )
     .unwrap();
