@@ -505,7 +505,7 @@ pub async fn restore(
     let stamp = chrono::Local::now().format("%Y%m%d_%H%M").to_string();
     let fresh = match into {
         Some(db) => db.to_string(),
-        None => format!("{live}_kura_restore_{stamp}"),
+        None => format!("{live}_kura_restore_{stamp}_{:04x}", rand::random::<u16>()),
     };
     let c = conn.clone();
     let f = fresh.clone();
@@ -554,7 +554,21 @@ pub async fn restore(
         return Ok(MyRestored { database: fresh, bytes, kept: None, tables: want_tables });
     }
 
-    let bak = format!("{live}_bak_{stamp}");
+    // Unique, like the `.bak` names of files: a second restore within the
+    // minute keeps its own copy.
+    let c = conn.clone();
+    let (l, st) = (live.clone(), stamp.clone());
+    let bak = tokio::task::spawn_blocking(move || -> Result<String, SourceError> {
+        let mut bak = format!("{l}_bak_{st}");
+        let mut n = 1;
+        while c.database_exists(&bak)? {
+            n += 1;
+            bak = format!("{l}_bak_{st}_{n}");
+        }
+        Ok(bak)
+    })
+    .await
+    .map_err(spawn_blocking_err)??;
     let partial = !tables.is_empty() || !info.tables.is_empty();
     let c = conn.clone();
     let (f, l, b) = (fresh.clone(), live.clone(), bak.clone());

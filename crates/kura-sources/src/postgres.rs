@@ -480,11 +480,26 @@ pub async fn restore(
     let stamp = chrono::Local::now().format("%Y%m%d_%H%M").to_string();
     let fresh = match into {
         Some(db) => db.to_string(),
-        None => format!("{}_kura_restore_{stamp}", url.dbname),
+        None => format!("{}_kura_restore_{stamp}_{:04x}", url.dbname, rand::random::<u16>()),
     };
     let exists = |db: &str| -> Result<bool, SourceError> {
         Ok(psql(&admin, &format!("SELECT 1 FROM pg_database WHERE datname = {}", quote_literal(db)))? == "1")
     };
+    if into.is_none() {
+        // Restores killed midway leave their fresh database behind: only
+        // ever a partial copy, never swapped in. One still in use by a
+        // running restore refuses to be dropped.
+        let pattern = format!("{}\\_kura\\_restore\\_%", url.dbname.replace('_', "\\_"));
+        let stale = psql(
+            &admin,
+            &format!("SELECT datname FROM pg_database WHERE datname LIKE {}", quote_literal(&pattern)),
+        )?;
+        for db in stale.lines().filter(|l| !l.is_empty()) {
+            if psql(&admin, &format!("DROP DATABASE IF EXISTS {}", quote_ident(db))).is_ok() {
+                tracing::info!(database = db, "dropped the partial copy of an interrupted restore");
+            }
+        }
+    }
     if exists(&fresh)? {
         return Err(SourceError::Refused(format!(
             "database {fresh} already exists; restore never writes into an existing database (drop it or choose another --into)"
@@ -530,31 +545,53 @@ pub async fn restore(
     if into.is_some() {
         return Ok(PgRestored { database: fresh, bytes, kept: None });
     }
-    // The swap: the live database is renamed aside, the fresh one takes its
-    // name. Sessions on the live database must go first (a rename needs it).
-    let bak = format!("{}_bak_{stamp}", url.dbname);
+    // The swap: the live database is renamed aside and the fresh one takes
+    // its name, both in one transaction, so no instant exists without a
+    // database under the live name. Sessions on the live database must go
+    // first (a rename needs it); an application that reconnects at once
+    // gets another try.
     let live = &url.dbname;
-    psql(
-        &admin,
-        &format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
-            quote_literal(live)
-        ),
-    )?;
-    let had_live = exists(live)?;
-    if had_live {
-        psql(&admin, &format!("ALTER DATABASE {} RENAME TO {}", quote_ident(live), quote_ident(&bak)))?;
+    // Unique, like the `.bak` names of files: a second restore within the
+    // minute keeps its own copy.
+    let mut bak = format!("{live}_bak_{stamp}");
+    let mut n = 1;
+    while exists(&bak)? {
+        n += 1;
+        bak = format!("{live}_bak_{stamp}_{n}");
     }
-    if let Err(e) =
-        psql(&admin, &format!("ALTER DATABASE {} RENAME TO {}", quote_ident(&fresh), quote_ident(live)))
-    {
-        if had_live {
-            let _ = psql(
-                &admin,
-                &format!("ALTER DATABASE {} RENAME TO {}", quote_ident(&bak), quote_ident(live)),
-            );
+    let had_live = exists(live)?;
+    let swap = if had_live {
+        format!(
+            "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; COMMIT;",
+            quote_ident(live),
+            quote_ident(&bak),
+            quote_ident(&fresh),
+            quote_ident(live)
+        )
+    } else {
+        format!("ALTER DATABASE {} RENAME TO {}", quote_ident(&fresh), quote_ident(live))
+    };
+    let mut attempt = 0;
+    loop {
+        psql(
+            &admin,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
+                quote_literal(live)
+            ),
+        )?;
+        match psql(&admin, &swap) {
+            Ok(_) => break,
+            Err(e) if attempt < 4 && e.to_string().contains("being accessed by other users") => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            Err(e) => {
+                return Err(SourceError::Refused(format!(
+                    "{e}; nothing was swapped: database {live} is as it was, and the restored copy is database {fresh}"
+                )))
+            }
         }
-        return Err(e);
     }
     let kept = if had_live && !keep_old {
         psql(&admin, &format!("DROP DATABASE {}", quote_ident(&bak)))?;

@@ -324,3 +324,42 @@ fn parallel_dump_in_parts_is_one_consistent_snapshot() {
     k.ok(&["restore", "--target", "app_db", "--yes"]);
     assert_eq!(pg.dump_text("shop"), pg.dump_text("shop_check"));
 }
+
+#[test]
+fn killed_restores_always_leave_a_live_database() {
+    let (pg, k) = setup();
+    k.ok(&["backup", "--target", "app_db"]);
+    let mut seed = 0x5DEECE66Du64;
+    let mut killed = 0;
+    for trial in 0..8 {
+        pg.psql("shop", &format!("UPDATE users SET name = 'damaged {trial}' WHERE id = 1"));
+        let child = k
+            .cmd(&["restore", "--target", "app_db", "--yes"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // From just after the start to past the end of a typical restore.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(std::time::Duration::from_millis(10 + trial * 60 + seed % 40));
+        let _ = std::process::Command::new("kill").args(["-9", &child.id().to_string()]).status();
+        let mut child = child;
+        if child.wait().unwrap().code().is_none() {
+            killed += 1;
+        }
+        // Old or restored, the live name always holds a whole database.
+        let name = pg.psql("shop", "SELECT name FROM users WHERE id = 1");
+        assert!(name == format!("damaged {trial}") || name.ends_with("Zoë"), "trial {trial}: {name}");
+        assert_eq!(pg.psql("shop", "SELECT count(*) FROM orders"), "3001", "trial {trial}");
+    }
+    // The next restore works at once, and sweeps what the kills left.
+    k.ok(&["restore", "--target", "app_db", "--yes", "--no-keep-old"]);
+    assert!(pg.psql("shop", "SELECT name FROM users WHERE id = 1").ends_with("Zoë"));
+    let left = pg
+        .psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'shop\\_kura\\_restore\\_%'");
+    assert_eq!(left, "0", "partial copies of killed restores are swept");
+    eprintln!("{killed} of 8 restores killed midway");
+    assert!(killed > 0, "no restore was interrupted: the test proved nothing");
+}
