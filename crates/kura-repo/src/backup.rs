@@ -346,7 +346,6 @@ pub async fn backup_stream_set(
         let pending = repo.pending_deletion().await?;
         let index = repo.load_index(&pending).await?;
         let (saver, uploader) = Saver::start(repo.clone(), index, counters);
-        let fail = |saver: &Arc<Saver>| saver.abort();
         let mut seen = std::collections::HashSet::new();
         let mut saved: Vec<Saved> = Vec::new();
         let mut running = FuturesUnordered::new();
@@ -369,19 +368,19 @@ pub async fn backup_stream_set(
                         break;
                     }
                     Some(Err(msg)) => {
-                        fail(&saver);
+                        saver.abort();
                         let _ = uploader.await;
                         return Err(RepoError::StreamSource(msg));
                     }
                     Some(Ok(stream)) => stream,
                 };
                 if let Err(msg) = stream_path(&stream.name) {
-                    fail(&saver);
+                    saver.abort();
                     let _ = uploader.await;
                     return Err(RepoError::StreamSource(msg));
                 }
                 if !seen.insert(stream.name.clone()) {
-                    fail(&saver);
+                    saver.abort();
                     let _ = uploader.await;
                     return Err(RepoError::StreamSource(format!("two streams are named {:?}", stream.name)));
                 }
@@ -417,7 +416,7 @@ pub async fn backup_stream_set(
                 (Ok(_), Err(msg)) => Some(Some(msg.clone())),
             };
             if let Some(source_error) = failure {
-                fail(&saver);
+                saver.abort();
                 let uploaded = uploader.await;
                 return Err(match (source_error, done.content) {
                     (Some(msg), _) => RepoError::StreamSource(msg),
@@ -431,7 +430,7 @@ pub async fn backup_stream_set(
             saved.push(done);
         }
         if saved.is_empty() {
-            fail(&saver);
+            saver.abort();
             let _ = uploader.await;
             return Err(RepoError::StreamSource("the source produced nothing to back up".into()));
         }

@@ -14,31 +14,8 @@ use kura_format::Id;
 use kura_repo::backup::{backup_stream, BackupOptions, BackupResult, StreamFinish};
 use kura_repo::{Counters, Repository};
 
+use crate::child::{feed, stderr_tail, Fed};
 use crate::SourceError;
-
-/// The most of a command's standard error an error message quotes.
-const STDERR_TAIL: usize = 4096;
-
-/// Keeps the tail of a child's standard error on a thread, so a chatty
-/// child cannot block on a full pipe.
-fn tail(stderr: std::process::ChildStderr) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut kept: Vec<u8> = Vec::new();
-        let mut buf = [0u8; 8192];
-        let mut r = stderr;
-        while let Ok(n) = r.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            kept.extend_from_slice(&buf[..n]);
-            if kept.len() > 2 * STDERR_TAIL {
-                kept.drain(..kept.len() - STDERR_TAIL);
-            }
-        }
-        let start = kept.len().saturating_sub(STDERR_TAIL);
-        String::from_utf8_lossy(&kept[start..]).trim().to_string()
-    })
-}
 
 fn shell(cmd: &str) -> Command {
     let mut c = Command::new("sh");
@@ -56,7 +33,7 @@ pub fn spawn_output(cmd: &str) -> Result<(Box<dyn Read + Send>, StreamFinish), S
         .spawn()
         .map_err(|e| SourceError::Refused(format!("cannot start `{cmd}`: {e}")))?;
     let out = child.stdout.take().expect("piped");
-    let err = tail(child.stderr.take().expect("piped"));
+    let err = stderr_tail(child.stderr.take().expect("piped"));
     let cmd = cmd.to_string();
     let finish: StreamFinish = Box::new(move || {
         let status = child.wait().map_err(|e| format!("waiting for `{cmd}`: {e}"))?;
@@ -119,21 +96,11 @@ pub async fn restore(
     let cmd = restore_cmd.ok_or_else(|| {
         SourceError::Refused("this target has no `restore` command; use --into FILE to get the output".into())
     })?;
-    let mut child = shell(cmd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| SourceError::Refused(format!("cannot start `{cmd}`: {e}")))?;
-    let err = tail(child.stderr.take().expect("piped"));
-    let mut stdin = child.stdin.take().expect("piped");
-    let fed = kura_repo::restore::dump(repo, tree, name, &mut stdin).await;
-    drop(stdin);
-    let status = child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
-    let stderr = err.join().unwrap_or_default();
+    let Fed { dumped, status, stderr } =
+        feed(shell(cmd), &format!("`{cmd}`"), repo, tree, &[name.to_string()]).await?;
     if !status.success() {
         return Err(SourceError::Refused(format!("restore command `{cmd}` exited with {status}: {stderr}")));
     }
-    let bytes = fed.map_err(|e| SourceError::Refused(format!("feeding `{cmd}`: {e}")))?;
+    let bytes = dumped.map_err(|e| SourceError::Refused(format!("feeding `{cmd}`: {e}")))?;
     Ok(CommandRestored { bytes, file: None })
 }

@@ -16,7 +16,7 @@
 //! `NAME_bak_YYYYMMDD_HHMM`. A single-table restore copies the live table
 //! into that database before replacing it: renaming one table across
 //! databases would leave foreign keys pointing at the wrong database.
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use kura_repo::backup::{backup_stream_sequence, BackupOptions, BackupResult, Str
 use kura_repo::{Counters, Repository};
 use kura_store::percent_decode;
 
+use crate::child::{feed, stderr_tail, Fed};
 use crate::mysql_split::{PartKind, Splitter};
 use crate::SourceError;
 
@@ -396,12 +397,7 @@ pub async fn backup(
         .spawn()
         .map_err(|e| SourceError::Refused(format!("cannot start {tool}: {e}")))?;
     let out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    let stderr = stderr_tail(child.stderr.take().expect("piped"));
     let info_json = serde_json::to_vec_pretty(&info).expect("serializable");
     let parts = DumpParts {
         splitter: Splitter::new(BufReader::with_capacity(1 << 20, out)),
@@ -624,23 +620,7 @@ async fn load(
 ) -> Result<u64, SourceError> {
     let mut cmd = conn.command(CLIENT_TOOLS)?;
     cmd.arg(format!("--database={db}"));
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| SourceError::Refused(format!("cannot start the MySQL client: {e}")))?;
-    let mut err = child.stderr.take().expect("piped");
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let mut stdin = child.stdin.take().expect("piped");
-    let dumped = kura_repo::restore::dump_files(repo, tree, files, &mut stdin).await;
-    drop(stdin);
-    let status = child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
-    let stderr = stderr.join().unwrap_or_default();
+    let Fed { dumped, status, stderr } = feed(cmd, "the MySQL client", repo, tree, files).await?;
     if !status.success() {
         return Err(SourceError::Refused(format!("loading the dump failed ({status}): {}", stderr.trim())));
     }

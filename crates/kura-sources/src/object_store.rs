@@ -397,6 +397,25 @@ pub fn kept_location(url: &str, now: chrono::DateTime<chrono::Local>) -> String 
     }
 }
 
+/// The media type of an object that has none recorded.
+const OCTETS: &str = "application/octet-stream";
+
+/// Writes an object and reads it back: a store that acknowledged a write it
+/// did not keep is caught here, not at the next restore.
+async fn put_checked(store: &dyn Store, key: &str, data: Bytes, content_type: &str) -> Result<(), String> {
+    store.put_typed(key, data.clone(), content_type).await.map_err(|e| e.to_string())?;
+    let back = store.get(key).await.map_err(|e| format!("reading it back: {e}"))?;
+    if back != data {
+        return Err(format!(
+            "it does not read back as written from {} ({} of {} bytes)",
+            store.location(),
+            back.len(),
+            data.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Which objects of a snapshot to restore, and how.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -501,7 +520,7 @@ pub async fn restore(
         let mut data = Vec::with_capacity(e.size as usize);
         kura_repo::restore::write_content(repo, &index, ids, &mut data).await?;
         let data = Bytes::from(data);
-        let ty = e.content_type.as_deref().unwrap_or("application/octet-stream");
+        let ty = e.content_type.as_deref().unwrap_or(OCTETS);
         if existing.contains_key(&e.key) {
             if let Some(k) = &keep {
                 let old = dest
@@ -509,39 +528,19 @@ pub async fn restore(
                     .await
                     .map_err(|err| SourceError::Refused(format!("reading {} to keep it: {err}", e.key)))?;
                 let old_type = dest.stat(&e.key).await.ok().and_then(|m| m.content_type);
-                k.put_typed(&e.key, old.clone(), old_type.as_deref().unwrap_or("application/octet-stream"))
-                    .await
-                    .map_err(|err| SourceError::Refused(format!("keeping the old {}: {err}", e.key)))?;
-                let back = k
-                    .get(&e.key)
-                    .await
-                    .map_err(|err| SourceError::Refused(format!("keeping the old {}: {err}", e.key)))?;
-                if back != old {
-                    return Err(SourceError::Refused(format!(
-                        "the kept copy of {} in {} does not read back as written; {} was not replaced",
-                        e.key,
-                        k.location(),
-                        e.key
-                    )));
-                }
+                put_checked(k.as_ref(), &e.key, old, old_type.as_deref().unwrap_or(OCTETS)).await.map_err(
+                    |err| {
+                        SourceError::Refused(format!(
+                            "keeping the old {}: {err}; {} was not replaced",
+                            e.key, e.key
+                        ))
+                    },
+                )?;
             }
         }
-        dest.put_typed(&e.key, data.clone(), ty)
+        put_checked(dest.as_ref(), &e.key, data, ty)
             .await
             .map_err(|err| SourceError::Refused(format!("writing {}: {err}", e.key)))?;
-        let back = dest
-            .get(&e.key)
-            .await
-            .map_err(|err| SourceError::Refused(format!("reading back {}: {err}", e.key)))?;
-        if back != data {
-            return Err(SourceError::Refused(format!(
-                "{} in {} does not read back as written ({} of {} bytes)",
-                e.key,
-                dest.location(),
-                back.len(),
-                data.len()
-            )));
-        }
         out.bytes += e.size;
         if !existing.contains_key(&e.key) {
             out.written.push(e.key.clone());

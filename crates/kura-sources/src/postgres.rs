@@ -11,7 +11,6 @@
 //! Restore never touches the live database until the new one is complete:
 //! it is restored into a fresh database, and only then are the names
 //! swapped, the old database kept as `NAME_bak_YYYYMMDD_HHMM`.
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -23,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use kura_store::percent_decode;
 
+use crate::child::{feed, stderr_tail, Fed};
 use crate::SourceError;
 
 /// A libpq URL split into what may go on a command line and what may not.
@@ -167,15 +167,6 @@ pub fn preflight(url: &PgUrl) -> Result<u32, SourceError> {
     Ok(server_major)
 }
 
-/// Captures a child's stderr on a thread, so a chatty child cannot block.
-fn drain(stderr: std::process::ChildStderr) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::BufReader::new(stderr).read_to_string(&mut s);
-        s
-    })
-}
-
 /// Starts pg_dump of one database; the stream's check vetoes the snapshot
 /// if pg_dump fails.
 fn dump_stream(
@@ -201,7 +192,7 @@ fn dump_stream(
         .spawn()
         .map_err(|e| SourceError::Refused(format!("cannot start pg_dump: {e}")))?;
     let out = child.stdout.take().expect("piped");
-    let err = drain(child.stderr.take().expect("piped"));
+    let err = stderr_tail(child.stderr.take().expect("piped"));
     let db = url.dbname.clone();
     let mut dump = Stream::new(name, Box::new(out));
     dump.finish = Box::new(move || {
@@ -405,7 +396,7 @@ fn parallel_plan(
         .map_err(|e| SourceError::Refused(format!("cannot start psql: {e}")))?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut out = std::io::BufReader::new(child.stdout.take().expect("piped"));
-    let err = drain(child.stderr.take().expect("piped"));
+    let err = stderr_tail(child.stderr.take().expect("piped"));
     stdin
         .write_all(b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();\n")
         .and_then(|_| stdin.flush())
@@ -613,18 +604,7 @@ async fn pg_restore_file(
 ) -> Result<u64, SourceError> {
     let mut cmd = target.command("pg_restore")?;
     cmd.args(["--exit-on-error", "--no-owner", "--dbname", &target.url]).args(args);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| SourceError::Refused(format!("cannot start pg_restore: {e}")))?;
-    let err = drain(child.stderr.take().expect("piped"));
-    let mut stdin = child.stdin.take().expect("piped");
-    let dumped = kura_repo::restore::dump(repo, tree, file, &mut stdin).await;
-    drop(stdin);
-    let status = child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
-    let stderr = err.join().unwrap_or_default();
+    let Fed { dumped, status, stderr } = feed(cmd, "pg_restore", repo, tree, &[file.to_string()]).await?;
     if !status.success() {
         return Err(SourceError::Refused(format!(
             "pg_restore of {file} failed ({status}): {}",
@@ -633,13 +613,16 @@ async fn pg_restore_file(
     }
     match dumped {
         Ok(bytes) => Ok(bytes),
-        // Restoring one section, pg_restore stops reading once it is past
-        // it; what it did read was verified, and it succeeded.
-        Err(kura_repo::RepoError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
-            Ok(0)
-        }
+        Err(e) if stopped_reading(&e) => Ok(0),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether feeding an archive failed only because pg_restore stopped
+/// reading it: restoring some sections or tables, it stops once past them.
+/// What it did read was verified; its exit status says whether it worked.
+fn stopped_reading(e: &kura_repo::RepoError) -> bool {
+    matches!(e, kura_repo::RepoError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// The parts manifest beside `DB.pgdump`, if the dump was made in parts.
@@ -746,7 +729,7 @@ pub async fn restore_tables_in_place(
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| SourceError::Refused(format!("cannot start pg_restore: {e}")))?;
-        let err = drain(child.stderr.take().expect("piped"));
+        let err = stderr_tail(child.stderr.take().expect("piped"));
         restorers.push((file.clone(), child, err));
     }
     let mut psql_child = url
@@ -757,7 +740,7 @@ pub async fn restore_tables_in_place(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| SourceError::Refused(format!("cannot start psql: {e}")))?;
-    let psql_err = drain(psql_child.stderr.take().expect("piped"));
+    let psql_err = stderr_tail(psql_child.stderr.take().expect("piped"));
     let mut sql_in = psql_child.stdin.take().expect("piped");
     let mut outputs: Vec<_> = restorers.iter_mut().map(|(_, c, _)| c.stdout.take().expect("piped")).collect();
     // pg_restore's SQL flows to psql after our prefix, one archive after
@@ -783,12 +766,7 @@ pub async fn restore_tables_in_place(
         let status = child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
         if failure.is_none() {
             failure = match (dumped, status.success()) {
-                // pg_restore may stop reading once past the chosen tables.
-                (Err(kura_repo::RepoError::Io { source, .. }), true)
-                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
-                {
-                    None
-                }
+                (Err(e), true) if stopped_reading(&e) => None,
                 (Err(e), _) => Some(e.to_string()),
                 (_, false) => Some(format!(
                     "pg_restore of {file} failed ({status}): {}",

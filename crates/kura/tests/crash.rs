@@ -7,8 +7,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
 
 use common::*;
 
@@ -24,13 +22,7 @@ fn kill_at_random_points_loses_nothing() {
     std::fs::create_dir_all(&src).unwrap();
     // Each completed snapshot with a copy of what it saved.
     let mut completed: Vec<(String, PathBuf)> = Vec::new();
-    let mut rng_state = 0x2545F4914F6CDD1Du64;
-    let mut rand = move |n: u64| {
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        rng_state % n
-    };
+    let mut rand = rng(0x2545F4914F6CDD1D);
     let mut killed = 0;
     for trial in 0..trials() {
         // Change the source: new files, a changed one, a removed one.
@@ -40,7 +32,7 @@ fn kill_at_random_points_loses_nothing() {
             let _ = std::fs::remove_file(src.join(format!("f{}.bin", trial - 3)));
         }
         let op = rand(3);
-        let mut cmd = match op {
+        let cmd = match op {
             0 | 1 => k.cmd(&["backup", src.to_str().unwrap(), "--json"]),
             _ => {
                 if let Some((old, _)) = completed.first().cloned() {
@@ -52,11 +44,7 @@ fn kill_at_random_points_loses_nothing() {
                 k.cmd(&["prune", "--grace", "0s"])
             }
         };
-        let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rand(120)));
-        // SAFETY of the test, not of code: kill(1) with -9 is what we want.
-        let _ = std::process::Command::new("kill").args(["-9", &child.id().to_string()]).status();
-        let out = child.wait_with_output().unwrap();
+        let out = kill_after(cmd, rand(120));
         if out.status.code().is_none() {
             killed += 1;
         } else if op < 2 {
@@ -83,23 +71,6 @@ fn kill_at_random_points_loses_nothing() {
     }
     eprintln!("{killed} of {} operations were killed midway", trials());
     assert!(killed > 0, "no operation was actually interrupted: the test proved nothing");
-}
-
-/// A xorshift generator: the trials are reproducible.
-fn rng(mut state: u64) -> impl FnMut(u64) -> u64 {
-    move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    }
-}
-
-fn kill_after(mut cmd: std::process::Command, ms: u64) -> bool {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(ms));
-    let _ = std::process::Command::new("kill").args(["-9", &child.id().to_string()]).status();
-    child.wait_with_output().unwrap().status.code().is_none()
 }
 
 #[test]
@@ -138,7 +109,7 @@ fn killed_restores_never_leave_wrong_bytes_or_less_than_before() {
             k.cmd(&["restore", "latest", "--target", dir.to_str().unwrap()])
         };
         cmd.env_remove("KURA_REPOSITORY");
-        if kill_after(cmd, 5 + rand(250)) {
+        if kill_after(cmd, 5 + rand(250)).status.code().is_none() {
             killed += 1;
         }
         if in_place {

@@ -329,24 +329,13 @@ fn parallel_dump_in_parts_is_one_consistent_snapshot() {
 fn killed_restores_always_leave_a_live_database() {
     let (pg, k) = setup();
     k.ok(&["backup", "--target", "app_db"]);
-    let mut seed = 0x5DEECE66Du64;
+    let mut rand = rng(0x5DEECE66D);
     let mut killed = 0;
     for trial in 0..8 {
         pg.psql("shop", &format!("UPDATE users SET name = 'damaged {trial}' WHERE id = 1"));
-        let child = k
-            .cmd(&["restore", "--target", "app_db", "--yes"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
         // From just after the start to past the end of a typical restore.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(std::time::Duration::from_millis(10 + trial * 60 + seed % 40));
-        let _ = std::process::Command::new("kill").args(["-9", &child.id().to_string()]).status();
-        let mut child = child;
-        if child.wait().unwrap().code().is_none() {
+        let out = kill_after(k.cmd(&["restore", "--target", "app_db", "--yes"]), 10 + trial * 60 + rand(40));
+        if out.status.code().is_none() {
             killed += 1;
         }
         // Old or restored, the live name always holds a whole database.

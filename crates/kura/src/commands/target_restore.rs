@@ -120,8 +120,9 @@ fn confirm(g: &Global, a: &RestoreArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Refuses flags that do not fit the target, before anything is opened.
-fn check_flags(a: &RestoreArgs, t: &Target) -> Result<ObjectOptions, Failure> {
+/// Refuses flags that do not fit the target, before anything is opened,
+/// and turns the object-store ones into options (unused by other targets).
+fn flag_options(a: &RestoreArgs, t: &Target) -> Result<ObjectOptions, Failure> {
     if !a.tables.is_empty() && !matches!(t.kind, TargetKind::Postgres(_) | TargetKind::Mysql(_)) {
         return Err(Failure::new("--table applies to database targets"));
     }
@@ -181,7 +182,7 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
         Failure::new("restore needs --target NAME or --component C").hint("`kura restore --help` shows both")
     })?;
     let t: &Target = super::find_target(&cfg, name)?;
-    let object_opts = check_flags(a, t)?;
+    let object_opts = flag_options(a, t)?;
     let repo = super::open_repo_for(g, &cfg, t).await?;
     let mine = snapshots_of(&repo, t).await?;
     let (id, snap) = select(a, &t.name, mine)?;
@@ -554,7 +555,7 @@ async fn run_component(g: &Global, a: &RestoreArgs, cfg: &Config, component: &st
         })?;
     let mut prepared = Vec::new();
     for (t, repo, snaps) in found {
-        let object_opts = check_flags(a, t)?;
+        let object_opts = flag_options(a, t)?;
         let pick = snaps
             .iter()
             .rev()

@@ -276,3 +276,22 @@ pub fn assert_same_text(got: &str, want: &str, what: &str) {
         show(&w)
     );
 }
+
+/// A xorshift generator, so that randomized trials are reproducible.
+pub fn rng(mut state: u64) -> impl FnMut(u64) -> u64 {
+    move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    }
+}
+
+/// Runs `cmd`, sends it SIGKILL after `ms` milliseconds, and returns how it
+/// ended (no exit code when the kill landed before it finished).
+pub fn kill_after(mut cmd: Command, ms: u64) -> Output {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start kura");
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let _ = Command::new("kill").args(["-9", &child.id().to_string()]).status();
+    child.wait_with_output().expect("wait for kura")
+}

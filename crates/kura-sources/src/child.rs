@@ -1,0 +1,63 @@
+//! What every source does with the programs it runs (pg_dump, mariadb-dump,
+//! a user's command).
+use std::io::Read;
+use std::process::ChildStderr;
+use std::thread::JoinHandle;
+
+/// The most of a program's standard error an error message quotes.
+const STDERR_TAIL: usize = 4096;
+
+/// Keeps the tail of a child's standard error on a thread, so a chatty
+/// child cannot block on a full pipe nor fill memory.
+pub(crate) fn stderr_tail(stderr: ChildStderr) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut kept: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 8192];
+        let mut r = stderr;
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            kept.extend_from_slice(&buf[..n]);
+            if kept.len() > 2 * STDERR_TAIL {
+                kept.drain(..kept.len() - STDERR_TAIL);
+            }
+        }
+        let start = kept.len().saturating_sub(STDERR_TAIL);
+        String::from_utf8_lossy(&kept[start..]).trim().to_string()
+    })
+}
+
+/// How a program that read files of a snapshot on its standard input ended.
+pub(crate) struct Fed {
+    /// What feeding it came to: the bytes written, or why it stopped.
+    pub dumped: Result<u64, kura_repo::RepoError>,
+    pub status: std::process::ExitStatus,
+    /// The tail of its standard error.
+    pub stderr: String,
+}
+
+/// Starts `cmd` and writes `files` of snapshot `tree` to its standard input,
+/// one after the other, every blob verified before it is written. `what`
+/// names the program in a message when it cannot start.
+pub(crate) async fn feed(
+    mut cmd: std::process::Command,
+    what: &str,
+    repo: &kura_repo::Repository,
+    tree: kura_format::Id,
+    files: &[String],
+) -> Result<Fed, crate::SourceError> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| crate::SourceError::Refused(format!("cannot start {what}: {e}")))?;
+    let err = stderr_tail(child.stderr.take().expect("piped"));
+    let mut stdin = child.stdin.take().expect("piped");
+    let dumped = kura_repo::restore::dump_files(repo, tree, files, &mut stdin).await;
+    drop(stdin);
+    let status = child.wait().map_err(|e| crate::SourceError::Refused(e.to_string()))?;
+    Ok(Fed { dumped, status, stderr: err.join().unwrap_or_default() })
+}
