@@ -24,6 +24,23 @@ pub struct IndexBlob {
 const MAGIC: &[u8; 3] = b"KIX";
 const BLOB_LEN: usize = 45;
 
+impl IndexPack {
+    /// The index entry of a pack written as `entries`, blob after blob from
+    /// offset 0 (format.md §8).
+    pub fn of(id: Id, entries: &[crate::pack::PackEntry]) -> IndexPack {
+        let mut offset = 0u32;
+        let blobs = entries
+            .iter()
+            .map(|e| {
+                let b = IndexBlob { ty: e.ty, id: e.id, offset, length: e.length, raw_length: e.raw_length };
+                offset += e.length;
+                b
+            })
+            .collect();
+        IndexPack { id, blobs }
+    }
+}
+
 impl IndexFile {
     pub fn blob_count(&self) -> usize {
         self.packs.iter().map(|p| p.blobs.len()).sum()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kura_format::config::{ChunkerParams, RepoConfig};
 use kura_format::crypto::KdfParams;
-use kura_format::index::{IndexBlob, IndexFile, IndexPack};
+use kura_format::index::{IndexFile, IndexPack};
 use kura_format::key::KeyFile;
 use kura_format::pack::{encode_header, seal_trailer, PackEntry};
 use kura_format::snapshot::Snapshot;
@@ -82,16 +82,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     out.push(("pack_header", encode_header(&entries)));
     pack.extend_from_slice(&seal_trailer(key, &entries));
     out.push(("pack", pack));
-    let mut offset = 0;
-    let blobs = entries
-        .iter()
-        .map(|e| {
-            let b = IndexBlob { ty: e.ty, id: e.id, offset, length: e.length, raw_length: e.raw_length };
-            offset += e.length;
-            b
-        })
-        .collect();
-    out.push(("index", IndexFile { packs: vec![IndexPack { id: key.blob_id(b"pack"), blobs }] }.encode()));
+    out.push(("index", IndexFile { packs: vec![IndexPack::of(key.blob_id(b"pack"), &entries)] }.encode()));
     let k = KeyFile::wrap(key, b"fuzz", KdfParams::insecure_for_tests(), "host", "user").unwrap();
     out.push(("key_file", k.encode()));
     let mut file = Node::new("a.txt", NodeType::File);

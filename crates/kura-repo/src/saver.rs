@@ -11,7 +11,7 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use kura_format::index::{IndexBlob, IndexFile, IndexPack};
+use kura_format::index::{IndexFile, IndexPack};
 use kura_format::pack::{seal_trailer, PackEntry};
 use kura_format::{paths, BlobType, Id};
 use rayon::prelude::*;
@@ -38,9 +38,8 @@ struct Packer {
 }
 
 pub(crate) struct FinishedPack {
-    id: Id,
     bytes: Vec<u8>,
-    blobs: Vec<IndexBlob>,
+    index: IndexPack,
 }
 
 impl Packer {
@@ -55,16 +54,8 @@ impl Packer {
         let mut bytes = std::mem::take(&mut self.buf);
         let entries = std::mem::take(&mut self.entries);
         bytes.extend_from_slice(&seal_trailer(repo.key(), &entries));
-        let mut offset = 0u32;
-        let blobs = entries
-            .iter()
-            .map(|e| {
-                let b = IndexBlob { ty: e.ty, id: e.id, offset, length: e.length, raw_length: e.raw_length };
-                offset += e.length;
-                b
-            })
-            .collect();
-        Some(FinishedPack { id: Id::of_object(&bytes), bytes, blobs })
+        let index = IndexPack::of(Id::of_object(&bytes), &entries);
+        Some(FinishedPack { bytes, index })
     }
 }
 
@@ -273,8 +264,8 @@ async fn upload_loop(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>
     let mut set: JoinSet<Result<IndexPack>> = JoinSet::new();
     let mut done: Vec<IndexPack> = Vec::new();
     let upload = |repo: Arc<Repository>, p: FinishedPack| async move {
-        repo.put_object(&paths::pack(&p.id), p.bytes).await?;
-        Ok(IndexPack { id: p.id, blobs: p.blobs })
+        repo.put_object(&paths::pack(&p.index.id), p.bytes).await?;
+        Ok(p.index)
     };
     let result: Result<()> = async {
         while let Some(pack) = rx.recv().await {
