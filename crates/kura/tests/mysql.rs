@@ -120,6 +120,17 @@ fn mysql_round_trip_through_a_swap() {
     let refused = k.run(&["restore", "--target", "shop_db", "--yes", "--into", "shop_check"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).contains("already exists"), "{}", stderr(&refused));
+    // A second restore within the same minute keeps its own copy aside.
+    k.ok(&["restore", "--target", "shop_db", "--yes"]);
+    assert_eq!(
+        db.sql(
+            "mysql",
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'shop\\_bak\\_%'"
+        ),
+        "2",
+        "each restore's old copy has a name of its own"
+    );
+    assert_same_text(&db.dump_text("shop"), &before, "the second restore, dump for dump");
 }
 
 #[test]
