@@ -285,6 +285,15 @@ impl Repository {
         }
     }
 
+    /// [`Repository::put_object`] of a file's content (a spooled pack).
+    pub(crate) async fn put_object_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        match self.store.put_new_file(key, path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
         let (id, bytes) = snap.seal(&self.key);
         self.put_object(&paths::snapshot(&id), bytes).await?;

@@ -7,7 +7,8 @@
 //! each completed pack for the next index file (format.md §12.1: an index is
 //! written only after all of its packs are stored).
 use std::collections::HashSet;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -36,45 +37,111 @@ const READ_BATCH: usize = 8 << 20;
 /// whose every page faults in, which cost about 8% of a backup's CPU. Only
 /// as many exist as were in use at once, so memory stays bounded by the
 /// work in flight.
-#[derive(Default)]
-struct Pool(Mutex<Vec<Vec<u8>>>);
+struct Pool {
+    free: Mutex<Vec<Vec<u8>>>,
+    /// Larger buffers are freed rather than kept: they are rare (one per
+    /// chunk near the largest size) and would otherwise stay resident.
+    keep_up_to: usize,
+}
 
 impl Pool {
+    fn new(keep_up_to: usize) -> Pool {
+        Pool { free: Mutex::new(Vec::new()), keep_up_to }
+    }
+
     fn take(&self) -> Vec<u8> {
-        let mut b = self.0.lock().expect("pool lock").pop().unwrap_or_default();
+        let mut b = self.free.lock().expect("pool lock").pop().unwrap_or_default();
         b.clear();
         b
     }
 
     fn give(&self, b: Vec<u8>) {
-        self.0.lock().expect("pool lock").push(b);
+        if b.capacity() <= self.keep_up_to {
+            self.free.lock().expect("pool lock").push(b);
+        }
     }
 }
 
+/// A pack being assembled. Its bytes go to a spool file, not to memory: in
+/// the local store's own tree, where publishing it is a link, or in the
+/// system's temp directory for a remote store, from which it is uploaded.
+/// Memory then holds no pack, however many wait for upload.
 struct Packer {
-    buf: Vec<u8>,
+    file: Option<(std::fs::File, SpoolFile)>,
+    len: u64,
+    hasher: blake3::Hasher,
     entries: Vec<PackEntry>,
 }
 
+/// A spool file's name; the file is removed when this is dropped (after
+/// its upload, or when the backup fails), so no spool outlives its use.
+pub(crate) struct SpoolFile(PathBuf);
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Spool files start with this (the local store's listings skip it).
+const SPOOL_PREFIX: &str = ".tmp-pack-";
+/// A spool file untouched for this long was left by a killed backup.
+const STALE_SPOOL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 pub(crate) struct FinishedPack {
-    bytes: Vec<u8>,
+    spool: SpoolFile,
     index: IndexPack,
 }
 
 impl Packer {
     fn new() -> Packer {
-        Packer { buf: Vec::new(), entries: Vec::new() }
+        Packer { file: None, len: 0, hasher: blake3::Hasher::new(), entries: Vec::new() }
     }
 
-    fn finish(&mut self, repo: &Repository) -> Option<FinishedPack> {
-        if self.entries.is_empty() {
-            return None;
+    fn append(&mut self, dir: &Path, bytes: &[u8]) -> Result<()> {
+        if self.file.is_none() {
+            std::fs::create_dir_all(dir).map_err(|e| RepoError::io(dir, e))?;
+            let path = dir.join(format!("{SPOOL_PREFIX}{:016x}", rand::random::<u64>()));
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| RepoError::io(&path, e))?;
+            self.file = Some((f, SpoolFile(path)));
         }
-        let mut bytes = std::mem::take(&mut self.buf);
+        let (f, spool) = self.file.as_mut().expect("opened above");
+        f.write_all(bytes).map_err(|e| RepoError::io(&spool.0, e))?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self, repo: &Repository, dir: &Path) -> Result<Option<FinishedPack>> {
+        if self.entries.is_empty() {
+            return Ok(None);
+        }
         let entries = std::mem::take(&mut self.entries);
-        bytes.extend_from_slice(&seal_trailer(repo.key(), &entries));
-        let index = IndexPack::of(Id::of_object(&bytes), &entries);
-        Some(FinishedPack { bytes, index })
+        self.append(dir, &seal_trailer(repo.key(), &entries))?;
+        let (_, spool) = self.file.take().expect("a pack with entries has a file");
+        let id = Id(*std::mem::replace(&mut self.hasher, blake3::Hasher::new()).finalize().as_bytes());
+        self.len = 0;
+        Ok(Some(FinishedPack { spool, index: IndexPack::of(id, &entries) }))
+    }
+}
+
+/// Removes spool files that killed backups left behind in `dir`.
+fn sweep_stale_spools(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with(SPOOL_PREFIX)
+            && e.metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_SPOOL);
+        if stale {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
@@ -101,6 +168,7 @@ pub(crate) struct Saver {
     read_buffers: Pool,
     /// Sealed blobs on their way into a pack.
     seal_buffers: Pool,
+    spool_dir: PathBuf,
 }
 
 /// What storing a stream can fail with: the source (a file that vanished,
@@ -126,6 +194,8 @@ impl Saver {
     ) -> (Arc<Saver>, tokio::task::JoinHandle<Result<()>>) {
         let (tx, rx) = mpsc::channel(1);
         let chunker = Chunker::new(repo.key().gear_table(), repo.config().chunker);
+        let spool_dir = repo.store().spool_dir().unwrap_or_else(std::env::temp_dir);
+        sweep_stale_spools(&spool_dir);
         let saver = Arc::new(Saver {
             repo: repo.clone(),
             index,
@@ -135,8 +205,9 @@ impl Saver {
             trees: Mutex::new(Packer::new()),
             tx: Mutex::new(Some(tx)),
             counters,
-            read_buffers: Pool::default(),
-            seal_buffers: Pool::default(),
+            read_buffers: Pool::new(usize::MAX),
+            seal_buffers: Pool::new(1 << 20),
+            spool_dir,
         });
         let uploader = tokio::spawn(upload_loop(repo, rx));
         (saver, uploader)
@@ -161,14 +232,10 @@ impl Saver {
                 BlobType::Tree => self.trees.lock(),
             }
             .expect("packer lock");
-            if p.buf.capacity() == 0 {
-                // One allocation per pack instead of repeated doubling.
-                p.buf.reserve_exact(self.repo.config().pack_size as usize + sealed.len() + 4096);
-            }
             p.entries.push(PackEntry { ty, id, length: sealed.len() as u32, raw_length: raw_len as u32 });
-            p.buf.extend_from_slice(sealed);
-            if p.buf.len() >= self.repo.config().pack_size as usize {
-                p.finish(&self.repo)
+            p.append(&self.spool_dir, sealed)?;
+            if p.len >= self.repo.config().pack_size as u64 {
+                p.finish(&self.repo, &self.spool_dir)?
             } else {
                 None
             }
@@ -277,7 +344,7 @@ impl Saver {
         let s = self.clone();
         let flushed = tokio::task::spawn_blocking(move || -> Result<()> {
             for packer in [&s.data, &s.trees] {
-                let pack = packer.lock().expect("packer lock").finish(&s.repo);
+                let pack = packer.lock().expect("packer lock").finish(&s.repo, &s.spool_dir)?;
                 if let Some(p) = pack {
                     s.send(p)?;
                 }
@@ -303,7 +370,8 @@ async fn upload_loop(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>
     let mut set: JoinSet<Result<IndexPack>> = JoinSet::new();
     let mut done: Vec<IndexPack> = Vec::new();
     let upload = |repo: Arc<Repository>, p: FinishedPack| async move {
-        repo.put_object(&paths::pack(&p.index.id), p.bytes).await?;
+        repo.put_object_file(&paths::pack(&p.index.id), &p.spool.0).await?;
+        drop(p.spool);
         Ok(p.index)
     };
     let result: Result<()> = async {

@@ -17,6 +17,7 @@ mod retry;
 mod url;
 
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -73,4 +74,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
     /// Where this store is, for messages: a path or URL without secrets.
     fn location(&self) -> String;
+    /// A directory on this machine where a large new object may be
+    /// assembled so that [`Store::put_new_file`] publishes it without
+    /// copying it (a local store's own tree). `None`: assemble it anywhere.
+    fn spool_dir(&self) -> Option<PathBuf> {
+        None
+    }
+    /// `put_new` of the content of the file at `path`. The caller removes
+    /// the file afterwards; a store may already have moved it.
+    async fn put_new_file(&self, key: &str, path: &Path) -> Result<()> {
+        let owned = path.to_path_buf();
+        let data = tokio::task::spawn_blocking(move || std::fs::read(&owned))
+            .await
+            .map_err(|e| StoreError::new(ErrorKind::Other, "task", key, e.to_string()))?
+            .map_err(|e| StoreError::from_io("put_new", key, e))?;
+        self.put_new(key, Bytes::from(data)).await
+    }
 }

@@ -103,6 +103,45 @@ impl Store for LocalStore {
         .await
     }
 
+    /// Objects are assembled in `data/` (pack files are the large ones), on
+    /// the same filesystem as their final place, under a temporary name that
+    /// listings skip.
+    fn spool_dir(&self) -> Option<PathBuf> {
+        Some(self.root.join("data"))
+    }
+
+    /// Publishes a file assembled in [`Store::spool_dir`] by linking it
+    /// under its key: no copy, and exclusive like `put_new`.
+    async fn put_new_file(&self, key: &str, src: &Path) -> Result<()> {
+        let key = key.to_string();
+        let src = src.to_path_buf();
+        self.blocking(move |root| {
+            let path = root.join(&key);
+            if path.exists() {
+                return Err(StoreError::new(ErrorKind::AlreadyExists, "put_new", &key, "object exists"));
+            }
+            let io = |e| StoreError::from_io("put_new", &key, e);
+            // Durable before it has a name (format.md §12.2).
+            File::open(&src).and_then(|f| f.sync_all()).map_err(io)?;
+            fs::create_dir_all(path.parent().expect("object paths have a parent")).map_err(io)?;
+            match fs::hard_link(&src, &path) {
+                Ok(()) => {}
+                // Spooled elsewhere (another filesystem): copy it.
+                Err(e) if e.raw_os_error() == Some(18) => {
+                    let tmp = write_temp(&path, &fs::read(&src).map_err(io)?, &key)?;
+                    let linked = fs::hard_link(&tmp, &path);
+                    let _ = fs::remove_file(&tmp);
+                    linked.map_err(io)?;
+                }
+                Err(e) => return Err(io(e)),
+            }
+            let _ = fs::remove_file(&src);
+            sync_dir(&path);
+            Ok(())
+        })
+        .await
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes> {
         let key = key.to_string();
         self.blocking(move |root| {

@@ -111,6 +111,12 @@ impl<S: Store> Store for Retry<S> {
     fn location(&self) -> String {
         self.inner.location()
     }
+    fn spool_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.spool_dir()
+    }
+    async fn put_new_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        self.run("put_new", key, || self.inner.put_new_file(key, path)).await
+    }
 }
 
 /// Fails every `every`-th operation with a transient error before it reaches
@@ -171,5 +177,12 @@ impl<S: Store> Store for Faulty<S> {
     }
     fn location(&self) -> String {
         self.inner.location()
+    }
+    fn spool_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.spool_dir()
+    }
+    async fn put_new_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
+        self.trip("put_new", key)?;
+        self.inner.put_new_file(key, path).await
     }
 }

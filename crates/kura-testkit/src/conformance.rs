@@ -92,8 +92,37 @@ pub async fn run_conformance_with(store: &dyn Store, caps: Capabilities) {
         store.put("data/ef/big", Bytes::from_static(b"small stand-in")).await.unwrap();
     }
 
+    // put_new_file publishes a file assembled in the spool directory (or
+    // anywhere, for stores without one); the listing skips spool files.
+    let spool = store.spool_dir().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&spool).unwrap();
+    let src = spool.join(format!(".tmp-pack-conformance-{:016x}", rand::random::<u64>()));
+    std::fs::write(&src, &body).unwrap();
+    store.put_new_file("data/12/spooled", &src).await.unwrap();
+    let _ = std::fs::remove_file(&src);
+    assert!(
+        store.get("data/12/spooled").await.unwrap() == body,
+        "{loc}: put_new_file stores the file's bytes"
+    );
+    let keys: Vec<String> = store.list("data/").await.unwrap().into_iter().map(|m| m.key).collect();
+    assert!(!keys.iter().any(|k| k.contains(".tmp-")), "{loc}: spool files are not listed: {keys:?}");
+    if caps.conditional_create {
+        std::fs::write(&src, b"other").unwrap();
+        let e = store.put_new_file("data/12/spooled", &src).await.unwrap_err();
+        let _ = std::fs::remove_file(&src);
+        assert_eq!(e.kind, ErrorKind::AlreadyExists, "{loc}: put_new_file over an existing key: {e}");
+    }
+
     // delete removes.
-    for key in ["data/ab/one", "data/cd/two", "data/ef/big", "keys/empty", "locks/prune", "locks/race"] {
+    for key in [
+        "data/ab/one",
+        "data/cd/two",
+        "data/ef/big",
+        "data/12/spooled",
+        "keys/empty",
+        "locks/prune",
+        "locks/race",
+    ] {
         store.delete(key).await.unwrap();
     }
     assert!(store.list("data/").await.unwrap().is_empty(), "{loc}: deleted objects are gone");
