@@ -267,7 +267,7 @@ fn open_frame(
     tag: &[u8],
     what: &'static str,
     limit: usize,
-    frame: &mut Vec<u8>,
+    frame: &mut [u8],
     out: &mut Vec<u8>,
 ) -> Result<(), FormatError> {
     XChaCha20Poly1305::new(key.into())
