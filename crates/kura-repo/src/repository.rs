@@ -240,9 +240,14 @@ impl Repository {
     /// Reads every index file. Returns the ids read, so that prune knows
     /// exactly which files its rewrite replaces.
     pub async fn read_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        self.index_files().await?.try_collect().await
+    }
+
+    /// Every index file, fetched and decoded a few at a time, as they come.
+    async fn index_files(&self) -> Result<impl futures::Stream<Item = Result<(Id, IndexFile)>> + '_> {
         let ids = self.list_ids(paths::INDEX).await?;
-        stream::iter(ids)
-            .map(|id| async move {
+        Ok(stream::iter(ids)
+            .map(move |id| async move {
                 let bytes = match self.store.get(&paths::index(&id)).await {
                     Ok(b) => b,
                     Err(e) if e.is_not_found() => return Ok(None),
@@ -252,15 +257,18 @@ impl Repository {
                 Ok(Some((id, IndexFile::decode(&content)?)))
             })
             .buffer_unordered(FETCH_CONCURRENCY)
-            .try_filter_map(|x| async move { Ok(x) })
-            .try_collect()
-            .await
+            .try_filter_map(|x| async move { Ok(x) }))
     }
 
-    /// The whole index, without the packs in `exclude`.
+    /// The whole index, without the packs in `exclude`. Each index file is
+    /// folded in as it arrives and dropped, so the decoded files never sit
+    /// in memory beside the index (at 10 million blobs they would double
+    /// it).
     pub async fn load_index(&self, exclude: &HashSet<Id>) -> Result<Index> {
         let mut index = Index::new();
-        for (_, file) in self.read_index_files().await? {
+        let files = self.index_files().await?;
+        futures::pin_mut!(files);
+        while let Some((_, file)) = files.try_next().await? {
             index.add_file(&file, exclude);
         }
         index.finish();
