@@ -74,6 +74,10 @@ impl RepoError {
             RepoError::Format(FormatError::Unauthentic { .. } | FormatError::Corrupt { .. }) => {
                 "run `kura verify --read-data` to see what is affected"
             }
+            RepoError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                "free space on that filesystem (packs are assembled in a local repository's data/ folder, \
+                 and for a remote one in TMPDIR), or move it"
+            }
             RepoError::Store(e) => match e.kind {
                 ErrorKind::NoSpace => "free space at the repository, or move it",
                 ErrorKind::PermissionDenied => "check the credentials and the permissions of the repository",

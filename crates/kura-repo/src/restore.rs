@@ -389,19 +389,25 @@ async fn restore_files(
             let counters = counters.clone();
             async move {
                 let read = repo.store().get_range(&paths::pack(&span.pack), span.start..span.end).await;
-                let key = repo.key().clone();
-                let _ = tokio::task::spawn_blocking(move || match read {
-                    Ok(bytes) => write_span(&key, &span, &bytes, &jobs, owners, &counters),
-                    Err(e) => {
-                        let msg = RepoError::from(e).to_string();
-                        for w in &span.blobs {
-                            for &(n, _) in &w.to {
-                                fail_file(&jobs, n, &msg);
+                match read {
+                    Ok(bytes) => write_span_blocking(&repo, span, bytes, &jobs, owners, &counters).await,
+                    // A damaged pack (truncated, say) may still hold intact
+                    // blobs: read them one by one, so only the files whose
+                    // own blobs are lost fail.
+                    Err(_) if span.blobs.len() > 1 => {
+                        for w in span.blobs {
+                            let (s, e) = (w.loc.offset as u64, w.loc.offset as u64 + w.loc.length as u64);
+                            let one = Span { pack: span.pack, start: s, end: e, blobs: vec![w] };
+                            match repo.store().get_range(&paths::pack(&one.pack), s..e).await {
+                                Ok(bytes) => {
+                                    write_span_blocking(&repo, one, bytes, &jobs, owners, &counters).await
+                                }
+                                Err(e) => fail_span(&one, &jobs, &RepoError::from(e).to_string()),
                             }
                         }
                     }
-                })
-                .await;
+                    Err(e) => fail_span(&span, &jobs, &RepoError::from(e).to_string()),
+                }
             }
         })
         .buffer_unordered(concurrency)
@@ -423,6 +429,27 @@ async fn restore_files(
         report.failed.push((job.rel.display().to_string(), why));
     }
     failed
+}
+
+async fn write_span_blocking(
+    repo: &Repository,
+    span: Span,
+    bytes: bytes::Bytes,
+    jobs: &Arc<Vec<FileJob>>,
+    owners: bool,
+    counters: &Arc<Counters>,
+) {
+    let (key, jobs, counters) = (repo.key().clone(), jobs.clone(), counters.clone());
+    let _ =
+        tokio::task::spawn_blocking(move || write_span(&key, &span, &bytes, &jobs, owners, &counters)).await;
+}
+
+fn fail_span(span: &Span, jobs: &[FileJob], msg: &str) {
+    for w in &span.blobs {
+        for &(n, _) in &w.to {
+            fail_file(jobs, n, msg);
+        }
+    }
 }
 
 /// Opens, verifies and writes every blob of a span read from its pack.

@@ -7,23 +7,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p)
-            } else {
-                out.push(p)
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn largest_pack(repo: &str) -> PathBuf {
     files_under(&Path::new(repo).join("data"))
         .into_iter()

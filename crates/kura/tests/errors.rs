@@ -90,6 +90,14 @@ fn full_disk_at_the_repository_fails_cleanly_and_keeps_earlier_snapshots() {
     assert!(e.contains("No space left") || e.contains("space"), "{e}");
     assert!(e.contains("hint: free space"), "{e}");
     assert_eq!(k.snapshot_ids(), vec![first.clone()], "no snapshot for the failed backup");
+    // The half-assembled pack that hit the limit is not left taking space.
+    let spools: Vec<_> = std::fs::read_dir(mnt.join("repo/data"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(spools.is_empty(), "spool files left behind: {spools:?}");
     let v = k.json(&["verify", "--read-data"]);
     assert_eq!(v["ok"], true, "{v}");
     let target = k.path("out");

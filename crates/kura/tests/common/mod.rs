@@ -295,3 +295,21 @@ pub fn kill_after(mut cmd: Command, ms: u64) -> Output {
     let _ = Command::new("kill").args(["-9", &child.id().to_string()]).status();
     child.wait_with_output().expect("wait for kura")
 }
+
+/// Every file under `dir`, recursively, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    out.sort();
+    out
+}
