@@ -10,6 +10,17 @@ pub const SESSION_TTL: Duration = Duration::minutes(5);
 /// How often writers refresh their session.
 pub const HEARTBEAT_EVERY: Duration = Duration::seconds(60);
 
+/// The time this process writes into sessions and markers. A test of clock
+/// skew sets `KURA_TEST_CLOCK_OFFSET_SECS` to play a host whose clock is
+/// wrong by that much.
+pub fn now() -> DateTime<Utc> {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| {
+        std::env::var("KURA_TEST_CLOCK_OFFSET_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+    });
+    Utc::now() + Duration::seconds(offset)
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub version: u32,
@@ -22,7 +33,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(kind: &str, hostname: &str) -> Session {
-        let now = Utc::now();
+        let now = now();
         Session {
             version: FORMAT_VERSION,
             kind: kind.into(),
@@ -35,6 +46,17 @@ impl Session {
 
     pub fn is_live(&self, now: DateTime<Utc>) -> bool {
         now - self.heartbeat < SESSION_TTL
+    }
+
+    /// This session's times on the store's clock (format.md §13): `stored`
+    /// is when the store last wrote the object, the moment the writer set
+    /// `heartbeat` by its own clock. Their difference is the writer's skew,
+    /// which comes off `started` too.
+    pub fn on_store_clock(mut self, stored: DateTime<Utc>) -> Session {
+        let skew = self.heartbeat - stored;
+        self.started -= skew;
+        self.heartbeat = stored;
+        self
     }
 
     pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
@@ -58,7 +80,7 @@ pub struct DeletionMarker {
 
 impl DeletionMarker {
     pub fn new(packs: Vec<Id>) -> DeletionMarker {
-        DeletionMarker { version: FORMAT_VERSION, created: Utc::now(), packs }
+        DeletionMarker { version: FORMAT_VERSION, created: now(), packs }
     }
 
     pub fn seal(&self, key: &MasterKey) -> (Id, Vec<u8>) {

@@ -76,10 +76,39 @@ pub struct PruneReport {
 pub(crate) struct PruneLock {
     repo: Arc<Repository>,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// How far this host's clock is ahead of the store's.
+    skew: Duration,
+}
+
+/// The store's modification time of an object, if it reports one.
+async fn stored_at(repo: &Repository, key: &str) -> kura_store::Result<Option<DateTime<Utc>>> {
+    Ok(repo.store().stat(key).await?.modified.and_then(|t| DateTime::from_timestamp(t, 0)))
+}
+
+/// How far this host's clock ([`kura_format::session::now`]) is ahead of the store's,
+/// measured by writing a scratch object and reading its modification time
+/// back (format.md §13). Zero on a store that reports none.
+async fn clock_skew(repo: &Repository) -> Result<Duration> {
+    let key = format!("locks/clock-{}", Id::random().to_hex());
+    let before = kura_format::session::now();
+    repo.store().put(&key, Bytes::new()).await?;
+    let after = kura_format::session::now();
+    let stored = stored_at(repo, &key).await;
+    let _ = repo.store().delete(&key).await;
+    Ok(match stored? {
+        Some(t) => before + (after - before) / 2 - t,
+        None => Duration::zero(),
+    })
 }
 
 impl PruneLock {
+    /// The store's clock now, as this host best knows it.
+    fn store_now(&self) -> DateTime<Utc> {
+        kura_format::session::now() - self.skew
+    }
+
     pub(crate) async fn take(repo: &Arc<Repository>, hostname: &str) -> Result<PruneLock> {
+        let skew = clock_skew(repo).await?;
         let mut session = Session::new("prune", hostname);
         for _ in 0..2 {
             match repo.store().put_new(paths::PRUNE_LOCK, Bytes::from(session.seal(repo.key()))).await {
@@ -89,12 +118,12 @@ impl PruneLock {
                         let every = kura_format::session::HEARTBEAT_EVERY.to_std().expect("positive");
                         loop {
                             tokio::time::sleep(every).await;
-                            session.heartbeat = Utc::now();
+                            session.heartbeat = kura_format::session::now();
                             let _ =
                                 r.store().put(paths::PRUNE_LOCK, Bytes::from(session.seal(r.key()))).await;
                         }
                     });
-                    return Ok(PruneLock { repo: repo.clone(), heartbeat });
+                    return Ok(PruneLock { repo: repo.clone(), heartbeat, skew });
                 }
                 Err(e) if e.kind == ErrorKind::AlreadyExists => {
                     let holder = match repo.store().get(paths::PRUNE_LOCK).await {
@@ -102,8 +131,19 @@ impl PruneLock {
                         Err(e) if e.is_not_found() => continue,
                         Err(e) => return Err(e.into()),
                     };
+                    // Judged on the store's clock, so a holder whose clock
+                    // runs late does not look dead (format.md §13).
+                    let stored = match stored_at(repo, paths::PRUNE_LOCK).await {
+                        Ok(t) => t,
+                        Err(e) if e.is_not_found() => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    let holder = holder.map(|h| match stored {
+                        Some(t) => h.on_store_clock(t),
+                        None => h,
+                    });
                     match holder {
-                        Some(h) if h.is_live(Utc::now()) => {
+                        Some(h) if h.is_live(kura_format::session::now() - skew) => {
                             return Err(RepoError::PruneRunning {
                                 host: h.hostname,
                                 started: h.started.to_rfc3339(),
@@ -130,16 +170,24 @@ impl PruneLock {
 
 pub async fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
     let lock = PruneLock::take(repo, &opts.hostname).await?;
-    let r = prune_locked(repo, opts).await;
+    let r = prune_locked(repo, opts, lock.store_now()).await;
     lock.release().await;
     r
 }
 
+/// Sessions still live at `now` (the store's clock), their times moved onto
+/// the store's clock: a backup host whose clock runs late is not taken for
+/// dead, nor one whose clock runs early for younger than it is (format.md §13).
 async fn live_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<Session>> {
     let mut out = Vec::new();
-    for id in repo.list_ids(paths::SESSIONS).await? {
+    for meta in repo.store().list(paths::SESSIONS).await? {
+        let Some(id) = paths::id_of(&meta.key) else { continue };
+        let stored = meta.modified.and_then(|t| DateTime::from_timestamp(t, 0));
         match repo.store().get(&paths::session(&id)).await {
-            Ok(b) => match Session::open(repo.key(), &b) {
+            Ok(b) => match Session::open(repo.key(), &b).map(|s| match stored {
+                Some(t) => s.on_store_clock(t),
+                None => s,
+            }) {
                 Ok(s) if s.is_live(now) => out.push(s),
                 Ok(_) => {
                     // Stale: left by a backup that died. Tidy it away.
@@ -154,8 +202,11 @@ async fn live_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<Sess
     Ok(out)
 }
 
-async fn prune_locked(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
-    let now = Utc::now();
+async fn prune_locked(
+    repo: &Arc<Repository>,
+    opts: &PruneOptions,
+    now: DateTime<Utc>,
+) -> Result<PruneReport> {
     let mut report = PruneReport::default();
     // format.md §12.5: sessions before snapshots.
     let sessions = live_sessions(repo, now).await?;

@@ -225,11 +225,20 @@ impl Repository {
         Ok(out)
     }
 
+    /// Every deletion marker, its `created` on the store's clock where the
+    /// store reports modification times (format.md §13).
     pub async fn deletion_markers(&self) -> Result<Vec<(Id, DeletionMarker)>> {
         let mut out = Vec::new();
-        for id in self.list_ids(paths::DELETIONS).await? {
+        for meta in self.store.list(paths::DELETIONS).await? {
+            let Some(id) = paths::id_of(&meta.key) else { continue };
             match self.store.get(&paths::deletion(&id)).await {
-                Ok(b) => out.push((id, DeletionMarker::open(&self.key, &b)?)),
+                Ok(b) => {
+                    let mut m = DeletionMarker::open(&self.key, &b)?;
+                    if let Some(stored) = meta.modified.and_then(|t| chrono::DateTime::from_timestamp(t, 0)) {
+                        m.created = stored;
+                    }
+                    out.push((id, m))
+                }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             }

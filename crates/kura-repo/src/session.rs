@@ -31,7 +31,7 @@ impl SessionGuard {
             let every = HEARTBEAT_EVERY.to_std().expect("positive interval");
             loop {
                 tokio::time::sleep(every).await;
-                session.heartbeat = chrono::Utc::now();
+                session.heartbeat = kura_format::session::now();
                 let sealed = Bytes::from(session.seal(r.key()));
                 match r.store().put(&paths::session(&id), sealed).await {
                     Ok(()) => *last.lock().expect("heartbeat lock") = Instant::now(),

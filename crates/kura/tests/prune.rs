@@ -77,6 +77,25 @@ fn prune_repacks_partly_used_packs() {
 /// and once its snapshot exists the pack is used again and kept.
 #[test]
 fn prune_keeps_pack_referenced_by_concurrent_backup() {
+    concurrent_backup_is_held(0, 0);
+}
+
+#[test]
+fn a_backup_host_whose_clock_runs_an_hour_late_is_still_held() {
+    // Judged by its own heartbeat, this backup's session would look an
+    // hour stale, and the packs it reuses would be deleted under it.
+    concurrent_backup_is_held(-3600, 0);
+}
+
+#[test]
+fn a_prune_host_whose_clock_runs_an_hour_early_still_waits() {
+    concurrent_backup_is_held(0, 3600);
+}
+
+/// A slow backup reuses blobs of a pack that prune marks meanwhile; with the
+/// backup's and prune's clocks off by the given seconds, the deletion still
+/// waits for the backup, whose snapshot then verifies and restores.
+fn concurrent_backup_is_held(backup_clock: i64, prune_clock: i64) {
     let k = Kura::new();
     k.init();
     let src = k.path("src");
@@ -85,18 +104,28 @@ fn prune_keeps_pack_referenced_by_concurrent_backup() {
     std::fs::write(&file, noise(2 << 20, 7)).unwrap();
     let first = k.json(&["backup", "--stdin-name", "x.bin", "--command", &format!("cat {}", file.display())]);
     let first = first["id"].as_str().unwrap().to_string();
+    let prune = || -> serde_json::Value {
+        let out = k
+            .cmd(&["prune", "--grace", "0s", "--json"])
+            .env("KURA_TEST_CLOCK_OFFSET_SECS", prune_clock.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
 
     // A slow backup of the same content: it loads the index now and finds
-    // the blobs of x.bin there, but writes its snapshot only in 4 seconds.
+    // the blobs of x.bin there, but writes its snapshot only in 8 seconds.
     let slow = k
         .cmd(&[
             "backup",
             "--stdin-name",
             "x.bin",
             "--command",
-            &format!("sleep 4; cat {}", file.display()),
+            &format!("sleep 8; cat {}", file.display()),
             "--json",
         ])
+        .env("KURA_TEST_CLOCK_OFFSET_SECS", backup_clock.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -110,17 +139,19 @@ fn prune_keeps_pack_referenced_by_concurrent_backup() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Modification times may be whole seconds: keep the marking well after
+    // the backup's start on any store's clock.
+    std::thread::sleep(Duration::from_millis(2500));
     k.ok(&["forget", &first]);
-    let mark = k.json(&["prune", "--grace", "0s"]);
+    let mark = prune();
     assert!(mark["packs_marked"].as_u64().unwrap() >= 1, "{mark}");
-    let held = k.json(&["prune", "--grace", "0s"]);
+    let held = prune();
     assert_eq!(held["packs_deleted"], 0, "the live backup session holds deletion back: {held}");
     assert!(held["markers_waiting"].as_u64().unwrap() >= 1, "{held}");
 
     let out = slow.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r = k.json(&["prune", "--grace", "0s"]);
+    let r = prune();
     assert!(r["packs_revived"].as_u64().unwrap() >= 1, "the reused pack is used again and kept: {r}");
     let v = k.json(&["verify", "--read-data"]);
     assert_eq!(v["ok"], true, "{v}");
