@@ -122,11 +122,47 @@ impl MasterKey {
     ) -> Result<(), FormatError> {
         let what = ty.what();
         open_blob_frame(&self.enc_key, sealed, what, raw_len.min(MAX_BLOB_SIZE) as usize, out)?;
-        if out.len() != raw_len as usize {
+        self.check_blob(out, what, id, raw_len)
+    }
+
+    /// [`MasterKey::open_blob_into`] that decrypts inside `sealed` itself,
+    /// which it leaves scrambled: for a caller that owns the bytes it read
+    /// and needs them only once (a restore), it saves a copy of every blob.
+    pub fn open_blob_in_place(
+        &self,
+        sealed: &mut [u8],
+        ty: BlobType,
+        id: &Id,
+        raw_len: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<(), FormatError> {
+        let what = ty.what();
+        out.clear();
+        if sealed.len() < NONCE_LEN + TAG_LEN + 1 {
             return Err(FormatError::corrupt(
                 what,
-                format!("{} bytes where {raw_len} were recorded", out.len()),
+                format!("{} bytes is too short to be sealed", sealed.len()),
             ));
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let at = rest.len() - TAG_LEN;
+        let (ct, tag) = rest.split_at_mut(at);
+        open_frame(&self.enc_key, nonce, tag, what, raw_len.min(MAX_BLOB_SIZE) as usize, ct, out)?;
+        self.check_blob(out, what, id, raw_len)
+    }
+
+    /// An opened blob has its recorded length and hashes to its id.
+    fn check_blob(
+        &self,
+        out: &mut Vec<u8>,
+        what: &'static str,
+        id: &Id,
+        raw_len: u32,
+    ) -> Result<(), FormatError> {
+        if out.len() != raw_len as usize {
+            let found = out.len();
+            out.clear();
+            return Err(FormatError::corrupt(what, format!("{found} bytes where {raw_len} were recorded")));
         }
         if self.blob_id(out) != *id {
             out.clear();
@@ -421,6 +457,26 @@ mod tests {
             bad[i / 8] ^= 1 << (i % 8);
             assert!(key.open_blob(&bad, BlobType::Data, &id, data.len() as u32).is_err());
         }
+    }
+
+    #[test]
+    fn in_place_open_matches_and_detects_damage() {
+        let key = MasterKey::random();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let id = key.blob_id(&data);
+        let sealed = key.seal_blob(&data, 3).unwrap();
+        let mut out = Vec::new();
+        key.open_blob_in_place(&mut sealed.clone(), BlobType::Data, &id, data.len() as u32, &mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        for at in [0, 30, sealed.len() / 2, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[at] ^= 1;
+            let r = key.open_blob_in_place(&mut bad, BlobType::Data, &id, data.len() as u32, &mut out);
+            assert!(r.is_err() && out.is_empty(), "flip at {at} is caught and yields nothing");
+        }
+        let short = &mut sealed[..20].to_vec();
+        assert!(key.open_blob_in_place(short, BlobType::Data, &id, 1, &mut out).is_err());
     }
 
     #[test]

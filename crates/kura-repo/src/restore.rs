@@ -440,8 +440,12 @@ async fn write_span_blocking(
     counters: &Arc<Counters>,
 ) {
     let (key, jobs, counters) = (repo.key().clone(), jobs.clone(), counters.clone());
+    // Owned, so blobs are decrypted where they lie (no copy for a local
+    // store's reads, which hand over their buffer).
+    let mut bytes = Vec::<u8>::from(bytes);
     let _ =
-        tokio::task::spawn_blocking(move || write_span(&key, &span, &bytes, &jobs, owners, &counters)).await;
+        tokio::task::spawn_blocking(move || write_span(&key, &span, &mut bytes, &jobs, owners, &counters))
+            .await;
 }
 
 fn fail_span(span: &Span, jobs: &[FileJob], msg: &str) {
@@ -456,7 +460,7 @@ fn fail_span(span: &Span, jobs: &[FileJob], msg: &str) {
 fn write_span(
     key: &kura_format::crypto::MasterKey,
     span: &Span,
-    bytes: &[u8],
+    bytes: &mut [u8],
     jobs: &[FileJob],
     owners: bool,
     counters: &Counters,
@@ -467,8 +471,8 @@ fn write_span(
     let mut completed = Vec::new();
     for w in &span.blobs {
         let s = (w.loc.offset as u64 - span.start) as usize;
-        let sealed = &bytes[s..s + w.loc.length as usize];
-        if let Err(e) = key.open_blob_into(sealed, w.loc.ty, &w.id, w.loc.raw_length, &mut plain) {
+        let sealed = &mut bytes[s..s + w.loc.length as usize];
+        if let Err(e) = key.open_blob_in_place(sealed, w.loc.ty, &w.id, w.loc.raw_length, &mut plain) {
             let msg = RepoError::from(e).to_string();
             for &(n, _) in &w.to {
                 fail_file(jobs, n, &msg);
