@@ -22,7 +22,7 @@ use kura_format::tree::{Node, NodeType, Tree};
 use kura_format::{BlobType, Id};
 use tokio::sync::Semaphore;
 
-use crate::saver::{Counters, Saver, StreamError};
+use crate::saver::{Counters, Saver, StreamError, SMALL_READ};
 use crate::session::SessionGuard;
 use crate::{RepoError, Repository, Result};
 
@@ -112,6 +112,10 @@ struct Walker {
     opts: BackupOptions,
     excludes: Excludes,
     files: Semaphore,
+    /// Files of at least [`SMALL_READ`] being read: each holds an 8 MiB read
+    /// batch, and one such file already keeps every core busy sealing its
+    /// chunks, so two at a time bound memory at no cost in speed.
+    large_files: Semaphore,
     /// Files opened ahead of their turn, whose first bytes the kernel is
     /// asked to read in the background (see [`Walker::prefetch`]).
     prefetch: Arc<Semaphore>,
@@ -165,6 +169,7 @@ pub async fn backup(
             opts: opts.clone(),
             excludes: Excludes::new(&opts.excludes)?,
             files: Semaphore::new(concurrency),
+            large_files: Semaphore::new(2),
             prefetch: Arc::new(Semaphore::new(PREFETCH_FILES)),
             warnings: Mutex::new(Vec::new()),
             summary: Mutex::new(Summary::default()),
@@ -742,6 +747,11 @@ impl Walker {
             return Ok(());
         }
         let early = self.prefetch(path, size);
+        let _large = if size >= SMALL_READ {
+            Some(self.large_files.acquire().await.expect("semaphore open"))
+        } else {
+            None
+        };
         let _permit = self.files.acquire().await.expect("semaphore open");
         let saver = self.saver.clone();
         let p = path.to_path_buf();

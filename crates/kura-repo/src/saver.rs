@@ -32,6 +32,8 @@ const PACKS_PER_INDEX: usize = 64;
 /// default largest chunk, so a batch yields several chunks to seal in
 /// parallel while memory stays bounded per file in flight.
 const READ_BATCH: usize = 8 << 20;
+/// Files smaller than this are read into a buffer of their own size.
+pub(crate) const SMALL_READ: u64 = 1 << 20;
 
 /// Buffers kept for reuse: a fresh multi-megabyte buffer is a fresh mmap
 /// whose every page faults in, which cost about 8% of a backup's CPU. Only
@@ -284,6 +286,12 @@ impl Saver {
         r: &mut dyn Read,
         size_hint: Option<u64>,
     ) -> Result<(Vec<Id>, u64), StreamError> {
+        // A small file gets a buffer of its own size, from the allocator's
+        // free lists; only large reads use (and grow) the pooled buffers,
+        // and those the caller runs a few at a time (backup: two).
+        if size_hint.is_some_and(|n| n < SMALL_READ) {
+            return self.save_stream_with(r, size_hint, &mut Vec::new());
+        }
         let mut buf = self.read_buffers.take();
         let result = self.save_stream_with(r, size_hint, &mut buf);
         self.read_buffers.give(buf);
