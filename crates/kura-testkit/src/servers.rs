@@ -29,8 +29,13 @@ fn lookup(env: Vec<(String, String)>) -> impl Fn(&str) -> Option<String> {
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+        // A connect to a free port in the ephemeral range can succeed by
+        // connecting to itself (TCP simultaneous open): that is not the
+        // server listening.
+        if let Ok(c) = TcpStream::connect(("127.0.0.1", port)) {
+            if c.local_addr().ok() != c.peer_addr().ok() {
+                return;
+            }
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited with {status} before listening on 127.0.0.1:{port}");
