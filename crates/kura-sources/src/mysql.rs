@@ -178,6 +178,31 @@ fn unescape(field: &str) -> String {
     out
 }
 
+/// A named lock held by a client session; dropping it ends the session.
+struct HeldLock {
+    child: std::process::Child,
+    _stdin: Option<std::process::ChildStdin>,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The name of the lock a restore holds on its scratch database while it
+/// works on it. Lock names are limited to 64 characters, database names are
+/// not much shorter, so the name is hashed (FNV-1a: stable across builds,
+/// which matters because another kura may be the one sweeping).
+fn scratch_lock(db: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in db.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("kura-restore-{h:016x}")
+}
+
 impl Conn {
     pub fn new(url: MyUrl) -> Result<Conn, SourceError> {
         // tempfile creates the file 0600: only this user can read the password.
@@ -234,6 +259,38 @@ impl Conn {
 
     fn query(&self, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
         self.run(None, sql)
+    }
+
+    /// Takes a server-side named lock in a client session kept open until
+    /// the returned guard is dropped. The server releases it by itself when
+    /// that session ends, however this process ends (kill -9 included).
+    fn hold_lock(&self, name: &str) -> Result<HeldLock, SourceError> {
+        let mut cmd = self.command(CLIENT_TOOLS)?;
+        cmd.args(["--batch", "--skip-column-names", "--unbuffered"]);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| SourceError::Refused(format!("cannot run the MySQL client: {e}")))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut held = HeldLock { child, _stdin: None };
+        writeln!(stdin, "SELECT GET_LOCK({}, 0);", quote_literal(name))
+            .map_err(|e| SourceError::Refused(format!("MySQL client: {e}")))?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line)
+            .map_err(|e| SourceError::Refused(format!("MySQL client: {e}")))?;
+        if line.trim() != "1" {
+            return Err(SourceError::Refused(format!("could not take the lock {name} at {}", self.where_())));
+        }
+        held._stdin = Some(stdin);
+        Ok(held)
+    }
+
+    fn lock_is_free(&self, name: &str) -> Result<bool, SourceError> {
+        let rows = self.query(&format!("SELECT IS_FREE_LOCK({})", quote_literal(name)))?;
+        Ok(rows.first().and_then(|r| r.first()).is_some_and(|v| v == "1"))
     }
 
     fn exec(&self, db: Option<&str>, script: &str) -> Result<(), SourceError> {
@@ -470,6 +527,27 @@ fn spawn_blocking_err(e: tokio::task::JoinError) -> SourceError {
 
 /// Restores a dump made by [`backup`]: into a fresh database, checked, then
 /// swapped in (or left under `into`, the live database untouched).
+/// Drops the scratch databases of restores of `live` that were killed
+/// midway: only ever partial copies, never swapped in. One whose restore is
+/// still running is recognised by its held lock and left alone.
+fn sweep_scratch_databases(c: &Conn, live: &str) -> Result<(), SourceError> {
+    let pattern = format!(
+        "{}\\_kura\\_restore\\_%",
+        live.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%")
+    );
+    let rows = c.query(&format!(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE {}",
+        quote_literal(&pattern)
+    ))?;
+    for db in rows.iter().filter_map(|r| r.first()) {
+        if c.lock_is_free(&scratch_lock(db))? {
+            c.exec(None, &format!("DROP DATABASE IF EXISTS {}", quote_ident(db)))?;
+            tracing::info!(database = %db, "dropped the partial copy of an interrupted restore");
+        }
+    }
+    Ok(())
+}
+
 pub async fn restore(
     repo: &Repository,
     tree: Id,
@@ -511,13 +589,27 @@ pub async fn restore(
         info.charset,
         info.collation
     );
-    tokio::task::spawn_blocking(move || -> Result<(), SourceError> {
+    let sweep = into.is_none().then(|| live.clone());
+    // Held for the whole restore: a restore killed midway leaves its scratch
+    // database behind, and the server releases this lock when the process
+    // dies, which is how the next restore tells such a leftover from the
+    // scratch database of a restore still running.
+    let _scratch_lock = tokio::task::spawn_blocking(move || -> Result<Option<HeldLock>, SourceError> {
+        let lock = match &sweep {
+            Some(live) => {
+                let lock = c.hold_lock(&scratch_lock(&f))?;
+                sweep_scratch_databases(&c, live)?;
+                Some(lock)
+            }
+            None => None,
+        };
         if c.database_exists(&f)? {
             return Err(SourceError::Refused(format!(
                 "database {f} already exists; restore never writes into an existing database (drop it or choose another --into)"
             )));
         }
-        c.exec(None, &create)
+        c.exec(None, &create)?;
+        Ok(lock)
     })
     .await
     .map_err(spawn_blocking_err)??;
