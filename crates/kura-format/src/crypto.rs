@@ -137,17 +137,7 @@ impl MasterKey {
         out: &mut Vec<u8>,
     ) -> Result<(), FormatError> {
         let what = ty.what();
-        out.clear();
-        if sealed.len() < NONCE_LEN + TAG_LEN + 1 {
-            return Err(FormatError::corrupt(
-                what,
-                format!("{} bytes is too short to be sealed", sealed.len()),
-            ));
-        }
-        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
-        let at = rest.len() - TAG_LEN;
-        let (ct, tag) = rest.split_at_mut(at);
-        open_frame(&self.enc_key, nonce, tag, what, raw_len.min(MAX_BLOB_SIZE) as usize, ct, out)?;
+        open_sealed_in_place(&self.enc_key, sealed, what, raw_len.min(MAX_BLOB_SIZE) as usize, out)?;
         self.check_blob(out, what, id, raw_len)
     }
 
@@ -253,11 +243,7 @@ fn seal_into(key: &[u8; 32], content: &[u8], zstd_level: i32, out: &mut Vec<u8>)
         out.reserve(content.len() + TAG_LEN);
         out.extend_from_slice(content);
     }
-    let cipher = XChaCha20Poly1305::new(key.into());
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), b"", &mut out[NONCE_LEN..])
-        .expect("XChaCha20-Poly1305 accepts any length kura produces");
-    out.extend_from_slice(&tag);
+    encrypt_after_nonce(key, out);
 }
 
 pub(crate) fn seal_raw(key: &[u8; 32], flag: u8, body: &[u8]) -> Vec<u8> {
@@ -266,19 +252,42 @@ pub(crate) fn seal_raw(key: &[u8; 32], flag: u8, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&nonce);
     out.push(flag);
     out.extend_from_slice(body);
-    let cipher = XChaCha20Poly1305::new(key.into());
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), b"", &mut out[NONCE_LEN..])
-        .expect("XChaCha20-Poly1305 accepts any length kura produces");
-    out.extend_from_slice(&tag);
+    encrypt_after_nonce(key, &mut out);
     out
 }
 
-/// Opens a blob into `out`: the frame is decrypted into a per-thread buffer
-/// and decompressed with a per-thread context, at most `limit` bytes.
+/// Encrypts everything after the nonce `out` starts with, in place, and
+/// appends the tag.
+fn encrypt_after_nonce(key: &[u8; 32], out: &mut Vec<u8>) {
+    let (nonce, frame) = out.split_at_mut(NONCE_LEN);
+    let tag = XChaCha20Poly1305::new(key.into())
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), b"", frame)
+        .expect("XChaCha20-Poly1305 accepts any length kura produces");
+    out.extend_from_slice(&tag);
+}
+
+/// Opens a blob into `out`: the sealed bytes are copied into a pooled
+/// buffer and opened there, at most `limit` bytes.
 fn open_blob_frame(
     key: &[u8; 32],
     sealed: &[u8],
+    what: &'static str,
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FormatError> {
+    let mut buf = FRAMES.take().unwrap_or_default();
+    buf.clear();
+    buf.extend_from_slice(sealed);
+    let opened = open_sealed_in_place(key, &mut buf, what, limit, out);
+    FRAMES.give(buf);
+    opened
+}
+
+/// Opens `nonce ‖ ciphertext ‖ tag` by decrypting the ciphertext where it
+/// lies, then decompressing it into `out`.
+fn open_sealed_in_place(
+    key: &[u8; 32],
+    sealed: &mut [u8],
     what: &'static str,
     limit: usize,
     out: &mut Vec<u8>,
@@ -287,14 +296,10 @@ fn open_blob_frame(
     if sealed.len() < NONCE_LEN + TAG_LEN + 1 {
         return Err(FormatError::corrupt(what, format!("{} bytes is too short to be sealed", sealed.len())));
     }
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let mut frame = FRAMES.take().unwrap_or_default();
-    frame.clear();
-    frame.extend_from_slice(ct);
-    let opened = open_frame(key, nonce, tag, what, limit, &mut frame, out);
-    FRAMES.give(frame);
-    opened
+    let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+    let at = rest.len() - TAG_LEN;
+    let (ct, tag) = rest.split_at_mut(at);
+    open_frame(key, nonce, tag, what, limit, ct, out)
 }
 
 fn open_frame(
