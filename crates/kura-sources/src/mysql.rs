@@ -225,20 +225,23 @@ impl Conn {
         Ok(c)
     }
 
+    /// The client in batch mode, with one extra argument, its stdin and
+    /// stdout piped.
+    fn client(&self, extra: Option<&str>, stderr: Stdio) -> Result<std::process::Child, SourceError> {
+        let mut cmd = self.command(CLIENT_TOOLS)?;
+        cmd.args(["--batch", "--skip-column-names"]).args(extra);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| SourceError::Refused(format!("cannot run the MySQL client: {e}")))
+    }
+
     /// Runs a script with the client, optionally in a database; returns the
     /// result rows (batch mode, fields unescaped).
     fn run(&self, db: Option<&str>, script: &str) -> Result<Vec<Vec<String>>, SourceError> {
-        let mut cmd = self.command(CLIENT_TOOLS)?;
-        cmd.args(["--batch", "--skip-column-names"]);
-        if let Some(db) = db {
-            cmd.arg(format!("--database={db}"));
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| SourceError::Refused(format!("cannot run the MySQL client: {e}")))?;
+        let database = db.map(|db| format!("--database={db}"));
+        let mut child = self.client(database.as_deref(), Stdio::piped())?;
         let mut stdin = child.stdin.take().expect("piped");
         let script = script.to_string();
         let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
@@ -265,14 +268,7 @@ impl Conn {
     /// the returned guard is dropped. The server releases it by itself when
     /// that session ends, however this process ends (kill -9 included).
     fn hold_lock(&self, name: &str) -> Result<HeldLock, SourceError> {
-        let mut cmd = self.command(CLIENT_TOOLS)?;
-        cmd.args(["--batch", "--skip-column-names", "--unbuffered"]);
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| SourceError::Refused(format!("cannot run the MySQL client: {e}")))?;
+        let mut child = self.client(Some("--unbuffered"), Stdio::null())?;
         let mut stdin = child.stdin.take().expect("piped");
         let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
         let mut held = HeldLock { child, _stdin: None };
