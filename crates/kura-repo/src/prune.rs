@@ -82,7 +82,7 @@ pub(crate) struct PruneLock {
 
 /// The store's modification time of an object, if it reports one.
 async fn stored_at(repo: &Repository, key: &str) -> kura_store::Result<Option<DateTime<Utc>>> {
-    Ok(repo.store().stat(key).await?.modified.and_then(|t| DateTime::from_timestamp(t, 0)))
+    Ok(crate::repository::stored_time(&repo.store().stat(key).await?))
 }
 
 /// How far this host's clock ([`kura_format::session::now`]) is ahead of the store's,
@@ -182,7 +182,7 @@ async fn live_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<Sess
     let mut out = Vec::new();
     for meta in repo.store().list(paths::SESSIONS).await? {
         let Some(id) = paths::id_of(&meta.key) else { continue };
-        let stored = meta.modified.and_then(|t| DateTime::from_timestamp(t, 0));
+        let stored = crate::repository::stored_time(&meta);
         match repo.store().get(&paths::session(&id)).await {
             Ok(b) => match Session::open(repo.key(), &b).map(|s| match stored {
                 Some(t) => s.on_store_clock(t),

@@ -234,7 +234,7 @@ impl Repository {
             match self.store.get(&paths::deletion(&id)).await {
                 Ok(b) => {
                     let mut m = DeletionMarker::open(&self.key, &b)?;
-                    if let Some(stored) = meta.modified.and_then(|t| chrono::DateTime::from_timestamp(t, 0)) {
+                    if let Some(stored) = stored_time(&meta) {
                         m.created = stored;
                     }
                     out.push((id, m))
@@ -391,4 +391,10 @@ impl Repository {
         self.store.delete(&paths::key(&id)).await?;
         Ok(id)
     }
+}
+
+/// When the store last wrote an object, by the store's own clock, if it
+/// says (format.md §13).
+pub(crate) fn stored_time(meta: &kura_store::ObjectMeta) -> Option<chrono::DateTime<chrono::Utc>> {
+    meta.modified.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
 }

@@ -118,7 +118,8 @@ pub async fn restore(
                     continue;
                 }
                 if opts.overwrite {
-                    sweep_partial_files(&dest);
+                    // Partial files of a restore killed midway.
+                    crate::remove_leftovers(&dest, PARTIAL_PREFIX, std::time::Duration::ZERO);
                 }
                 report.dirs += 1;
                 dirs.push((dest, node));
@@ -173,19 +174,6 @@ pub async fn restore(
         }
     }
     Ok(report)
-}
-
-/// Removes the temporary files a restore killed midway left in `dir`:
-/// they are only ever partial copies, never a file's only version.
-fn sweep_partial_files(dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let stale = e.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX)
-            && e.file_type().is_ok_and(|t| t.is_file());
-        if stale {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
 }
 
 /// Creates a directory, refusing to go through a symlink.

@@ -131,22 +131,6 @@ impl Packer {
     }
 }
 
-/// Removes spool files that killed backups left behind in `dir`.
-fn sweep_stale_spools(dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let stale = e.file_name().to_string_lossy().starts_with(SPOOL_PREFIX)
-            && e.metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > STALE_SPOOL);
-        if stale {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
 /// Counters a progress display may read while the work runs.
 #[derive(Default, Debug)]
 pub struct Counters {
@@ -197,7 +181,8 @@ impl Saver {
         let (tx, rx) = mpsc::channel(1);
         let chunker = Chunker::new(repo.key().gear_table(), repo.config().chunker);
         let spool_dir = repo.store().spool_dir().unwrap_or_else(std::env::temp_dir);
-        sweep_stale_spools(&spool_dir);
+        // Spool files that killed backups left behind.
+        crate::remove_leftovers(&spool_dir, SPOOL_PREFIX, STALE_SPOOL);
         let saver = Arc::new(Saver {
             repo: repo.clone(),
             index,

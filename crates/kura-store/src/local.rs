@@ -59,6 +59,14 @@ fn write_temp(final_path: &Path, data: &[u8], key: &str) -> Result<PathBuf> {
     Ok(tmp)
 }
 
+/// Gives the complete, fsynced file `from` the name `path`, failing if the
+/// name exists (link(2) is exclusive, even between processes).
+fn link_new(from: &Path, path: &Path, key: &str) -> Result<()> {
+    fs::hard_link(from, path).map_err(|e| StoreError::from_io("put_new", key, e))?;
+    sync_dir(path);
+    Ok(())
+}
+
 fn sync_dir(path: &Path) {
     // Best effort: some filesystems refuse fsync on directories; the rename
     // itself is still atomic there.
@@ -94,11 +102,9 @@ impl Store for LocalStore {
                 return Err(StoreError::new(ErrorKind::AlreadyExists, "put_new", &key, "object exists"));
             }
             let tmp = write_temp(&path, &data, &key)?;
-            let linked = fs::hard_link(&tmp, &path);
+            let linked = link_new(&tmp, &path, &key);
             let _ = fs::remove_file(&tmp);
-            linked.map_err(|e| StoreError::from_io("put_new", &key, e))?;
-            sync_dir(&path);
-            Ok(())
+            linked
         })
         .await
     }
@@ -121,22 +127,21 @@ impl Store for LocalStore {
                 return Err(StoreError::new(ErrorKind::AlreadyExists, "put_new", &key, "object exists"));
             }
             let io = |e| StoreError::from_io("put_new", &key, e);
+            let dir = path.parent().expect("object paths have a parent");
+            fs::create_dir_all(dir).map_err(io)?;
+            use std::os::unix::fs::MetadataExt;
+            let same_fs = src.metadata().map_err(io)?.dev() == dir.metadata().map_err(io)?.dev();
+            if !same_fs {
+                // Spooled on another filesystem: a link cannot cross, copy.
+                let tmp = write_temp(&path, &fs::read(&src).map_err(io)?, &key)?;
+                let linked = link_new(&tmp, &path, &key);
+                let _ = fs::remove_file(&tmp);
+                return linked;
+            }
             // Durable before it has a name (format.md §12.2).
             File::open(&src).and_then(|f| f.sync_all()).map_err(io)?;
-            fs::create_dir_all(path.parent().expect("object paths have a parent")).map_err(io)?;
-            match fs::hard_link(&src, &path) {
-                Ok(()) => {}
-                // Spooled elsewhere (another filesystem): copy it.
-                Err(e) if e.raw_os_error() == Some(18) => {
-                    let tmp = write_temp(&path, &fs::read(&src).map_err(io)?, &key)?;
-                    let linked = fs::hard_link(&tmp, &path);
-                    let _ = fs::remove_file(&tmp);
-                    linked.map_err(io)?;
-                }
-                Err(e) => return Err(io(e)),
-            }
+            link_new(&src, &path, &key)?;
             let _ = fs::remove_file(&src);
-            sync_dir(&path);
             Ok(())
         })
         .await

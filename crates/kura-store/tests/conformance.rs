@@ -1,6 +1,6 @@
 //! Every store passes the same contract (kura_testkit::run_conformance),
 //! each against a real backend on this machine.
-use kura_store::{open_url, LocalStore, Retry};
+use kura_store::{open_url, LocalStore, Retry, Store};
 use kura_testkit::{
     run_conformance, run_conformance_with, AzuriteServer, Capabilities, GcsEmulator, MotoServer,
 };
@@ -9,6 +9,29 @@ use kura_testkit::{
 async fn local_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     run_conformance(&LocalStore::new(dir.path().join("repo"))).await;
+}
+
+#[tokio::test]
+async fn local_store_publishes_a_file_spooled_on_another_filesystem() {
+    // A link cannot cross filesystems: the file is copied in, durably and
+    // exclusively, and the spooled original is left to its caller.
+    let shm = std::path::Path::new("/dev/shm");
+    assert!(shm.is_dir(), "/dev/shm (a tmpfs on every Linux) is needed for this test");
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path().join("repo"));
+    let spooled = tempfile::NamedTempFile::new_in(shm).unwrap();
+    std::fs::write(spooled.path(), b"a pack from elsewhere").unwrap();
+    store.put_new_file("data/ab/elsewhere", spooled.path()).await.unwrap();
+    assert_eq!(&store.get("data/ab/elsewhere").await.unwrap()[..], b"a pack from elsewhere");
+    assert!(spooled.path().exists(), "the caller's file is not taken");
+    let e = store.put_new_file("data/ab/elsewhere", spooled.path()).await.unwrap_err();
+    assert_eq!(e.kind, kura_store::ErrorKind::AlreadyExists);
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("repo/data/ab"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
 }
 
 #[tokio::test]
