@@ -4,13 +4,22 @@
 //! anything that decodes but breaks the invariant the target states.
 use std::sync::OnceLock;
 
-use crate::crypto::MasterKey;
+use crate::config::{ChunkerParams, RepoConfig};
+use crate::crypto::{KdfParams, MasterKey};
+use crate::index::{IndexFile, IndexPack};
+use crate::key::KeyFile;
+use crate::pack::{encode_header, seal_trailer, PackEntry};
+use crate::snapshot::Snapshot;
+use crate::tree::{Node, NodeType, Tree};
+use crate::BlobType;
 
-/// The key that sealed inputs are opened with; the smoke run seals its
-/// seeds with it so mutations reach the decoders behind the seal.
+/// The key that sealed inputs are opened with. It is fixed so that seeds
+/// sealed by one process (the corpus `scripts/fuzz` writes) open in
+/// another (the libFuzzer run), and mutations reach the decoders behind
+/// the seal.
 pub fn key() -> &'static MasterKey {
     static KEY: OnceLock<MasterKey> = OnceLock::new();
-    KEY.get_or_init(MasterKey::random)
+    KEY.get_or_init(|| MasterKey::from_bytes(&[0x5a; 96]).expect("96 bytes"))
 }
 
 pub fn config(data: &[u8]) {
@@ -66,6 +75,47 @@ pub fn tree(data: &[u8]) {
             assert!(!name.is_empty() && !name.contains(&b'/') && name != b".." && name != b".");
         }
     }
+}
+
+/// Valid encodings of every file type, by target name: the starting
+/// corpus of both fuzz runs.
+pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let key = key();
+    let mut out = vec![("config", RepoConfig::new(ChunkerParams::default(), 16 << 20, 3).encode())];
+    let content: Vec<&[u8]> = vec![b"hello", &[7u8; 3000], b""];
+    let mut entries = Vec::new();
+    let mut pack = Vec::new();
+    for c in &content {
+        let sealed = key.seal_blob(c, 3).expect("seed");
+        entries.push(PackEntry {
+            ty: BlobType::Data,
+            id: key.blob_id(c),
+            length: sealed.len() as u32,
+            raw_length: c.len() as u32,
+        });
+        pack.extend_from_slice(&sealed);
+        out.push(("sealed", sealed));
+    }
+    out.push(("pack_header", encode_header(&entries)));
+    pack.extend_from_slice(&seal_trailer(key, &entries));
+    out.push(("pack", pack));
+    out.push(("index", IndexFile { packs: vec![IndexPack::of(key.blob_id(b"pack"), &entries)] }.encode()));
+    let k = KeyFile::wrap(key, b"fuzz", KdfParams::insecure_for_tests(), "host", "user").expect("seed");
+    out.push(("key_file", k.encode()));
+    let mut file = Node::new("a.txt", NodeType::File);
+    file.size = Some(5);
+    file.content = Some(vec![key.blob_id(b"hello")]);
+    let mut dir = Node::new("dir", NodeType::Dir);
+    dir.subtree = Some(key.blob_id(b"sub"));
+    let mut link = Node::new("l", NodeType::Symlink);
+    link.set_target_bytes(b"../x");
+    let mut odd = Node::new("", NodeType::File);
+    odd.set_name_bytes(b"\xffname");
+    out.push(("tree", Tree { nodes: vec![file, dir, link, odd] }.encode()));
+    let snap = Snapshot::new(key.blob_id(b"tree"), vec!["/srv/app".into()]);
+    out.push(("snapshot", serde_json::to_vec(&snap).expect("seed")));
+    out.push(("snapshot", snap.seal(key).1));
+    out
 }
 
 /// A fuzz target's body.

@@ -1,5 +1,6 @@
-//! A time-bounded mutation run of every fuzz target, on stable Rust, for CI
-//! (`cargo fuzz` needs a nightly toolchain and runs by hand). Seeds are
+//! A time-bounded blind mutation run of every fuzz target, inside
+//! `cargo test`: it needs no C++ toolchain and measures allocations
+//! exactly. The coverage-guided run is `scripts/fuzz` (libFuzzer). Seeds are
 //! valid encodings of every file type; mutations flip bits, overwrite
 //! length fields with extreme values, truncate, extend and splice. Each
 //! input must not panic, not take more than a second, and not allocate more
@@ -11,14 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kura_format::config::{ChunkerParams, RepoConfig};
-use kura_format::crypto::KdfParams;
-use kura_format::index::{IndexFile, IndexPack};
-use kura_format::key::KeyFile;
-use kura_format::pack::{encode_header, seal_trailer, PackEntry};
-use kura_format::snapshot::Snapshot;
-use kura_format::tree::{Node, NodeType, Tree};
-use kura_format::{fuzz, BlobType, MAX_BLOB_SIZE};
+use kura_format::{fuzz, MAX_BLOB_SIZE};
 
 /// The system allocator, recording the largest single allocation.
 struct Measured;
@@ -60,45 +54,6 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
-}
-
-fn seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let key = fuzz::key();
-    let mut out = vec![("config", RepoConfig::new(ChunkerParams::default(), 16 << 20, 3).encode())];
-    let content: Vec<&[u8]> = vec![b"hello", &[7u8; 3000], b""];
-    let mut entries = Vec::new();
-    let mut pack = Vec::new();
-    for c in &content {
-        let sealed = key.seal_blob(c, 3).unwrap();
-        entries.push(PackEntry {
-            ty: BlobType::Data,
-            id: key.blob_id(c),
-            length: sealed.len() as u32,
-            raw_length: c.len() as u32,
-        });
-        pack.extend_from_slice(&sealed);
-        out.push(("sealed", sealed));
-    }
-    out.push(("pack_header", encode_header(&entries)));
-    pack.extend_from_slice(&seal_trailer(key, &entries));
-    out.push(("pack", pack));
-    out.push(("index", IndexFile { packs: vec![IndexPack::of(key.blob_id(b"pack"), &entries)] }.encode()));
-    let k = KeyFile::wrap(key, b"fuzz", KdfParams::insecure_for_tests(), "host", "user").unwrap();
-    out.push(("key_file", k.encode()));
-    let mut file = Node::new("a.txt", NodeType::File);
-    file.size = Some(5);
-    file.content = Some(vec![key.blob_id(b"hello")]);
-    let mut dir = Node::new("dir", NodeType::Dir);
-    dir.subtree = Some(key.blob_id(b"sub"));
-    let mut link = Node::new("l", NodeType::Symlink);
-    link.set_target_bytes(b"../x");
-    let mut odd = Node::new("", NodeType::File);
-    odd.set_name_bytes(b"\xffname");
-    out.push(("tree", Tree { nodes: vec![file, dir, link, odd] }.encode()));
-    let snap = Snapshot::new(key.blob_id(b"tree"), vec!["/srv/app".into()]);
-    out.push(("snapshot", serde_json::to_vec(&snap).unwrap()));
-    out.push(("snapshot", snap.seal(key).1));
-    out
 }
 
 const INTERESTING: &[u32] = &[0, 1, 0x7f, 0x80, 0xff, 0xffff, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff];
@@ -150,7 +105,7 @@ fn every_decoder_survives_mutated_input() {
     let seconds: u64 = std::env::var("KURA_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     let seed: u64 =
         std::env::var("KURA_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand_seed() | 1);
-    let seeds = seeds();
+    let seeds = fuzz::seeds();
     let all: Vec<&[u8]> = seeds.iter().map(|(_, s)| s.as_slice()).collect();
     let mut total = 0u64;
     for (name, target) in fuzz::TARGETS {
