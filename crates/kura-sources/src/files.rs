@@ -7,7 +7,7 @@ use kura_format::Id;
 use kura_repo::restore::{restore as restore_tree, RestoreOptions};
 use kura_repo::{Counters, Repository};
 
-use crate::swap::{temp_beside, Swap};
+use crate::swap::{sweep_leftovers, Scratch, Swap};
 use crate::SourceError;
 
 #[derive(Debug)]
@@ -35,11 +35,13 @@ pub async fn restore_in_place(
         std::fs::create_dir_all(parent).map_err(|e| SourceError::io(parent, e))?;
         // A scratch root beside the live path: same filesystem, so the final
         // move is a rename.
-        let scratch = temp_beside(&live);
+        sweep_leftovers(&live, &[]);
+        let scratch = Scratch::dir(&live)?;
         let opts =
             RestoreOptions { include: vec![live.display().to_string()], owners, ..RestoreOptions::default() };
         let result = async {
-            let report = restore_tree(repo, tree, &scratch, &opts, Arc::new(Counters::default())).await?;
+            let report =
+                restore_tree(repo, tree, &scratch.path, &opts, Arc::new(Counters::default())).await?;
             if !report.failed.is_empty() {
                 let list: Vec<String> = report.failed.iter().map(|(p, why)| format!("{p}: {why}")).collect();
                 return Err(SourceError::Refused(format!(
@@ -50,12 +52,12 @@ pub async fn restore_in_place(
                     live.display()
                 )));
             }
-            let restored = scratch.join(live.strip_prefix("/").expect("absolute"));
+            let restored = scratch.path.join(live.strip_prefix("/").expect("absolute"));
             let swap = Swap::replace(&restored, &live, &[], keep_old)?;
             Ok(RestoredPath { path: live.clone(), files: report.files, bytes: report.bytes, kept: swap.kept })
         }
         .await;
-        let _ = std::fs::remove_dir_all(&scratch);
+        let _ = std::fs::remove_dir_all(&scratch.path);
         out.push(result?);
     }
     Ok(out)

@@ -4,8 +4,11 @@
 //! the copy is consistent even while the application keeps writing (in WAL
 //! mode writers are not even blocked). The copy is checked with
 //! `PRAGMA quick_check` before it is stored. Restore writes the database
-//! beside the live one, runs `PRAGMA integrity_check` on it, and swaps it in
-//! together with the `-wal` and `-shm` files, keeping the old set.
+//! beside the live one and runs `PRAGMA integrity_check` on it. A lone
+//! live file is then exchanged with it atomically; a live database with a
+//! `-wal`, `-shm` or `-journal` beside it gets the new content written into
+//! it in one transaction (see [`replace_in_place`]). Either way the old
+//! content is kept under a `.bak` name.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,14 +18,25 @@ use kura_repo::backup::{backup_stream, BackupOptions, BackupResult};
 use kura_repo::{Counters, Repository};
 use rusqlite::{Connection, OpenFlags};
 
-use crate::swap::{temp_beside, Swap};
+use crate::swap::{backup_name, sweep_leftovers, with_suffix, Scratch, Swap};
 use crate::SourceError;
 
 /// Files SQLite keeps beside a database, which belong to it.
 pub const COMPANIONS: &[&str] = &["-wal", "-shm", "-journal"];
 
-/// Copies a live database consistently to `dest` (which must not exist).
+/// Copies a live database consistently to `dest` (which must not exist),
+/// and checks the copy.
 pub fn copy_consistent(src: &Path, dest: &Path) -> Result<u64, SourceError> {
+    let to = copy_pages(src, dest)?;
+    check(&to, dest, "quick_check")?;
+    drop(to);
+    std::fs::metadata(dest).map(|m| m.len()).map_err(|e| SourceError::io(dest, e))
+}
+
+/// Copies a database's pages as one consistent state to `dest` (which must
+/// not exist), without judging them: a damaged database copies as it is.
+/// The copy is a self-contained file, with no WAL beside it.
+fn copy_pages(src: &Path, dest: &Path) -> Result<Connection, SourceError> {
     if !src.is_file() {
         return Err(SourceError::sqlite(src, "no such database file"));
     }
@@ -31,32 +45,98 @@ pub fn copy_consistent(src: &Path, dest: &Path) -> Result<u64, SourceError> {
             .map_err(|e| SourceError::sqlite(src, e))?;
     from.busy_timeout(Duration::from_secs(60)).map_err(|e| SourceError::sqlite(src, e))?;
     let mut to = Connection::open(dest).map_err(|e| SourceError::sqlite(dest, e))?;
-    {
-        let backup =
-            rusqlite::backup::Backup::new(&from, &mut to).map_err(|e| SourceError::sqlite(src, e))?;
-        // All pages in one step: one read transaction, hence one consistent
-        // state, and no restarts however busy the writers are.
-        let mut waited = Duration::ZERO;
-        loop {
-            use rusqlite::backup::StepResult;
-            match backup.step(-1).map_err(|e| SourceError::sqlite(src, e))? {
-                StepResult::Done => break,
-                StepResult::More => continue,
-                // A writer holds an exclusive lock (rollback-journal mode):
-                // wait for it, but not forever.
-                _ if waited < Duration::from_secs(60) => {
-                    std::thread::sleep(Duration::from_millis(50));
-                    waited += Duration::from_millis(50);
-                }
-                _ => return Err(SourceError::sqlite(src, "database stayed locked for 60 s")),
+    copy_all(&from, src, &mut to)?;
+    to.pragma_update(None, "journal_mode", "DELETE").map_err(|e| SourceError::sqlite(dest, e))?;
+    Ok(to)
+}
+
+/// Copies every page of `from` into `to` in one backup step: one read
+/// transaction on the source, hence one consistent state with no restarts
+/// however busy its writers are, and one write transaction on the
+/// destination, which SQLite's journal makes all or nothing.
+fn copy_all(from: &Connection, src: &Path, to: &mut Connection) -> Result<(), SourceError> {
+    let backup = rusqlite::backup::Backup::new(from, to).map_err(|e| SourceError::sqlite(src, e))?;
+    let mut waited = Duration::ZERO;
+    loop {
+        use rusqlite::backup::StepResult;
+        match backup.step(-1).map_err(|e| SourceError::sqlite(src, e))? {
+            StepResult::Done => return Ok(()),
+            StepResult::More => continue,
+            // A writer holds a lock the step needs: wait for it, but not
+            // forever.
+            _ if waited < Duration::from_secs(60) => {
+                std::thread::sleep(Duration::from_millis(50));
+                waited += Duration::from_millis(50);
             }
+            _ => return Err(SourceError::sqlite(src, "database stayed locked for 60 s")),
         }
     }
-    check(&to, dest, "quick_check")?;
-    // A self-contained file: no WAL beside it in the repository.
-    to.pragma_update(None, "journal_mode", "DELETE").map_err(|e| SourceError::sqlite(dest, e))?;
+}
+
+/// Puts the checked copy at `new` in place of a live database that has a
+/// `-wal`, `-shm` or `-journal` beside it, i.e. one that is open or was
+/// left mid-transaction. Renaming such a set is several steps, and a kill
+/// between them would leave the database only under its `.bak` name; an
+/// application holding it open would also go on writing into the renamed
+/// file. Instead the copy is written into the live database through the
+/// backup API, in one transaction: a crash at any instant leaves the old or
+/// the new content, and open connections see the new content. The old
+/// content, damaged or not, is first copied page by page (its WAL folded
+/// in) to the `.bak` name. `Ok(None)` when this cannot be done (the live
+/// file is no database at all, or its page size cannot change in WAL
+/// mode): nothing was changed, and the caller swaps files instead.
+fn replace_in_place(new: &Path, live: &Path, keep_old: bool) -> Result<Option<Swap>, SourceError> {
+    let mut to = match Connection::open_with_flags(
+        live,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(path = %live.display(), error = %e, "cannot open the live database; swapping files");
+            return Ok(None);
+        }
+    };
+    to.busy_timeout(Duration::from_secs(60)).map_err(|e| SourceError::sqlite(live, e))?;
+    let kept = if keep_old {
+        // Copied under a temporary name first, so that a `.bak` name
+        // always holds a whole copy.
+        let (part, file) = Scratch::file(live)?;
+        // SQLite takes an empty file for an empty database: the copy goes
+        // into the very file the lock is on.
+        drop(file);
+        match copy_pages(live, &part.path) {
+            Ok(c) => drop(c),
+            Err(e) => {
+                tracing::warn!(path = %live.display(), error = %e, "cannot copy the live database aside; swapping files");
+                let _ = std::fs::remove_file(&part.path);
+                return Ok(None);
+            }
+        }
+        let bak = backup_name(live, chrono::Local::now());
+        std::fs::File::open(&part.path)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&part.path, &bak))
+            .map_err(|e| SourceError::io(&bak, e))?;
+        Some(bak)
+    } else {
+        None
+    };
+    let from =
+        Connection::open_with_flags(new, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| SourceError::sqlite(new, e))?;
+    if let Err(e) = copy_all(&from, new, &mut to) {
+        // The write transaction rolled back: the live database is as it
+        // was, and the copy of it is not needed.
+        tracing::warn!(path = %live.display(), error = %e, "cannot write into the live database; swapping files");
+        if let Some(bak) = &kept {
+            let _ = std::fs::remove_file(bak);
+        }
+        return Ok(None);
+    }
+    drop(from);
     drop(to);
-    std::fs::metadata(dest).map(|m| m.len()).map_err(|e| SourceError::io(dest, e))
+    let _ = std::fs::remove_file(new);
+    Ok(Some(Swap { kept }))
 }
 
 fn check(conn: &Connection, path: &Path, pragma: &str) -> Result<(), SourceError> {
@@ -123,9 +203,10 @@ pub async fn restore(
     if !dir.is_dir() {
         return Err(SourceError::Refused(format!("{} does not exist", dir.display())));
     }
-    let tmp = temp_beside(dest);
+    sweep_leftovers(dest, COMPANIONS);
+    let (scratch, mut file) = Scratch::file(dest)?;
+    let tmp = scratch.path.clone();
     let result = async {
-        let mut file = std::fs::File::create_new(&tmp).map_err(|e| SourceError::io(&tmp, e))?;
         let bytes = kura_repo::restore::dump(repo, tree, name, &mut file).await?;
         file.sync_all().map_err(|e| SourceError::io(&tmp, e))?;
         drop(file);
@@ -136,7 +217,19 @@ pub async fn restore(
         })
         .await
         .map_err(|e| SourceError::Refused(e.to_string()))??;
-        let swap = Swap::replace(&tmp, dest, COMPANIONS, keep_old)?;
+        let busy = COMPANIONS.iter().any(|c| with_suffix(dest, c).symlink_metadata().is_ok());
+        let in_place = if busy {
+            let (new, live) = (tmp.clone(), dest.to_path_buf());
+            tokio::task::spawn_blocking(move || replace_in_place(&new, &live, keep_old))
+                .await
+                .map_err(|e| SourceError::Refused(e.to_string()))??
+        } else {
+            None
+        };
+        let swap = match in_place {
+            Some(swap) => swap,
+            None => Swap::replace(&tmp, dest, COMPANIONS, keep_old)?,
+        };
         Ok(Restored { path: dest.to_path_buf(), bytes, kept: swap.kept })
     }
     .await;

@@ -1,10 +1,13 @@
 //! Putting a restored copy in place of a live one.
 //!
-//! The new copy already sits in the same directory as the live path (so the
-//! renames are atomic and never copy data). The live path, and any companion
-//! files (a SQLite database's `-wal` and `-shm`), are renamed to their `.bak`
-//! names first, then the new copy is renamed in. If the second rename fails,
-//! the first is undone.
+//! The new copy is built in a locked temporary [`Scratch`] in the same
+//! directory as the live path, so renames are atomic and never copy data,
+//! and a killed restore's scratch copy is swept by the next one
+//! ([`sweep_leftovers`]). A lone live path trades places with the new copy
+//! in one atomic exchange; a path with companion files (a SQLite
+//! database's `-wal` and `-shm`, when SQLite cannot write into it itself)
+//! is renamed aside with them, then the new copy is renamed in, and a
+//! failed second step undoes the first.
 use std::path::{Path, PathBuf};
 
 use crate::SourceError;
@@ -46,36 +49,40 @@ impl Swap {
             && companions.iter().all(|c| with_suffix(live, c).symlink_metadata().is_err());
         if lone {
             use rustix::fs::{renameat_with, RenameFlags, CWD};
-            match renameat_with(CWD, new, CWD, live, RenameFlags::EXCHANGE) {
+            // When the old copy is kept, the new one first takes the `.bak`
+            // name, and the exchange then puts the old copy there: it is
+            // never under a temporary name, which a later restore's sweep
+            // of leftovers would remove. Killed between the two steps, the
+            // live path still holds the old copy and the `.bak` name a whole
+            // checked copy of the snapshot.
+            let staged = if keep_old {
+                std::fs::rename(new, &bak).map_err(|e| SourceError::io(&bak, e))?;
+                bak.clone()
+            } else {
+                new.to_path_buf()
+            };
+            match renameat_with(CWD, &staged, CWD, live, RenameFlags::EXCHANGE) {
                 Ok(()) => {
                     sync_parent(live);
-                    // `new` now names the old copy.
-                    if !keep_old {
-                        let r = if new.is_dir() {
-                            std::fs::remove_dir_all(new)
-                        } else {
-                            std::fs::remove_file(new)
-                        };
-                        if let Err(e) = r {
-                            tracing::warn!(path = %new.display(), error = %e, "could not remove the old copy");
-                        }
-                        return Ok(Swap { kept: None });
+                    if keep_old {
+                        return Ok(Swap { kept: Some(bak) });
                     }
-                    return match std::fs::rename(new, &bak) {
-                        Ok(()) => {
-                            sync_parent(&bak);
-                            Ok(Swap { kept: Some(bak) })
-                        }
-                        Err(e) => {
-                            tracing::warn!(path = %new.display(), error = %e, "the old copy keeps its temporary name");
-                            Ok(Swap { kept: Some(new.to_path_buf()) })
-                        }
-                    };
+                    // `new` now names the old copy.
+                    if let Err(e) = remove_any(new) {
+                        tracing::warn!(path = %new.display(), error = %e, "could not remove the old copy");
+                    }
+                    return Ok(Swap { kept: None });
                 }
-                Err(e)
-                    if [rustix::io::Errno::INVAL, rustix::io::Errno::NOSYS, rustix::io::Errno::OPNOTSUPP]
-                        .contains(&e) => {}
-                Err(e) => return Err(SourceError::io(live, std::io::Error::from(e))),
+                Err(e) => {
+                    if staged != new {
+                        std::fs::rename(&staged, new).map_err(|e| SourceError::io(new, e))?;
+                    }
+                    if ![rustix::io::Errno::INVAL, rustix::io::Errno::NOSYS, rustix::io::Errno::OPNOTSUPP]
+                        .contains(&e)
+                    {
+                        return Err(SourceError::io(live, std::io::Error::from(e)));
+                    }
+                }
             }
         }
         let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
@@ -105,8 +112,7 @@ impl Swap {
         let had_old = moved.iter().any(|(from, _)| from == live);
         if !keep_old {
             for (_, to) in &moved {
-                let r = if to.is_dir() { std::fs::remove_dir_all(to) } else { std::fs::remove_file(to) };
-                if let Err(e) = r {
+                if let Err(e) = remove_any(to) {
                     tracing::warn!(path = %to.display(), error = %e, "could not remove the old copy");
                 }
             }
@@ -116,7 +122,15 @@ impl Swap {
     }
 }
 
-fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+fn remove_any(p: &Path) -> std::io::Result<()> {
+    if p.is_dir() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    }
+}
+
+pub(crate) fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
@@ -130,10 +144,86 @@ fn sync_parent(p: &Path) {
     }
 }
 
+/// The start of the temporary names beside `live`.
+fn scratch_prefix(live: &Path) -> String {
+    let name = live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    format!(".{name}.kura-restore-")
+}
+
 /// A temporary name beside `live`, for the new copy.
 pub(crate) fn temp_beside(live: &Path) -> PathBuf {
-    let name = live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    live.with_file_name(format!(".{name}.kura-restore-{:08x}", rand::random::<u32>()))
+    live.with_file_name(format!("{}{:08x}", scratch_prefix(live), rand::random::<u32>()))
+}
+
+/// A restore's temporary copy beside the live path (a file or a folder),
+/// under an exclusive `flock` for as long as this value lives. The kernel
+/// drops the lock when the process dies, so a later restore tells a killed
+/// run's leftover (lock free: removed) from a running one's (lock held:
+/// left alone). Without this, every killed restore would leave a whole
+/// copy of the data behind for good.
+pub(crate) struct Scratch {
+    pub path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Scratch {
+    /// Creates an empty file; the returned handle writes it.
+    pub fn file(live: &Path) -> Result<(Scratch, std::fs::File), SourceError> {
+        let path = temp_beside(live);
+        let file = std::fs::File::create_new(&path).map_err(|e| SourceError::io(&path, e))?;
+        Ok((Scratch::lock(path)?, file))
+    }
+
+    /// Creates an empty folder.
+    pub fn dir(live: &Path) -> Result<Scratch, SourceError> {
+        let path = temp_beside(live);
+        std::fs::create_dir(&path).map_err(|e| SourceError::io(&path, e))?;
+        Scratch::lock(path)
+    }
+
+    fn lock(path: PathBuf) -> Result<Scratch, SourceError> {
+        // A handle of its own: the lock outlives the writer's handle.
+        let lock = std::fs::File::open(&path).map_err(|e| SourceError::io(&path, e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| SourceError::io(&path, std::io::Error::from(e)))?;
+        Ok(Scratch { path, _lock: lock })
+    }
+}
+
+/// Removes the temporary copies that killed restores left beside `live`:
+/// those no living process holds locked, with their `companions` (a SQLite
+/// copy's `-journal`), which go only with the copy they belong to.
+pub(crate) fn sweep_leftovers(live: &Path, companions: &[&str]) {
+    let (Some(dir), prefix) = (live.parent(), scratch_prefix(live)) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(base) = companions.iter().find_map(|c| name.strip_suffix(c)) {
+            if dir.join(base).symlink_metadata().is_ok() {
+                continue;
+            }
+        }
+        let Ok(handle) = std::fs::File::open(&path) else { continue };
+        if rustix::fs::flock(&handle, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue;
+        }
+        for c in companions {
+            let _ = std::fs::remove_file(with_suffix(&path, c));
+        }
+        match remove_any(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed the leftover of an interrupted restore")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove an interrupted restore's leftover")
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -241,6 +241,130 @@ fn a_failing_restore_leaves_the_live_database_intact_and_runs_the_post_hook() {
     assert!(leftovers.is_empty(), "no temporary file left behind");
 }
 
+/// Row count of a database file opened afresh, after its integrity check.
+fn whole_rows(db: &Path) -> i64 {
+    let c = Connection::open(db).unwrap();
+    let check: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok", "{}", db.display());
+    ledger(db).1
+}
+
+#[test]
+fn restoring_a_database_the_app_holds_open_is_atomic_and_the_app_sees_it() {
+    let a = app();
+    a.ok(&["init"]);
+    // Big enough (about 12 MB) that writing it takes a while to kill into.
+    {
+        let c = Connection::open(&a.db).unwrap();
+        c.execute_batch("BEGIN").unwrap();
+        let mut ins = c.prepare("INSERT INTO ledger(amount, note) VALUES (?1, ?2)").unwrap();
+        for i in 0..60_000i64 {
+            ins.execute(rusqlite::params![i, format!("{:0>150}", i * 7919)]).unwrap();
+            ins.execute(rusqlite::params![-i, "debit"]).unwrap();
+        }
+        drop(ins);
+        c.execute_batch("COMMIT").unwrap();
+    }
+    let full = ledger(&a.db).1;
+    a.ok(&["backup", "--target", "registry"]);
+
+    // The application keeps its connection open throughout, as a running
+    // service does: its -wal and -shm stay beside the database.
+    let app_conn = Connection::open(&a.db).unwrap();
+    app_conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    app_conn.execute_batch("DELETE FROM ledger WHERE id % 3 = 0;").unwrap();
+    let damaged = ledger(&a.db).1;
+    assert!(a.db.with_file_name("app.db-wal").exists(), "the app's WAL is beside the database");
+
+    let started = std::time::Instant::now();
+    a.ok(&["restore", "--target", "registry", "--yes"]);
+    let took = started.elapsed().as_millis() as u64;
+    let seen: i64 = app_conn.query_row("SELECT count(*) FROM ledger", [], |r| r.get(0)).unwrap();
+    assert_eq!(seen, full, "the app's open connection sees the restored rows, not a renamed-away file");
+    app_conn.execute_batch("INSERT INTO ledger(amount, note) VALUES (1, 'x'), (-1, 'y');").unwrap();
+    assert_eq!(whole_rows(&a.db), full + 2, "the app's writes land in the live database");
+    app_conn.execute_batch("DELETE FROM ledger WHERE note IN ('x', 'y');").unwrap();
+    let baks = |a: &App| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(a.db.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("app.db.bak-"))
+            .filter(|p| !p.to_string_lossy().ends_with("-wal") && !p.to_string_lossy().ends_with("-shm"))
+            .collect();
+        v.sort();
+        v
+    };
+    let kept = baks(&a);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(whole_rows(&kept[0]), damaged, "the damaged content is kept whole beside");
+
+    // Killed at any moment, a restore leaves the live database old or new,
+    // whole, and every `.bak` a whole copy.
+    let note = |c: &Connection| -> String {
+        c.query_row("SELECT note FROM ledger WHERE id = 2", [], |r| r.get(0)).unwrap()
+    };
+    let original = note(&app_conn);
+    let mut rand = rng(0xD1B5_4A32_D192_ED03);
+    let mut killed = 0;
+    for trial in 0..8u64 {
+        let marker = format!("damaged in trial {trial}");
+        app_conn.execute("UPDATE ledger SET note = ?1 WHERE id = 2", [&marker]).unwrap();
+        let out = kill_after(a.cmd(&["restore", "--target", "registry", "--yes"]), rand(took + took / 4) + 1);
+        if out.status.code().is_none() {
+            killed += 1;
+        }
+        assert_eq!(whole_rows(&a.db), full, "trial {trial}");
+        let now = note(&Connection::open(&a.db).unwrap());
+        assert!(
+            now == marker || now == original,
+            "trial {trial}: {now}: neither the old nor the restored state"
+        );
+        assert_eq!(note(&app_conn), now, "trial {trial}: the app sees what is on disk");
+        for b in baks(&a).iter().skip(1) {
+            assert_eq!(whole_rows(b), full, "trial {trial}: {} is a whole copy", b.display());
+        }
+    }
+    eprintln!("{killed} of 8 restores killed midway");
+    assert!(killed > 0, "no restore was interrupted: the test proved nothing");
+
+    // The copies killed restores left are swept by the next restore; the
+    // copy of a restore still running (its lock held, here by flock(1)) is
+    // left alone.
+    let dir = a.db.parent().unwrap().to_path_buf();
+    let scratch = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".app.db.kura-restore-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let running = dir.join(".app.db.kura-restore-0000beef");
+    std::fs::write(&running, b"").unwrap();
+    let mut holder =
+        std::process::Command::new("flock").arg("-o").arg(&running).args(["sleep", "120"]).spawn().unwrap();
+    while std::process::Command::new("flock")
+        .args(["-n"])
+        .arg(&running)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.ok(&["restore", "--target", "registry", "--yes", "--no-keep-old"]);
+    assert_eq!(scratch(&dir), vec![".app.db.kura-restore-0000beef".to_string()]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    a.ok(&["restore", "--target", "registry", "--yes", "--no-keep-old"]);
+    assert!(scratch(&dir).is_empty(), "{:?}", scratch(&dir));
+    assert_eq!(note(&app_conn), original);
+}
+
 #[test]
 fn config_mistakes_get_placed_messages() {
     let a = app();
