@@ -64,6 +64,41 @@ impl Pool {
     }
 }
 
+/// A counting gate on compression and sealing. Files are read by more
+/// threads than there are cores, so that a cold disk always has requests
+/// queued; but each thread sealing at once holds a zstd context (over a
+/// megabyte at level 3) and a sealing buffer, which the pools then keep.
+/// Sealing a core's worth at a time keeps the cores busy and memory
+/// bounded by the cores, not by the reads in flight.
+struct Slots {
+    free: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots { free: Mutex::new(n), freed: std::sync::Condvar::new() }
+    }
+
+    fn enter(&self) -> Slot<'_> {
+        let mut free = self.free.lock().expect("slots lock");
+        while *free == 0 {
+            free = self.freed.wait(free).expect("slots lock");
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().expect("slots lock") += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// A pack being assembled. Its bytes go to a spool file, not to memory: in
 /// the local store's own tree, where publishing it is a link, or in the
 /// system's temp directory for a remote store, from which it is uploaded.
@@ -154,6 +189,7 @@ pub(crate) struct Saver {
     read_buffers: Pool,
     /// Sealed blobs on their way into a pack.
     seal_buffers: Pool,
+    seal_slots: Slots,
     spool_dir: PathBuf,
 }
 
@@ -194,6 +230,7 @@ impl Saver {
             counters,
             read_buffers: Pool::new(usize::MAX),
             seal_buffers: Pool::new(1 << 20),
+            seal_slots: Slots::new(std::thread::available_parallelism().map_or(2, |n| n.get()) + 1),
             spool_dir,
         });
         let uploader = tokio::spawn(upload_loop(repo, rx));
@@ -239,6 +276,7 @@ impl Saver {
         let key = self.repo.key();
         let id = key.blob_id(content);
         if !self.is_known(&id) {
+            let _slot = self.seal_slots.enter();
             let mut sealed = self.seal_buffers.take();
             let added = key
                 .seal_blob_into(content, self.repo.config().zstd_level, &mut sealed)
