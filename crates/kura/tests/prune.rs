@@ -199,7 +199,13 @@ fn concurrent_backups_and_prune_on_s3_lose_nothing() {
 
 /// Four hosts back up three times each while forget and prune run in a
 /// loop; afterwards every snapshot verifies and restores byte for byte.
+/// No two of them agree on the time: the hosts' clocks run an hour late,
+/// ten minutes late, right, and half an hour early, and the pruning host's
+/// an hour early, so every judgement of age must be made on the store's
+/// clock (format.md §13).
 fn writers_and_pruner(k: &Kura) {
+    const CLOCKS: [i64; 4] = [-3600, -600, 0, 1800];
+    const PRUNE_CLOCK: i64 = 3600;
     let dirs: Vec<_> = (0..4)
         .map(|i| {
             let d = k.path(&format!("host{i}"));
@@ -225,6 +231,7 @@ fn writers_and_pruner(k: &Kura) {
                 None => c.env_remove(key),
             };
         }
+        c.env("KURA_TEST_CLOCK_OFFSET_SECS", CLOCKS[i].to_string());
         children.push(c.spawn().unwrap());
     }
     // Prune (with forget of each host's oldest) while the backups run.
@@ -234,7 +241,11 @@ fn writers_and_pruner(k: &Kura) {
         if let Some(old) = snaps.as_array().unwrap().first() {
             let _ = k.run(&["forget", old["id"].as_str().unwrap()]);
         }
-        let p = k.run(&["prune", "--grace", "0s"]);
+        let p = k
+            .cmd(&["prune", "--grace", "0s"])
+            .env("KURA_TEST_CLOCK_OFFSET_SECS", PRUNE_CLOCK.to_string())
+            .output()
+            .unwrap();
         assert!(p.status.success() || p.status.code() == Some(12), "{}", String::from_utf8_lossy(&p.stderr));
     }
     for mut c in children {
