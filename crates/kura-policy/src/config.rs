@@ -490,6 +490,56 @@ fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
+/// Where a config's text holds a secret written out rather than taken from
+/// the environment: a URL with a password in it (`mysql://app:pw@db/shop`),
+/// or a key named like a secret (`password`, `secret…`, `…token`, `…_key`)
+/// with a literal value. `${VAR}` references are not secrets in the file.
+/// Places are named as in error messages (`target.shop.url`); the secret
+/// itself never appears in what this returns. Text that does not parse has
+/// no places: loading it reports the syntax error instead.
+pub fn literal_secrets(text: &str) -> Vec<String> {
+    fn walk(v: &toml::Value, place: &str, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let here = if place.is_empty() { k.clone() } else { format!("{place}.{k}") };
+                    if let toml::Value::String(s) = v {
+                        if !s.contains("${") && !s.is_empty() && (secret_key(k) || url_password(s)) {
+                            out.push(here.clone());
+                        }
+                    }
+                    walk(v, &here, out);
+                }
+            }
+            toml::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    walk(v, &format!("{place}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    fn secret_key(k: &str) -> bool {
+        let k = k.to_ascii_lowercase();
+        // `password_file` and `password_command` name where a secret is.
+        !k.ends_with("_file")
+            && !k.ends_with("_command")
+            && (k.contains("password") || k.contains("secret") || k.ends_with("token") || k.ends_with("_key"))
+    }
+    fn url_password(s: &str) -> bool {
+        let Some((_, rest)) = s.split_once("://") else { return false };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.split_once(':').is_some_and(|(_, p)| !p.is_empty()))
+    }
+    let mut out = Vec::new();
+    if let Ok(root) = text.parse::<toml::Table>() {
+        walk(&toml::Value::Table(root), "", &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,6 +602,34 @@ changed_within = "24h"
         }
         let err = Config::parse(GOOD, &env).unwrap().target("nope").unwrap_err().to_string();
         assert_eq!(err, "no target named \"nope\" (configured: logs, registry)");
+    }
+
+    #[test]
+    fn literal_secrets_are_found_and_references_are_not() {
+        let text = r#"
+[repository.main]
+url = "s3://bucket/kura"
+password_file = "/etc/kura/password"
+
+[target.shop]
+type = "mysql"
+url = "mysql://app:hunter2@db:3306/shop"
+
+[target.env]
+type = "mysql"
+url = "mysql://app:${SHOP_PW}@db/shop"
+
+[target.nopw]
+type = "postgres"
+url = "postgres://app@db/shop"
+
+[target.cmd]
+type = "command"
+command = "dump"
+api_token = "abc123"
+"#;
+        assert_eq!(literal_secrets(text), vec!["target.cmd.api_token", "target.shop.url"]);
+        assert!(literal_secrets("not [ toml").is_empty());
     }
 
     #[test]

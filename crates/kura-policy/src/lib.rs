@@ -21,6 +21,6 @@
 mod config;
 
 pub use config::{
-    parse_duration, CommandTarget, Config, ConfigError, FilesTarget, MysqlTarget, ObjectStoreTarget,
-    PostgresTarget, RepositoryConfig, SqliteTarget, Target, TargetKind, COMPONENTS,
+    literal_secrets, parse_duration, CommandTarget, Config, ConfigError, FilesTarget, MysqlTarget,
+    ObjectStoreTarget, PostgresTarget, RepositoryConfig, SqliteTarget, Target, TargetKind, COMPONENTS,
 };

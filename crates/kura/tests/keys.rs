@@ -88,3 +88,48 @@ fn passwords_never_reach_process_arguments_or_repository_metadata() {
     let help = k.ok(&["--help"]);
     assert!(!help.contains("--password "), "{help}");
 }
+
+#[test]
+fn a_config_holding_a_secret_and_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let k = Kura::new();
+    k.init();
+    let cfg = k.path("kura.toml");
+    let run = |text: &str, mode: u32| -> String {
+        std::fs::write(&cfg, text).unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out =
+            k.cmd(&["snapshots"]).env_remove("KURA_REPOSITORY").env("KURA_CONFIG", &cfg).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let repo = format!("[repository.main]\nurl = \"{}\"\n\n", k.repo);
+    let literal = &format!(
+        "{repo}[target.shop]\ntype = \"mysql\"\nurl = \"mysql://app:hunter2-secret@127.0.0.1/shop\"\n"
+    );
+    let said = run(literal, 0o644);
+    assert!(
+        said.contains("readable by others (mode 644)")
+            && said.contains("target.shop.url")
+            && said.contains("chmod 600"),
+        "{said}"
+    );
+    assert!(!said.contains("hunter2-secret"), "the warning must not repeat the secret: {said}");
+    assert!(!run(literal, 0o600).contains("readable by others"), "a private config is fine");
+    let from_env =
+        format!("{repo}[target.shop]\ntype = \"mysql\"\nurl = \"mysql://app:${{SHOP_PW}}@127.0.0.1/shop\"\n");
+    std::fs::write(&cfg, from_env).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = k
+        .cmd(&["snapshots"])
+        .env_remove("KURA_REPOSITORY")
+        .env("KURA_CONFIG", &cfg)
+        .env("SHOP_PW", "x")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("readable by others"),
+        "a secret taken from the environment is not in the file"
+    );
+}

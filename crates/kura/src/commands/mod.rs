@@ -39,9 +39,31 @@ pub fn load_config(g: &Global) -> Result<Option<Config>, Failure> {
             None => return Ok(None),
         },
     };
-    Config::load(&path, &env)
-        .map(Some)
-        .map_err(|e| Failure::new(e).hint("see the configuration section of README.md"))
+    let cfg = Config::load(&path, &env)
+        .map_err(|e| Failure::new(e).hint("see the configuration section of README.md"))?;
+    warn_if_secrets_readable_by_others(&path);
+    Ok(Some(cfg))
+}
+
+/// A config that others may read is fine until it holds a secret; then it
+/// is as exposed as a password file would be.
+fn warn_if_secrets_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(m) = std::fs::metadata(path) else { return };
+    let mode = m.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(path) else { return };
+    let places = kura_policy::literal_secrets(&text);
+    if !places.is_empty() {
+        tracing::warn!(
+            "config {} is readable by others (mode {mode:o}) and holds a secret at {}; chmod 600 it, \
+             or write the secret as ${{VAR}} and set VAR in the environment",
+            path.display(),
+            places.join(", ")
+        );
+    }
 }
 
 fn config_error(e: kura_policy::ConfigError) -> Failure {
