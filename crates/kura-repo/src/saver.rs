@@ -112,7 +112,17 @@ struct Packer {
 
 /// A spool file's name; the file is removed when this is dropped (after
 /// its upload, or when the backup fails), so no spool outlives its use.
-pub(crate) struct SpoolFile(PathBuf);
+/// Its lock, held as long as this lives, tells a later backup on this
+/// machine that a spool without one was left by a killed run.
+pub(crate) struct SpoolFile(PathBuf, #[allow(dead_code)] std::fs::File);
+
+impl SpoolFile {
+    fn locked(path: PathBuf) -> Result<SpoolFile> {
+        let lock = std::fs::File::open(&path).map_err(|e| RepoError::io(&path, e))?;
+        crate::try_lock(&lock).map_err(|e| RepoError::io(&path, e))?;
+        Ok(SpoolFile(path, lock))
+    }
+}
 
 impl Drop for SpoolFile {
     fn drop(&mut self) {
@@ -144,7 +154,15 @@ impl Packer {
                 .create_new(true)
                 .open(&path)
                 .map_err(|e| RepoError::io(&path, e))?;
-            self.file = Some((f, SpoolFile(path)));
+            let spool = SpoolFile::locked(path.clone());
+            let spool = match spool {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            };
+            self.file = Some((f, spool));
         }
         let (f, spool) = self.file.as_mut().expect("opened above");
         f.write_all(bytes).map_err(|e| RepoError::io(&spool.0, e))?;
@@ -216,9 +234,22 @@ impl Saver {
     ) -> (Arc<Saver>, tokio::task::JoinHandle<Result<()>>) {
         let (tx, rx) = mpsc::channel(1);
         let chunker = Chunker::new(repo.key().gear_table(), repo.config().chunker);
-        let spool_dir = repo.store().spool_dir().unwrap_or_else(std::env::temp_dir);
-        // Spool files that killed backups left behind.
-        crate::remove_leftovers(&spool_dir, SPOOL_PREFIX, STALE_SPOOL);
+        // Spool files that killed backups left behind. In the system's temp
+        // directory, only this machine's processes write, so a spool no
+        // process holds locked is one; in a repository's own folder, which
+        // another host may share over a network filesystem where locks do
+        // not reach, only an old one is.
+        let spool_dir = match repo.store().spool_dir() {
+            Some(dir) => {
+                crate::remove_leftovers(&dir, SPOOL_PREFIX, STALE_SPOOL);
+                dir
+            }
+            None => {
+                let dir = std::env::temp_dir();
+                crate::remove_unlocked_leftovers(&dir, SPOOL_PREFIX, &[]);
+                dir
+            }
+        };
         let saver = Arc::new(Saver {
             repo: repo.clone(),
             index,

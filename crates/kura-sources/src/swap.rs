@@ -184,8 +184,7 @@ impl Scratch {
     fn lock(path: PathBuf) -> Result<Scratch, SourceError> {
         // A handle of its own: the lock outlives the writer's handle.
         let lock = std::fs::File::open(&path).map_err(|e| SourceError::io(&path, e))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|e| SourceError::io(&path, std::io::Error::from(e)))?;
+        kura_repo::try_lock(&lock).map_err(|e| SourceError::io(&path, e))?;
         Ok(Scratch { path, _lock: lock })
     }
 }
@@ -194,36 +193,9 @@ impl Scratch {
 /// those no living process holds locked, with their `companions` (a SQLite
 /// copy's `-journal`), which go only with the copy they belong to.
 pub(crate) fn sweep_leftovers(live: &Path, companions: &[&str]) {
-    let (Some(dir), prefix) = (live.parent(), scratch_prefix(live)) else { return };
+    let Some(dir) = live.parent() else { return };
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().starts_with(&prefix) {
-            continue;
-        }
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(base) = companions.iter().find_map(|c| name.strip_suffix(c)) {
-            if dir.join(base).symlink_metadata().is_ok() {
-                continue;
-            }
-        }
-        let Ok(handle) = std::fs::File::open(&path) else { continue };
-        if rustix::fs::flock(&handle, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-            continue;
-        }
-        for c in companions {
-            let _ = std::fs::remove_file(with_suffix(&path, c));
-        }
-        match remove_any(&path) {
-            Ok(()) => {
-                tracing::info!(path = %path.display(), "removed the leftover of an interrupted restore")
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove an interrupted restore's leftover")
-            }
-        }
-    }
+    kura_repo::remove_unlocked_leftovers(dir, &scratch_prefix(live), companions);
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! its new content (never nothing), and running the restore again finishes.
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use kura_testkit::MotoServer;
@@ -19,7 +19,7 @@ fn trials() -> usize {
 fn kill_at_random_points_loses_nothing() {
     let k = Kura::new();
     k.init();
-    crash_campaign(&k, trials(), 120, 12 << 20);
+    crash_campaign(&k, trials(), 120, 12 << 20, None);
 }
 
 #[test]
@@ -29,16 +29,22 @@ fn kill_at_random_points_on_s3_loses_nothing() {
     // deletions, where a local disk's renames would be all or nothing.
     let moto = MotoServer::start();
     moto.create_bucket("crash");
-    let k = Kura::with_repo("s3://crash/repo", moto.env());
+    let mut k = Kura::with_repo("s3://crash/repo", moto.env());
+    // Packs for a remote store are spooled in the temp directory: one of
+    // the test's own, to see what killed backups leave there.
+    let tmp = k.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    k.env.push(("TMPDIR".into(), tmp.display().to_string()));
     k.init();
     let n = std::env::var("KURA_CRASH_TRIALS_S3").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    crash_campaign(&k, n, 300, 8 << 20);
+    crash_campaign(&k, n, 300, 8 << 20, Some(&tmp));
 }
 
 /// Runs `trials` backups and prunes, each killed after up to `max_ms`, over
 /// a source that gains a file of `file_size` bytes per trial; checks the
-/// repository after every kill.
-fn crash_campaign(k: &Kura, trials: usize, max_ms: u64, file_size: usize) {
+/// repository after every kill, and that no pack spool file is left in
+/// `spool_dir` (when given) once the next backup has run.
+fn crash_campaign(k: &Kura, trials: usize, max_ms: u64, file_size: usize, spool_dir: Option<&Path>) {
     let src = k.path("src");
     std::fs::create_dir_all(&src).unwrap();
     // Each completed snapshot with a copy of what it saved.
@@ -51,6 +57,11 @@ fn crash_campaign(k: &Kura, trials: usize, max_ms: u64, file_size: usize) {
         std::fs::write(src.join("changing.txt"), format!("trial {trial}\n").repeat(1000)).unwrap();
         if trial >= 3 {
             let _ = std::fs::remove_file(src.join(format!("f{}.bin", trial - 3)));
+        }
+        // Every completed snapshot is restored after every kill; keeping at
+        // most six makes a trial cost the same at trial 500 as at trial 5.
+        while completed.len() > 6 {
+            k.ok(&["forget", &completed.remove(0).0]);
         }
         let op = rand(3);
         let cmd = match op {
@@ -80,6 +91,15 @@ fn crash_campaign(k: &Kura, trials: usize, max_ms: u64, file_size: usize) {
         assert_eq!(v["ok"], true, "trial {trial} (op {op}): {v}");
         // The next backup works at once: no lock to clear.
         let id = k.backup(&[&src]);
+        if let Some(dir) = spool_dir {
+            let left: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".tmp-pack-"))
+                .collect();
+            assert!(left.is_empty(), "trial {trial}: spool files of killed backups left behind: {left:?}");
+        }
         let copy = k.path(&format!("copy-{trial}-after"));
         copy_tree(&src, &copy);
         completed.push((id, copy));
