@@ -299,7 +299,17 @@ fn expand_value(
 }
 
 fn section<T: serde::de::DeserializeOwned>(place: &str, table: toml::Table) -> Result<T, ConfigError> {
-    T::deserialize(toml::Value::Table(table)).map_err(|e| invalid(place, e.to_string().trim().to_string()))
+    T::deserialize(toml::Value::Table(table)).map_err(|e| {
+        // toml names the key a value error is about on a last line of its
+        // own ("in `changed_within`"); it belongs in the place, so every
+        // message reads `target.x.changed_within: …`.
+        let text = e.to_string();
+        let text = text.trim();
+        match text.rsplit_once("\nin `").and_then(|(msg, key)| Some((msg, key.strip_suffix('`')?))) {
+            Some((msg, key)) => invalid(format!("{place}.{key}"), msg.trim().to_string()),
+            None => invalid(place, text.to_string()),
+        }
+    })
 }
 
 impl Config {

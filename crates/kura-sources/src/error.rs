@@ -18,6 +18,9 @@ pub enum SourceError {
     Sqlite { path: PathBuf, message: String },
     #[error("{path} failed its check after restore: {message}; the live copy was not touched")]
     CheckFailed { path: PathBuf, message: String },
+    /// A database server or its client tool said no.
+    #[error("{engine} at {at}: {message}")]
+    Database { engine: &'static str, at: String, message: String },
     #[error("{0}")]
     Refused(String),
 }
@@ -25,6 +28,10 @@ pub enum SourceError {
 impl SourceError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         SourceError::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn database(engine: &'static str, at: impl Into<String>, message: impl Into<String>) -> Self {
+        SourceError::Database { engine, at: at.into(), message: message.into() }
     }
 
     pub(crate) fn sqlite(path: impl Into<PathBuf>, e: impl std::fmt::Display) -> Self {
@@ -38,7 +45,44 @@ impl SourceError {
                 Some("run `kura verify --read-data`; the snapshot may be damaged")
             }
             SourceError::Sqlite { .. } => Some("check the path and that the file is a SQLite database"),
+            SourceError::Database { message, .. } => Some(database_hint(message)),
             _ => None,
         }
+    }
+}
+
+/// What to do about a database client's message, by what it says.
+fn database_hint(message: &str) -> &'static str {
+    let m = message.to_ascii_lowercase();
+    if [
+        "connection refused",
+        "can't connect",
+        "could not connect",
+        "no route to host",
+        "timed out",
+        "timeout expired",
+        "could not translate host name",
+        "unknown server host",
+        "no such file or directory",
+    ]
+    .iter()
+    .any(|s| m.contains(s))
+    {
+        "is the server running, and are the host and port in the target's url right?"
+    } else if [
+        "password authentication failed",
+        "access denied",
+        "no password supplied",
+        "role",
+        "authentication",
+    ]
+    .iter()
+    .any(|s| m.contains(s))
+    {
+        "check the user and password: PGPASSWORD or ~/.pgpass for PostgreSQL, the url or ~/.my.cnf for MySQL"
+    } else if m.contains("does not exist") || m.contains("unknown database") {
+        "check the database name in the target's url"
+    } else {
+        "the database's own message is above"
     }
 }

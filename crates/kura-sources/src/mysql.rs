@@ -248,11 +248,11 @@ impl Conn {
         let out = child.wait_with_output().map_err(|e| SourceError::Refused(e.to_string()))?;
         let _ = writer.join();
         if !out.status.success() {
-            return Err(SourceError::Refused(format!(
-                "MySQL at {}: {}",
+            return Err(SourceError::database(
+                "MySQL",
                 self.where_(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+                String::from_utf8_lossy(&out.stderr).trim(),
+            ));
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()

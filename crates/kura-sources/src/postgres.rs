@@ -132,11 +132,11 @@ fn psql(url: &PgUrl, sql: &str) -> Result<String, SourceError> {
         .output()
         .map_err(|e| SourceError::Refused(format!("cannot run psql: {e}")))?;
     if !out.status.success() {
-        return Err(SourceError::Refused(format!(
-            "PostgreSQL at {}: {}",
-            url.url,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(SourceError::database(
+            "PostgreSQL",
+            &url.url,
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -300,3 +300,51 @@ fn truncated_answers_from_storage_are_never_accepted() {
         }
     }
 }
+
+/// Every class of configuration mistake a user makes, through the real
+/// binary, with the message each gets: the place in the file, what is
+/// wrong, and what to do. None of them touches the repository.
+#[test]
+fn catalogue_of_configuration_mistakes_and_their_messages() {
+    let k = Kura::new();
+    k.init();
+    let cfg = k.path("kura.toml");
+    let repo = format!("[repository.main]\nurl = \"{}\"\n\n", k.repo);
+    let empty = k.path("no-tools");
+    std::fs::create_dir_all(&empty).unwrap();
+    // (what, config body, arguments, extra environment, exit code, every line expected in stderr)
+    type Case<'a> = (&'a str, String, Vec<&'a str>, Vec<(&'a str, String)>, i32, Vec<&'a str>);
+    let files = "[target.x]\ntype = \"files\"\npaths = [\"/etc/hostname\"]\n";
+    let cases: Vec<Case> = vec![
+        ("broken TOML", format!("{repo}[target.x\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["TOML parse error at line 4", "hint: see the configuration section of README.md"]),
+        ("unknown section", format!("{repo}[targets.x]\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["targets: unknown section (known: repository, target)"]),
+        ("unknown key", format!("{repo}{files}colour = \"red\"\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["target.x: unknown field `colour`, expected one of `paths`"]),
+        ("unknown target type", format!("{repo}[target.x]\ntype = \"oracle\"\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["target.x.type: unknown target type \"oracle\" (known: sqlite, files, postgres, mysql, command, object_store)"]),
+        ("bad duration", format!("{repo}{files}changed_within = \"3 parsecs\"\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["target.x.changed_within: \"3 parsecs\" is not a duration (use e.g. 30s, 15m, 24h, 7d)"]),
+        ("missing environment variable", format!("{repo}[target.x]\ntype = \"files\"\npaths = [\"${{KURA_TEST_NOPE}}/data\"]\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["target.x.paths: environment variable KURA_TEST_NOPE is not set"]),
+        ("unknown target", format!("{repo}{files}"), vec!["backup", "--target", "nope"], vec![], 1, vec!["no target named \"nope\" (configured: x)"]),
+        ("unknown repository", format!("{repo}{files}repository = \"offsite\"\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["target.x.repository: no repository named \"offsite\" (configured: main)"]),
+        ("wrong password", format!("{repo}{files}"), vec!["backup", "--target", "x"], vec![("KURA_PASSWORD", "not it".into())], 11, vec!["wrong password for repository", "hint: check KURA_PASSWORD"]),
+        ("unreachable PostgreSQL", format!("{repo}[target.db]\ntype = \"postgres\"\nurl = \"postgres://app@127.0.0.1:9/shop\"\n"), vec!["backup", "--target", "db"], vec![], 1, vec!["PostgreSQL at postgresql://app@127.0.0.1:9/shop", "Connection refused", "hint: is the server running, and are the host and port in the target's url right?"]),
+        ("unreachable MariaDB", format!("{repo}[target.db]\ntype = \"mysql\"\nurl = \"mysql://root:pw@127.0.0.1:9/shop\"\n"), vec!["backup", "--target", "db"], vec![], 1, vec!["MySQL at 127.0.0.1:9", "Can't connect", "hint: is the server running, and are the host and port in the target's url right?"]),
+        ("client tools missing", format!("{repo}[target.db]\ntype = \"postgres\"\nurl = \"postgres://app@127.0.0.1:9/shop\"\n"), vec!["backup", "--target", "db"], vec![("KURA_PG_BINDIR", empty.display().to_string())], 1, vec!["psql not found in KURA_PG_BINDIR", "install the PostgreSQL client (apt-get install postgresql-client)"]),
+    ];
+    let before = files_under(std::path::Path::new(&k.repo));
+    for (what, body, args, env, code, want) in cases {
+        std::fs::write(&cfg, &body).unwrap();
+        let mut c = k.cmd(&args);
+        c.env_remove("KURA_REPOSITORY").env("KURA_CONFIG", &cfg);
+        for (key, v) in env {
+            c.env(key, v);
+        }
+        let out = c.output().unwrap();
+        let e = stderr(&out);
+        eprintln!("--- {what}: exit {:?}\n{e}", out.status.code());
+        assert_eq!(out.status.code(), Some(code), "{what}: {e}");
+        for w in want {
+            assert!(e.contains(w), "{what}: want {w:?} in:\n{e}");
+        }
+        assert!(!e.contains("not it") && !e.contains(":pw@"), "{what}: a secret in the message:\n{e}");
+    }
+    assert_eq!(files_under(std::path::Path::new(&k.repo)), before, "no mistake wrote to the repository");
+}
