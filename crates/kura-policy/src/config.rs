@@ -42,6 +42,10 @@ pub struct RepositoryConfig {
     pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub password_command: Option<String>,
+    /// How hard to compress what is written: `auto`, `off`, `fast`, `max`
+    /// or a zstd level (see [`parse_compression`]).
+    #[serde(default)]
+    pub compression: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -236,6 +240,25 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration
     parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
 }
 
+/// A compression choice as a zstd level: `auto` is the repository's own
+/// (`None`), `off` stores blobs uncompressed (0), `fast` is level 1, `max`
+/// level 19, and a number from 1 to 22 is that level. Used by the config
+/// file and by `--compression` alike.
+pub fn parse_compression(s: &str) -> Result<Option<i32>, String> {
+    match s.trim() {
+        "auto" => Ok(None),
+        "off" => Ok(Some(0)),
+        "fast" => Ok(Some(1)),
+        "max" => Ok(Some(19)),
+        n => match n.parse::<i32>() {
+            Ok(level @ 1..=22) => Ok(Some(level)),
+            _ => {
+                Err(format!("{s:?} is not a compression (use auto, off, fast, max, or a level from 1 to 22)"))
+            }
+        },
+    }
+}
+
 /// `30s`, `15m`, `24h`, `7d`; a bare number is seconds. Used by the config
 /// file and by command-line flags alike.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -350,6 +373,9 @@ impl Config {
                 let repo: RepositoryConfig = section(&place, t)?;
                 if repo.password_file.is_some() && repo.password_command.is_some() {
                     return Err(invalid(place, "give password_file or password_command, not both"));
+                }
+                if let Some(c) = &repo.compression {
+                    parse_compression(c).map_err(|e| invalid(format!("{place}.compression"), e))?;
                 }
                 repositories.insert(rname, repo);
             }
@@ -612,6 +638,24 @@ changed_within = "24h"
         }
         let err = Config::parse(GOOD, &env).unwrap().target("nope").unwrap_err().to_string();
         assert_eq!(err, "no target named \"nope\" (configured: logs, registry)");
+    }
+
+    #[test]
+    fn compression_choices() {
+        assert_eq!(parse_compression("auto"), Ok(None));
+        assert_eq!(parse_compression("off"), Ok(Some(0)));
+        assert_eq!(parse_compression("fast"), Ok(Some(1)));
+        assert_eq!(parse_compression("max"), Ok(Some(19)));
+        assert_eq!(parse_compression("7"), Ok(Some(7)));
+        for bad in ["0", "23", "-1", "turbo", ""] {
+            assert!(parse_compression(bad).is_err(), "{bad}");
+        }
+        let err =
+            Config::parse("[repository.main]\nurl = \"/r\"\ncompression = \"turbo\"\n", &env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "repository.main.compression: \"turbo\" is not a compression (use auto, off, fast, max, or a level from 1 to 22)"
+        );
     }
 
     #[test]

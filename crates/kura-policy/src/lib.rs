@@ -21,6 +21,7 @@
 mod config;
 
 pub use config::{
-    literal_secrets, parse_duration, CommandTarget, Config, ConfigError, FilesTarget, MysqlTarget,
-    ObjectStoreTarget, PostgresTarget, RepositoryConfig, SqliteTarget, Target, TargetKind, COMPONENTS,
+    literal_secrets, parse_compression, parse_duration, CommandTarget, Config, ConfigError, FilesTarget,
+    MysqlTarget, ObjectStoreTarget, PostgresTarget, RepositoryConfig, SqliteTarget, Target, TargetKind,
+    COMPONENTS,
 };

@@ -53,6 +53,10 @@ pub struct Repository {
     config: RepoConfig,
     key: MasterKey,
     key_id: Id,
+    /// The zstd level blobs written through this handle are sealed at: the
+    /// repository's own unless a run chose another. Readers need no level,
+    /// so blobs of any level mix freely in one repository.
+    write_level: i32,
 }
 
 impl std::fmt::Debug for Repository {
@@ -86,7 +90,8 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(Repository { store, config, key, key_id })
+        let write_level = config.zstd_level;
+        Ok(Repository { store, config, key, key_id, write_level })
     }
 
     /// Reads and checks `config`, without a password.
@@ -119,7 +124,10 @@ impl Repository {
                 }
             };
             match kf.unwrap_master(password) {
-                Ok(key) => return Ok(Repository { store, config, key, key_id: id }),
+                Ok(key) => {
+                    let write_level = config.zstd_level;
+                    return Ok(Repository { store, config, key, key_id: id, write_level });
+                }
                 Err(FormatError::WrongPassword) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -133,6 +141,18 @@ impl Repository {
 
     pub fn config(&self) -> &RepoConfig {
         &self.config
+    }
+
+    /// Seals what this handle writes at zstd `level` (0: uncompressed)
+    /// instead of the repository's default.
+    pub fn with_compression(mut self, level: i32) -> Repository {
+        self.write_level = level;
+        self
+    }
+
+    /// The zstd level new blobs are sealed at.
+    pub fn write_level(&self) -> i32 {
+        self.write_level
     }
 
     pub fn key(&self) -> &MasterKey {

@@ -310,7 +310,7 @@ impl Saver {
             let _slot = self.seal_slots.enter();
             let mut sealed = self.seal_buffers.take();
             let added = key
-                .seal_blob_into(content, self.repo.config().zstd_level, &mut sealed)
+                .seal_blob_into(content, self.repo.write_level(), &mut sealed)
                 .map_err(RepoError::from)
                 .and_then(|()| self.add_sealed(ty, id, &sealed, content.len()));
             self.seal_buffers.give(sealed);

@@ -46,6 +46,9 @@ pub struct Global {
     /// Config file naming repositories and targets (default ./kura.toml, then /etc/kura/kura.toml).
     #[arg(long, env = "KURA_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// Compression of what this run writes: auto (the repository's default, zstd 3), off, fast (zstd 1), max (zstd 19), or a zstd level 1-22.
+    #[arg(long, env = "KURA_COMPRESSION", global = true)]
+    pub compression: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

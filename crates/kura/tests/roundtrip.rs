@@ -223,3 +223,60 @@ fn one_file_system_stays_on_the_first_filesystem() {
     k.ok(&["backup", src.to_str().unwrap()]);
     assert!(k.ok(&["ls", "latest"]).contains("elsewhere.txt"), "without -x it does");
 }
+
+#[test]
+fn compression_choices_trade_size_and_mix_in_one_repository() {
+    // Text-like data: words drawn at random, so each level compresses it
+    // differently.
+    let words =
+        ["backup", "restore", "kura", "storehouse", "pack", "index", "chunk", "snapshot", "tree", "blob"];
+    let mut rand = rng(0x5EED);
+    let text: String =
+        (0..600_000).map(|_| words[rand(words.len() as u64) as usize]).collect::<Vec<_>>().join(" ");
+    let mut sizes = Vec::new();
+    for choice in ["off", "fast", "auto", "max"] {
+        let k = Kura::new();
+        k.init();
+        let src = k.path("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("words.txt"), &text).unwrap();
+        let out = k
+            .cmd(&["backup", src.to_str().unwrap(), "--quiet"])
+            .env("KURA_COMPRESSION", choice)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{choice}: {}", stderr(&out));
+        let data = std::path::Path::new(&k.repo).join("data");
+        sizes.push(files_under(&data).iter().map(|f| std::fs::metadata(f).unwrap().len()).sum::<u64>());
+        let target = k.path("out");
+        k.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        assert_same_tree(&src, &restored(&target, &src));
+    }
+    eprintln!("off, fast, auto, max: {sizes:?}");
+    assert!(sizes[0] > text.len() as u64, "off stores the bytes as they are: {sizes:?}");
+    assert!(sizes[0] > sizes[1] && sizes[1] > sizes[2] && sizes[2] > sizes[3], "{sizes:?}");
+
+    // Blobs of different levels live side by side in one repository.
+    let k = Kura::new();
+    k.init();
+    let src = k.path("src");
+    make_tree(&src);
+    let first = k.ok(&["backup", src.to_str().unwrap(), "--compression", "fast", "--json"]);
+    std::fs::write(src.join("words.txt"), &text).unwrap();
+    k.ok(&["backup", src.to_str().unwrap(), "--compression", "19"]);
+    let v = k.json(&["verify", "--read-data"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let out = k.path("first");
+    k.ok(&["restore", first["id"].as_str().unwrap(), "--target", out.to_str().unwrap()]);
+    std::fs::remove_file(src.join("words.txt")).unwrap();
+    assert_same_tree(&src, &restored(&out, &src));
+
+    let bad = k.run(&["snapshots", "--compression", "turbo"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("--compression (or KURA_COMPRESSION): \"turbo\" is not a compression (use auto, off, fast, max, or a level from 1 to 22)"),
+        "{}",
+        stderr(&bad)
+    );
+}

@@ -109,6 +109,9 @@ fn repository_settings(
         g2.password_file = rc.password_file.clone();
         g2.password_command = rc.password_command.clone();
     }
+    if g.compression.is_none() {
+        g2.compression = rc.compression.clone();
+    }
     Ok((rc.url.clone(), g2))
 }
 
@@ -144,8 +147,18 @@ async fn open_with(url: &str, g: &Global) -> Result<Arc<Repository>, Failure> {
     // Check the config before asking for a password: a missing or newer
     // repository should say so, not prompt first.
     Repository::read_config(store.as_ref()).await?;
+    let level = match &g.compression {
+        Some(c) => kura_policy::parse_compression(c).map_err(|e| {
+            Failure::new(format!("--compression (or KURA_COMPRESSION): {e}")).hint("e.g. --compression fast")
+        })?,
+        None => None,
+    };
     let password = crate::password::read_password(g)?;
-    Ok(Arc::new(Repository::open(store, &password).await?))
+    let repo = Repository::open(store, &password).await?;
+    Ok(Arc::new(match level {
+        Some(l) => repo.with_compression(l),
+        None => repo,
+    }))
 }
 
 pub async fn open_repo(g: &Global) -> Result<Arc<Repository>, Failure> {
