@@ -114,19 +114,22 @@ struct Packer {
 /// its upload, or when the backup fails), so no spool outlives its use.
 /// Its lock, held as long as this lives, tells a later backup on this
 /// machine that a spool without one was left by a killed run.
-pub(crate) struct SpoolFile(PathBuf, #[allow(dead_code)] std::fs::File);
+pub(crate) struct SpoolFile {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
 
 impl SpoolFile {
     fn locked(path: PathBuf) -> Result<SpoolFile> {
         let lock = std::fs::File::open(&path).map_err(|e| RepoError::io(&path, e))?;
         crate::try_lock(&lock).map_err(|e| RepoError::io(&path, e))?;
-        Ok(SpoolFile(path, lock))
+        Ok(SpoolFile { path, _lock: lock })
     }
 }
 
 impl Drop for SpoolFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -165,7 +168,7 @@ impl Packer {
             self.file = Some((f, spool));
         }
         let (f, spool) = self.file.as_mut().expect("opened above");
-        f.write_all(bytes).map_err(|e| RepoError::io(&spool.0, e))?;
+        f.write_all(bytes).map_err(|e| RepoError::io(&spool.path, e))?;
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
@@ -432,7 +435,7 @@ async fn upload_loop(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>
     let mut set: JoinSet<Result<IndexPack>> = JoinSet::new();
     let mut done: Vec<IndexPack> = Vec::new();
     let upload = |repo: Arc<Repository>, p: FinishedPack| async move {
-        repo.put_object_file(&paths::pack(&p.index.id), &p.spool.0).await?;
+        repo.put_object_file(&paths::pack(&p.index.id), &p.spool.path).await?;
         drop(p.spool);
         Ok(p.index)
     };
