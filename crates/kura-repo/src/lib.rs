@@ -33,13 +33,22 @@ pub fn try_lock(file: &std::fs::File) -> std::io::Result<()> {
         .map_err(std::io::Error::from)
 }
 
-/// Removes the entries of `dir` (files or folders) whose names start with
-/// `prefix` and that no living process holds locked ([`try_lock`]): the
-/// temporary copies killed runs left. An entry named after another plus
+/// How a sweep tells an interrupted run's temporary file from a live one.
+pub enum Abandoned {
+    /// A regular file not modified for this long (zero: any regular file).
+    /// For directories other hosts may share, where locks do not reach.
+    OlderThan(std::time::Duration),
+    /// A file or folder no living process holds locked ([`try_lock`]).
+    /// Only for directories on this machine: `flock` does not reach other
+    /// hosts on every network filesystem.
+    Unlocked,
+}
+
+/// Removes the entries of `dir` whose names start with `prefix` and that
+/// `when` judges abandoned: the temporary copies interrupted runs left,
+/// which are never anything's only copy. An entry named after another plus
 /// one of `companions` (a SQLite file's `-journal`) goes only with it.
-/// Only for directories on this machine: `flock` does not reach other
-/// hosts on every network filesystem.
-pub fn remove_unlocked_leftovers(dir: &std::path::Path, prefix: &str, companions: &[&str]) {
+pub fn remove_leftovers(dir: &std::path::Path, prefix: &str, when: Abandoned, companions: &[&str]) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -52,8 +61,15 @@ pub fn remove_unlocked_leftovers(dir: &std::path::Path, prefix: &str, companions
             }
         }
         let path = e.path();
-        let Ok(handle) = std::fs::File::open(&path) else { continue };
-        if try_lock(&handle).is_err() {
+        let abandoned = match &when {
+            Abandoned::OlderThan(age) => e.metadata().is_ok_and(|m| {
+                m.is_file()
+                    && (age.is_zero()
+                        || m.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|a| a > *age))
+            }),
+            Abandoned::Unlocked => std::fs::File::open(&path).is_ok_and(|h| try_lock(&h).is_ok()),
+        };
+        if !abandoned {
             continue;
         }
         for c in companions {
@@ -68,21 +84,6 @@ pub fn remove_unlocked_leftovers(dir: &std::path::Path, prefix: &str, companions
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove an interrupted run's leftover")
             }
-        }
-    }
-}
-
-/// Removes the regular files in `dir` whose names start with `prefix` and
-/// that were last modified longer than `older_than` ago: the temporary
-/// files an interrupted run left, which are never anything's only copy.
-pub(crate) fn remove_leftovers(dir: &std::path::Path, prefix: &str, older_than: std::time::Duration) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let Ok(m) = e.metadata() else { continue };
-        let old_enough = older_than.is_zero()
-            || m.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > older_than);
-        if m.is_file() && old_enough && e.file_name().to_string_lossy().starts_with(prefix) {
-            let _ = std::fs::remove_file(e.path());
         }
     }
 }

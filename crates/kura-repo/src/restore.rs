@@ -119,7 +119,12 @@ pub async fn restore(
                 }
                 if opts.overwrite {
                     // Partial files of a restore killed midway.
-                    crate::remove_leftovers(&dest, PARTIAL_PREFIX, std::time::Duration::ZERO);
+                    crate::remove_leftovers(
+                        &dest,
+                        PARTIAL_PREFIX,
+                        crate::Abandoned::OlderThan(std::time::Duration::ZERO),
+                        &[],
+                    );
                 }
                 report.dirs += 1;
                 dirs.push((dest, node));

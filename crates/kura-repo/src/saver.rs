@@ -244,12 +244,12 @@ impl Saver {
         // not reach, only an old one is.
         let spool_dir = match repo.store().spool_dir() {
             Some(dir) => {
-                crate::remove_leftovers(&dir, SPOOL_PREFIX, STALE_SPOOL);
+                crate::remove_leftovers(&dir, SPOOL_PREFIX, crate::Abandoned::OlderThan(STALE_SPOOL), &[]);
                 dir
             }
             None => {
                 let dir = std::env::temp_dir();
-                crate::remove_unlocked_leftovers(&dir, SPOOL_PREFIX, &[]);
+                crate::remove_leftovers(&dir, SPOOL_PREFIX, crate::Abandoned::Unlocked, &[]);
                 dir
             }
         };

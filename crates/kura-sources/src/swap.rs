@@ -195,7 +195,7 @@ impl Scratch {
 pub(crate) fn sweep_leftovers(live: &Path, companions: &[&str]) {
     let Some(dir) = live.parent() else { return };
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    kura_repo::remove_unlocked_leftovers(dir, &scratch_prefix(live), companions);
+    kura_repo::remove_leftovers(dir, &scratch_prefix(live), kura_repo::Abandoned::Unlocked, companions);
 }
 
 #[cfg(test)]
