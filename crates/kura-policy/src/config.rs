@@ -337,10 +337,13 @@ fn section<T: serde::de::DeserializeOwned>(place: &str, table: toml::Table) -> R
 
 impl Config {
     /// Reads a config file.
-    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    /// Reads and parses the config file at `path`; returns its text too,
+    /// for checks on what is written in it ([`literal_secrets`]).
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(Config, String), ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::parse_named(&text, &path.display().to_string(), env)
+        let config = Config::parse_named(&text, &path.display().to_string(), env)?;
+        Ok((config, text))
     }
 
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {

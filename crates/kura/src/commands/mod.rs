@@ -39,23 +39,22 @@ pub fn load_config(g: &Global) -> Result<Option<Config>, Failure> {
             None => return Ok(None),
         },
     };
-    let cfg = Config::load(&path, &env)
+    let (cfg, text) = Config::load(&path, &env)
         .map_err(|e| Failure::new(e).hint("see the configuration section of README.md"))?;
-    warn_if_secrets_readable_by_others(&path);
+    warn_if_secrets_readable_by_others(&path, &text);
     Ok(Some(cfg))
 }
 
 /// A config that others may read is fine until it holds a secret; then it
 /// is as exposed as a password file would be.
-fn warn_if_secrets_readable_by_others(path: &std::path::Path) {
+fn warn_if_secrets_readable_by_others(path: &std::path::Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     let Ok(m) = std::fs::metadata(path) else { return };
     let mode = m.permissions().mode() & 0o777;
     if mode & 0o077 == 0 {
         return;
     }
-    let Ok(text) = std::fs::read_to_string(path) else { return };
-    let places = kura_policy::literal_secrets(&text);
+    let places = kura_policy::literal_secrets(text);
     if !places.is_empty() {
         tracing::warn!(
             "config {} is readable by others (mode {mode:o}) and holds a secret at {}; chmod 600 it, \
