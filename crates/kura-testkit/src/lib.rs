@@ -11,4 +11,7 @@ mod servers;
 
 pub use conformance::{run_conformance, run_conformance_with, Capabilities};
 pub use proxy::CutProxy;
-pub use servers::{free_port, AzuriteServer, GcsEmulator, MariaDb, MotoServer, PgServer};
+pub use servers::{
+    closed_port, reserve_port, AzuriteServer, GcsEmulator, MariaDb, MotoServer, PgServer, PortLease,
+    AZURITE_ACCOUNT, AZURITE_KEY,
+};

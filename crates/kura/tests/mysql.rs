@@ -200,7 +200,9 @@ fn mysql_failures_are_clear_and_record_nothing() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    db.wait_until(
+        "(SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(60)%') > 0",
+    );
     let backup =
         k.cmd(&["backup", "--target", "shop_db"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
     // While the dump waits, no process shows the password in its arguments.
@@ -215,8 +217,10 @@ fn mysql_failures_are_clear_and_record_nothing() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(saw_dump, "the dump started and waits on the lock");
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(saw_dump, "the dump started");
+    db.wait_until(
+        "(SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE LIKE 'Waiting for table%') > 0",
+    );
     db.kill();
     let _ = locker.kill();
     let _ = locker.wait();

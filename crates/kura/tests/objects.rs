@@ -215,11 +215,13 @@ fn date_range_restore_and_failures_write_nothing() {
         std::fs::write(&p, format!("day {d}\n")).unwrap();
         std::fs::File::options().write(true).open(&p).unwrap().set_modified(day(d)).unwrap();
     }
+    let closed = kura_testkit::closed_port();
     config(
         &mut k,
         &format!(
-            "[target.exports]\ntype = \"object_store\"\nurl = \"{}\"\n\n[target.gone]\ntype = \"object_store\"\nurl = \"s3://nowhere/x?endpoint=http://127.0.0.1:9&region=us-east-1\"\ncredentials = {{ AWS_ACCESS_KEY_ID = \"k\", AWS_SECRET_ACCESS_KEY = \"s\" }}\n",
-            src.display()
+            "[target.exports]\ntype = \"object_store\"\nurl = \"{}\"\n\n[target.gone]\ntype = \"object_store\"\nurl = \"s3://nowhere/x?endpoint=http://127.0.0.1:{}&region=us-east-1\"\ncredentials = {{ AWS_ACCESS_KEY_ID = \"k\", AWS_SECRET_ACCESS_KEY = \"s\" }}\n",
+            src.display(),
+            closed.port
         ),
     );
     ok(&k, &["init"]);

@@ -132,14 +132,16 @@ fn concurrent_backup_is_held(k: &Kura, backup_clock: i64, prune_clock: i64) {
     };
 
     // A slow backup of the same content: it loads the index now and finds
-    // the blobs of x.bin there, but writes its snapshot only in 8 seconds.
+    // the blobs of x.bin there, but writes its snapshot only once the test
+    // opens the gate, after both prunes below.
+    let gate = k.path("gate");
     let slow = k
         .cmd(&[
             "backup",
             "--stdin-name",
             "x.bin",
             "--command",
-            &format!("sleep 8; cat {}", file.display()),
+            &format!("while [ ! -e {} ]; do sleep 0.05; done; cat {}", gate.display(), file.display()),
             "--json",
         ])
         .env("KURA_TEST_CLOCK_OFFSET_SECS", backup_clock.to_string())
@@ -171,6 +173,7 @@ fn concurrent_backup_is_held(k: &Kura, backup_clock: i64, prune_clock: i64) {
     assert_eq!(held["packs_deleted"], 0, "the live backup session holds deletion back: {held}");
     assert!(held["markers_waiting"].as_u64().unwrap() >= 1, "{held}");
 
+    std::fs::write(&gate, b"").unwrap();
     let out = slow.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r = prune();
