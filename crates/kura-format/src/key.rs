@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{seal_raw, unseal_raw, KdfParams, MasterKey};
 use crate::{check_version, FormatError, Id, FORMAT_VERSION};
 
+/// The most costly key derivation a key file may ask for (format.md §5).
+pub const KDF_MAX_MEMORY_KIB: u32 = 256 * 1024;
+pub const KDF_MAX_ITERATIONS: u32 = 16;
+pub const KDF_MAX_PARALLELISM: u32 = 4;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeyFile {
     pub version: u32,
@@ -73,8 +78,22 @@ impl KeyFile {
             parallelism: self.kdf.parallelism,
         };
         // A crafted key file must not make us spend unbounded memory or time.
-        if params.memory_kib > 4 << 20 || params.iterations > 64 || params.parallelism > 64 {
-            return Err(FormatError::corrupt("key file", "KDF parameters beyond sane limits"));
+        // format.md §5: at most what `kura init` could ever write, so that a
+        // key file planted by anyone who can write the store cannot make
+        // every open cost gigabytes and seconds.
+        if params.memory_kib > KDF_MAX_MEMORY_KIB
+            || params.iterations > KDF_MAX_ITERATIONS
+            || params.parallelism > KDF_MAX_PARALLELISM
+        {
+            return Err(FormatError::corrupt(
+                "key file",
+                format!(
+                    "KDF parameters beyond the maximum ({} MiB, {} iterations, {} lanes)",
+                    KDF_MAX_MEMORY_KIB / 1024,
+                    KDF_MAX_ITERATIONS,
+                    KDF_MAX_PARALLELISM
+                ),
+            ));
         }
         let kek = params.derive(password, &salt)?;
         let frame = unseal_raw(&kek, &sealed, "key file").map_err(|e| match e {

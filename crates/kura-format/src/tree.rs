@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{FormatError, Id};
 
+/// The deepest a snapshot's directories may nest (format.md §10). Backup
+/// stores a directory deeper than this empty, with a warning; readers refuse
+/// a snapshot deeper than this rather than recurse without end.
+pub const MAX_DEPTH: usize = 512;
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tree {
     pub nodes: Vec<Node>,

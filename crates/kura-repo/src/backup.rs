@@ -89,13 +89,14 @@ pub struct BackupResult {
     pub snapshot: Snapshot,
 }
 
-struct Excludes {
+/// A target's exclude patterns, compiled once.
+pub struct Excludes {
     names: GlobSet,
     paths: GlobSet,
 }
 
 impl Excludes {
-    fn new(patterns: &[String]) -> Result<Excludes> {
+    pub fn new(patterns: &[String]) -> Result<Excludes> {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
         for p in patterns {
@@ -111,7 +112,8 @@ impl Excludes {
         Ok(Excludes { names: build(names)?, paths: build(paths)? })
     }
 
-    fn excluded(&self, path: &Path) -> bool {
+    /// Whether backup leaves `path` out (restore in place leaves it alone).
+    pub fn excluded(&self, path: &Path) -> bool {
         path.file_name().is_some_and(|n| self.names.is_match(n)) || self.paths.is_match(path)
     }
 }
@@ -162,7 +164,7 @@ pub async fn backup(
     let session = SessionGuard::start(repo, "backup", &opts.hostname).await?;
     let run = async {
         let pending = repo.pending_deletion().await?;
-        let index = repo.load_index(&pending).await?;
+        let index = repo.load_index_present(&pending).await?;
         let parent = pick_parent(repo, opts, &path_strings).await?;
         let parent_tree = match &parent {
             Some((_, snap)) if index.contains(&snap.tree) => repo.load_tree(&index, &snap.tree).await.ok(),
@@ -195,8 +197,8 @@ pub async fn backup(
         }
         let tree_result = if root.real.is_some() {
             // The whole filesystem was asked for: "/" is itself a real path.
-            let dev = std::fs::symlink_metadata("/").map(|m| m.dev()).unwrap_or(0);
-            walker.clone().save_dir(Path::new("/"), dev, parent_tree).await
+            let meta = std::fs::symlink_metadata("/").map_err(|e| RepoError::io("/", e))?;
+            walker.clone().save_dir(Path::new("/"), &meta, parent_tree, 0).await
         } else {
             walker.clone().save_root(root, PathBuf::from("/"), parent_tree).await
         };
@@ -311,6 +313,13 @@ fn stream_path(name: &str) -> std::result::Result<Vec<&str>, String> {
     if parts.iter().any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0')) {
         return Err(format!("stream name {name:?} must be a relative path without empty, . or .. parts"));
     }
+    if parts.len() > kura_format::tree::MAX_DEPTH {
+        return Err(format!(
+            "stream name has {} parts; at most {} directories may nest (format.md §10)",
+            parts.len(),
+            kura_format::tree::MAX_DEPTH
+        ));
+    }
     Ok(parts)
 }
 
@@ -369,7 +378,7 @@ pub async fn backup_stream_set(
     let session = SessionGuard::start(repo, "backup", &opts.hostname).await?;
     let run = async {
         let pending = repo.pending_deletion().await?;
-        let index = repo.load_index(&pending).await?;
+        let index = repo.load_index_present(&pending).await?;
         let (saver, uploader) = Saver::start(repo.clone(), index, counters);
         let mut seen = std::collections::HashSet::new();
         let mut saved: Vec<Saved> = Vec::new();
@@ -643,7 +652,8 @@ impl Walker {
                 let child_path = path.join(std::ffi::OsStr::from_bytes(&name));
                 let parent_node = parent.as_ref().and_then(|t| find(t, &name)).cloned();
                 let node = if let Some(real) = child.real {
-                    match self.clone().save_path(real, parent_node).await? {
+                    let depth = real.components().count();
+                    match self.clone().save_path(real, parent_node, depth).await? {
                         Some(n) => n,
                         None => continue,
                     }
@@ -666,6 +676,7 @@ impl Walker {
         self: Arc<Self>,
         path: PathBuf,
         parent: Option<Node>,
+        depth: usize,
     ) -> BoxFuture<'static, Result<Option<Node>>> {
         Box::pin(async move {
             let name = path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
@@ -692,8 +703,19 @@ impl Walker {
                 },
                 NodeType::Dir => {
                     self.summary.lock().expect("summary lock").dirs += 1;
+                    if depth >= kura_format::tree::MAX_DEPTH {
+                        self.warn(
+                            &path,
+                            format!(
+                                "nested deeper than {} directories: stored empty, its contents are not backed up",
+                                kura_format::tree::MAX_DEPTH
+                            ),
+                        );
+                        node.subtree = Some(self.save_tree(Tree::default()).await?);
+                        return Ok(Some(node));
+                    }
                     let sub = self.parent_subtree(parent.as_ref()).await;
-                    node.subtree = Some(self.clone().save_dir(&path, meta.dev(), sub).await?);
+                    node.subtree = Some(self.clone().save_dir(&path, &meta, sub, depth).await?);
                 }
                 _ => {}
             }
@@ -701,18 +723,16 @@ impl Walker {
         })
     }
 
-    async fn save_dir(self: Arc<Self>, path: &Path, dev: u64, parent: Option<Tree>) -> Result<Id> {
-        let entries = match std::fs::read_dir(path) {
-            Ok(rd) => {
-                let mut v: Vec<PathBuf> = Vec::new();
-                for e in rd {
-                    match e {
-                        Ok(e) => v.push(e.path()),
-                        Err(e) => self.warn(path, format!("cannot list: {e}")),
-                    }
-                }
-                v
-            }
+    async fn save_dir(
+        self: Arc<Self>,
+        path: &Path,
+        meta: &Metadata,
+        parent: Option<Tree>,
+        depth: usize,
+    ) -> Result<Id> {
+        let dev = meta.dev();
+        let entries = match list_dir(path, meta) {
+            Ok(v) => v,
             Err(e) => {
                 self.warn(path, format!("cannot list: {e}"));
                 Vec::new()
@@ -735,7 +755,7 @@ impl Walker {
             children.push((p, parent_node));
         }
         let nodes: Vec<Option<Node>> = stream::iter(children)
-            .map(|(p, pn)| self.clone().save_path(p, pn))
+            .map(|(p, pn)| self.clone().save_path(p, pn, depth + 1))
             .buffered(64)
             .try_collect()
             .await?;
@@ -762,17 +782,38 @@ impl Walker {
         let saver = self.saver.clone();
         let p = path.to_path_buf();
         let stored = tokio::task::spawn_blocking(move || {
-            let mut f = match early {
-                Some((f, _ahead)) => f,
-                None => std::fs::File::open(&p).map_err(StreamError::Source)?,
+            let (mut f, before) = match early {
+                Some((f, m, _ahead)) => (f, m),
+                None => open_regular(&p).map_err(StreamError::Source)?,
             };
-            saver.save_stream(&mut f, Some(size))
+            let (content, read) = saver.save_stream(&mut f, Some(before.len()))?;
+            let after = f.metadata().map_err(StreamError::Source)?;
+            Ok((content, read, before, after))
         })
         .await
         .map_err(|e| RepoError::Refused(e.to_string()))?;
         self.saver.counters.files.fetch_add(1, Ordering::Relaxed);
         match stored {
-            Ok((content, read)) => {
+            Ok((content, read, before, after)) => {
+                // What the file is, from the handle its bytes came from: a
+                // path swapped for a symlink to another file after our lstat
+                // is stored with that file's owner and mode, never ours.
+                let name = node.name_bytes().unwrap_or_default();
+                *node = node_from_metadata(&name, &before);
+                let changed = read != before.len()
+                    || after.len() != before.len()
+                    || (after.mtime(), after.mtime_nsec()) != (before.mtime(), before.mtime_nsec());
+                if changed {
+                    self.warn(
+                        path,
+                        format!(
+                            "changed while it was read ({} bytes before, {} after, {read} read); \
+                             the snapshot holds what was read, which may mix both",
+                            before.len(),
+                            after.len()
+                        ),
+                    );
+                }
                 node.size = Some(read);
                 node.content = Some(content);
                 let mut s = self.summary.lock().expect("summary lock");
@@ -800,13 +841,17 @@ impl Walker {
     /// cold cache the disk works on the next files while the current ones
     /// are compressed. At most [`PREFETCH_FILES`] are held open this way;
     /// beyond that, files are opened when their turn comes.
-    fn prefetch(&self, path: &Path, size: u64) -> Option<(std::fs::File, tokio::sync::OwnedSemaphorePermit)> {
+    fn prefetch(
+        &self,
+        path: &Path,
+        size: u64,
+    ) -> Option<(std::fs::File, Metadata, tokio::sync::OwnedSemaphorePermit)> {
         let permit = self.prefetch.clone().try_acquire_owned().ok()?;
-        let f = std::fs::File::open(path).ok()?;
+        let (f, m) = open_regular(path).ok()?;
         if let Some(len) = std::num::NonZeroU64::new(size.min(PREFETCH_BYTES)) {
             let _ = rustix::fs::fadvise(&f, 0, Some(len), rustix::fs::Advice::WillNeed);
         }
-        Some((f, permit))
+        Some((f, m, permit))
     }
 
     fn unchanged_content(&self, node: &Node, parent: Option<&Node>) -> Option<Vec<Id>> {
@@ -827,6 +872,57 @@ impl Walker {
         let content = p.content.clone()?;
         content.iter().all(|id| self.saver.index.contains(id)).then_some(content)
     }
+}
+
+/// The entries of directory `path`, listed from a handle opened without
+/// following a symlink and checked to be the directory `meta` describes: a
+/// directory swapped for a symlink after it was looked at is not listed.
+fn list_dir(path: &Path, meta: &Metadata) -> std::io::Result<Vec<PathBuf>> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    let st = rustix::fs::fstat(&fd).map_err(std::io::Error::from)?;
+    if (st.st_dev, st.st_ino) != (meta.dev(), meta.ino()) {
+        return Err(std::io::Error::other("it was replaced while the backup ran"));
+    }
+    let mut out = Vec::new();
+    let mut dir = rustix::fs::Dir::read_from(&fd).map_err(std::io::Error::from)?;
+    while let Some(e) = dir.read() {
+        let e = e.map_err(std::io::Error::from)?;
+        let name = e.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            out.push(path.join(std::ffi::OsStr::from_bytes(name)));
+        }
+    }
+    Ok(out)
+}
+
+/// Opens a file to back it up, and says what it is from the open handle.
+///
+/// `O_NOFOLLOW`: a file swapped for a symlink after it was listed is not
+/// followed. `O_NONBLOCK`: a FIFO swapped in does not hang the backup (a
+/// regular file ignores the flag). Anything that is not a regular file once
+/// open is refused.
+fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, Metadata)> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    let f = std::fs::File::from(fd);
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(std::io::Error::other(
+            "is no longer a regular file (it was replaced while the backup ran)",
+        ));
+    }
+    Ok((f, m))
 }
 
 fn find<'a>(tree: &'a Tree, name: &[u8]) -> Option<&'a Node> {

@@ -1,7 +1,6 @@
 //! Reading a snapshot's trees: finding a path, listing entries.
 use std::path::{Component, Path, PathBuf};
 
-use futures::future::BoxFuture;
 use kura_format::tree::{Node, NodeType, Tree};
 use kura_format::Id;
 
@@ -52,27 +51,110 @@ pub async fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) 
     Ok(found)
 }
 
-/// Every entry under `tree`, depth first in name order, with its path
-/// relative to the snapshot root.
-pub fn walk<'a>(
-    repo: &'a Repository,
-    index: &'a Index,
-    tree: Id,
-    prefix: PathBuf,
-    out: &'a mut Vec<(PathBuf, Node)>,
-) -> BoxFuture<'a, Result<()>> {
-    Box::pin(async move {
-        let t: Tree = repo.load_tree(index, &tree).await?;
-        for node in t.nodes {
-            use std::os::unix::ffi::OsStrExt;
-            let name = node.name_bytes()?;
-            let path = prefix.join(std::ffi::OsStr::from_bytes(&name));
-            let sub = node.subtree.filter(|_| node.kind == NodeType::Dir);
-            out.push((path.clone(), node));
-            if let Some(sub) = sub {
-                walk(repo, index, sub, path, out).await?;
+/// How deep a snapshot's trees nest and how many entries they expand to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Directory levels below the root tree.
+    pub depth: usize,
+    /// Entries, counting a subtree as often as it is referenced.
+    pub entries: u64,
+}
+
+/// The most entries a listing or restore expands (format.md §10): a crafted
+/// snapshot that reuses one subtree at every level would otherwise expand
+/// without bound while each tree is small.
+pub const MAX_ENTRIES: u64 = 50_000_000;
+
+/// The shape of the trees under `root`, each distinct tree loaded once, with
+/// no recursion; refuses one nested deeper than [`kura_format::tree::MAX_DEPTH`]
+/// or expanding to more than [`MAX_ENTRIES`] entries.
+pub async fn shape(repo: &Repository, index: &Index, root: Id) -> Result<Shape> {
+    shape_with(repo, index, root, &mut Default::default()).await
+}
+
+/// [`shape`], remembering the shape of every tree seen in `memo` (verify
+/// shares one across snapshots).
+pub async fn shape_with(
+    repo: &Repository,
+    index: &Index,
+    root: Id,
+    memo: &mut std::collections::HashMap<Id, Shape>,
+) -> Result<Shape> {
+    if let Some(s) = memo.get(&root) {
+        return Ok(*s);
+    }
+    struct Frame {
+        id: Id,
+        subs: Vec<Id>,
+        next: usize,
+        shape: Shape,
+    }
+    let open = |id: Id, t: Tree| Frame {
+        id,
+        subs: t.nodes.iter().filter(|n| n.kind == NodeType::Dir).filter_map(|n| n.subtree).collect(),
+        next: 0,
+        shape: Shape { depth: 0, entries: t.nodes.len() as u64 },
+    };
+    let mut stack = vec![open(root, repo.load_tree(index, &root).await?)];
+    loop {
+        let top = stack.last_mut().expect("the root frame is popped last");
+        if top.next < top.subs.len() {
+            let sub = top.subs[top.next];
+            top.next += 1;
+            if let Some(s) = memo.get(&sub) {
+                top.shape.depth = top.shape.depth.max(s.depth + 1);
+                top.shape.entries = top.shape.entries.saturating_add(s.entries);
+            } else {
+                if stack.len() > kura_format::tree::MAX_DEPTH {
+                    return Err(RepoError::TreeTooDeep { max: kura_format::tree::MAX_DEPTH });
+                }
+                let t = repo.load_tree(index, &sub).await?;
+                stack.push(open(sub, t));
+            }
+        } else {
+            let done = stack.pop().expect("not empty");
+            memo.insert(done.id, done.shape);
+            match stack.last_mut() {
+                None => return Ok(done.shape),
+                Some(parent) => {
+                    parent.shape.depth = parent.shape.depth.max(done.shape.depth + 1);
+                    parent.shape.entries = parent.shape.entries.saturating_add(done.shape.entries);
+                }
             }
         }
-        Ok(())
-    })
+        let top = stack.last().expect("not empty");
+        if top.shape.entries > MAX_ENTRIES {
+            return Err(RepoError::TooManyEntries { max: MAX_ENTRIES });
+        }
+    }
+}
+
+/// Every entry under `tree`, depth first in name order, with its path
+/// relative to the snapshot root. Refuses (before expanding anything) trees
+/// whose [`shape`] is out of bounds; walks without recursion.
+pub async fn walk(
+    repo: &Repository,
+    index: &Index,
+    tree: Id,
+    prefix: PathBuf,
+    out: &mut Vec<(PathBuf, Node)>,
+) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    shape(repo, index, tree).await?;
+    let mut stack: Vec<(PathBuf, std::vec::IntoIter<Node>)> =
+        vec![(prefix, repo.load_tree(index, &tree).await?.nodes.into_iter())];
+    while let Some((dir, nodes)) = stack.last_mut() {
+        let Some(node) = nodes.next() else {
+            stack.pop();
+            continue;
+        };
+        let path = dir.join(std::ffi::OsStr::from_bytes(&node.name_bytes()?));
+        let sub = node.subtree.filter(|_| node.kind == NodeType::Dir);
+        out.push((path.clone(), node));
+        if let Some(sub) = sub {
+            let t = repo.load_tree(index, &sub).await?;
+            stack.push((path, t.nodes.into_iter()));
+        }
+    }
+    Ok(())
 }

@@ -43,6 +43,12 @@ pub enum RepoError {
     Refused(String),
     #[error("the backup could not refresh its session for over 4 minutes, so a concurrent prune may have removed data it reused; no snapshot was written")]
     SessionLapsed,
+    #[error("snapshot {id} is unreadable and may be the newest ({reason}); \"latest\" would quietly mean an older one")]
+    DamagedSnapshot { id: String, reason: String },
+    #[error("the snapshot's directories nest deeper than {max} levels; it is refused as damaged or hostile")]
+    TreeTooDeep { max: usize },
+    #[error("the snapshot expands to more than {max} entries; it is refused as damaged or hostile")]
+    TooManyEntries { max: u64 },
     #[error("the program producing the stream failed: {0}")]
     StreamSource(String),
 }
@@ -61,7 +67,7 @@ impl RepoError {
             }
             RepoError::AlreadyInitialized { .. } => "use the existing repository, or choose another location",
             RepoError::WrongPassword { .. } => {
-                "check KURA_PASSWORD, --password-file or --password-command; `kura key list` shows the keys"
+                "check the password source (KURA_PASSWORD, --password-file or --password-command)"
             }
             RepoError::SnapshotNotFound(_) => "`kura snapshots` lists them",
             RepoError::AmbiguousId { .. } => "type more characters of the id",
@@ -73,6 +79,13 @@ impl RepoError {
             }
             RepoError::Format(FormatError::Unauthentic { .. } | FormatError::Corrupt { .. }) => {
                 "run `kura verify --read-data` to see what is affected"
+            }
+            RepoError::DamagedSnapshot { .. } => {
+                "name the snapshot to restore (`kura snapshots` lists the readable ones), or `kura verify` \
+                 and then `kura forget` the damaged one"
+            }
+            RepoError::TreeTooDeep { .. } | RepoError::TooManyEntries { .. } => {
+                "`kura verify` names such snapshots; restore an older one, or forget this one"
             }
             RepoError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
                 "free space on that filesystem (packs are assembled in a local repository's data/ folder, \

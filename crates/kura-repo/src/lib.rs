@@ -11,7 +11,10 @@
 pub mod backup;
 pub mod browse;
 pub mod chunker;
+mod dump;
 mod error;
+#[doc(hidden)]
+pub mod forge;
 pub mod index;
 pub mod prune;
 pub mod repair;

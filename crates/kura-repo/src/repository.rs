@@ -110,14 +110,25 @@ impl Repository {
         if keys.is_empty() {
             return Err(RepoError::NoKeys { location });
         }
+        // Any key file that cannot be used is skipped, never fatal: anyone who
+        // can write the store could plant one that sorts first. Only when no
+        // key opens is a newer key version worth naming.
+        let mut newer = None;
         for meta in keys {
             let Some(id) = paths::id_of(&meta.key) else {
                 continue;
             };
-            let bytes = store.get(&meta.key).await?;
+            let bytes = match store.get(&meta.key).await {
+                Ok(b) => b,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
             let kf = match KeyFile::decode(&bytes) {
                 Ok(k) => k,
-                Err(e @ FormatError::UnsupportedVersion { .. }) => return Err(e.into()),
+                Err(e @ FormatError::UnsupportedVersion { .. }) => {
+                    newer = Some(e);
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(key = %id.short(), error = %e, "skipping unreadable key file");
                     continue;
@@ -129,8 +140,11 @@ impl Repository {
                     return Ok(Repository { store, config, key, key_id: id, write_level });
                 }
                 Err(FormatError::WrongPassword) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => tracing::warn!(key = %id.short(), error = %e, "skipping unusable key file"),
             }
+        }
+        if let Some(e) = newer {
+            return Err(e.into());
         }
         Err(RepoError::WrongPassword { location })
     }
@@ -219,9 +233,11 @@ impl Repository {
 
     /// Finds a snapshot by id prefix, or `latest`.
     pub async fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
-        let (all, _) = self.snapshots().await?;
+        let (all, bad) = self.snapshots().await?;
         if spec == "latest" {
-            return all.into_iter().last().ok_or_else(|| RepoError::SnapshotNotFound(spec.into()));
+            let latest = all.into_iter().last();
+            self.refuse_newer_damage(latest.as_ref().map(|(_, s)| s.time), &bad).await?;
+            return latest.ok_or_else(|| RepoError::SnapshotNotFound(spec.into()));
         }
         let spec_l = spec.to_ascii_lowercase();
         let matches: Vec<_> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec_l)).collect();
@@ -234,6 +250,30 @@ impl Repository {
                 candidates: matches.iter().map(|(id, _)| id.short()).collect::<Vec<_>>().join(", "),
             }),
         }
+    }
+
+    /// "latest" must not quietly mean an older snapshot than the newest: a
+    /// snapshot that cannot be read has no readable time, so the store's
+    /// modification time of its object decides. One that may be newer than
+    /// `latest` (or any, when there is none) fails the choice; an older one
+    /// is only warned about.
+    pub async fn refuse_newer_damage(
+        &self,
+        latest: Option<chrono::DateTime<chrono::Utc>>,
+        bad: &[(Id, RepoError)],
+    ) -> Result<()> {
+        // Hosts' clocks and the store's differ: within ten minutes is "may be newer".
+        const SKEW: i64 = 600;
+        for (id, e) in bad {
+            let written = self.store.stat(&paths::snapshot(id)).await.ok().and_then(|m| m.modified);
+            match (latest, written) {
+                (Some(l), Some(w)) if w < l.timestamp() - SKEW => {
+                    tracing::warn!(snapshot = %id.short(), error = %e, "an older snapshot is unreadable");
+                }
+                _ => return Err(RepoError::DamagedSnapshot { id: id.short(), reason: e.to_string() }),
+            }
+        }
+        Ok(())
     }
 
     /// Packs listed by deletion markers (format.md §13).
@@ -252,13 +292,21 @@ impl Repository {
         for meta in self.store.list(paths::DELETIONS).await? {
             let Some(id) = paths::id_of(&meta.key) else { continue };
             match self.store.get(&paths::deletion(&id)).await {
-                Ok(b) => {
-                    let mut m = DeletionMarker::open(&self.key, &b)?;
-                    if let Some(stored) = stored_time(&meta) {
-                        m.created = stored;
+                Ok(b) => match DeletionMarker::open(&self.key, &b) {
+                    Ok(mut m) => {
+                        if let Some(stored) = stored_time(&meta) {
+                            m.created = stored;
+                        }
+                        out.push((id, m))
                     }
-                    out.push((id, m))
-                }
+                    // Anyone who can write the store could plant one: an
+                    // unreadable marker protects nothing and deletes
+                    // nothing, so it never blocks backups or prune. `kura
+                    // verify` reports it.
+                    Err(e) => {
+                        tracing::warn!(marker = %id.short(), error = %e, "ignoring an unreadable deletion marker")
+                    }
+                },
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             }
@@ -301,6 +349,35 @@ impl Repository {
             index.add_file(&file, exclude);
         }
         index.finish();
+        Ok(index)
+    }
+
+    /// The index without the packs pending deletion and without entries whose
+    /// pack is not in the store (lost, or named by an old index copied back).
+    /// A writer deduplicating against those would write snapshots that cannot
+    /// be restored, so their blobs are stored again instead; a reader finds
+    /// a blob's other copy rather than the lost one. A pack that appears after
+    /// the listing is left out too, which costs a writer only a duplicate
+    /// (format.md §12.4).
+    pub async fn load_index_present(&self, pending: &HashSet<Id>) -> Result<Index> {
+        let listed = self.list_packs().await?;
+        let mut index = self.load_index(pending).await?;
+        let missing: HashSet<Id> = index
+            .packs()
+            .iter()
+            .filter(|p| !listed.contains_key(*p) && !pending.contains(*p))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(
+                packs = missing.len(),
+                "the index names packs that are not in the repository; their blobs will be stored again \
+                 (`kura verify` shows which snapshots lost data, `kura repair index` drops the entries)"
+            );
+            let mut exclude = pending.clone();
+            exclude.extend(missing);
+            index = self.load_index(&exclude).await?;
+        }
         Ok(index)
     }
 

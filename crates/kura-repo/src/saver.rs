@@ -149,12 +149,15 @@ impl Packer {
     }
 
     fn append(&mut self, dir: &Path, bytes: &[u8]) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         if self.file.is_none() {
             std::fs::create_dir_all(dir).map_err(|e| RepoError::io(dir, e))?;
             let path = dir.join(format!("{SPOOL_PREFIX}{:016x}", rand::random::<u64>()));
+            // Private while it is assembled; the store gives it its mode.
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&path)
                 .map_err(|e| RepoError::io(&path, e))?;
             let spool = SpoolFile::locked(path.clone());

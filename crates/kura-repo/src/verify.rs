@@ -86,6 +86,27 @@ pub async fn verify(
         report.problem(paths::snapshot(&id), e.to_string());
     }
 
+    // Deletion markers and key files anyone who can write the store could
+    // plant: readers skip what they cannot use, and verify names it.
+    for meta in repo.store().list(paths::DELETIONS).await? {
+        let Some(id) = paths::id_of(&meta.key) else { continue };
+        if let Ok(b) = repo.store().get(&meta.key).await {
+            if let Err(e) = kura_format::session::DeletionMarker::open(repo.key(), &b) {
+                report.problem(
+                    meta.key.clone(),
+                    format!("unreadable deletion marker {} (ignored): {e}", id.short()),
+                );
+            }
+        }
+    }
+    for meta in repo.store().list(paths::KEYS).await? {
+        if let Ok(b) = repo.store().get(&meta.key).await {
+            if let Err(e) = kura_format::key::KeyFile::decode(&b) {
+                report.problem(meta.key.clone(), format!("unreadable key file (skipped when opening): {e}"));
+            }
+        }
+    }
+
     // Index files one by one, so one bad file is reported, not fatal.
     let mut index = Index::new();
     let mut files: Vec<IndexFile> = Vec::new();
@@ -131,10 +152,28 @@ pub async fn verify(
                     report.problem(paths::pack(&p.id), why.clone());
                 }
                 for b in &p.blobs {
-                    damaged.insert(b.id, why.clone());
+                    // A blob stored again in a pack that is there (a backup
+                    // that found this pack missing) is not lost.
+                    let elsewhere =
+                        index.get_all(&b.id).iter().any(|l| l.pack != p.id && listed.contains_key(&l.pack));
+                    if !elsewhere {
+                        damaged.insert(b.id, why.clone());
+                    }
                 }
             }
         }
+    }
+
+    // Reads go to packs that are there: a blob stored again after its pack
+    // was lost is read from its new copy.
+    let missing: HashSet<Id> = index.packs().iter().filter(|p| !listed.contains_key(*p)).copied().collect();
+    if !missing.is_empty() {
+        let mut present = Index::new();
+        for f in &files {
+            present.add_file(f, &missing);
+        }
+        present.finish();
+        index = present;
     }
 
     let selected: Vec<Id> = match opts.read_data {
@@ -190,6 +229,7 @@ pub async fn verify(
     // Trace damage and missing blobs to snapshots and paths.
     let mut clean: HashSet<Id> = HashSet::new();
     let mut affected: HashSet<Affected> = HashSet::new();
+    let mut shapes = HashMap::new();
     for (sid, snap) in &snapshots {
         let mut ctx = TraceCtx {
             repo,
@@ -201,8 +241,14 @@ pub async fn verify(
             trees: 0,
             snapshot: sid.short(),
         };
-        trace(&mut ctx, snap.tree, PathBuf::from("/")).await;
+        let intact = trace(&mut ctx, snap.tree, PathBuf::from("/"), 0).await;
         report.trees += ctx.trees;
+        // What restore and ls would refuse, verify reports.
+        if intact {
+            if let Err(e) = crate::browse::shape_with(repo, &index, snap.tree, &mut shapes).await {
+                report.problem(paths::snapshot(sid), e.to_string());
+            }
+        }
         let problems = std::mem::take(&mut ctx.problems);
         for (o, m) in problems {
             if !report.errors.iter().any(|e| e.object == o && e.message == m) {
@@ -286,10 +332,15 @@ impl TraceCtx<'_> {
 }
 
 /// Returns whether everything under `tree` is intact.
-fn trace<'a, 'b>(ctx: &'a mut TraceCtx<'b>, tree: Id, path: PathBuf) -> BoxFuture<'a, bool> {
+fn trace<'a, 'b>(ctx: &'a mut TraceCtx<'b>, tree: Id, path: PathBuf, depth: usize) -> BoxFuture<'a, bool> {
     Box::pin(async move {
         if ctx.clean.contains(&tree) {
             return true;
+        }
+        if depth > kura_format::tree::MAX_DEPTH {
+            let why = crate::RepoError::TreeTooDeep { max: kura_format::tree::MAX_DEPTH }.to_string();
+            ctx.hit(&path, &tree, &why);
+            return false;
         }
         ctx.trees += 1;
         if let Some(why) = ctx.damaged.get(&tree).cloned() {
@@ -311,7 +362,7 @@ fn trace<'a, 'b>(ctx: &'a mut TraceCtx<'b>, tree: Id, path: PathBuf) -> BoxFutur
             match node.kind {
                 NodeType::Dir => {
                     if let Some(sub) = node.subtree {
-                        ok &= trace(ctx, sub, p).await;
+                        ok &= trace(ctx, sub, p, depth + 1).await;
                     }
                 }
                 NodeType::File => {

@@ -321,7 +321,7 @@ async fn previous(repo: &Repository, opts: &BackupOptions) -> Result<HashMap<Str
     }) else {
         return Ok(HashMap::new());
     };
-    let index = repo.load_index(&Default::default()).await?;
+    let index = repo.load_index_present(&Default::default()).await?;
     // A damaged previous snapshot only costs the reuse, never the backup.
     let (manifest, mut content) = match load(repo, &index, snap.tree).await {
         Ok(x) => x,
@@ -355,6 +355,15 @@ pub async fn backup(
         .await
         .map_err(|e| SourceError::Refused(format!("cannot list {}: {e}", store.location())))?;
     listed.sort_by(|a, b| a.key.cmp(&b.key));
+    // A key no store could write back without leaving its prefix is left
+    // out, loudly (restore refuses such keys: format.md §11.2).
+    listed.retain(|m| match kura_store::check_key(&m.key) {
+        Ok(()) => true,
+        Err(_) => {
+            tracing::warn!(key = %m.key, "object key has empty, `.` or `..` segments; it is not backed up");
+            false
+        }
+    });
     if listed.is_empty() {
         tracing::warn!(location = %store.location(), "no objects under the prefix; the snapshot holds only the manifest");
     }
@@ -468,9 +477,24 @@ pub async fn restore(
     keep: Option<Arc<dyn Store>>,
     opts: &RestoreOptions,
 ) -> Result<ObjectsRestored, SourceError> {
-    let index = repo.load_index(&Default::default()).await?;
+    let index = repo.load_index_present(&Default::default()).await?;
     let (manifest, content) = load(repo, &index, tree).await?;
     let chosen = select(&manifest, opts);
+    // Keys come from the repository: a hostile or damaged manifest must not
+    // steer a write outside the destination (`../x`, `/etc/cron.d/x`). The
+    // stores refuse such keys too; refusing here writes nothing at all.
+    let escaping: Vec<&str> =
+        chosen.iter().filter(|e| kura_store::check_key(&e.key).is_err()).map(|e| e.key.as_str()).collect();
+    if !escaping.is_empty() {
+        let shown: Vec<String> = escaping.iter().take(5).map(|k| format!("{k:?}")).collect();
+        return Err(SourceError::Refused(format!(
+            "the snapshot's manifest holds {} object keys that would leave the destination ({}{}); \
+             nothing was written: the snapshot is damaged or was written by someone hostile",
+            escaping.len(),
+            shown.join(", "),
+            if escaping.len() > 5 { ", …" } else { "" }
+        )));
+    }
     if chosen.is_empty() {
         return Err(SourceError::Refused(
             "no object of the snapshot matches the key prefix and date range".into(),

@@ -13,6 +13,10 @@ pub enum ErrorKind {
     Transient,
     /// The store's configuration is wrong (bad URL, missing credentials).
     Config,
+    /// A key that is not a plain relative path (`..`, `.` or empty
+    /// segments, a leading `/`, a NUL): refused before any I/O, so no key
+    /// can reach outside the store's root.
+    InvalidKey,
     Other,
 }
 

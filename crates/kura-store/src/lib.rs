@@ -30,6 +30,34 @@ pub use url::{open_url, open_url_with, percent_decode, StoreUrl};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Checks that `key` is a plain relative path: segments separated by `/`,
+/// none empty, `.` or `..`, no leading `/`, no NUL. Every store refuses
+/// other keys with [`ErrorKind::InvalidKey`] before any I/O, so a key taken
+/// from a repository (an object_store manifest) can never name a place
+/// outside the store's root, on a local disk or in a bucket.
+pub fn check_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.contains('\0')
+        || key.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..");
+    if bad {
+        return Err(StoreError::new(
+            ErrorKind::InvalidKey,
+            "check",
+            key,
+            "not a plain relative key (empty, `.` or `..` segments, a leading `/`, or a NUL)",
+        ));
+    }
+    Ok(())
+}
+
+/// The same for a listing prefix, which may be empty or end in `/`.
+pub fn check_prefix(prefix: &str) -> Result<()> {
+    match prefix.strip_suffix('/').unwrap_or(prefix) {
+        "" if !prefix.starts_with('/') => Ok(()),
+        p => check_key(p),
+    }
+}
+
 /// One listed object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectMeta {

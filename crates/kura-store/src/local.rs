@@ -28,10 +28,6 @@ impl LocalStore {
         LocalStore { root: root.into() }
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
-    }
-
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(PathBuf) -> Result<T> + Send + 'static,
@@ -43,12 +39,50 @@ impl LocalStore {
     }
 }
 
-fn write_temp(final_path: &Path, data: &[u8], key: &str) -> Result<PathBuf> {
+/// The file of `key` under `root`, for a key that stays under it.
+fn joined(root: &Path, key: &str) -> Result<PathBuf> {
+    crate::check_key(key)?;
+    Ok(root.join(key))
+}
+
+/// The modes of what the store creates: private (0700 and 0600), so that
+/// no local user can copy key files to guess passwords offline, unless the
+/// repository's own directory grants its group access, which new files and
+/// directories then share (to share a repository with a group: `chgrp` it
+/// and `chmod 2770` it).
+fn modes(root: &Path) -> (u32, u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let group = fs::metadata(root).map(|m| m.permissions().mode() & 0o070).unwrap_or(0);
+    (0o700 | group, 0o600 | (group & 0o060))
+}
+
+/// Creates `dir` and any missing parents with the store's directory mode.
+fn make_dirs(root: &Path, dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mode = modes(root).0;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new().recursive(true).mode(mode).create(dir)?;
+    // The umask may have taken the group's bits; a shared repository needs them.
+    if mode & 0o070 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+fn write_temp(root: &Path, final_path: &Path, data: &[u8], key: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = final_path.parent().expect("object paths have a parent");
-    fs::create_dir_all(dir).map_err(|e| StoreError::from_io("put", key, e))?;
+    make_dirs(root, dir).map_err(|e| StoreError::from_io("put", key, e))?;
     let tmp = dir.join(format!("{TMP_PREFIX}{:016x}", rand::random::<u64>()));
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mode = modes(root).1;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        if mode & 0o070 != 0 {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
         f.write_all(data)?;
         f.sync_all()
     })();
@@ -82,8 +116,8 @@ impl Store for LocalStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let key = key.to_string();
         self.blocking(move |root| {
-            let path = root.join(&key);
-            let tmp = write_temp(&path, &data, &key)?;
+            let path = joined(&root, &key)?;
+            let tmp = write_temp(&root, &path, &data, &key)?;
             fs::rename(&tmp, &path).map_err(|e| {
                 let _ = fs::remove_file(&tmp);
                 StoreError::from_io("put", &key, e)
@@ -97,11 +131,11 @@ impl Store for LocalStore {
     async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
         let key = key.to_string();
         self.blocking(move |root| {
-            let path = root.join(&key);
+            let path = joined(&root, &key)?;
             if path.exists() {
                 return Err(StoreError::new(ErrorKind::AlreadyExists, "put_new", &key, "object exists"));
             }
-            let tmp = write_temp(&path, &data, &key)?;
+            let tmp = write_temp(&root, &path, &data, &key)?;
             let linked = link_new(&tmp, &path, &key);
             let _ = fs::remove_file(&tmp);
             linked
@@ -113,7 +147,11 @@ impl Store for LocalStore {
     /// the same filesystem as their final place, under a temporary name that
     /// listings skip.
     fn spool_dir(&self) -> Option<PathBuf> {
-        Some(self.root.join("data"))
+        let dir = self.root.join("data");
+        // Made here with the store's modes, before a writer makes it with
+        // its own.
+        let _ = make_dirs(&self.root, &dir);
+        Some(dir)
     }
 
     /// Publishes a file assembled in [`Store::spool_dir`] by linking it
@@ -122,24 +160,30 @@ impl Store for LocalStore {
         let key = key.to_string();
         let src = src.to_path_buf();
         self.blocking(move |root| {
-            let path = root.join(&key);
+            let path = joined(&root, &key)?;
             if path.exists() {
                 return Err(StoreError::new(ErrorKind::AlreadyExists, "put_new", &key, "object exists"));
             }
             let io = |e| StoreError::from_io("put_new", &key, e);
             let dir = path.parent().expect("object paths have a parent");
-            fs::create_dir_all(dir).map_err(io)?;
+            make_dirs(&root, dir).map_err(io)?;
             use std::os::unix::fs::MetadataExt;
             let same_fs = src.metadata().map_err(io)?.dev() == dir.metadata().map_err(io)?.dev();
             if !same_fs {
                 // Spooled on another filesystem: a link cannot cross, copy.
-                let tmp = write_temp(&path, &fs::read(&src).map_err(io)?, &key)?;
+                let tmp = write_temp(&root, &path, &fs::read(&src).map_err(io)?, &key)?;
                 let linked = link_new(&tmp, &path, &key);
                 let _ = fs::remove_file(&tmp);
                 return linked;
             }
-            // Durable before it has a name (format.md §12.2).
-            File::open(&src).and_then(|f| f.sync_all()).map_err(io)?;
+            // Durable, and with the store's mode, before it has a name
+            // (format.md §12.2).
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let f = File::open(&src).map_err(io)?;
+                f.set_permissions(fs::Permissions::from_mode(modes(&root).1)).map_err(io)?;
+                f.sync_all().map_err(io)?;
+            }
             link_new(&src, &path, &key)?;
             let _ = fs::remove_file(&src);
             Ok(())
@@ -150,7 +194,7 @@ impl Store for LocalStore {
     async fn get(&self, key: &str) -> Result<Bytes> {
         let key = key.to_string();
         self.blocking(move |root| {
-            fs::read(root.join(&key)).map(Bytes::from).map_err(|e| StoreError::from_io("get", &key, e))
+            fs::read(joined(&root, &key)?).map(Bytes::from).map_err(|e| StoreError::from_io("get", &key, e))
         })
         .await
     }
@@ -159,7 +203,7 @@ impl Store for LocalStore {
         let key = key.to_string();
         self.blocking(move |root| {
             let io = |e| StoreError::from_io("get_range", &key, e);
-            let mut f = File::open(root.join(&key)).map_err(io)?;
+            let mut f = File::open(joined(&root, &key)?).map_err(io)?;
             let len = f.metadata().map_err(io)?.len();
             if range.end > len || range.start > range.end {
                 return Err(StoreError::new(
@@ -180,7 +224,7 @@ impl Store for LocalStore {
     async fn stat(&self, key: &str) -> Result<ObjectMeta> {
         let key = key.to_string();
         self.blocking(move |root| {
-            let m = fs::metadata(root.join(&key)).map_err(|e| StoreError::from_io("stat", &key, e))?;
+            let m = fs::metadata(joined(&root, &key)?).map_err(|e| StoreError::from_io("stat", &key, e))?;
             Ok(ObjectMeta { key, size: m.len(), modified: mtime(&m), content_type: None })
         })
         .await
@@ -189,6 +233,7 @@ impl Store for LocalStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let prefix = prefix.to_string();
         self.blocking(move |root| {
+            crate::check_prefix(&prefix)?;
             let mut out = Vec::new();
             let start = root.join(&prefix);
             walk(&root, &start, &mut out).map_err(|e| StoreError::from_io("list", &prefix, e))?;
@@ -199,7 +244,7 @@ impl Store for LocalStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let key = key.to_string();
-        self.blocking(move |root| match fs::remove_file(root.join(&key)) {
+        self.blocking(move |root| match fs::remove_file(joined(&root, &key)?) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StoreError::from_io("delete", &key, e)),
@@ -251,7 +296,7 @@ impl LocalStore {
     /// The absolute path of a key, for tests that damage a repository on
     /// purpose.
     pub fn path_of(&self, key: &str) -> PathBuf {
-        self.path(key)
+        self.root.join(key)
     }
 }
 

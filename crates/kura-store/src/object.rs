@@ -188,6 +188,7 @@ impl Store for OpendalStore {
     }
 
     async fn put_typed(&self, key: &str, data: Bytes, content_type: &str) -> Result<()> {
+        crate::check_key(key)?;
         let len = data.len();
         let w = self.op.write_with(key, data).content_type(content_type);
         let w = if len > MULTIPART_CHUNK { w.chunk(MULTIPART_CHUNK) } else { w };
@@ -195,6 +196,7 @@ impl Store for OpendalStore {
     }
 
     async fn put_new(&self, key: &str, data: Bytes) -> Result<()> {
+        crate::check_key(key)?;
         // Conditional writes go in one request: multipart uploads do not all
         // carry the precondition on every service.
         self.op
@@ -207,10 +209,12 @@ impl Store for OpendalStore {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
+        crate::check_key(key)?;
         self.op.read(key).await.map(|b| b.to_bytes()).map_err(|e| map_err("get", key, e))
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        crate::check_key(key)?;
         let want = range.end - range.start;
         let got = self
             .op
@@ -233,6 +237,7 @@ impl Store for OpendalStore {
     }
 
     async fn stat(&self, key: &str) -> Result<ObjectMeta> {
+        crate::check_key(key)?;
         let m = self.op.stat(key).await.map_err(|e| map_err("stat", key, e))?;
         Ok(ObjectMeta {
             key: key.to_string(),
@@ -243,6 +248,7 @@ impl Store for OpendalStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        crate::check_prefix(prefix)?;
         let entries = match self.op.list_with(prefix).recursive(true).await {
             Ok(e) => e,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -265,6 +271,7 @@ impl Store for OpendalStore {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
+        crate::check_key(key)?;
         match self.op.delete(key).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),

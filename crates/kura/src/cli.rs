@@ -22,12 +22,18 @@ pub struct Global {
     /// Repository: a path, s3://bucket/prefix, gcs://bucket/prefix or azblob://container/prefix.
     #[arg(short = 'r', long, env = "KURA_REPOSITORY", global = true)]
     pub repo: Option<String>,
-    /// Read the password from this file (first line).
-    #[arg(long, env = "KURA_PASSWORD_FILE", global = true)]
+    /// Read the password from this file (first line). Wins over KURA_PASSWORD, KURA_PASSWORD_FILE and KURA_PASSWORD_COMMAND, which win over kura.toml.
+    #[arg(long, global = true)]
     pub password_file: Option<PathBuf>,
     /// Run this command (through sh) and use the first line it prints as the password.
-    #[arg(long, env = "KURA_PASSWORD_COMMAND", global = true)]
+    #[arg(long, global = true)]
     pub password_command: Option<String>,
+    /// The configured repository's own password sources (kura.toml), tried
+    /// after the command line and the environment.
+    #[arg(skip)]
+    pub config_password_file: Option<PathBuf>,
+    #[arg(skip)]
+    pub config_password_command: Option<String>,
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -192,6 +198,15 @@ pub struct RestoreArgs {
     /// Do not keep the replaced copy as NAME.bak-YYYYMMDD_HHMM.
     #[arg(long)]
     pub no_keep_old: bool,
+    /// Files targets in place: also move aside (into the kept copy) what the
+    /// snapshot lacks, except what the target's exclude and changed_within
+    /// leave out. Without it, only the snapshot's entries are written.
+    #[arg(long)]
+    pub mirror: bool,
+    /// With --into: run the target's pre_restore and post_restore hooks too
+    /// (a copy beside the live data runs none by default).
+    #[arg(long)]
+    pub hooks: bool,
     /// Database targets: only this table (repeatable); the database's other
     /// tables are not touched.
     #[arg(long = "table")]

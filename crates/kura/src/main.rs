@@ -40,14 +40,28 @@ fn tune_allocator() {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: the common soft
+/// limit of 1024 is the kernel's compatibility default for `select(2)`, which
+/// kura does not use, and restores of many files need more.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+}
+
 fn main() -> ExitCode {
     tune_allocator();
+    password::take_env_secrets();
+    raise_open_file_limit();
     let cli = Cli::parse();
     output::init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("kura: cannot start the async runtime: {e}");
+            crate::output::errln!("kura: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };

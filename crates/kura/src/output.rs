@@ -6,14 +6,40 @@ use serde::Serialize;
 
 use crate::cli::Global;
 
+/// Writes a line to standard output. A closed stdout (`kura … | head`) must
+/// never abort a backup or a restore midway, so write errors are ignored
+/// (Rust ignores SIGPIPE; `println!` would panic on EPIPE instead).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+pub(crate) use outln;
+
+/// The same for standard error, which may be a closed pipe too.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+pub(crate) use errln;
+
 /// Exit codes (documented in README.md).
 pub mod code {
     pub const OK: u8 = 0;
     pub const FAILED: u8 = 1;
-    /// Backup saved, but some source files could not be read.
+    /// Done, with warnings: a backup saved although some source files could
+    /// not be read or changed while read; a restore that left out entries on
+    /// purpose (sockets, device nodes without root).
     pub const PARTIAL_BACKUP: u8 = 3;
-    /// verify found damage, or restore could not restore some files.
+    /// verify found damage, or restore could not restore some files because
+    /// the repository's copy is damaged.
     pub const DAMAGE: u8 = 4;
+    /// Partly done: some entries could not be written here (a permission, a
+    /// full disk, something in the way), the rest was restored.
+    pub const PARTIAL: u8 = 5;
     pub const NO_REPOSITORY: u8 = 10;
     pub const WRONG_PASSWORD: u8 = 11;
     pub const BUSY: u8 = 12;
@@ -41,6 +67,11 @@ impl Failure {
     }
 
     /// Adds what was being done to the message.
+    pub fn with_code(mut self, code: u8) -> Failure {
+        self.code = code;
+        self
+    }
+
     pub fn context(mut self, what: impl Display) -> Failure {
         self.message = format!("{what}: {}", self.message);
         self
@@ -53,6 +84,7 @@ impl From<RepoError> for Failure {
             RepoError::NotARepository { .. } => code::NO_REPOSITORY,
             RepoError::WrongPassword { .. } | RepoError::NoKeys { .. } => code::WRONG_PASSWORD,
             RepoError::PruneRunning { .. } => code::BUSY,
+            RepoError::DamagedSnapshot { .. } => code::DAMAGE,
             _ => code::FAILED,
         };
         let mut message = e.to_string();
@@ -91,20 +123,20 @@ pub fn report_failure(g: &Global, f: &Failure) {
     if g.json {
         print_json(&serde_json::json!({ "error": f.message, "hint": f.hint, "exit_code": f.code }));
     }
-    eprintln!("kura: {}", f.message);
+    crate::output::errln!("kura: {}", f.message);
     if let Some(h) = &f.hint {
-        eprintln!("hint: {h}");
+        crate::output::errln!("hint: {h}");
     }
 }
 
 pub fn print_json<T: Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON output serializes"));
+    crate::output::outln!("{}", serde_json::to_string_pretty(value).expect("JSON output serializes"));
 }
 
 /// Prints a line unless --quiet or --json.
 pub fn say(g: &Global, line: impl Display) {
     if !g.quiet && !g.json {
-        println!("{line}");
+        crate::output::outln!("{line}");
     }
 }
 
@@ -118,7 +150,12 @@ pub fn init_logging(g: &Global) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("KURA_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal, and never with NO_COLOR (no-color.org):
+    // cron mail and the journal must not fill with escape codes.
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     if g.log_format == "json" {
         builder.json().init();
     } else {

@@ -89,9 +89,9 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
     }
     if !snapshot.warnings.is_empty() {
         for w in &snapshot.warnings {
-            eprintln!("warning: {}: {}", w.path, w.message);
+            crate::output::errln!("warning: {}: {}", w.path, w.message);
         }
-        eprintln!(
+        crate::output::errln!(
             "kura: snapshot {} saved, but {} path(s) could not be read",
             id.short(),
             snapshot.warnings.len()

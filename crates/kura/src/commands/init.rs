@@ -5,7 +5,7 @@ use crate::cli::{Global, InitArgs};
 use crate::output::{print_json, say, Failure};
 
 pub async fn run(g: &Global, a: &InitArgs) -> Result<u8, Failure> {
-    let store = super::open_store(g)?;
+    let (store, g2) = super::open_store_settings(g)?;
     let avg = a.chunk_avg_kib.saturating_mul(1024);
     let opts = InitOptions {
         chunker: ChunkerParams { min_size: avg / 4, avg_size: avg, max_size: avg.saturating_mul(4) },
@@ -15,7 +15,7 @@ pub async fn run(g: &Global, a: &InitArgs) -> Result<u8, Failure> {
         username: super::username(),
         ..InitOptions::default()
     };
-    let password = crate::password::read_new_password(g, None, true)?;
+    let password = crate::password::read_new_password(&g2, None, true)?;
     let repo = Repository::init(store, &password, &opts).await?;
     if g.json {
         print_json(&serde_json::json!({

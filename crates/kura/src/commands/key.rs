@@ -27,10 +27,10 @@ pub async fn run(g: &Global, a: &KeyArgs) -> Result<u8, Failure> {
                     .collect();
                 print_json(&v);
             } else {
-                println!("  {:<8}  {:<20}  {:<12}  user", "id", "created", "host");
+                crate::output::outln!("  {:<8}  {:<20}  {:<12}  user", "id", "created", "host");
                 for (id, k) in keys {
                     let mark = if id == repo.key_id() { "*" } else { " " };
-                    println!(
+                    crate::output::outln!(
                         "{mark} {:<8}  {:<20}  {:<12}  {}",
                         id.short(),
                         k.created.format("%Y-%m-%d %H:%M:%S"),

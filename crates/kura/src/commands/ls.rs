@@ -48,7 +48,7 @@ pub async fn run(g: &Global, a: &LsArgs) -> Result<u8, Failure> {
                 _ => '?',
             };
             let link = n.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
-            println!(
+            crate::output::outln!(
                 "{kind}{:04o} {:>6} {:>6} {:>12} {} {}{link}",
                 n.mode,
                 n.uid,
@@ -58,7 +58,7 @@ pub async fn run(g: &Global, a: &LsArgs) -> Result<u8, Failure> {
                 p.display()
             );
         } else {
-            println!("{}", p.display());
+            crate::output::outln!("{}", p.display());
         }
     }
     Ok(0)

@@ -101,13 +101,10 @@ fn repository_settings(
         },
     };
     tracing::debug!(repository = %rname, "using the configured repository");
-    // Password sources given on the command line or in the environment win
-    // over the config file's.
+    // Tried after the command line's and the environment's (password.rs).
     let mut g2 = g.clone();
-    if g.password_file.is_none() && g.password_command.is_none() {
-        g2.password_file = rc.password_file.clone();
-        g2.password_command = rc.password_command.clone();
-    }
+    g2.config_password_file = rc.password_file.clone();
+    g2.config_password_command = rc.password_command.clone();
     if g.compression.is_none() {
         g2.compression = rc.compression.clone();
     }
@@ -135,10 +132,12 @@ fn store_at_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<
     Ok(kura_store::open_url_with(url, env, policy)?)
 }
 
-pub fn open_store(g: &Global) -> Result<Arc<dyn Store>, Failure> {
+/// The store, and the settings (password sources, compression) the
+/// configured repository adds to the command line's.
+pub fn open_store_settings(g: &Global) -> Result<(Arc<dyn Store>, Global), Failure> {
     let cfg = if g.repo.is_none() { load_config(g)? } else { None };
-    let (url, _) = repository_settings(g, cfg.as_ref(), None)?;
-    store_at(&url)
+    let (url, g2) = repository_settings(g, cfg.as_ref(), None)?;
+    Ok((store_at(&url)?, g2))
 }
 
 async fn open_with(url: &str, g: &Global) -> Result<Arc<Repository>, Failure> {
@@ -153,7 +152,22 @@ async fn open_with(url: &str, g: &Global) -> Result<Arc<Repository>, Failure> {
         None => None,
     };
     let password = crate::password::read_password(g)?;
-    let repo = Repository::open(store, &password).await?;
+    let repo = Repository::open(store, &password).await.map_err(|e| {
+        let wrong = matches!(e, kura_repo::RepoError::WrongPassword { .. });
+        let f = Failure::from(e);
+        if wrong {
+            // Name the source that was used: `kura key list` would need the
+            // very password that failed.
+            f.hint(format!(
+                "{}; sources are tried in this order: --password-file, --password-command, KURA_PASSWORD, \
+                 KURA_PASSWORD_FILE, KURA_PASSWORD_COMMAND, then the repository's password_file or \
+                 password_command in kura.toml",
+                crate::password::describe_sources(g)
+            ))
+        } else {
+            f
+        }
+    })?;
     Ok(Arc::new(match level {
         Some(l) => repo.with_compression(l),
         None => repo,

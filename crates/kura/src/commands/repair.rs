@@ -18,10 +18,10 @@ pub async fn run(g: &Global, a: &RepairArgs) -> Result<u8, Failure> {
                 );
             }
             for (pack, why) in &r.unreadable_packs {
-                eprintln!("unreadable: {pack}: {why}");
+                crate::output::errln!("unreadable: {pack}: {why}");
             }
             if !r.unreadable_packs.is_empty() {
-                eprintln!("kura: {} packs could not be indexed; run `kura verify --read-data` to see what they affect", r.unreadable_packs.len());
+                crate::output::errln!("kura: {} packs could not be indexed; run `kura verify --read-data` to see what they affect", r.unreadable_packs.len());
                 return Ok(code::DAMAGE);
             }
             Ok(code::OK)

@@ -28,6 +28,7 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
         overwrite: a.overwrite,
         owners: super::euid() == 0,
         concurrency: 0,
+        after_dirs: test_gate(),
     };
     let counters = Arc::new(Counters::default());
     let total = if a.include.is_empty() { Some(snap.summary.bytes) } else { None };
@@ -51,12 +52,47 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
             ),
         );
     }
-    if !report.failed.is_empty() {
-        for (path, why) in &report.failed {
-            eprintln!("not restored: {path}: {why}");
+    Ok(restore_outcome(&report))
+}
+
+/// `KURA_TEST_RESTORE_GATE=PATH`: once its directories are made, the
+/// restore creates `PATH.waiting` and waits until `PATH` exists, so a test
+/// can change the target in between, as a racing local user would.
+pub fn test_gate() -> Option<kura_repo::restore::Hook> {
+    let gate = std::path::PathBuf::from(std::env::var_os("KURA_TEST_RESTORE_GATE")?);
+    Some(kura_repo::restore::Hook(Arc::new(move || {
+        let _ = std::fs::write(gate.with_extension("waiting"), b"");
+        while !gate.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        eprintln!("kura: {} entries could not be restored; nothing wrong was written", report.failed.len());
-        return Ok(code::DAMAGE);
+    })))
+}
+
+/// Lists what was left out and why, and picks the exit code: damage in the
+/// repository first, then entries that could not be written here, then
+/// entries skipped on purpose.
+pub fn restore_outcome(report: &kura_repo::restore::RestoreReport) -> u8 {
+    for (path, why) in &report.skipped {
+        tracing::warn!("skipped {path}: {why}");
     }
-    Ok(code::OK)
+    for (path, why) in &report.failed {
+        crate::output::errln!("not restored: {path}: {why}");
+    }
+    if !report.failed.is_empty() {
+        crate::output::errln!(
+            "kura: {} entries could not be restored ({} of them damaged in the repository); \
+             nothing was written outside the target and no file holds wrong bytes",
+            report.failed.len(),
+            report.damaged
+        );
+    }
+    if report.damaged > 0 {
+        code::DAMAGE
+    } else if !report.failed.is_empty() {
+        code::PARTIAL
+    } else if !report.skipped.is_empty() {
+        code::PARTIAL_BACKUP
+    } else {
+        code::OK
+    }
 }

@@ -2,7 +2,19 @@ use crate::cli::{Global, SnapshotsArgs};
 use crate::output::{human_bytes, print_json, Failure};
 
 pub async fn run(g: &Global, a: &SnapshotsArgs) -> Result<u8, Failure> {
-    let repo = super::open_repo(g).await?;
+    // A target names its repository; an unknown one is an error listing
+    // the configured ones (not "0 snapshots").
+    let cfg = match &a.target {
+        Some(_) => super::load_config(g)?,
+        None => None,
+    };
+    let repo = match (&a.target, &cfg) {
+        (Some(name), Some(cfg)) => {
+            let t = super::find_target(cfg, name)?;
+            super::open_repo_for(g, cfg, t).await?
+        }
+        _ => super::open_repo(g).await?,
+    };
     let (all, bad) = repo.snapshots().await?;
     for (id, e) in &bad {
         tracing::warn!("snapshot {} cannot be read: {e}", id.short());
@@ -25,12 +37,17 @@ pub async fn run(g: &Global, a: &SnapshotsArgs) -> Result<u8, Failure> {
             .collect();
         print_json(&v);
     } else {
-        println!(
+        crate::output::outln!(
             "{:<8}  {:<19}  {:<12}  {:>10}  {:<12}  {:<8}  paths",
-            "id", "time", "host", "size", "target", "run"
+            "id",
+            "time",
+            "host",
+            "size",
+            "target",
+            "run"
         );
         for (id, s) in &list {
-            println!(
+            crate::output::outln!(
                 "{:<8}  {:<19}  {:<12}  {:>10}  {:<12}  {:<8}  {}",
                 id.short(),
                 s.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
@@ -41,7 +58,7 @@ pub async fn run(g: &Global, a: &SnapshotsArgs) -> Result<u8, Failure> {
                 s.paths.join(" ")
             );
         }
-        println!("{} snapshots", list.len());
+        crate::output::outln!("{} snapshots", list.len());
     }
     Ok(if bad.is_empty() { 0 } else { crate::output::code::DAMAGE })
 }

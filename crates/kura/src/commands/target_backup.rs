@@ -26,15 +26,27 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
     let time = chrono::Utc::now();
     let mut repos: HashMap<String, Arc<Repository>> = HashMap::new();
     let mut report = Vec::new();
-    let mut exit = code::OK;
+    let mut warned = false;
+    let (mut saved, mut failed) = (Vec::new(), Vec::new());
     for t in targets {
         let repo = match repos.get(&t.repository) {
             Some(r) => r.clone(),
-            None => {
-                let r = super::open_repo_for(g, &cfg, t).await?;
-                repos.insert(t.repository.clone(), r.clone());
-                r
-            }
+            None => match super::open_repo_for(g, &cfg, t).await {
+                Ok(r) => {
+                    repos.insert(t.repository.clone(), r.clone());
+                    r
+                }
+                Err(f) => {
+                    // A single target: its own failure, with its own code.
+                    if a.targets.len() == 1 {
+                        return Err(f);
+                    }
+                    crate::output::errln!("kura: {}: {}", t.name, f.message);
+                    failed.push(t.name.clone());
+                    report.push(serde_json::json!({ "target": t.name, "ok": false, "error": f.message, "hint": f.hint }));
+                    continue;
+                }
+            },
         };
         let mut opts = BackupOptions {
             hostname: a.host.clone().unwrap_or_else(super::hostname),
@@ -102,30 +114,47 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
                     ),
                 );
                 for w in &r.snapshot.warnings {
-                    eprintln!("warning: {}: {}: {}", t.name, w.path, w.message);
+                    crate::output::errln!("warning: {}: {}: {}", t.name, w.path, w.message);
                 }
-                if !r.snapshot.warnings.is_empty() && exit == code::OK {
-                    exit = code::PARTIAL_BACKUP;
-                }
+                warned |= !r.snapshot.warnings.is_empty();
+                saved.push(t.name.clone());
                 report.push(serde_json::json!({
                     "target": t.name, "ok": true, "id": r.id, "summary": r.snapshot.summary,
                     "warnings": r.snapshot.warnings,
                 }));
             }
             Err(f) => {
-                eprintln!("kura: {}: {}", t.name, f.message);
+                crate::output::errln!("kura: {}: {}", t.name, f.message);
                 if let Some(h) = &f.hint {
-                    eprintln!("hint: {h}");
+                    crate::output::errln!("hint: {h}");
                 }
-                exit = code::FAILED;
+                failed.push(t.name.clone());
                 report.push(
                     serde_json::json!({ "target": t.name, "ok": false, "error": f.message, "hint": f.hint }),
                 );
             }
         }
     }
+    // Exit codes (README.md): all saved 0 (3 with warnings); some saved and
+    // some failed 5, each listed; none saved 1, and no run exists.
+    let exit = match (saved.is_empty(), failed.is_empty()) {
+        (_, true) if warned => code::PARTIAL_BACKUP,
+        (_, true) => code::OK,
+        (false, false) => code::PARTIAL,
+        (true, false) => code::FAILED,
+    };
     if g.json {
-        print_json(&serde_json::json!({ "run": run, "time": time, "targets": report }));
+        let run = (!saved.is_empty()).then_some(run);
+        print_json(&serde_json::json!({ "run": run, "time": time, "targets": report, "exit_code": exit }));
+    } else if saved.is_empty() {
+        crate::output::errln!("kura: no target was saved ({}); nothing was recorded", failed.join(", "));
+    } else if !failed.is_empty() {
+        crate::output::errln!(
+            "kura: run {}: saved {}; FAILED {}",
+            run.short(),
+            saved.join(", "),
+            failed.join(", ")
+        );
     } else {
         say(g, format!("run {}", run.short()));
     }

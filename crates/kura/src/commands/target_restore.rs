@@ -91,8 +91,31 @@ fn size_now(p: &std::path::Path) -> String {
     }
 }
 
+/// SIGINT and SIGTERM, caught from the moment this exists: one that
+/// arrives while pre_restore runs still stops the restore before it starts,
+/// and post_restore still runs.
+struct Interrupt(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Interrupt {
+    fn catch() -> Interrupt {
+        use tokio::signal::unix::{signal, SignalKind};
+        Interrupt(signal(SignalKind::interrupt()).ok().zip(signal(SignalKind::terminate()).ok()))
+    }
+
+    /// Resolves on the first signal, with its name.
+    async fn wait(&mut self) -> &'static str {
+        let Some((int, term)) = &mut self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+}
+
 fn hook(name: &str, cmd: &str) -> Result<(), Failure> {
-    eprintln!("running {name} hook: {cmd}");
+    crate::output::errln!("running {name} hook: {cmd}");
     let status = std::process::Command::new("sh")
         .args(["-c", cmd])
         .status()
@@ -103,13 +126,37 @@ fn hook(name: &str, cmd: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Whether a restore touches live data: in place, or `--into` something
+/// that already exists (a file, a non-empty folder). A copy into a new place
+/// asks nothing and runs no hooks: a monthly test restore must never stop
+/// production.
+fn touches_live(a: &RestoreArgs) -> bool {
+    match &a.into {
+        None => true,
+        Some(p) => match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(true),
+            Ok(_) => true,
+            Err(_) => false,
+        },
+    }
+}
+
+/// Whether the target's hooks run: always in place; with --into only when
+/// asked (--hooks).
+fn runs_hooks(a: &RestoreArgs) -> bool {
+    a.into.is_none() || a.hooks
+}
+
 fn confirm(g: &Global, a: &RestoreArgs) -> Result<(), Failure> {
-    if a.yes {
+    if a.yes || !touches_live(a) {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() || g.json {
-        return Err(Failure::new("refusing to restore in place without confirmation")
-            .hint("pass --yes, or --dry-run to see the plan"));
+        let what = match &a.into {
+            None => "refusing to restore in place without confirmation".to_string(),
+            Some(p) => format!("refusing to write over {}, which exists, without confirmation", p.display()),
+        };
+        return Err(Failure::new(what).hint("pass --yes, or --dry-run to see the plan"));
     }
     eprint!("proceed? [y/N] ");
     let mut answer = String::new();
@@ -168,9 +215,44 @@ struct Prepared<'c> {
     plan: Vec<String>,
 }
 
+/// The tables a PostgreSQL restore in place replaces, none meaning the
+/// whole database: those named with --table, else those of a target that
+/// backs up only some tables. A partial dump restored as a whole database
+/// would drop every table it does not hold from the live database.
+fn pg_tables_in_place(a: &RestoreArgs, pg: &kura_policy::PostgresTarget) -> Result<Vec<String>, Failure> {
+    if !a.tables.is_empty() || a.into.is_some() {
+        return Ok(a.tables.clone());
+    }
+    if !pg.exclude_tables.is_empty() {
+        return Err(Failure::new(
+            "this target leaves tables out (exclude_tables), so its snapshots cannot replace the whole live database",
+        )
+        .hint("restore chosen tables in place with --table T, or the whole dump --into a new database"));
+    }
+    Ok(pg.tables.clone())
+}
+
+/// What a files target's backup leaves out, which a restore in place leaves
+/// alone.
+fn file_filters(f: &kura_policy::FilesTarget) -> Result<kura_sources::files::Filters, Failure> {
+    Ok(kura_sources::files::Filters {
+        excludes: kura_repo::backup::Excludes::new(&f.exclude)?,
+        changed_within: f.changed_within,
+    })
+}
+
 async fn snapshots_of(repo: &Repository, t: &Target) -> Result<Vec<(Id, Snapshot)>, Failure> {
-    let (all, _) = repo.snapshots().await?;
-    Ok(all.into_iter().filter(|(_, s)| s.target.as_deref() == Some(t.name.as_str())).collect())
+    Ok(snapshots_and_damage(repo, t).await?.0)
+}
+
+/// A target's snapshots, and the repository's unreadable ones (whose target
+/// cannot be known).
+async fn snapshots_and_damage(
+    repo: &Repository,
+    t: &Target,
+) -> Result<(Vec<(Id, Snapshot)>, Vec<(Id, kura_repo::RepoError)>), Failure> {
+    let (all, bad) = repo.snapshots().await?;
+    Ok((all.into_iter().filter(|(_, s)| s.target.as_deref() == Some(t.name.as_str())).collect(), bad))
 }
 
 pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
@@ -184,7 +266,11 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     let t: &Target = super::find_target(&cfg, name)?;
     let object_opts = flag_options(a, t)?;
     let repo = super::open_repo_for(g, &cfg, t).await?;
-    let mine = snapshots_of(&repo, t).await?;
+    let (mine, bad) = snapshots_and_damage(&repo, t).await?;
+    if a.from.is_none() && a.run.is_none() && a.at.is_none() {
+        // The newest: never an older one in silence.
+        repo.refuse_newer_damage(mine.last().map(|(_, s)| s.time), &bad).await?;
+    }
     let (id, snap) = select(a, &t.name, mine)?;
     let p = prepare(a, t, repo, id, snap, object_opts).await?;
     show_plan(g, a, &p);
@@ -242,7 +328,21 @@ async fn prepare<'c>(
         ))
         .hint("choose it with --database NAME"));
     }
+    if let TargetKind::Postgres(pg) = &t.kind {
+        pg_tables_in_place(a, pg)?;
+    }
     let mut plan = Vec::new();
+    // A files target in place: what will be overwritten, added, moved aside.
+    let files_counts = match (&t.kind, &a.into) {
+        (TargetKind::Files(f), None) => Some(
+            kura_sources::files::plan_in_place(&repo, snap.tree, &f.paths, a.mirror, &file_filters(f)?)
+                .await?,
+        ),
+        _ => None,
+    };
+    if a.mirror && files_counts.is_none() {
+        return Err(Failure::new("--mirror applies to files targets restored in place"));
+    }
     let dests: Vec<PathBuf> = match &t.kind {
         TargetKind::Sqlite(s) => vec![a.into.clone().unwrap_or_else(|| s.path.clone())],
         TargetKind::Files(f) => match &a.into {
@@ -313,11 +413,12 @@ async fn prepare<'c>(
             (TargetKind::Postgres(_) | TargetKind::Mysql(_), Some(_)) => {
                 format!("restore into the new database {} (the live database is not touched)", d.display())
             }
-            (TargetKind::Postgres(_), None) if !a.tables.is_empty() => format!(
-                "replace the rows of table(s) {} in database {} in one transaction (the old rows kept in schema kura_bak_YYYYMMDD_HHMM)",
-                a.tables.join(", "),
+            (TargetKind::Postgres(pg), None) if !pg_tables_in_place(a, pg)?.is_empty() => format!(
+                "replace the rows of table(s) {} in database {} in one transaction, and nothing else (the old rows kept in schema kura_bak_YYYYMMDD_HHMM)",
+                pg_tables_in_place(a, pg)?.join(", "),
                 d.display()
             ),
+
             (TargetKind::Postgres(_), None) => format!(
                 "restore into a fresh database, then swap it with database {} (kept as {}_bak_YYYYMMDD_HHMM)",
                 d.display(),
@@ -342,9 +443,28 @@ async fn prepare<'c>(
                 d.display(),
                 d.display()
             ),
+            (TargetKind::Files(_), None) => {
+                format!("write the snapshot's entries over {} (now {})", d.display(), size_now(d))
+            }
             _ => format!("replace {} (now {})", d.display(), size_now(d)),
         };
         plan.push(action);
+    }
+    if let Some(c) = &files_counts {
+        plan.push(format!(
+            "overwrite {} entries and add {}; {} the snapshot lacks {}",
+            c.overwritten,
+            c.added,
+            c.moved_aside + c.left_alone,
+            if a.mirror {
+                format!(
+                    "(--mirror): move {} aside into the kept copy, leave alone {} the target's filters leave out",
+                    c.moved_aside, c.left_alone
+                )
+            } else {
+                "are left alone (--mirror moves them aside)".to_string()
+            }
+        ));
     }
     Ok(Prepared { t, repo, id, snap, keep_old, dests, pg_dumps, object_opts, object_plan, plan })
 }
@@ -368,31 +488,40 @@ fn show_plan(g: &Global, a: &RestoreArgs, p: &Prepared) {
     if p.keep_old && a.into.is_none() && matches!(t.kind, TargetKind::Sqlite(_) | TargetKind::Files(_)) {
         say(g, "  the replaced copy is kept as NAME.bak-YYYYMMDD_HHMM beside it");
     }
-    if let Some(h) = &t.pre_restore {
-        say(g, format!("  before: {h}"));
-    }
-    if let Some(h) = &t.post_restore {
-        say(g, format!("  after: {h}"));
+    if runs_hooks(a) {
+        if let Some(h) = &t.pre_restore {
+            say(g, format!("  before: {h}"));
+        }
+        if let Some(h) = &t.post_restore {
+            say(g, format!("  after: {h} (also after a failure or an interruption)"));
+        }
+    } else if t.pre_restore.is_some() || t.post_restore.is_some() {
+        say(g, "  hooks: not run for a copy beside the live data (--hooks runs them)");
     }
 }
 
 /// Runs the hooks and the restore; the post hook runs even on failure.
 async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<serde_json::Value>, Failure> {
     let Prepared { t, repo, snap, keep_old, dests, pg_dumps, object_opts, mut object_plan, .. } = p;
-    if let Some(h) = &t.pre_restore {
+    let (pre, post) = if runs_hooks(a) { (&t.pre_restore, &t.post_restore) } else { (&None, &None) };
+    let mut interrupt = Interrupt::catch();
+    if let Some(h) = pre {
         if let Err(f) = hook("pre_restore", h) {
-            if let Some(post) = &t.post_restore {
+            if let Some(post) = post {
                 let _ = hook("post_restore", post);
             }
             return Err(f.context("nothing was restored"));
         }
     }
-    let result: Result<Vec<serde_json::Value>, Failure> = async {
+    let work = async {
         match &t.kind {
             TargetKind::Sqlite(_) => {
                 let name = snap.paths.first().cloned().unwrap_or_default();
                 let r = kura_sources::sqlite::restore(&repo, snap.tree, &name, &dests[0], keep_old).await?;
-                say(g, format!("restored {} ({}); integrity_check ok", r.path.display(), human_bytes(r.bytes)));
+                say(
+                    g,
+                    format!("restored {} ({}); integrity_check ok", r.path.display(), human_bytes(r.bytes)),
+                );
                 if let Some(k) = &r.kept {
                     say(g, format!("previous copy kept as {}", k.display()));
                 }
@@ -405,21 +534,49 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
                         owners: super::euid() == 0,
                         ..Default::default()
                     };
-                    let rep = kura_repo::restore::restore(&repo, snap.tree, dir, &opts, Default::default()).await?;
+                    let rep =
+                        kura_repo::restore::restore(&repo, snap.tree, dir, &opts, Default::default()).await?;
                     if !rep.failed.is_empty() {
-                        return Err(Failure::new(format!("{} entries could not be restored: {:?}", rep.failed.len(), rep.failed)));
+                        return Err(Failure::new(format!(
+                            "{} entries could not be restored: {:?}",
+                            rep.failed.len(),
+                            rep.failed
+                        )));
                     }
                     say(g, format!("restored {} files into {}", rep.files, dir.display()));
-                    return Ok(vec![serde_json::json!({ "path": dir, "files": rep.files, "bytes": rep.bytes })]);
+                    return Ok(vec![
+                        serde_json::json!({ "path": dir, "files": rep.files, "bytes": rep.bytes }),
+                    ]);
                 }
-                let rs = kura_sources::files::restore_in_place(&repo, snap.tree, &f.paths, keep_old, super::euid() == 0).await?;
+                let filters = file_filters(f)?;
+                let how = kura_sources::files::InPlace {
+                    keep_old,
+                    owners: super::euid() == 0,
+                    mirror: a.mirror,
+                    filters: &filters,
+                };
+                let rs = kura_sources::files::restore_in_place(&repo, snap.tree, &f.paths, &how).await?;
                 let mut out = Vec::new();
                 for r in rs {
-                    say(g, format!("restored {} ({} files, {})", r.path.display(), r.files, human_bytes(r.bytes)));
+                    let c = &r.counts;
+                    say(
+                        g,
+                        format!(
+                            "restored {} ({} files, {}): {} overwritten, {} added, {} moved aside",
+                            r.path.display(),
+                            r.files,
+                            human_bytes(r.bytes),
+                            c.overwritten,
+                            c.added,
+                            c.moved_aside
+                        ),
+                    );
                     if let Some(k) = &r.kept {
-                        say(g, format!("previous copy kept as {}", k.display()));
+                        say(g, format!("what was replaced is kept in {}", k.display()));
                     }
-                    out.push(serde_json::json!({ "path": r.path, "files": r.files, "bytes": r.bytes, "kept": r.kept }));
+                    out.push(serde_json::json!({
+                        "path": r.path, "files": r.files, "bytes": r.bytes, "kept": r.kept, "changes": r.counts,
+                    }));
                 }
                 Ok(out)
             }
@@ -429,12 +586,25 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
                 let mut out = Vec::new();
                 // One database after the other; each is swapped only once
                 // its own restore succeeded, and a failure stops the rest.
+                let tables = pg_tables_in_place(a, pg)?;
                 for name in &pg_dumps {
                     let url = base.with_db(name.trim_end_matches(".pgdump"));
-                    let r = if a.tables.is_empty() || into.is_some() {
-                        kura_sources::postgres::restore(&repo, snap.tree, name, &url, into.as_deref(), &a.tables, keep_old).await?
+                    let r = if tables.is_empty() || into.is_some() {
+                        kura_sources::postgres::restore(
+                            &repo,
+                            snap.tree,
+                            name,
+                            &url,
+                            into.as_deref(),
+                            &a.tables,
+                            keep_old,
+                        )
+                        .await?
                     } else {
-                        kura_sources::postgres::restore_tables_in_place(&repo, snap.tree, name, &url, &a.tables, keep_old).await?
+                        kura_sources::postgres::restore_tables_in_place(
+                            &repo, snap.tree, name, &url, &tables, keep_old,
+                        )
+                        .await?
                     };
                     say(g, format!("restored database {} ({} of dump)", r.database, human_bytes(r.bytes)));
                     if let Some(k) = &r.kept {
@@ -446,7 +616,14 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
             }
             TargetKind::Command(c) => {
                 let name = snap.paths.first().cloned().unwrap_or_default();
-                let r = kura_sources::command::restore(&repo, snap.tree, &name, c.restore.as_deref(), a.into.as_deref()).await?;
+                let r = kura_sources::command::restore(
+                    &repo,
+                    snap.tree,
+                    &name,
+                    c.restore.as_deref(),
+                    a.into.as_deref(),
+                )
+                .await?;
                 match &r.file {
                     Some(f) => say(g, format!("wrote {} ({})", f.display(), human_bytes(r.bytes))),
                     None => say(g, format!("restore command read {}", human_bytes(r.bytes))),
@@ -455,17 +632,42 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
             }
             TargetKind::Mysql(my) => {
                 let into = a.into.as_ref().map(|p| p.display().to_string());
-                let r = kura_sources::mysql::restore(&repo, snap.tree, &snap.paths, &my.url, into.as_deref(), &a.tables, keep_old)
-                    .await?;
-                say(g, format!("restored database {} ({} tables, {} of dump)", r.database, r.tables.len(), human_bytes(r.bytes)));
+                let r = kura_sources::mysql::restore(
+                    &repo,
+                    snap.tree,
+                    &snap.paths,
+                    &my.url,
+                    into.as_deref(),
+                    &a.tables,
+                    keep_old,
+                )
+                .await?;
+                say(
+                    g,
+                    format!(
+                        "restored database {} ({} tables, {} of dump)",
+                        r.database,
+                        r.tables.len(),
+                        human_bytes(r.bytes)
+                    ),
+                );
                 if let Some(k) = &r.kept {
                     say(g, format!("previous tables kept in database {k}"));
                 }
-                Ok(vec![serde_json::json!({ "database": r.database, "tables": r.tables, "bytes": r.bytes, "kept": r.kept })])
+                Ok(vec![
+                    serde_json::json!({ "database": r.database, "tables": r.tables, "bytes": r.bytes, "kept": r.kept }),
+                ])
             }
             TargetKind::ObjectStore(_) => {
                 let (dest, keep, _) = object_plan.take().expect("planned above");
-                let r = kura_sources::object_store::restore(&repo, snap.tree, dest, keep.map(|(s, _)| s), &object_opts).await?;
+                let r = kura_sources::object_store::restore(
+                    &repo,
+                    snap.tree,
+                    dest,
+                    keep.map(|(s, _)| s),
+                    &object_opts,
+                )
+                .await?;
                 say(g, format!(
                     "wrote {} object(s), replaced {}, skipped {} already there ({}); each read back and compared",
                     r.written.len(),
@@ -481,11 +683,22 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
                     "bytes": r.bytes, "kept": r.kept,
                 })])
             }
-            other => Err(Failure::new(format!("restoring {} targets is not supported yet", other.type_name()))),
+            other => {
+                Err(Failure::new(format!("restoring {} targets is not supported yet", other.type_name())))
+            }
         }
-    }
-    .await;
-    let post = t.post_restore.as_ref().map(|h| hook("post_restore", h));
+    };
+    // SIGINT or SIGTERM stops the restore where it is (every step leaves the
+    // live copy old or new, as after a kill), and post_restore still runs:
+    // a service stopped by pre_restore is never left stopped.
+    let result: Result<Vec<serde_json::Value>, Failure> = tokio::select! {
+        r = work => r,
+        sig = interrupt.wait() => Err(Failure::new(format!(
+            "interrupted by {sig}: the restore stopped; the live copy is whole, old or new"
+        ))
+        .with_code(130)),
+    };
+    let post = post.as_ref().map(|h| hook("post_restore", h));
     let restored = result?;
     if let Some(Err(f)) = post {
         return Err(f.context("restored, but"));

@@ -50,12 +50,12 @@ pub async fn run(g: &Global, a: &VerifyArgs) -> Result<u8, Failure> {
     }
     if !g.json {
         for p in &report.errors {
-            eprintln!("error: {}: {}", p.object, p.message);
+            crate::output::errln!("error: {}: {}", p.object, p.message);
         }
         for a in &report.affected {
-            eprintln!("affected: snapshot {} {}", a.snapshot, a.path);
+            crate::output::errln!("affected: snapshot {} {}", a.snapshot, a.path);
         }
-        eprintln!("kura: the repository is damaged: {} problems", report.errors.len());
+        crate::output::errln!("kura: the repository is damaged: {} problems", report.errors.len());
     }
     Ok(code::DAMAGE)
 }

@@ -1,0 +1,272 @@
+//! Restore of a snapshot into a directory.
+//!
+//! File contents are restored pack by pack rather than file by file
+//! ([`content`]): each pack is read once, in spans of nearby blobs, and every
+//! blob is written at its offset into each file that holds it.
+//!
+//! No wrong byte ever reaches a restored file's name: every blob is
+//! authenticated and checked against its id before it is written, each file
+//! is written under a private temporary name in its directory and renamed
+//! into place only when complete, and a file that cannot be restored is
+//! reported and left out.
+//!
+//! Nothing is written outside the target, whatever the snapshot or the
+//! existing tree holds: every path is resolved from directory handles
+//! restore opened itself, never following a symlink ([`beneath`]). A
+//! directory that cannot be made skips its whole subtree, reported.
+pub mod beneath;
+mod content;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kura_format::tree::{Node, NodeType};
+use kura_format::Id;
+
+pub use crate::dump::{dump, dump_files, write_content};
+
+use crate::browse::{find_node, snapshot_path, walk};
+use crate::saver::Counters;
+use crate::{RepoError, Repository, Result};
+use beneath::Beneath;
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Paths inside the snapshot to restore; empty restores everything.
+    pub include: Vec<String>,
+    /// Write into a non-empty target, replacing files of the same name.
+    pub overwrite: bool,
+    /// Restore owners and device nodes (needs root).
+    pub owners: bool,
+    /// Files restored at once; 0 picks a default.
+    pub concurrency: usize,
+    /// Called once every directory is made and before any file is written:
+    /// tests use it to race the restore deterministically.
+    pub after_dirs: Option<Hook>,
+}
+
+/// A callback in [`RestoreOptions`].
+#[derive(Clone)]
+pub struct Hook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    /// FIFOs and device nodes.
+    pub specials: u64,
+    pub bytes: u64,
+    /// Entries that could not be restored, with the reason.
+    pub failed: Vec<(String, String)>,
+    /// Of `failed`, those lost to damage in the repository (the rest could
+    /// not be written here: a permission, a full disk, something in the way).
+    pub damaged: u64,
+    /// Entries left out on purpose, with the reason (sockets; device nodes
+    /// without root): not damage, and nothing is missing from the snapshot.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl RestoreReport {
+    fn fail(&mut self, rel: &Path, why: impl Into<String>) {
+        self.failed.push((rel.display().to_string(), why.into()));
+    }
+}
+
+fn selected(path: &Path, includes: &[Vec<Vec<u8>>]) -> bool {
+    if includes.is_empty() {
+        return true;
+    }
+    let comps: Vec<&[u8]> = path.iter().map(|c| c.as_bytes()).collect();
+    includes.iter().any(|inc| {
+        let n = comps.len().min(inc.len());
+        inc[..n].iter().zip(&comps[..n]).all(|(a, b)| a.as_slice() == *b)
+    })
+}
+
+/// The name prefix of a file being restored, renamed to its real name only
+/// once complete and verified.
+pub(crate) const PARTIAL_PREFIX: &str = ".kura-restore-";
+
+pub async fn restore(
+    repo: &Arc<Repository>,
+    tree: Id,
+    target: &Path,
+    opts: &RestoreOptions,
+    counters: Arc<Counters>,
+) -> Result<RestoreReport> {
+    // Packs pending deletion still exist and are still valid to read.
+    let index = Arc::new(repo.load_index_present(&Default::default()).await?);
+    let includes: Vec<Vec<Vec<u8>>> = opts.include.iter().map(|p| snapshot_path(p)).collect();
+    for (inc, raw) in includes.iter().zip(&opts.include) {
+        if !inc.is_empty() {
+            find_node(repo, &index, &tree, raw).await?;
+        }
+    }
+    match std::fs::read_dir(target) {
+        Ok(mut rd) => {
+            if rd.next().is_some() && !opts.overwrite {
+                return Err(RepoError::TargetNotEmpty(target.to_path_buf()));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?
+        }
+        Err(e) => return Err(RepoError::io(target, e)),
+    }
+    let root = Arc::new(Beneath::open(target).map_err(|e| RepoError::io(target, e))?);
+
+    let mut entries = Vec::new();
+    walk(repo, &index, tree, PathBuf::new(), &mut entries).await?;
+    let mut report = RestoreReport::default();
+    let mut files = Vec::new();
+    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
+    let mut link_leaders: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut followers = Vec::new();
+    // A directory that could not be made: where it is reported, and how
+    // many entries below it were skipped.
+    let mut lost_dirs: HashMap<PathBuf, (usize, u64)> = HashMap::new();
+    if opts.overwrite {
+        root.sweep(Path::new(""), PARTIAL_PREFIX);
+    }
+    for (rel, node) in entries {
+        if !selected(&rel, &includes) {
+            continue;
+        }
+        if !lost_dirs.is_empty() {
+            if let Some(lost) = rel.ancestors().skip(1).find(|a| lost_dirs.contains_key(*a)) {
+                let lost = lost.to_path_buf();
+                lost_dirs.get_mut(&lost).expect("found").1 += 1;
+                continue;
+            }
+        }
+        match node.kind {
+            NodeType::Dir => {
+                if let Err(e) = root.mkdir(&rel, opts.overwrite) {
+                    lost_dirs.insert(rel.clone(), (report.failed.len(), 0));
+                    report.fail(&rel, format!("cannot make the directory: {e}"));
+                    continue;
+                }
+                if opts.overwrite {
+                    // Partial files of a restore killed midway.
+                    root.sweep(&rel, PARTIAL_PREFIX);
+                }
+                report.dirs += 1;
+                dirs.push((rel, node));
+            }
+            NodeType::File => {
+                if node.links > 1 {
+                    let key = (node.device, node.inode);
+                    if let Some(leader) = link_leaders.get(&key) {
+                        followers.push((rel, leader.clone()));
+                        continue;
+                    }
+                    link_leaders.insert(key, rel.clone());
+                }
+                files.push((rel, node));
+            }
+            NodeType::Symlink => match restore_symlink(&root, &rel, &node, opts) {
+                Ok(()) => report.links += 1,
+                Err(e) => report.fail(&rel, e.to_string()),
+            },
+            NodeType::Fifo | NodeType::Chardev | NodeType::Blockdev => {
+                match restore_special(&root, &rel, &node, opts) {
+                    Ok(true) => report.specials += 1,
+                    Ok(false) => report
+                        .skipped
+                        .push((rel.display().to_string(), "device nodes are made only by root".into())),
+                    Err(e) => report.fail(&rel, e.to_string()),
+                }
+            }
+            NodeType::Socket => report.skipped.push((
+                rel.display().to_string(),
+                "a socket belongs to the program that listens on it; it is not restored".into(),
+            )),
+        }
+    }
+    for (i, skipped) in lost_dirs.into_values() {
+        if skipped > 0 {
+            report.failed[i].1 += &format!("; the {skipped} entries below it were skipped");
+        }
+    }
+
+    if let Some(Hook(hook)) = &opts.after_dirs {
+        hook();
+    }
+    let concurrency = if opts.concurrency == 0 { 3 } else { opts.concurrency };
+    let failed_paths =
+        content::restore_files(repo, &index, &root, files, opts.owners, concurrency, &counters, &mut report)
+            .await;
+    for (rel, leader) in followers {
+        if failed_paths.contains(&leader) {
+            report.fail(&rel, "its hard-link target could not be restored");
+            continue;
+        }
+        let r = (|| {
+            let (dir, name) = (rel.parent().unwrap_or(Path::new("")), rel.file_name().unwrap_or_default());
+            if opts.overwrite {
+                root.remove(dir, name)?;
+            }
+            root.hard_link(&leader, &rel)
+        })();
+        match r {
+            Ok(()) => report.files += 1,
+            Err(e) => report.fail(&rel, format!("hard link: {e}")),
+        }
+    }
+    // Directory metadata last, deepest first, so writing children does not
+    // disturb mtimes and read-only directories are still writable meanwhile.
+    for (rel, node) in dirs.iter().rev() {
+        if let Err(e) = root.set_dir_metadata(rel, node, opts.owners) {
+            report.fail(rel, format!("metadata: {e}"));
+        }
+    }
+    Ok(report)
+}
+
+fn restore_symlink(root: &Beneath, rel: &Path, node: &Node, opts: &RestoreOptions) -> std::io::Result<()> {
+    let target = node.target_bytes().map_err(std::io::Error::other)?.unwrap_or_default();
+    let (dir, name) = (rel.parent().unwrap_or(Path::new("")), rel.file_name().unwrap_or_default());
+    if root.exists(dir, name)? {
+        if !opts.overwrite {
+            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists"));
+        }
+        root.remove(dir, name)?;
+    }
+    root.symlink(rel, &target)?;
+    root.set_link_metadata(rel, node, opts.owners)
+}
+
+/// Makes a FIFO (anyone may) or a device node (root only: `Ok(false)`
+/// otherwise, so the caller reports it skipped).
+fn restore_special(root: &Beneath, rel: &Path, node: &Node, opts: &RestoreOptions) -> std::io::Result<bool> {
+    use rustix::fs::FileType;
+    let ty = match node.kind {
+        NodeType::Fifo => FileType::Fifo,
+        NodeType::Chardev => FileType::CharacterDevice,
+        _ => FileType::BlockDevice,
+    };
+    if ty != FileType::Fifo && !opts.owners {
+        return Ok(false);
+    }
+    let (dir, name): (&Path, &OsStr) =
+        (rel.parent().unwrap_or(Path::new("")), rel.file_name().unwrap_or_default());
+    if root.exists(dir, name)? {
+        if !opts.overwrite {
+            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists"));
+        }
+        root.remove(dir, name)?;
+    }
+    root.special(rel, ty, node.rdev.unwrap_or(0))?;
+    root.set_special_metadata(rel, node, opts.owners)?;
+    Ok(true)
+}
