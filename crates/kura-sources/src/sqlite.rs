@@ -217,6 +217,24 @@ pub async fn restore(
         })
         .await
         .map_err(|e| SourceError::Refused(e.to_string()))??;
+        // The restored file takes the live one's owner, group and mode: a
+        // service that could write its database must still be able to (a
+        // `nobody:640` database must not come back `root:644`).
+        if let Ok(live) = std::fs::metadata(dest) {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let io = |e| SourceError::io(&tmp, e);
+            std::os::unix::fs::chown(&tmp, Some(live.uid()), Some(live.gid())).or_else(|e| {
+                // Not root: only a file we own can be given away, so a
+                // restore by the owner keeps its own ownership anyway.
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    Ok(())
+                } else {
+                    Err(io(e))
+                }
+            })?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(live.mode() & 0o7777))
+                .map_err(io)?;
+        }
         let busy = COMPANIONS.iter().any(|c| with_suffix(dest, c).symlink_metadata().is_ok());
         let in_place = if busy {
             let (new, live) = (tmp.clone(), dest.to_path_buf());

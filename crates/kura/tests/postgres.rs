@@ -237,14 +237,16 @@ fn a_server_gone_mid_dump_fails_the_backup_and_records_nothing() {
     k.ok(&["backup", "--target", "app_db"]);
     // pg_dump will wait on this lock; meanwhile the server goes away.
     let lock = pg.hold("shop", "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");
-    std::thread::sleep(std::time::Duration::from_millis(500));
     let child = k
         .cmd(&["backup", "--target", "app_db"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    pg.wait_until(
+        "postgres",
+        "EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock')",
+    );
     pg.kill();
     let out = child.wait_with_output().unwrap();
     drop(lock);
@@ -281,15 +283,20 @@ fn parallel_dump_in_parts_is_one_consistent_snapshot() {
     // transaction, all through the backup: parts dumped from different
     // moments would hold events whose user is missing.
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let written = std::sync::atomic::AtomicUsize::new(0);
     let run = std::thread::scope(|s| {
         s.spawn(|| {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 pg.psql("shop", &format!("BEGIN; INSERT INTO users(name, email) VALUES ('w{n}', 'w{n}@example.org'); INSERT INTO events(user_id, body) VALUES (currval('users_id_seq'), 'w{n}'); COMMIT;"));
                 n += 1;
+                written.store(n, std::sync::atomic::Ordering::Relaxed);
             }
         });
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // The writer is committing before the backup starts.
+        while written.load(std::sync::atomic::Ordering::Relaxed) < 2 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let run = k.run(&["backup", "--target", "app_db", "--json"]);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         run
@@ -351,4 +358,51 @@ fn killed_restores_always_leave_a_live_database() {
     assert_eq!(left, "0", "partial copies of killed restores are swept");
     eprintln!("{killed} of 8 restores killed midway");
     assert!(killed > 0, "no restore was interrupted: the test proved nothing");
+}
+
+#[test]
+fn a_partial_target_restores_only_its_own_tables_in_place() {
+    let (pg, mut k) = setup();
+    let cfg = k.path("kura-partial.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository.main]\nurl = \"{}\"\n\n[target.app_db]\ntype = \"postgres\"\nurl = \"{}\"\n\n[target.orders_only]\ntype = \"postgres\"\nurl = \"{}\"\ntables = [\"orders\"]\n\n[target.no_audit]\ntype = \"postgres\"\nurl = \"{}\"\nexclude_tables = [\"audit\"]\n",
+            k.repo,
+            pg.url("shop"),
+            pg.url("shop"),
+            pg.url("shop")
+        ),
+    )
+    .unwrap();
+    k.env.retain(|(n, _)| n != "KURA_CONFIG");
+    k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
+    k.ok(&["backup", "--target", "app_db", "--target", "orders_only", "--target", "no_audit"]);
+    // Damage the orders; meanwhile the application adds a user.
+    pg.psql("shop", "DELETE FROM orders WHERE id % 3 = 0");
+    pg.psql("shop", "INSERT INTO users(name, email) VALUES ('after the backup', 'late@example.org')");
+    let plan = k.ok(&["restore", "--target", "orders_only", "--dry-run"]);
+    assert!(plan.contains("replace the rows of table(s) orders") && plan.contains("nothing else"), "{plan}");
+    k.ok(&["restore", "--target", "orders_only", "--yes"]);
+    assert_eq!(pg.psql("shop", "SELECT count(*) FROM orders"), "3001", "the orders are back");
+    assert_eq!(
+        pg.psql("shop", "SELECT count(*) FROM users WHERE email = 'late@example.org'"),
+        "1",
+        "a table the target does not hold is untouched"
+    );
+    assert_eq!(
+        pg.psql("shop", "SELECT count(*) FROM pg_database WHERE datname LIKE 'shop_bak_%'"),
+        "0",
+        "no swap"
+    );
+    // A target that leaves tables out cannot replace the whole database.
+    let refused = k.run(&["restore", "--target", "no_audit", "--yes"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("exclude_tables"), "{}", stderr(&refused));
+    assert_eq!(pg.psql("shop", "SELECT count(*) FROM users WHERE email = 'late@example.org'"), "1");
+    // --component database plans every database target first: the refusal
+    // comes before anything is touched.
+    let comp = k.run(&["restore", "--component", "database", "--yes"]);
+    assert_eq!(comp.status.code(), Some(1), "{}", stderr(&comp));
+    assert_eq!(pg.psql("shop", "SELECT count(*) FROM users WHERE email = 'late@example.org'"), "1");
 }

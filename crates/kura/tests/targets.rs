@@ -112,7 +112,8 @@ fn one_run_over_targets_then_safe_restores() {
     a.ok(&["init"]);
     // A writer keeps committing balanced transactions during the backup.
     let stop = Arc::new(AtomicBool::new(false));
-    let (s, p) = (stop.clone(), a.db.clone());
+    let written = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let (s, p, w) = (stop.clone(), a.db.clone(), written.clone());
     let writer = std::thread::spawn(move || {
         let c = Connection::open(&p).unwrap();
         c.busy_timeout(Duration::from_secs(10)).unwrap();
@@ -124,10 +125,13 @@ fn one_run_over_targets_then_safe_restores() {
             ))
             .unwrap();
             n += 1;
+            w.store(n, Ordering::Relaxed);
         }
         n
     });
-    std::thread::sleep(Duration::from_millis(200));
+    while written.load(Ordering::Relaxed) < 2 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let run = a.json(&["backup", "--target", "registry", "--target", "configs", "--target", "logs"]);
     stop.store(true, Ordering::Relaxed);
     assert!(writer.join().unwrap() > 0);
@@ -149,6 +153,7 @@ fn one_run_over_targets_then_safe_restores() {
     // Damage the live database and configs.
     let live_before = ledger(&a.db);
     Connection::open(&a.db).unwrap().execute_batch("DELETE FROM ledger WHERE id % 2 = 0;").unwrap();
+    let damaged = ledger(&a.db);
     std::fs::write(a.config_dir.join("app.toml"), b"port = broken\n").unwrap();
 
     // Without --yes and without a terminal: refused, nothing touched.
@@ -180,7 +185,7 @@ fn one_run_over_targets_then_safe_restores() {
         .map(|e| e.path())
         .find(|p| !p.to_string_lossy().ends_with("-wal") && !p.to_string_lossy().ends_with("-shm"))
         .unwrap();
-    assert!(ledger(&kept_db).1 < rows, "the kept copy is the damaged one");
+    assert_eq!(ledger(&kept_db), damaged, "the kept copy is exactly the damaged one");
 
     a.ok(&["restore", "--target", "configs", "--yes"]);
     assert_eq!(std::fs::read(a.config_dir.join("app.toml")).unwrap(), b"port = 8080\n");
