@@ -568,9 +568,16 @@ pub fn literal_secrets(text: &str) -> Vec<String> {
     fn url_password(s: &str) -> bool {
         let Some((_, rest)) = s.split_once("://") else { return false };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        authority
+        let in_userinfo = authority
             .rsplit_once('@')
-            .is_some_and(|(userinfo, _)| userinfo.split_once(':').is_some_and(|(_, p)| !p.is_empty()))
+            .is_some_and(|(userinfo, _)| userinfo.split_once(':').is_some_and(|(_, p)| !p.is_empty()));
+        // libpq and the MySQL tools also take `?password=` in the query.
+        let in_query = rest.split_once('?').is_some_and(|(_, q)| {
+            q.split(['&', '#']).any(|kv| {
+                kv.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty())
+            })
+        });
+        in_userinfo || in_query
     }
     let mut out = Vec::new();
     if let Ok(root) = text.parse::<toml::Table>() {
@@ -680,12 +687,19 @@ url = "mysql://app:${SHOP_PW}@db/shop"
 type = "postgres"
 url = "postgres://app@db/shop"
 
+[target.query]
+type = "postgres"
+url = "postgres://app@db/shop?sslmode=require&password=hunter3"
+
 [target.cmd]
 type = "command"
 command = "dump"
 api_token = "abc123"
 "#;
-        assert_eq!(literal_secrets(text), vec!["target.cmd.api_token", "target.shop.url"]);
+        assert_eq!(
+            literal_secrets(text),
+            vec!["target.cmd.api_token", "target.query.url", "target.shop.url"]
+        );
         assert!(literal_secrets("not [ toml").is_empty());
     }
 

@@ -52,13 +52,26 @@ impl PgUrl {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let (user, password) = match userinfo {
+        let (user, mut password) = match userinfo {
             Some(u) => match u.split_once(':') {
                 Some((name, pw)) => (Some(name), Some(percent_decode(pw))),
                 None => (Some(u), None),
             },
             None => (None, None),
         };
+        // `?password=` is libpq's other place for it: taken out too, so the
+        // URL that reaches the tools' arguments and any message holds none.
+        let (db_part, query) = match path.split_once('?') {
+            Some((d, q)) => (d, Some(q)),
+            None => (path, None),
+        };
+        let mut kept_params = Vec::new();
+        for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
+            match kv.split_once('=') {
+                Some((k, v)) if k.eq_ignore_ascii_case("password") => password = Some(percent_decode(v)),
+                _ => kept_params.push(kv),
+            }
+        }
         let mut url = String::from("postgresql://");
         if let Some(u) = user {
             url.push_str(u);
@@ -66,7 +79,11 @@ impl PgUrl {
         }
         url.push_str(host);
         url.push('/');
-        url.push_str(path);
+        url.push_str(db_part);
+        if !kept_params.is_empty() {
+            url.push('?');
+            url.push_str(&kept_params.join("&"));
+        }
         Ok(PgUrl { url, password, dbname: percent_decode(&dbname) })
     }
 
@@ -812,6 +829,16 @@ pub async fn restore_tables_in_place(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_the_query_is_taken_out_of_the_url() {
+        let u =
+            PgUrl::parse("postgres://app@db:5432/shop?sslmode=require&password=s%40cret&application_name=x")
+                .unwrap();
+        assert_eq!(u.password.as_deref(), Some("s@cret"));
+        assert_eq!(u.url, "postgresql://app@db:5432/shop?sslmode=require&application_name=x");
+        assert!(!u.with_db("other").url.contains("cret"));
+    }
 
     #[test]
     fn passwords_leave_the_url() {

@@ -138,6 +138,35 @@ fn postgres_failures_are_clear_and_record_nothing() {
     let snaps = serde_json::to_string(&k.json(&["snapshots"])).unwrap();
     assert!(!snaps.contains("Rd-s3cret-9"), "{snaps}");
     assert_secret_absent(std::path::Path::new(&k.repo), "Rd-s3cret-9");
+
+    // libpq's other form, `?password=`, is taken out of the URL the same
+    // way: never in a process's arguments, a message or the repository.
+    let q = k.path("reader-query.toml");
+    std::fs::write(&q, format!("[repository.main]\nurl = \"{}\"\n\n[target.app_db]\ntype = \"postgres\"\nurl = \"postgres://reader@127.0.0.1:{}/shop?password=Rd-s3cret-9\"\n", k.repo, pg.port)).unwrap();
+    let lock = pg.hold("shop", "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");
+    let child = k
+        .cmd(&["backup", "--target", "app_db"])
+        .env("KURA_CONFIG", &q)
+        .env_remove("PGPASSWORD")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While pg_dump waits on the lock, no process shows the password.
+    pg.wait_until(
+        "postgres",
+        "EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock')",
+    );
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(!text.contains("Rd-s3cret-9"), "password in argv: {text}");
+    }
+    drop(lock);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("Rd-s3cret-9"));
+    assert_secret_absent(std::path::Path::new(&k.repo), "Rd-s3cret-9");
 }
 
 #[test]

@@ -21,7 +21,7 @@ pub use azurite::{AzuriteServer, AZURITE_ACCOUNT, AZURITE_KEY};
 pub use gcs::GcsEmulator;
 pub use mariadb::MariaDb;
 pub use moto::MotoServer;
-pub use postgres::PgServer;
+pub use postgres::{Hold, PgServer};
 
 use std::fs::File;
 use std::io::{Read, Write};

@@ -135,7 +135,7 @@ impl PgServer {
     /// A psql session that runs `sql` in a transaction and holds on (the
     /// transaction open) until the returned guard drops. Returns once `sql`
     /// has run: the session is then asleep inside the transaction.
-    pub fn hold(&self, db: &str, sql: &str) -> impl Drop {
+    pub fn hold(&self, db: &str, sql: &str) -> Hold<'_> {
         let marker = format!("kura_hold_{}", rand::random::<u32>());
         let child = Command::new(self.bin.join("psql"))
             .args(["-X", "-q", "-d", &self.url(db)])
@@ -146,10 +146,13 @@ impl PgServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("run psql");
-        let guard = ServerProcess(child);
+        let guard = Hold { server: self, client: Some(ServerProcess(child)), marker };
         self.wait_until(
             "postgres",
-            &format!("EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE '%{marker}%' AND wait_event = 'PgSleep')"),
+            &format!(
+                "EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE '%{}%' AND wait_event = 'PgSleep')",
+                guard.marker
+            ),
         );
         guard
     }
@@ -160,6 +163,31 @@ impl PgServer {
             .arg("-D")
             .arg(self.dir.path().join("data"))
             .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A session holding a transaction open; dropping it ends the session on
+/// the server too (a backend asleep in `pg_sleep` would not notice its
+/// client is gone, and would hold its locks for the full sleep).
+pub struct Hold<'a> {
+    server: &'a PgServer,
+    client: Option<ServerProcess>,
+    marker: String,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        drop(self.client.take());
+        let _ = Command::new(self.server.bin.join("psql"))
+            .args(["-X", "-q", "-d", &self.server.url("postgres"), "-c"])
+            .arg(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%{}%' AND pid <> pg_backend_pid()",
+                self.marker
+            ))
+            .env("PGPASSWORD", &self.server.password)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
