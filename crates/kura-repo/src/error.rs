@@ -77,8 +77,14 @@ impl RepoError {
             RepoError::Format(FormatError::UnsupportedVersion { .. }) => {
                 "upgrade kura to open this repository"
             }
+            RepoError::Format(
+                FormatError::Unauthentic { what: "index" } | FormatError::Corrupt { what: "index", .. },
+            ) => "`kura repair index` rebuilds the index from the packs' own headers; `kura verify` shows what else is affected",
             RepoError::Format(FormatError::Unauthentic { .. } | FormatError::Corrupt { .. }) => {
                 "run `kura verify --read-data` to see what is affected"
+            }
+            RepoError::MissingBlob { .. } => {
+                "`kura verify` shows which snapshots lost data; `kura repair index` helps if only the index is damaged"
             }
             RepoError::DamagedSnapshot { .. } => {
                 "name the snapshot to restore (`kura snapshots` lists the readable ones), or `kura verify` \

@@ -84,7 +84,15 @@ impl From<RepoError> for Failure {
             RepoError::NotARepository { .. } => code::NO_REPOSITORY,
             RepoError::WrongPassword { .. } | RepoError::NoKeys { .. } => code::WRONG_PASSWORD,
             RepoError::PruneRunning { .. } => code::BUSY,
-            RepoError::DamagedSnapshot { .. } => code::DAMAGE,
+            RepoError::DamagedSnapshot { .. } | RepoError::MissingBlob { .. } => code::DAMAGE,
+            // An object of the repository that does not open or decode:
+            // damage, as README's exit codes say, not a usage failure.
+            RepoError::Format(
+                kura_format::FormatError::Unauthentic { what }
+                | kura_format::FormatError::Corrupt { what, .. },
+            ) if what.ends_with("blob") || matches!(*what, "tree" | "index" | "snapshot" | "pack header") => {
+                code::DAMAGE
+            }
             _ => code::FAILED,
         };
         let mut message = e.to_string();

@@ -117,6 +117,10 @@ fn corrupt_index_file_is_reported_with_what_it_hides() {
     assert_eq!(out.status.code(), Some(1), "prune refuses to guess with an unreadable index");
     assert!(stderr(&out).contains("will not delete anything"), "{}", stderr(&out));
     assert_eq!(files_under(&Path::new(&k.repo).join("data")).len(), 2, "no pack was deleted");
+    // What reads the index says the fix: rebuild it from the packs.
+    let out = k.run(&["restore", "latest", "--target", k.path("out").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("kura repair index"), "{}", stderr(&out));
 }
 
 #[test]
@@ -147,8 +151,9 @@ fn corrupt_tree_blob_names_the_directory() {
     let v = verify_damaged(&k, &["--read-data"]);
     assert!(v["report"]["errors"].to_string().contains("tree"), "{v}");
     assert_eq!(affected_paths(&v), vec![src.display().to_string()], "the damaged directory is named: {v}");
+    // An unreadable tree is damage: exit 4, as README says.
     let out = k.run(&["restore", "latest", "--target", k.path("out").to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
 }
 
 #[test]

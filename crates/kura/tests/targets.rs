@@ -235,7 +235,7 @@ fn a_failing_restore_leaves_the_live_database_intact_and_runs_the_post_hook() {
         }
     }
     let out = a.run(&["restore", "--target", "registry", "--yes"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(4), "damage in the repository: {}", stderr(&out));
     assert_eq!(std::fs::read(&a.db).unwrap(), live, "the live database is untouched");
     assert_eq!(std::fs::read_to_string(&a.hooks).unwrap(), "pre\npost\n", "post hook runs even on failure");
     let leftovers: Vec<_> = std::fs::read_dir(a.db.parent().unwrap())
