@@ -731,3 +731,31 @@ fn garbage_planted_in_the_store_never_blocks_the_repository() {
     assert!(report.contains("unreadable deletion marker"), "{report}");
     assert!(report.contains("unreadable key file"), "{report}");
 }
+
+#[test]
+fn a_sparse_file_comes_back_sparse() {
+    let k = Kura::new();
+    k.init();
+    let src = k.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = std::fs::File::create(src.join("disk.img")).unwrap();
+    f.set_len(512 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b"boot sector", 0).unwrap();
+    f.write_all_at(b"the end", (512 << 20) - 7).unwrap();
+    drop(f);
+    let id = k.backup(&[&src]);
+    let t = k.path("t");
+    k.ok(&["restore", &id, "--target", t.to_str().unwrap()]);
+    let got = restored(&t, &src).join("disk.img");
+    let m = std::fs::metadata(&got).unwrap();
+    assert_eq!(m.len(), 512 << 20);
+    assert!(m.blocks() * 512 < 1 << 20, "{} bytes allocated for 512 MiB of mostly holes", m.blocks() * 512);
+    let g = std::fs::File::open(&got).unwrap();
+    let mut head = [0u8; 11];
+    g.read_exact_at(&mut head, 0).unwrap();
+    assert_eq!(&head, b"boot sector");
+    let mut tail = [0u8; 7];
+    g.read_exact_at(&mut tail, (512 << 20) - 7).unwrap();
+    assert_eq!(&tail, b"the end");
+}

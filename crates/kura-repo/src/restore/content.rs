@@ -22,12 +22,47 @@ use crate::{RepoError, Repository};
 /// below any open-file limit.
 const OPEN_PER_SPAN: usize = 16;
 
+/// Pages of zeros are left as holes rather than written, so sparse files
+/// come back sparse (backup stores a hole as zeros, which deduplicate to
+/// almost nothing).
+const PAGE: u64 = 4096;
+
+/// Writes `data` at `offset`, skipping every whole page of zeros and
+/// coalescing the rest into as few writes as the holes allow (one for
+/// ordinary data). The file's length is set when it is finished.
+fn write_sparse(f: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut run_start: Option<usize> = None;
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let at = offset + pos as u64;
+        let end = data.len().min((((at / PAGE) + 1) * PAGE - offset) as usize);
+        let piece = &data[pos..end];
+        let hole = piece.len() as u64 == PAGE && piece.iter().all(|&b| b == 0);
+        match (hole, run_start) {
+            (true, Some(s)) => {
+                f.write_all_at(&data[s..pos], offset + s as u64)?;
+                run_start = None;
+            }
+            (false, None) => run_start = Some(pos),
+            _ => {}
+        }
+        pos = end;
+    }
+    if let Some(s) = run_start {
+        f.write_all_at(&data[s..], offset + s as u64)?;
+    }
+    Ok(())
+}
+
 /// One file being restored. Its blobs arrive in pack order, from any worker,
 /// and are written at their offsets into a temporary file that is renamed
 /// to its real name once the last one is written and verified.
 struct FileJob {
     rel: PathBuf,
     node: Node,
+    /// The length its content list adds up to.
+    len: u64,
     state: std::sync::Mutex<FileState>,
 }
 
@@ -121,7 +156,7 @@ pub(super) async fn restore_files(
                 wanted[i].to.push((n, off));
             }
         }
-        jobs.push(FileJob { rel, node, state: std::sync::Mutex::new(state) });
+        jobs.push(FileJob { rel, node, len: offset, state: std::sync::Mutex::new(state) });
     }
     let jobs = Arc::new(jobs);
     // Files without content (empty ones) are complete already.
@@ -247,7 +282,6 @@ fn write_span(
     owners: bool,
     counters: &Counters,
 ) {
-    use std::os::unix::fs::FileExt;
     let mut plain = Vec::new();
     let mut open_files: HashMap<usize, std::fs::File> = HashMap::new();
     let mut completed = Vec::new();
@@ -263,6 +297,10 @@ fn write_span(
         }
         for &(n, offset) in &w.to {
             let written = (|| -> std::result::Result<(), String> {
+                if plain.iter().all(|&b| b == 0) {
+                    // Nothing to write: each file gets its length at the end.
+                    return Ok(());
+                }
                 if !open_files.contains_key(&n) && open_files.len() >= OPEN_PER_SPAN {
                     open_files.clear();
                 }
@@ -273,7 +311,7 @@ fn write_span(
                         None => return Ok(()),
                     },
                 };
-                f.write_all_at(&plain, offset).map_err(|e| format!("write: {e}"))
+                write_sparse(f, &plain, offset).map_err(|e| format!("write: {e}"))
             })();
             match written {
                 Err(msg) => fail_file(jobs, n, &msg),
@@ -360,6 +398,7 @@ fn finish_file(root: &Beneath, jobs: &[FileJob], n: usize, owners: bool, counter
         // small files twice as slow as restic's, which does not sync either.
         // A restore cut short by power loss is simply run again; what matters
         // is that a file appears under its name only complete and verified.
+        f.set_len(job.len).map_err(|e| format!("{}: {e}", job.rel.display()))?;
         set_metadata(&f, &job.node, owners).map_err(|e| format!("{}: {e}", job.rel.display()))?;
         drop(f);
         let (tmp, _) = st.tmp.as_ref().expect("created above");
