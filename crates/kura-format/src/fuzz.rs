@@ -28,6 +28,13 @@ pub fn config(data: &[u8]) {
     }
 }
 
+pub fn objects_manifest(data: &[u8]) {
+    if let Ok(m) = crate::objects::Manifest::decode(data) {
+        // What decodes holds only keys a store may write.
+        assert!(m.objects.iter().all(|e| crate::objects::plain_key(&e.key)));
+    }
+}
+
 pub fn index(data: &[u8]) {
     if let Ok(idx) = crate::index::IndexFile::decode(data) {
         // What decodes must encode back to the same bytes.
@@ -82,6 +89,10 @@ pub fn tree(data: &[u8]) {
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let key = key();
     let mut out = vec![("config", RepoConfig::new(ChunkerParams::default(), 16 << 20, 3).encode())];
+    out.push((
+        "objects_manifest",
+        br#"{"version":1,"source":"s3://exports/daily","objects":[{"key":"2026-11-22/orders.csv","path":"objects/2026-11-22/orders.csv","size":48213,"modified":1795312800,"content_type":"text/csv"},{"key":"a/b","path":"objects/a/b","size":0}]}"#.to_vec(),
+    ));
     let content: Vec<&[u8]> = vec![b"hello", &[7u8; 3000], b""];
     let mut entries = Vec::new();
     let mut pack = Vec::new();
@@ -124,6 +135,7 @@ pub type Target = fn(&[u8]);
 /// Every target by name.
 pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
+    ("objects_manifest", objects_manifest),
     ("index", index),
     ("key_file", key_file),
     ("pack", pack),

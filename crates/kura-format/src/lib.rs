@@ -23,6 +23,7 @@ pub mod fuzz;
 pub mod id;
 pub mod index;
 pub mod key;
+pub mod objects;
 pub mod pack;
 pub mod paths;
 pub mod session;

@@ -90,7 +90,9 @@ impl From<RepoError> for Failure {
             RepoError::Format(
                 kura_format::FormatError::Unauthentic { what }
                 | kura_format::FormatError::Corrupt { what, .. },
-            ) if what.ends_with("blob") || matches!(*what, "tree" | "index" | "snapshot" | "pack header") => {
+            ) if what.ends_with("blob")
+                || matches!(*what, "tree" | "index" | "snapshot" | "pack header" | "object manifest") =>
+            {
                 code::DAMAGE
             }
             _ => code::FAILED,
