@@ -46,12 +46,6 @@ fn forge_object_snapshot(k: &Kura, target: &str, keys: &[&str]) {
     });
 }
 
-fn config(k: &mut Kura, body: &str) {
-    let cfg = k.path("kura.toml");
-    std::fs::write(&cfg, format!("[repository.main]\nurl = \"{}\"\n\n{body}", k.repo)).unwrap();
-    k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
-}
-
 #[test]
 fn hostile_manifest_keys_never_leave_the_destination() {
     let mut k = Kura::new();
@@ -233,23 +227,6 @@ fn a_directory_that_cannot_be_made_skips_its_whole_subtree() {
 /// root, one per component of `src`, then `a` and `b`.
 fn inodes_for(src: &Path) -> usize {
     src.components().count() + 2
-}
-
-/// Mounts a tmpfs with the given options until the guard drops (needs root).
-fn tmpfs_with(dir: &Path, opts: &str) -> impl Drop {
-    std::fs::create_dir_all(dir).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", opts, "tmpfs", dir.to_str().unwrap()])
-        .status()
-        .expect("run mount");
-    assert!(st.success(), "this test mounts a small tmpfs: run it as root (./scripts/test does)");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    Unmount(dir.to_path_buf())
 }
 
 #[test]

@@ -3,12 +3,6 @@ mod common;
 
 use common::*;
 
-fn config(k: &mut Kura, body: &str) {
-    let cfg = k.path("kura.toml");
-    std::fs::write(&cfg, format!("[repository.main]\nurl = \"{}\"\n\n{body}", k.repo)).unwrap();
-    k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
-}
-
 #[test]
 fn warnings_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let k = Kura::new();

@@ -43,13 +43,6 @@ impl Bucket {
     }
 }
 
-fn config(k: &mut Kura, targets: &str) {
-    let cfg = format!("[repository.main]\nurl = \"{}\"\n\n{targets}", k.repo);
-    let path = k.path("kura.toml");
-    std::fs::write(&path, cfg).unwrap();
-    k.env.push(("KURA_CONFIG".into(), path.display().to_string()));
-}
-
 fn run(k: &Kura, args: &[&str]) -> std::process::Output {
     k.cmd(args).env_remove("KURA_REPOSITORY").output().unwrap()
 }

@@ -8,12 +8,6 @@ use std::path::Path;
 
 use common::*;
 
-fn config(k: &mut Kura, body: &str) {
-    let cfg = k.path("kura.toml");
-    std::fs::write(&cfg, format!("[repository.main]\nurl = \"{}\"\n\n{body}", k.repo)).unwrap();
-    k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
-}
-
 fn kept_dirs(parent: &Path, name: &str) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(parent)
         .unwrap()
@@ -130,8 +124,8 @@ fn sqlite_restore_in_place_keeps_the_owner_group_and_mode() {
     assert_eq!(n, 2);
 }
 
-#[test]
-fn a_copy_beside_the_live_data_runs_no_hooks_and_asks_nothing() {
+/// A SQLite target whose hooks append to a file, backed up once.
+fn sqlite_with_hooks() -> (Kura, std::path::PathBuf) {
     let mut k = Kura::new();
     let db = k.path("app.db");
     rusqlite::Connection::open(&db)
@@ -150,6 +144,12 @@ fn a_copy_beside_the_live_data_runs_no_hooks_and_asks_nothing() {
     );
     k.init();
     k.ok(&["backup", "--target", "registry"]);
+    (k, hooks)
+}
+
+#[test]
+fn a_copy_beside_the_live_data_runs_no_hooks_and_asks_nothing() {
+    let (k, hooks) = sqlite_with_hooks();
     let copy = k.path("check.db");
     // No --yes, no terminal: a copy into a new place needs no confirmation.
     let plan = k.ok(&["restore", "--target", "registry", "--into", copy.to_str().unwrap()]);
@@ -166,24 +166,7 @@ fn a_copy_beside_the_live_data_runs_no_hooks_and_asks_nothing() {
 
 #[test]
 fn a_closed_stdout_never_aborts_a_restore_and_post_restore_runs() {
-    let mut k = Kura::new();
-    let db = k.path("app.db");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
-        .unwrap();
-    let hooks = k.path("hooks.txt");
-    config(
-        &mut k,
-        &format!(
-            "[target.registry]\ntype = \"sqlite\"\npath = \"{}\"\npre_restore = \"echo pre >> {}\"\npost_restore = \"echo post >> {}\"\n",
-            db.display(),
-            hooks.display(),
-            hooks.display()
-        ),
-    );
-    k.init();
-    k.ok(&["backup", "--target", "registry"]);
+    let (k, hooks) = sqlite_with_hooks();
     // stdout is a pipe whose reader is gone before kura writes.
     let mut child = k
         .cmd(&["restore", "--target", "registry", "--yes"])

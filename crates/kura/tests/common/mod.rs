@@ -99,9 +99,15 @@ impl Kura {
 
 /// Mounts a tmpfs of `size` at `dir` until the guard drops (needs root).
 pub fn tmpfs(dir: &std::path::Path, size: &str) -> impl Drop {
+    tmpfs_with(dir, &format!("size={size}"))
+}
+
+/// Mounts a tmpfs with mount options `opts` (`size=1m,nr_inodes=8`) at
+/// `dir` until the guard drops (needs root).
+pub fn tmpfs_with(dir: &std::path::Path, opts: &str) -> impl Drop {
     std::fs::create_dir_all(dir).unwrap();
     let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()])
+        .args(["-t", "tmpfs", "-o", opts, "tmpfs", dir.to_str().unwrap()])
         .status()
         .expect("run mount");
     assert!(st.success(), "this test mounts a small tmpfs to fill it: run it as root (./scripts/test does)");
@@ -112,6 +118,14 @@ pub fn tmpfs(dir: &std::path::Path, size: &str) -> impl Drop {
         }
     }
     Unmount(dir.to_path_buf())
+}
+
+/// Writes `kura.toml` in the scratch directory with the repository and
+/// `body` (targets), and points the binary at it.
+pub fn config(k: &mut Kura, body: &str) {
+    let cfg = k.path("kura.toml");
+    std::fs::write(&cfg, format!("[repository.main]\nurl = \"{}\"\n\n{body}", k.repo)).unwrap();
+    k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
 }
 
 /// A finished command's standard error, as text.
