@@ -67,6 +67,19 @@ pub struct BackupOptions {
     pub time: Option<chrono::DateTime<chrono::Utc>>,
     /// What produced the content; defaults to `files` or `stream`.
     pub source: Option<String>,
+    /// Called with each file's path after it was looked at and before it is
+    /// opened: tests use it to race the backup deterministically.
+    pub before_open: Option<PathHook>,
+}
+
+/// A callback in [`BackupOptions`].
+#[derive(Clone)]
+pub struct PathHook(pub Arc<dyn Fn(&Path) + Send + Sync>);
+
+impl std::fmt::Debug for PathHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PathHook")
+    }
 }
 
 impl BackupOptions {
@@ -775,6 +788,10 @@ impl Walker {
             self.saver.counters.bytes_read.fetch_add(size, Ordering::Relaxed);
             node.content = Some(content);
             return Ok(());
+        }
+        if let Some(PathHook(hook)) = &self.opts.before_open {
+            let (hook, p) = (hook.clone(), path.to_path_buf());
+            let _ = tokio::task::spawn_blocking(move || hook(&p)).await;
         }
         let early = self.prefetch(path, size);
         let gate = if size >= SMALL_READ { &self.large_files } else { &self.small_files };

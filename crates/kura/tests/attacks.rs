@@ -736,3 +736,85 @@ fn a_sparse_file_comes_back_sparse() {
     g.read_exact_at(&mut tail, (512 << 20) - 7).unwrap();
     assert_eq!(&tail, b"the end");
 }
+
+/// Backs up `src` with the backup's test gate on `file`: once the backup
+/// has looked at the file and before it opens it, `swap` runs.
+fn backup_racing(k: &Kura, src: &Path, file: &Path, swap: impl FnOnce()) -> std::process::Output {
+    let gate = k.path("backup-gate");
+    let _ = std::fs::remove_file(&gate);
+    let _ = std::fs::remove_file(gate.with_extension("waiting"));
+    let child = k
+        .cmd(&["backup", src.to_str().unwrap()])
+        .env("KURA_TEST_BACKUP_GATE", format!("{}:{}", file.display(), gate.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !gate.with_extension("waiting").exists() {
+        assert!(Instant::now() < deadline, "the backup never reached its gate");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    swap();
+    std::fs::write(&gate, b"").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_file_swapped_for_a_symlink_between_look_and_open_is_never_followed() {
+    let k = Kura::new();
+    k.init();
+    let secret = k.path("secret");
+    std::fs::write(&secret, b"ROOT-ONLY-SECRET").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let src = k.path("home");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = src.join("notes.txt");
+    std::fs::write(&f, b"user notes").unwrap();
+    let out = backup_racing(&k, &src, &f, || {
+        std::fs::remove_file(&f).unwrap();
+        std::os::unix::fs::symlink(&secret, &f).unwrap();
+    });
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "a warning, and the snapshot is saved: {e}");
+    assert!(e.contains("notes.txt"), "{e}");
+    let dumped = k.cmd(&["dump", "latest", f.to_str().unwrap()]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&dumped.stdout).contains("ROOT-ONLY-SECRET"));
+    assert_secret_absent_in_restore(&k);
+}
+
+/// Restores the latest snapshot and checks the secret is nowhere in it.
+fn assert_secret_absent_in_restore(k: &Kura) {
+    let t = k.path("check");
+    let _ = std::fs::remove_dir_all(&t);
+    let out = k.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert!(matches!(out.status.code(), Some(0) | Some(5)), "{}", stderr(&out));
+    for p in walk(&t) {
+        if p.is_file() {
+            assert!(
+                !std::fs::read_to_string(&p).unwrap_or_default().contains("ROOT-ONLY-SECRET"),
+                "{}",
+                p.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_fifo_swapped_in_between_look_and_open_does_not_hang_the_backup() {
+    let k = Kura::new();
+    k.init();
+    let src = k.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = src.join("data.bin");
+    std::fs::write(&f, b"data").unwrap();
+    let started = Instant::now();
+    let out = backup_racing(&k, &src, &f, || {
+        std::fs::remove_file(&f).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(&f).status().unwrap().success());
+    });
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{e}");
+    assert!(e.contains("no longer a regular file"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(30), "no hang");
+}

@@ -31,8 +31,26 @@ fn options(a: &BackupArgs) -> Result<BackupOptions, Failure> {
         username: super::username(),
         parent,
         force: a.force,
+        before_open: test_gate(),
         ..BackupOptions::default()
     })
+}
+
+/// `KURA_TEST_BACKUP_GATE=FILE:GATE`: before opening FILE, the backup
+/// creates `GATE.waiting` and waits until `GATE` exists, so a test can swap
+/// the file in between, as a racing local user would.
+fn test_gate() -> Option<kura_repo::backup::PathHook> {
+    let spec = std::env::var("KURA_TEST_BACKUP_GATE").ok()?;
+    let (file, gate) = spec.split_once(':')?;
+    let (file, gate) = (std::path::PathBuf::from(file), std::path::PathBuf::from(gate));
+    Some(kura_repo::backup::PathHook(std::sync::Arc::new(move |p: &std::path::Path| {
+        if p == file {
+            let _ = std::fs::write(gate.with_extension("waiting"), b"");
+            while !gate.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    })))
 }
 
 pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
