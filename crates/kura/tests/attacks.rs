@@ -119,11 +119,7 @@ fn directory_swapped_for_a_symlink_mid_restore_is_never_written_through() {
         .unwrap();
     // The restore made its directories and waits: the racing user swaps
     // one for a symlink to a place of their choosing.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !gate.with_extension("waiting").exists() {
-        assert!(Instant::now() < deadline, "the restore never reached its gate");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_at_gate(&gate);
     let sub = restored(&target, &src).join("sub");
     std::fs::rename(&sub, k.path("moved-away")).unwrap();
     std::os::unix::fs::symlink(&outside, &sub).unwrap();
@@ -229,8 +225,9 @@ fn inodes_for(src: &Path) -> usize {
     src.components().count() + 2
 }
 
-#[test]
-fn a_file_swapped_for_a_symlink_to_a_root_only_file_never_leaks_it() {
+/// A repository, a root-only secret, and a user's folder with one file in
+/// it, which the tests swap for a symlink to the secret.
+fn root_secret_and_user_file() -> (Kura, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let k = Kura::new();
     k.init();
     let secret = k.path("secret");
@@ -240,6 +237,22 @@ fn a_file_swapped_for_a_symlink_to_a_root_only_file_never_leaks_it() {
     std::fs::create_dir_all(&src).unwrap();
     let f = src.join("notes.txt");
     std::fs::write(&f, b"user notes").unwrap();
+    (k, secret, src, f)
+}
+
+/// Waits until a test gate reports that the backup or restore is paused
+/// at it.
+fn wait_at_gate(gate: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !gate.with_extension("waiting").exists() {
+        assert!(Instant::now() < deadline, "the run never reached its gate");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_file_swapped_for_a_symlink_to_a_root_only_file_never_leaks_it() {
+    let (k, secret, src, f) = root_secret_and_user_file();
     let stop = Arc::new(AtomicBool::new(false));
     let racer = {
         let (stop, f, secret) = (stop.clone(), f.clone(), secret.clone());
@@ -413,11 +426,7 @@ fn restore_temp_files_and_new_directories_are_private_until_done() {
         .env("KURA_TEST_RESTORE_GATE", &gate)
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !gate.with_extension("waiting").exists() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_at_gate(&gate);
     let open = restored(&target, &src).join("open");
     assert_eq!(std::fs::metadata(&open).unwrap().mode() & 0o777, 0o700, "private while files are written");
     std::fs::write(&gate, b"").unwrap();
@@ -750,11 +759,7 @@ fn backup_racing(k: &Kura, src: &Path, file: &Path, swap: impl FnOnce()) -> std:
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !gate.with_extension("waiting").exists() {
-        assert!(Instant::now() < deadline, "the backup never reached its gate");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_at_gate(&gate);
     swap();
     std::fs::write(&gate, b"").unwrap();
     child.wait_with_output().unwrap()
@@ -762,15 +767,7 @@ fn backup_racing(k: &Kura, src: &Path, file: &Path, swap: impl FnOnce()) -> std:
 
 #[test]
 fn a_file_swapped_for_a_symlink_between_look_and_open_is_never_followed() {
-    let k = Kura::new();
-    k.init();
-    let secret = k.path("secret");
-    std::fs::write(&secret, b"ROOT-ONLY-SECRET").unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let src = k.path("home");
-    std::fs::create_dir_all(&src).unwrap();
-    let f = src.join("notes.txt");
-    std::fs::write(&f, b"user notes").unwrap();
+    let (k, secret, src, f) = root_secret_and_user_file();
     let out = backup_racing(&k, &src, &f, || {
         std::fs::remove_file(&f).unwrap();
         std::os::unix::fs::symlink(&secret, &f).unwrap();
