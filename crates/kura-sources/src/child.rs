@@ -35,29 +35,64 @@ pub(crate) struct Fed {
     pub status: std::process::ExitStatus,
     /// The tail of its standard error.
     pub stderr: String,
+    /// Its standard output, when asked for ([`feed_for_output`]).
+    pub stdout: Vec<u8>,
 }
 
 /// Starts `cmd` and writes `files` of snapshot `tree` to its standard input,
 /// one after the other, every blob verified before it is written. `what`
 /// names the program in a message when it cannot start.
 pub(crate) async fn feed(
-    mut cmd: std::process::Command,
+    cmd: std::process::Command,
     what: &str,
     repo: &kura_repo::Repository,
     tree: kura_format::Id,
     files: &[String],
 ) -> Result<Fed, crate::SourceError> {
+    run_fed(cmd, what, repo, tree, files, false).await
+}
+
+/// [`feed`], keeping what the program writes to its standard output (up to
+/// [`OUTPUT_MAX`] bytes: a listing or a few statements, never a dump).
+pub(crate) async fn feed_for_output(
+    cmd: std::process::Command,
+    what: &str,
+    repo: &kura_repo::Repository,
+    tree: kura_format::Id,
+    files: &[String],
+) -> Result<Fed, crate::SourceError> {
+    run_fed(cmd, what, repo, tree, files, true).await
+}
+
+const OUTPUT_MAX: u64 = 64 << 20;
+
+async fn run_fed(
+    mut cmd: std::process::Command,
+    what: &str,
+    repo: &kura_repo::Repository,
+    tree: kura_format::Id,
+    files: &[String],
+    capture: bool,
+) -> Result<Fed, crate::SourceError> {
     use std::process::Stdio;
     let mut child = cmd
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(if capture { Stdio::piped() } else { Stdio::null() })
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| crate::SourceError::Refused(format!("cannot start {what}: {e}")))?;
     let err = stderr_tail(child.stderr.take().expect("piped"));
+    let out = child.stdout.take().map(|o| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let _ = o.take(OUTPUT_MAX).read_to_end(&mut kept);
+            kept
+        })
+    });
     let mut stdin = child.stdin.take().expect("piped");
     let dumped = kura_repo::restore::dump_files(repo, tree, files, &mut stdin).await;
     drop(stdin);
     let status = child.wait().map_err(|e| crate::SourceError::Refused(e.to_string()))?;
-    Ok(Fed { dumped, status, stderr: err.join().unwrap_or_default() })
+    let stdout = out.map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+    Ok(Fed { dumped, status, stderr: err.join().unwrap_or_default(), stdout })
 }

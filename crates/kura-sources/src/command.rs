@@ -96,7 +96,7 @@ pub async fn restore(
     let cmd = restore_cmd.ok_or_else(|| {
         SourceError::Refused("this target has no `restore` command; use --into FILE to get the output".into())
     })?;
-    let Fed { dumped, status, stderr } =
+    let Fed { dumped, status, stderr, .. } =
         feed(shell(cmd), &format!("`{cmd}`"), repo, tree, &[name.to_string()]).await?;
     if !status.success() {
         return Err(SourceError::Refused(format!("restore command `{cmd}` exited with {status}: {stderr}")));

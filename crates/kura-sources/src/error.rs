@@ -21,6 +21,10 @@ pub enum SourceError {
     /// A database server or its client tool said no.
     #[error("{engine} at {at}: {message}")]
     Database { engine: &'static str, at: String, message: String },
+    /// A dump's objects belong to roles this server lacks, or that the
+    /// restoring user cannot act as.
+    #[error("the backup of database {database} has objects owned by role(s) {} that do not exist on this server or that this user cannot act as; nothing was touched", roles.join(", "))]
+    MissingRoles { database: String, roles: Vec<String> },
     #[error("{0}")]
     Refused(String),
 }

@@ -708,7 +708,7 @@ async fn load(
 ) -> Result<u64, SourceError> {
     let mut cmd = conn.command(CLIENT_TOOLS)?;
     cmd.arg(format!("--database={db}"));
-    let Fed { dumped, status, stderr } = feed(cmd, "the MySQL client", repo, tree, files).await?;
+    let Fed { dumped, status, stderr, .. } = feed(cmd, "the MySQL client", repo, tree, files).await?;
     if !status.success() {
         return Err(SourceError::Refused(format!("loading the dump failed ({status}): {}", stderr.trim())));
     }

@@ -203,6 +203,10 @@ pub struct RestoreArgs {
     /// leave out. Without it, only the snapshot's entries are written.
     #[arg(long)]
     pub mirror: bool,
+    /// PostgreSQL: give every restored object to the restoring user and
+    /// grant nothing, for a server that lacks the backup's roles.
+    #[arg(long)]
+    pub no_owner: bool,
     /// With --into: run the target's pre_restore and post_restore hooks too
     /// (a copy beside the live data runs none by default).
     #[arg(long)]

@@ -32,7 +32,8 @@ pub mod code {
     pub const FAILED: u8 = 1;
     /// Done, with warnings: a backup saved although some source files could
     /// not be read or changed while read; a restore that left out entries on
-    /// purpose (sockets, device nodes without root).
+    /// purpose (sockets, device nodes without root), or a database restored
+    /// without some of its database-level settings.
     pub const PARTIAL_BACKUP: u8 = 3;
     /// verify found damage, or restore could not restore some files because
     /// the repository's copy is damaged.
@@ -114,6 +115,10 @@ impl From<kura_sources::SourceError> for Failure {
     fn from(e: kura_sources::SourceError) -> Failure {
         match e {
             kura_sources::SourceError::Repo(r) => r.into(),
+            e @ kura_sources::SourceError::MissingRoles { .. } => Failure::new(e.to_string()).hint(
+                "create the roles first (the snapshot holds them: `kura dump SNAPSHOT globals.sql | psql -d postgres`), \
+                 or restore with --no-owner to give every object to the restoring user and grant nothing",
+            ),
             other => Failure {
                 code: code::FAILED,
                 hint: other.hint().map(String::from),

@@ -435,3 +435,119 @@ fn a_partial_target_restores_only_its_own_tables_in_place() {
     assert_eq!(comp.status.code(), Some(1), "{}", stderr(&comp));
     assert_eq!(pg.psql("shop", "SELECT count(*) FROM users WHERE email = 'late@example.org'"), "1");
 }
+
+/// The seed runbook's setup: an application role owns the database and its
+/// schema, a read-only role may connect, the database has its own settings,
+/// comment and locale. A superuser backs it up and restores it.
+const APP_SETUP: [&str; 3] = [
+    "CREATE ROLE app LOGIN PASSWORD 'app-pw'; CREATE ROLE reader LOGIN PASSWORD 'reader-pw'",
+    "CREATE DATABASE shop OWNER app ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    "ALTER DATABASE shop SET search_path = app, public; ALTER DATABASE shop SET work_mem = '8MB'; \
+     REVOKE CONNECT, TEMPORARY ON DATABASE shop FROM PUBLIC; GRANT CONNECT ON DATABASE shop TO reader; \
+     COMMENT ON DATABASE shop IS 'the shop''s data'; ALTER ROLE reader IN DATABASE shop SET statement_timeout = '5s'",
+];
+const APP_SCHEMA: &str = "CREATE SCHEMA app; CREATE TABLE app.users(id serial PRIMARY KEY, name text); \
+    CREATE TABLE app.orders(id serial PRIMARY KEY, user_id int REFERENCES app.users(id), cents int); \
+    ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO reader; GRANT USAGE ON SCHEMA app TO reader; \
+    GRANT SELECT ON ALL TABLES IN SCHEMA app TO reader; \
+    INSERT INTO app.users(name) SELECT 'u' || g FROM generate_series(1, 50) g; \
+    INSERT INTO app.orders(user_id, cents) SELECT 1 + g % 50, g FROM generate_series(1, 200) g";
+
+/// Everything about database shop the application depends on beyond its rows.
+fn access_of(pg: &PgServer) -> String {
+    let db = pg.psql(
+        "postgres",
+        "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype, datacl, \
+         shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'shop'",
+    );
+    let settings = pg.psql(
+        "postgres",
+        "SELECT coalesce(setrole::regrole::text, '-'), setconfig FROM pg_db_role_setting \
+         WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = 'shop') ORDER BY 1",
+    );
+    let inside = pg.psql(
+        "shop",
+        "SELECT string_agg(format('%s %s %s', c.relname, pg_get_userbyid(c.relowner), c.relacl), '; ' ORDER BY c.relname) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'app'",
+    );
+    let schema =
+        pg.psql("shop", "SELECT pg_get_userbyid(nspowner), nspacl FROM pg_namespace WHERE nspname = 'app'");
+    let defaults = pg.psql("shop", "SELECT pg_get_userbyid(defaclrole), defaclacl FROM pg_default_acl");
+    format!("{db}\n{settings}\n{inside}\n{schema}\n{defaults}")
+}
+
+/// The application and its reader at work, as they would after a restore.
+fn app_works(pg: &PgServer) {
+    let n = pg.psql_as("app", "app-pw", "shop", "INSERT INTO users(name) VALUES ('after') RETURNING id");
+    assert!(n.is_ok(), "the app role writes its table (search_path from the database settings): {n:?}");
+    let n = pg.psql_as("app", "app-pw", "shop", "UPDATE app.orders SET cents = cents + 1 WHERE id = 1");
+    assert!(n.is_ok(), "{n:?}");
+    let r = pg.psql_as("reader", "reader-pw", "shop", "SELECT count(*) FROM app.orders");
+    assert_eq!(r.as_deref(), Ok("200"), "the reader reads");
+    let r = pg.psql_as("reader", "reader-pw", "shop", "DELETE FROM app.orders");
+    assert!(r.unwrap_err().contains("permission denied"), "and only reads");
+    let r = pg.psql_as("reader", "reader-pw", "shop", "SHOW statement_timeout");
+    assert_eq!(r.as_deref(), Ok("5s"), "the per-role database setting holds");
+}
+
+#[test]
+fn a_restore_by_a_superuser_keeps_owners_grants_and_database_settings() {
+    let pg = PgServer::start();
+    for sql in APP_SETUP {
+        pg.psql("postgres", sql);
+    }
+    pg.psql_as("app", "app-pw", "shop", APP_SCHEMA).unwrap();
+    app_works(&pg);
+    let (before, rows) = (access_of(&pg), pg.dump_text("shop"));
+    let mut k = Kura::new();
+    config(&mut k, &format!("[target.app_db]\ntype = \"postgres\"\nurl = \"{}\"\n", pg.url("shop")));
+    k.env.push(("PGPASSWORD".into(), pg.password.clone()));
+    k.init();
+    k.ok(&["backup", "--target", "app_db"]);
+
+    // An application session is connected: the plan says it will be ended,
+    // the restore says it was.
+    {
+        let _app = pg.hold("shop", "SELECT count(*) FROM app.users");
+        let plan = k.ok(&["restore", "--target", "app_db", "--dry-run"]);
+        assert!(plan.contains("the 1 session(s) connected to it now will be ended at the swap"), "{plan}");
+        let out = k.ok(&["restore", "--target", "app_db", "--yes"]);
+        assert!(out.contains("ended 1 session(s) on database shop"), "{out}");
+    }
+    assert_eq!(access_of(&pg), before, "owner, grants, settings and comment as they were");
+    assert_eq!(pg.dump_text("shop"), rows);
+    app_works(&pg);
+
+    // The disaster case: the database is gone. The restore recreates it
+    // with its owner, locale and settings.
+    pg.psql("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'shop'");
+    pg.psql("postgres", "DROP DATABASE shop");
+    let plan = k.ok(&["restore", "--target", "app_db", "--dry-run"]);
+    assert!(plan.contains("database shop does not exist"), "{plan}");
+    let out = k.ok(&["restore", "--target", "app_db", "--yes"]);
+    assert!(!out.contains("session"), "{out}");
+    assert_eq!(access_of(&pg), before, "a dropped database comes back as it was");
+    assert_eq!(pg.dump_text("shop"), rows);
+    app_works(&pg);
+
+    // A user that cannot act as the dump's roles is refused before anything
+    // is touched, and told how to go on; --no-owner restores as that user.
+    pg.psql("postgres", "CREATE ROLE outsider LOGIN CREATEDB PASSWORD 'out-pw'");
+    let mut out_k = Kura::with_repo(&k.repo, vec![("PGPASSWORD".into(), "out-pw".into())]);
+    let url2 = pg.url("shop").replace("postgres@", "outsider@");
+    config(&mut out_k, &format!("[target.app_db]\ntype = \"postgres\"\nurl = \"{url2}\"\n"));
+    let refused = out_k.run(&["restore", "--target", "app_db", "--yes", "--into", "shop_copy"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("role(s) app") && stderr(&refused).contains("--no-owner"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'shop_copy'"), "0");
+    out_k.ok(&["restore", "--target", "app_db", "--yes", "--into", "shop_copy", "--no-owner"]);
+    assert_eq!(pg.psql("shop_copy", "SELECT count(*) FROM app.orders"), "200");
+    assert_eq!(
+        pg.psql("shop_copy", "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'app'"),
+        "outsider"
+    );
+}

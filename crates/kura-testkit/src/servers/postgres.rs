@@ -102,13 +102,23 @@ impl PgServer {
 
     /// Runs SQL through psql; returns unaligned output, panics on error.
     pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.psql_as("postgres", &self.password, db, sql).unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
+    }
+
+    /// Runs SQL as another role (logging in with its password over TCP):
+    /// its unaligned output, or what psql said on failure.
+    pub fn psql_as(&self, role: &str, password: &str, db: &str, sql: &str) -> Result<String, String> {
+        let url = format!("postgres://{role}@127.0.0.1:{}/{db}", self.port);
         let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.url(db), "-c", sql])
-            .env("PGPASSWORD", &self.password)
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &url, "-c", sql])
+            .env("PGPASSWORD", password)
             .output()
             .expect("run psql");
-        assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
     }
 
     /// Waits until `condition` (a boolean SQL expression) is true, so that

@@ -288,7 +288,7 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     if g.json {
         print_json(&serde_json::json!({ "target": t.name, "snapshot": id, "restored": restored }));
     }
-    Ok(0)
+    Ok(if warned(&restored) { crate::output::code::PARTIAL_BACKUP } else { 0 })
 }
 
 async fn prepare<'c>(
@@ -419,11 +419,10 @@ async fn prepare<'c>(
                 d.display()
             ),
 
-            (TargetKind::Postgres(_), None) => format!(
-                "restore into a fresh database, then swap it with database {} (kept as {}_bak_YYYYMMDD_HHMM)",
-                d.display(),
-                d.display()
-            ),
+            (TargetKind::Postgres(pg), None) => {
+                let url = kura_sources::postgres::PgUrl::parse(&pg.url)?.with_db(&d.display().to_string());
+                pg_swap_plan(&url)?
+            }
             (TargetKind::Command(_), Some(_)) => {
                 format!("write the stored output to the new file {}", d.display())
             }
@@ -469,6 +468,24 @@ async fn prepare<'c>(
     Ok(Prepared { t, repo, id, snap, keep_old, dests, pg_dumps, object_opts, object_plan, plan })
 }
 
+/// What a whole-database swap will do to the live database as it is now.
+fn pg_swap_plan(url: &kura_sources::postgres::PgUrl) -> Result<String, Failure> {
+    let db = &url.dbname;
+    if !kura_sources::postgres::exists(url)? {
+        return Ok(format!(
+            "database {db} does not exist: restore into a fresh database and give it the name {db}, with the backup's owner, encoding and settings"
+        ));
+    }
+    let mut s = format!(
+        "restore into a fresh database with the backup's owner, grants and settings, then swap it with database {db} (kept as {db}_bak_YYYYMMDD_HHMM)"
+    );
+    match kura_sources::postgres::sessions(url)? {
+        0 => s += "; no session is connected to it now",
+        n => s += &format!("; the {n} session(s) connected to it now will be ended at the swap"),
+    }
+    Ok(s)
+}
+
 fn show_plan(g: &Global, a: &RestoreArgs, p: &Prepared) {
     let (t, snap) = (p.t, &p.snap);
     let taken = snap.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S");
@@ -498,6 +515,11 @@ fn show_plan(g: &Global, a: &RestoreArgs, p: &Prepared) {
     } else if t.pre_restore.is_some() || t.post_restore.is_some() {
         say(g, "  hooks: not run for a copy beside the live data (--hooks runs them)");
     }
+}
+
+/// Whether a restore's results carry warnings (exit 3).
+fn warned(restored: &[serde_json::Value]) -> bool {
+    restored.iter().any(|r| r["warnings"].as_array().is_some_and(|w| !w.is_empty()))
 }
 
 /// Runs the hooks and the restore; the post hook runs even on failure.
@@ -590,27 +612,39 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
                 for name in &pg_dumps {
                     let url = base.with_db(name.trim_end_matches(".pgdump"));
                     let r = if tables.is_empty() || into.is_some() {
-                        kura_sources::postgres::restore(
-                            &repo,
-                            snap.tree,
-                            name,
-                            &url,
-                            into.as_deref(),
-                            &a.tables,
+                        let how = kura_sources::postgres::PgRestore {
+                            into: into.as_deref(),
+                            tables: &a.tables,
                             keep_old,
-                        )
-                        .await?
+                            no_owner: a.no_owner,
+                        };
+                        kura_sources::postgres::restore(&repo, snap.tree, name, &url, &how).await?
                     } else {
                         kura_sources::postgres::restore_tables_in_place(
                             &repo, snap.tree, name, &url, &tables, keep_old,
                         )
                         .await?
                     };
+                    if r.sessions_ended > 0 {
+                        say(
+                            g,
+                            format!(
+                                "ended {} session(s) on database {} for the swap",
+                                r.sessions_ended, r.database
+                            ),
+                        );
+                    }
                     say(g, format!("restored database {} ({} of dump)", r.database, human_bytes(r.bytes)));
                     if let Some(k) = &r.kept {
                         say(g, format!("previous copy kept as {k}"));
                     }
-                    out.push(serde_json::json!({ "database": r.database, "bytes": r.bytes, "kept": r.kept }));
+                    for w in &r.warnings {
+                        crate::output::errln!("warning: database {}: not carried over: {w}", r.database);
+                    }
+                    out.push(serde_json::json!({
+                        "database": r.database, "bytes": r.bytes, "kept": r.kept,
+                        "sessions_ended": r.sessions_ended, "warnings": r.warnings,
+                    }));
                 }
                 Ok(out)
             }
@@ -821,5 +855,6 @@ async fn run_component(g: &Global, a: &RestoreArgs, cfg: &Config, component: &st
     if g.json {
         print_json(&serde_json::json!({ "run": run, "targets": done }));
     }
-    Ok(0)
+    let any_warned = done.iter().any(|d| d["restored"].as_array().is_some_and(|r| warned(r)));
+    Ok(if any_warned { crate::output::code::PARTIAL_BACKUP } else { 0 })
 }

@@ -25,6 +25,9 @@ use kura_store::percent_decode;
 use crate::child::{feed, stderr_tail, Fed};
 use crate::SourceError;
 
+mod database;
+use database::DatabaseLevel;
+
 /// A libpq URL split into what may go on a command line and what may not.
 #[derive(Clone, Debug)]
 pub struct PgUrl {
@@ -463,6 +466,48 @@ pub struct PgRestored {
     pub bytes: u64,
     /// The previous database, renamed.
     pub kept: Option<String>,
+    /// Sessions on the live database ended so that it could be renamed.
+    pub sessions_ended: u64,
+    /// Database-level statements of the dump this server refused (a
+    /// per-role setting without the right to set it, say): the data is
+    /// restored, these settings are not.
+    pub warnings: Vec<String>,
+}
+
+/// How [`restore`] restores.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PgRestore<'a> {
+    /// A new database to restore into, the live one untouched.
+    pub into: Option<&'a str>,
+    /// Only these tables.
+    pub tables: &'a [String],
+    /// Keep the replaced database as `NAME_bak_YYYYMMDD_HHMM`.
+    pub keep_old: bool,
+    /// Give every object to the restoring user, grant nothing: for a server
+    /// that lacks the dump's roles.
+    pub no_owner: bool,
+}
+
+/// Whether `url`'s database exists.
+pub fn exists(url: &PgUrl) -> Result<bool, SourceError> {
+    let found = psql(
+        &url.with_db("postgres"),
+        &format!("SELECT 1 FROM pg_database WHERE datname = {}", quote_literal(&url.dbname)),
+    )?;
+    Ok(found == "1")
+}
+
+/// Sessions connected to `url`'s database now, other than ours: a swap
+/// ends them.
+pub fn sessions(url: &PgUrl) -> Result<u64, SourceError> {
+    let n = psql(
+        &url.with_db("postgres"),
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
+            quote_literal(&url.dbname)
+        ),
+    )?;
+    Ok(n.parse().unwrap_or(0))
 }
 
 fn quote_ident(s: &str) -> String {
@@ -473,17 +518,18 @@ fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Restores a dump made by [`backup`]: into a fresh database, checked, then
-/// swapped with the live one (or left under `into`, the live one untouched).
+/// Restores a dump made by [`backup`]: into a fresh database created as
+/// the dumped one was (encoding, locale), with the dump's owners, grants,
+/// comment and settings, checked, then swapped with the live one (or left
+/// under `into`, the live one untouched).
 pub async fn restore(
     repo: &Repository,
     tree: Id,
     name: &str,
     url: &PgUrl,
-    into: Option<&str>,
-    tables: &[String],
-    keep_old: bool,
+    how: &PgRestore<'_>,
 ) -> Result<PgRestored, SourceError> {
+    let PgRestore { into, tables, keep_old, no_owner } = *how;
     let admin = url.with_db("postgres");
     let stamp = chrono::Local::now().format("%Y%m%d_%H%M").to_string();
     let fresh = match into {
@@ -513,14 +559,36 @@ pub async fn restore(
             "database {fresh} already exists; restore never writes into an existing database (drop it or choose another --into)"
         )));
     }
-    psql(&admin, &format!("CREATE DATABASE {}", quote_ident(&fresh)))?;
+    let level = DatabaseLevel::read(repo, tree, name, url).await?;
+    if !no_owner {
+        let missing = level.roles_missing(&admin)?;
+        if !missing.is_empty() {
+            return Err(SourceError::MissingRoles { database: url.dbname.clone(), roles: missing });
+        }
+    }
+    let mut warnings = Vec::new();
+    let plain = format!("CREATE DATABASE {}", quote_ident(&fresh));
+    match &level.create_with {
+        Some(with) => {
+            if let Err(e) = psql(&admin, &format!("{plain} WITH {with}")) {
+                // Another server may lack the dumped locale; the data still
+                // comes back, and the user is told.
+                warnings
+                    .push(format!("created with this server's default encoding and locale, not {with}: {e}"));
+                psql(&admin, &format!("{plain} TEMPLATE template0"))?;
+            }
+        }
+        None => {
+            psql(&admin, &format!("{plain} TEMPLATE template0"))?;
+        }
+    }
     let target = url.with_db(&fresh);
     let parts = read_parts(repo, tree, name).await?;
     let restored: Result<u64, SourceError> = async {
         let table_args: Vec<String> =
             tables.iter().flat_map(|t| ["--table".to_string(), t.clone()]).collect();
         let Some((dir, parts)) = parts else {
-            return pg_restore_file(repo, tree, name, &target, &table_args).await;
+            return pg_restore_file(repo, tree, name, &target, &table_args, no_owner).await;
         };
         // A dump in parts: the schema, every row, then indexes and
         // constraints, built once over all of them.
@@ -529,17 +597,28 @@ pub async fn restore(
             a.push(format!("--section={section}"));
             a
         };
-        let mut bytes = pg_restore_file(repo, tree, name, &target, &with("pre-data")).await?;
-        bytes += pg_restore_file(repo, tree, name, &target, &with("data")).await?;
+        let mut bytes = pg_restore_file(repo, tree, name, &target, &with("pre-data"), no_owner).await?;
+        bytes += pg_restore_file(repo, tree, name, &target, &with("data"), no_owner).await?;
         for p in
             parts.parts.iter().filter(|p| tables.is_empty() || tables.iter().any(|t| same_table(t, &p.table)))
         {
-            bytes += pg_restore_file(repo, tree, &format!("{dir}/{}", p.file), &target, &[]).await?;
+            bytes +=
+                pg_restore_file(repo, tree, &format!("{dir}/{}", p.file), &target, &[], no_owner).await?;
         }
-        bytes += pg_restore_file(repo, tree, name, &target, &with("post-data")).await?;
+        bytes += pg_restore_file(repo, tree, name, &target, &with("post-data"), no_owner).await?;
         Ok(bytes)
     }
     .await;
+    // The database's own owner, grants, comment and settings, as dumped,
+    // while it still has its scratch name: the application never sees it
+    // without them.
+    if restored.is_ok() {
+        for stmt in level.statements_for(&fresh, !no_owner) {
+            if let Err(e) = psql(&admin, &stmt) {
+                warnings.push(format!("{}: {e}", stmt.lines().next().unwrap_or_default()));
+            }
+        }
+    }
     let bytes = match restored {
         Ok(b) => b,
         Err(e) => {
@@ -551,7 +630,7 @@ pub async fn restore(
         }
     };
     if into.is_some() {
-        return Ok(PgRestored { database: fresh, bytes, kept: None });
+        return Ok(PgRestored { database: fresh, bytes, kept: None, sessions_ended: 0, warnings });
     }
     // The swap: the live database is renamed aside and the fresh one takes
     // its name, both in one transaction, so no instant exists without a
@@ -580,14 +659,16 @@ pub async fn restore(
         format!("ALTER DATABASE {} RENAME TO {}", quote_ident(&fresh), quote_ident(live))
     };
     let mut attempt = 0;
+    let mut sessions_ended = 0;
     loop {
-        psql(
+        let ended = psql(
             &admin,
             &format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
                 quote_literal(live)
             ),
         )?;
+        sessions_ended += ended.parse::<u64>().unwrap_or(0);
         match psql(&admin, &swap) {
             Ok(_) => break,
             Err(e) if attempt < 4 && e.to_string().contains("being accessed by other users") => {
@@ -607,7 +688,10 @@ pub async fn restore(
     } else {
         had_live.then_some(bak)
     };
-    Ok(PgRestored { database: live.clone(), bytes, kept })
+    if sessions_ended > 0 {
+        tracing::info!(database = %live, sessions = sessions_ended, "ended sessions on the live database for the swap");
+    }
+    Ok(PgRestored { database: live.clone(), bytes, kept, sessions_ended, warnings })
 }
 
 /// Feeds one archive of the snapshot to pg_restore into `target`, every
@@ -618,10 +702,14 @@ async fn pg_restore_file(
     file: &str,
     target: &PgUrl,
     args: &[String],
+    no_owner: bool,
 ) -> Result<u64, SourceError> {
     let mut cmd = target.command("pg_restore")?;
-    cmd.args(["--exit-on-error", "--no-owner", "--dbname", &target.url]).args(args);
-    let Fed { dumped, status, stderr } = feed(cmd, "pg_restore", repo, tree, &[file.to_string()]).await?;
+    cmd.args(["--exit-on-error", "--dbname", &target.url]).args(args);
+    if no_owner {
+        cmd.args(["--no-owner", "--no-acl"]);
+    }
+    let Fed { dumped, status, stderr, .. } = feed(cmd, "pg_restore", repo, tree, &[file.to_string()]).await?;
     if !status.success() {
         return Err(SourceError::Refused(format!(
             "pg_restore of {file} failed ({status}): {}",
@@ -823,7 +911,13 @@ pub async fn restore_tables_in_place(
             url.dbname
         )));
     }
-    Ok(PgRestored { database: url.dbname.clone(), bytes, kept: keep_old.then_some(format!("schema {bak}")) })
+    Ok(PgRestored {
+        database: url.dbname.clone(),
+        bytes,
+        kept: keep_old.then_some(format!("schema {bak}")),
+        sessions_ended: 0,
+        warnings: Vec::new(),
+    })
 }
 
 #[cfg(test)]
