@@ -25,6 +25,9 @@ pub enum SourceError {
     /// restoring user cannot act as.
     #[error("the backup of database {database} has objects owned by role(s) {} that do not exist on this server or that this user cannot act as; nothing was touched", roles.join(", "))]
     MissingRoles { database: String, roles: Vec<String> },
+    /// Other sessions held the live tables longer than the restore may wait.
+    #[error("gave up after {waited_secs} s waiting for other sessions to release database {database}'s tables ({}); nothing was changed", holders.join("; "))]
+    LockTimeout { database: String, waited_secs: u64, holders: Vec<String> },
     #[error("{0}")]
     Refused(String),
 }

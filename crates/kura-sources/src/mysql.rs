@@ -476,6 +476,23 @@ pub struct MyRestored {
     /// Where the replaced tables went.
     pub kept: Option<String>,
     pub tables: Vec<String>,
+    /// Events left disabled: those of the kept copy, or of a copy restored
+    /// `--into` a scratch database, which must not run beside the live one.
+    pub events_disabled: Vec<String>,
+}
+
+/// How [`restore`] restores.
+#[derive(Clone, Copy, Debug)]
+pub struct MyRestore<'a> {
+    /// A new database to restore into, the live one untouched.
+    pub into: Option<&'a str>,
+    /// Only these tables (and views).
+    pub tables: &'a [String],
+    /// Keep the replaced tables in `NAME_bak_YYYYMMDD_HHMM`.
+    pub keep_old: bool,
+    /// How long to wait for other sessions' locks on the live tables before
+    /// giving up with nothing changed.
+    pub lock_timeout: std::time::Duration,
 }
 
 /// The snapshot's dump parts, in dump order.
@@ -549,10 +566,9 @@ pub async fn restore(
     tree: Id,
     files: &[String],
     raw_url: &str,
-    into: Option<&str>,
-    tables: &[String],
-    keep_old: bool,
+    how: &MyRestore<'_>,
 ) -> Result<MyRestored, SourceError> {
+    let MyRestore { into, tables, keep_old, lock_timeout } = *how;
     let parts = parts_of(files);
     if parts.is_empty() {
         return Err(SourceError::Refused("this snapshot holds no MySQL dump".into()));
@@ -621,6 +637,10 @@ pub async fn restore(
             return Err(SourceError::Refused(format!("{e}; the live database {live} was not touched")));
         }
     };
+    // A scratch copy's events must not run: they would act on the scratch
+    // tables, or on the live ones they name. Those enabled in the dump are
+    // enabled again once they are in the live database.
+    let enabled = disable_events(&conn, &fresh)?;
     // The check: every table of the dump exists in the fresh database.
     let count = conn.query(&format!(
         "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE <> 'VIEW'",
@@ -635,7 +655,13 @@ pub async fn restore(
         });
     }
     if into.is_some() {
-        return Ok(MyRestored { database: fresh, bytes, kept: None, tables: want_tables });
+        return Ok(MyRestored {
+            database: fresh,
+            bytes,
+            kept: None,
+            tables: want_tables,
+            events_disabled: enabled,
+        });
     }
 
     // Unique, like the `.bak` names of files: a second restore within the
@@ -659,42 +685,176 @@ pub async fn restore(
     let objects: Vec<String> = parts.iter().filter_map(|(k, _)| k.object().map(str::to_string)).collect();
     let selected_objects: Vec<String> = if tables.is_empty() { objects } else { tables.to_vec() };
     let info_c = (info.charset.clone(), info.collation.clone());
-    let swapped = tokio::task::spawn_blocking(move || -> Result<(), SourceError> {
-        if !c.database_exists(&b)? {
-            c.exec(
-                None,
-                &format!(
-                    "CREATE DATABASE {} CHARACTER SET {} COLLATE {}",
-                    quote_ident(&b),
-                    info_c.0,
-                    info_c.1
-                ),
-            )?;
+    let deadline = std::time::Instant::now() + lock_timeout;
+    let swapped = tokio::task::spawn_blocking(move || -> Result<Option<Vec<String>>, SourceError> {
+        // Nothing is changed until no other session holds the live tables.
+        let live_tables = definitions(&c, &l)?.tables;
+        let waited: Vec<String> = if partial {
+            selected_objects.iter().filter(|t| live_tables.contains(t)).cloned().collect()
+        } else {
+            live_tables
+        };
+        wait_for_tables(&c, &l, &waited, deadline)?;
+        let create = |db: &str| {
+            format!("CREATE DATABASE {} CHARACTER SET {} COLLATE {}", quote_ident(db), info_c.0, info_c.1)
+        };
+        // A database dropped since the backup (the disaster case) is
+        // recreated as it was, then filled by the same swap.
+        let had_live = c.database_exists(&l)?;
+        if !had_live {
+            c.exec(None, &create(&l))?;
         }
+        if !c.database_exists(&b)? {
+            c.exec(None, &create(&b))?;
+        }
+        let limit = deadline.saturating_duration_since(std::time::Instant::now()).as_secs().max(1);
         if partial {
             copy_tables_aside(&c, &l, &b, &selected_objects)?;
-            replace_in_place(&c, &f, &l, &selected_objects)
+            replace_in_place(&c, &f, &l, &selected_objects, limit)?;
         } else {
-            swap_databases(&c, &f, &l, &b)
+            swap_databases(&c, &f, &l, &b, limit)?;
         }
+        if !had_live {
+            // Nothing was replaced: there is nothing to keep.
+            c.exec(None, &format!("DROP DATABASE {}", quote_ident(&b)))?;
+            return Ok(None);
+        }
+        // The kept copy is a record, not a second application.
+        disable_events(&c, &b).map(Some)
     })
     .await
     .map_err(spawn_blocking_err)?;
-    if let Err(e) = swapped {
-        return Err(SourceError::Refused(format!(
-            "{e}; the restored copy is in database {fresh} and the previous tables in {bak}"
-        )));
-    }
+    let kept_events = match swapped {
+        Ok(events) => events,
+        Err(e @ SourceError::LockTimeout { .. }) => {
+            drop_fresh(&conn);
+            return Err(e);
+        }
+        Err(e) => {
+            return Err(SourceError::Refused(format!(
+                "{e}; the restored copy is in database {fresh} and the previous tables in {bak}"
+            )))
+        }
+    };
+    let c = conn.clone();
+    // A partial restore moved no events: the live ones stay as they are.
+    let (l, on) = (live.clone(), if partial { Vec::new() } else { enabled.clone() });
+    tokio::task::spawn_blocking(move || enable_events(&c, &l, &on)).await.map_err(spawn_blocking_err)??;
     // Whole: the fresh database is empty now. Partial: it only proved the
     // tables load; the live database holds them now.
     drop_fresh(&conn);
-    let kept = if keep_old {
-        Some(bak)
-    } else {
-        conn.exec(None, &format!("DROP DATABASE {}", quote_ident(&bak)))?;
-        None
+    let (kept, events_disabled) = match kept_events {
+        Some(events) if keep_old => (Some(bak), events),
+        Some(_) => {
+            conn.exec(None, &format!("DROP DATABASE {}", quote_ident(&bak)))?;
+            (None, Vec::new())
+        }
+        None => (None, Vec::new()),
     };
-    Ok(MyRestored { database: live, bytes, kept, tables: want_tables })
+    Ok(MyRestored { database: live, bytes, kept, tables: want_tables, events_disabled })
+}
+
+/// Disables the enabled events of `db`; returns their names.
+fn disable_events(conn: &Conn, db: &str) -> Result<Vec<String>, SourceError> {
+    let rows = conn.query(&format!(
+        "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {} AND STATUS = 'ENABLED'",
+        quote_literal(db)
+    ))?;
+    let names: Vec<String> = rows.into_iter().filter_map(|r| r.into_iter().next()).collect();
+    for e in &names {
+        alter_event(conn, db, e, "DISABLE")?;
+    }
+    Ok(names)
+}
+
+fn enable_events(conn: &Conn, db: &str, names: &[String]) -> Result<(), SourceError> {
+    for e in names {
+        alter_event(conn, db, e, "ENABLE")?;
+    }
+    Ok(())
+}
+
+/// ALTER EVENT records the session's character set, sql_mode and time
+/// zone with the event: it runs in the event's own, so that only the status
+/// changes.
+fn alter_event(conn: &Conn, db: &str, name: &str, status: &str) -> Result<(), SourceError> {
+    let event = format!("{}.{}", quote_ident(db), quote_ident(name));
+    let r = conn.query(&format!("SHOW CREATE EVENT {event}"))?;
+    let session = session_of(&r.first().cloned().unwrap_or_default(), Some(1), Some(2), 4);
+    conn.exec(Some(db), &format!("{session}ALTER EVENT {event} {status}"))
+}
+
+/// Waits until no other session holds a lock on `tables` of `db`: takes
+/// and at once releases a write lock on all of them, each try bounded by
+/// one second, until `deadline`. While it waits it says who holds them;
+/// at the deadline it gives up, having changed nothing.
+fn wait_for_tables(
+    conn: &Conn,
+    db: &str,
+    tables: &[String],
+    deadline: std::time::Instant,
+) -> Result<(), SourceError> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> =
+        tables.iter().map(|t| format!("{}.{} WRITE", quote_ident(db), quote_ident(t))).collect();
+    let probe =
+        format!("SET SESSION lock_wait_timeout = 1;\nLOCK TABLES {};\nUNLOCK TABLES;", list.join(", "));
+    let started = std::time::Instant::now();
+    let mut announced = false;
+    loop {
+        match conn.exec(None, &probe) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.to_string().contains("Lock wait timeout exceeded") => {
+                let holders = lock_holders(conn, db)?;
+                if !announced {
+                    tracing::warn!(
+                        "waiting for other sessions to release database {db}'s tables: {}",
+                        holders.join("; ")
+                    );
+                    announced = true;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(SourceError::LockTimeout {
+                        database: db.to_string(),
+                        waited_secs: started.elapsed().as_secs(),
+                        holders,
+                    });
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The other sessions that may hold locks on `db`'s tables: those with an
+/// open transaction, and those running a statement in it.
+fn lock_holders(conn: &Conn, db: &str) -> Result<Vec<String>, SourceError> {
+    let rows = conn.query(&format!(
+        "SELECT p.ID, p.USER, p.HOST, IFNULL(TIMESTAMPDIFF(SECOND, t.trx_started, NOW()), -1), p.COMMAND, \
+         LEFT(IFNULL(p.INFO, ''), 60) FROM information_schema.PROCESSLIST p \
+         LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID \
+         WHERE p.ID <> CONNECTION_ID() AND (t.trx_id IS NOT NULL OR (p.DB = {} AND p.COMMAND NOT IN ('Sleep', 'Daemon'))) \
+         ORDER BY p.ID",
+        quote_literal(db)
+    ))?;
+    let mut out: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let [id, user, host, trx, command, info] = &r[..] else { return None };
+            let what = if trx != "-1" {
+                format!("a transaction open for {trx} s")
+            } else {
+                format!("{command}: {info}")
+            };
+            Some(format!("session {id} ({user}@{host}), {what}"))
+        })
+        .collect();
+    if out.is_empty() {
+        out.push("a session this user cannot see (SHOW PROCESSLIST needs the PROCESS privilege)".into());
+    }
+    Ok(out)
 }
 
 /// Pipes the chosen parts of the snapshot into the client, verifying every
@@ -870,12 +1030,14 @@ fn move_programs(conn: &Conn, from: &str, to: &str) -> Result<(), SourceError> {
 
 /// Whole-database swap: the live tables go to `bak`, the fresh ones take
 /// their place, in one atomic RENAME TABLE.
-fn swap_databases(conn: &Conn, fresh: &str, live: &str, bak: &str) -> Result<(), SourceError> {
+fn swap_databases(conn: &Conn, fresh: &str, live: &str, bak: &str, limit: u64) -> Result<(), SourceError> {
     let Objects { tables: live_tables, views: live_views, triggers: live_triggers } =
         definitions(conn, live)?;
     let Objects { tables: fresh_tables, views: fresh_views, triggers: fresh_triggers } =
         definitions(conn, fresh)?;
-    let mut drops = String::new();
+    // Bounded, in case a session took a lock since the wait: a RENAME
+    // queued behind it would stall every new query on those tables.
+    let mut drops = format!("SET SESSION lock_wait_timeout = {limit};\n");
     for (db, views, triggers) in [(live, &live_views, &live_triggers), (fresh, &fresh_views, &fresh_triggers)]
     {
         for t in triggers.iter() {
@@ -906,7 +1068,8 @@ fn swap_databases(conn: &Conn, fresh: &str, live: &str, bak: &str) -> Result<(),
         ));
     }
     if !renames.is_empty() {
-        if let Err(e) = conn.exec(None, &format!("RENAME TABLE {}", renames.join(", "))) {
+        let rename = format!("SET SESSION lock_wait_timeout = {limit};\nRENAME TABLE {}", renames.join(", "));
+        if let Err(e) = conn.exec(None, &rename) {
             // Nothing moved: put the dropped definitions back where they were.
             let _ = recreate(conn, live, live, &live_views, &live_triggers);
             let _ = recreate(conn, fresh, fresh, &fresh_views, &fresh_triggers);
@@ -940,8 +1103,14 @@ fn copy_tables_aside(conn: &Conn, live: &str, bak: &str, objects: &[String]) -> 
 /// Replaces the chosen tables of the live database with those loaded into
 /// `fresh`: the dump's own statements (DROP, CREATE, INSERT, triggers) run
 /// again, now in the live database, so foreign keys resolve there.
-fn replace_in_place(conn: &Conn, fresh: &str, live: &str, objects: &[String]) -> Result<(), SourceError> {
-    let mut script = String::from("SET FOREIGN_KEY_CHECKS = 0;\n");
+fn replace_in_place(
+    conn: &Conn,
+    fresh: &str,
+    live: &str,
+    objects: &[String],
+    limit: u64,
+) -> Result<(), SourceError> {
+    let mut script = format!("SET FOREIGN_KEY_CHECKS = 0;\nSET SESSION lock_wait_timeout = {limit};\n");
     let Objects { tables, views, triggers } = definitions(conn, fresh)?;
     for t in objects.iter().filter(|t| tables.contains(t)) {
         let (l, f) = (

@@ -207,6 +207,11 @@ pub struct RestoreArgs {
     /// grant nothing, for a server that lacks the backup's roles.
     #[arg(long)]
     pub no_owner: bool,
+    /// MySQL/MariaDB, and PostgreSQL tables restored in place: how long to
+    /// wait for other sessions to release the live tables before giving up
+    /// with nothing changed (30s, 5m, ...).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = kura_policy::parse_duration)]
+    pub lock_timeout: std::time::Duration,
     /// With --into: run the target's pre_restore and post_restore hooks too
     /// (a copy beside the live data runs none by default).
     #[arg(long)]

@@ -119,6 +119,8 @@ impl From<kura_sources::SourceError> for Failure {
                 "create the roles first (the snapshot holds them: `kura dump SNAPSHOT globals.sql | psql -d postgres`), \
                  or restore with --no-owner to give every object to the restoring user and grant nothing",
             ),
+            e @ kura_sources::SourceError::LockTimeout { .. } => Failure::new(e.to_string())
+                .hint("let those sessions finish (or end them), or wait longer with --lock-timeout, e.g. --lock-timeout 15m"),
             other => Failure {
                 code: code::FAILED,
                 hint: other.hint().map(String::from),

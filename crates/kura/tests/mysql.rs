@@ -315,3 +315,75 @@ fn scratch_lock(db: &str) -> String {
     }
     format!("kura-restore-{h:016x}")
 }
+
+fn event_status(db: &MariaDb, schema: &str) -> String {
+    db.sql(
+        "mysql",
+        &format!("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '{schema}' AND EVENT_NAME = 'nightly'"),
+    )
+}
+
+#[test]
+fn a_dropped_database_is_recreated_with_its_charset_and_the_copies_events_stay_off() {
+    let (db, k) = setup();
+    let before = db.dump_text("shop");
+    k.ok(&["backup", "--target", "shop_db"]);
+    // The disaster: the database is gone.
+    db.sql("mysql", "DROP DATABASE shop");
+    k.ok(&["restore", "--target", "shop_db", "--yes"]);
+    assert_same_text(&db.dump_text("shop"), &before, "the dropped database, dump for dump");
+    assert_eq!(
+        db.sql(
+            "mysql",
+            "SELECT CONCAT(DEFAULT_CHARACTER_SET_NAME, ' ', DEFAULT_COLLATION_NAME) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop'"
+        ),
+        "utf8mb4 utf8mb4_unicode_ci"
+    );
+    assert_eq!(event_status(&db, "shop"), "ENABLED", "the live database's event runs again");
+
+    // A restore over the live database: the kept copy's event is off, the
+    // live one's on; a copy restored --into a scratch database is off too.
+    let out = k.ok(&["restore", "--target", "shop_db", "--yes"]);
+    let kept = kept_db(&db);
+    assert!(out.contains("events disabled in the kept copy: nightly"), "{out}");
+    assert_eq!(event_status(&db, &kept), "DISABLED", "a kept copy runs no events");
+    assert_eq!(event_status(&db, "shop"), "ENABLED");
+    k.ok(&["restore", "--target", "shop_db", "--yes", "--into", "shop_drill"]);
+    assert_eq!(event_status(&db, "shop_drill"), "DISABLED", "a scratch copy runs no events");
+    assert_same_text(&db.dump_text("shop"), &before, "the live database after both");
+}
+
+#[test]
+fn a_restore_waits_for_locks_only_as_long_as_allowed_and_changes_nothing() {
+    let (db, k) = setup();
+    k.ok(&["backup", "--target", "shop_db"]);
+    db.sql("shop", "UPDATE users SET name = 'after the backup' WHERE id = 1");
+    let before = db.dump_text("shop");
+    // The application inside a transaction that read the orders: it holds
+    // a metadata lock on them until it ends.
+    let holder = db.hold("SELECT COUNT(*) FROM shop.orders");
+    let started = Instant::now();
+    let out = k.run(&["restore", "--target", "shop_db", "--yes", "--lock-timeout", "3s"]);
+    let waited = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("waiting for other sessions to release database shop's tables"), "{err}");
+    assert!(err.contains("gave up after") && err.contains("a transaction open for"), "{err}");
+    assert!(err.contains("--lock-timeout"), "the hint names the flag: {err}");
+    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(60), "{waited:?}");
+    assert_same_text(&db.dump_text("shop"), &before, "nothing changed, triggers and views included");
+    assert_eq!(
+        db.sql("mysql", "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'shop\\_kura\\_restore%'"),
+        "0",
+        "the scratch copy is dropped"
+    );
+    // The same with one table.
+    let out =
+        k.run(&["restore", "--target", "shop_db", "--yes", "--table", "orders", "--lock-timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_same_text(&db.dump_text("shop"), &before, "a table restore changed nothing either");
+    // Once the transaction ends, the restore goes through.
+    drop(holder);
+    k.ok(&["restore", "--target", "shop_db", "--yes", "--lock-timeout", "30s"]);
+    assert!(db.sql("shop", "SELECT name FROM users WHERE id = 1").ends_with("Zoë"));
+}

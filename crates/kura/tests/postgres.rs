@@ -434,6 +434,17 @@ fn a_partial_target_restores_only_its_own_tables_in_place() {
     let comp = k.run(&["restore", "--component", "database", "--yes"]);
     assert_eq!(comp.status.code(), Some(1), "{}", stderr(&comp));
     assert_eq!(pg.psql("shop", "SELECT count(*) FROM users WHERE email = 'late@example.org'"), "1");
+    // A session holding the table: the restore gives up at --lock-timeout,
+    // rolled back, instead of queueing the application behind it.
+    pg.psql("shop", "DELETE FROM orders WHERE id % 5 = 0");
+    let held = pg.hold("shop", "LOCK TABLE orders IN SHARE MODE");
+    let blocked = k.run(&["restore", "--target", "orders_only", "--yes", "--lock-timeout", "2s"]);
+    assert_eq!(blocked.status.code(), Some(1));
+    assert!(stderr(&blocked).contains("lock timeout"), "{}", stderr(&blocked));
+    drop(held);
+    assert_eq!(pg.psql("shop", "SELECT count(*) FROM orders"), "2401", "rolled back: nothing changed");
+    k.ok(&["restore", "--target", "orders_only", "--yes"]);
+    assert_eq!(pg.psql("shop", "SELECT count(*) FROM orders"), "3001");
 }
 
 /// The seed runbook's setup: an application role owns the database and its

@@ -771,10 +771,20 @@ pub async fn restore_tables_in_place(
     url: &PgUrl,
     tables: &[String],
     keep_old: bool,
+    lock_timeout: std::time::Duration,
 ) -> Result<PgRestored, SourceError> {
     let stamp = chrono::Local::now().format("%Y%m%d_%H%M").to_string();
-    let bak = format!("kura_bak_{stamp}");
-    let mut script = String::from("BEGIN;\n");
+    // Unique, like every kept copy: a second restore within the minute
+    // keeps its own.
+    let mut bak = format!("kura_bak_{stamp}");
+    let mut n = 1;
+    while psql(url, &format!("SELECT 1 FROM pg_namespace WHERE nspname = {}", quote_literal(&bak)))? == "1" {
+        n += 1;
+        bak = format!("kura_bak_{stamp}_{n}");
+    }
+    // A session holding the tables makes the restore give up, the
+    // transaction rolled back, instead of queueing every query behind it.
+    let mut script = format!("BEGIN;\nSET LOCAL lock_timeout = '{}ms';\n", lock_timeout.as_millis().max(1));
     let mut selected: Vec<String> = Vec::new();
     let superuser = psql(url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user")? == "t";
     if superuser {
@@ -783,7 +793,7 @@ pub async fn restore_tables_in_place(
         script.push_str("SET LOCAL session_replication_role = replica;\n");
     }
     if keep_old {
-        script.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {};\n", quote_ident(&bak)));
+        script.push_str(&format!("CREATE SCHEMA {};\n", quote_ident(&bak)));
     }
     for t in tables {
         let regclass = psql(url, &format!("SELECT to_regclass({})::oid", quote_literal(t)))?;
@@ -898,11 +908,17 @@ pub async fn restore_tables_in_place(
             }
         }
         (failure, _) => {
-            // Without COMMIT the transaction dies with the session.
+            // Without COMMIT the transaction dies with the session. When
+            // psql stopped on an error (a lock timeout, say), everything
+            // after it failed for that reason: its message is the cause.
+            let stopped = matches!(psql_child.try_wait(), Ok(Some(st)) if !st.success());
             let _ = psql_child.kill();
             let _ = psql_child.wait();
             let err = psql_err.join().unwrap_or_default();
-            Err(failure.unwrap_or_else(|| format!("psql failed: {}", err.trim())))
+            match failure {
+                Some(f) if !(stopped && !err.trim().is_empty()) => Err(f),
+                _ => Err(format!("psql failed: {}", err.trim())),
+            }
         }
     };
     if let Err(e) = committed {

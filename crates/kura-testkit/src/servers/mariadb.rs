@@ -116,6 +116,11 @@ impl MariaDb {
 
     /// Runs SQL with the client; returns batch output, panics on error.
     pub fn sql(&self, db: &str, sql: &str) -> String {
+        self.try_sql(db, sql).unwrap_or_else(|e| panic!("mariadb {sql:?}: {e}"))
+    }
+
+    /// Runs SQL with the client: batch output, or what the client said.
+    pub fn try_sql(&self, db: &str, sql: &str) -> Result<String, String> {
         let out = Command::new("mariadb")
             .arg("--no-defaults")
             .args(["-h127.0.0.1", "-uroot", "--batch", "--skip-column-names"])
@@ -131,8 +136,11 @@ impl MariaDb {
                 c.wait_with_output()
             })
             .expect("run mariadb");
-        assert!(out.status.success(), "mariadb {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
     }
 
     /// Waits until `condition` (a SQL expression) is 1, so that tests order
@@ -168,9 +176,61 @@ impl MariaDb {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A client session that runs `sql` in a transaction and holds on (the
+    /// transaction open, its locks held) until the returned guard drops.
+    /// Returns once `sql` has run: the session is then asleep inside it.
+    pub fn hold(&self, sql: &str) -> MyHold<'_> {
+        let marker = format!("kura_hold_{}", rand::random::<u32>());
+        let mut child = Command::new("mariadb")
+            .arg("--no-defaults")
+            .args(["-h127.0.0.1", "-uroot", "--batch"])
+            .arg(format!("-P{}", self.port))
+            .env("MYSQL_PWD", &self.password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run mariadb");
+        // The whole script at once, stdin then closed: the client runs it
+        // to the end, which is the long sleep.
+        let script = format!("BEGIN;\n{sql};\nSELECT SLEEP(600) AS {marker};\n");
+        child.stdin.take().expect("piped").write_all(script.as_bytes()).expect("write to mariadb");
+        let guard = MyHold { server: self, client: Some(ServerProcess(child)), marker };
+        self.wait_until(&format!(
+            "EXISTS (SELECT 1 FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{}%' AND STATE = 'User sleep')",
+            guard.marker
+        ));
+        guard
+    }
+
     /// Stops the server at once, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.0.kill();
         let _ = self.child.0.wait();
+    }
+}
+
+/// A session holding a transaction open; dropping it ends the session on
+/// the server too (a query asleep in SLEEP() would not notice its client
+/// is gone).
+pub struct MyHold<'a> {
+    server: &'a MariaDb,
+    client: Option<ServerProcess>,
+    marker: String,
+}
+
+impl Drop for MyHold<'_> {
+    fn drop(&mut self) {
+        drop(self.client.take());
+        let ids = self.server.try_sql(
+            "mysql",
+            &format!(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{}%' AND ID <> CONNECTION_ID()",
+                self.marker
+            ),
+        );
+        for id in ids.unwrap_or_default().lines().filter(|l| !l.is_empty()) {
+            let _ = self.server.try_sql("mysql", &format!("KILL {id}"));
+        }
     }
 }

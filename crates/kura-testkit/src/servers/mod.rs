@@ -19,7 +19,7 @@ mod postgres;
 
 pub use azurite::{AzuriteServer, AZURITE_ACCOUNT, AZURITE_KEY};
 pub use gcs::GcsEmulator;
-pub use mariadb::MariaDb;
+pub use mariadb::{MariaDb, MyHold};
 pub use moto::MotoServer;
 pub use postgres::{Hold, PgServer};
 

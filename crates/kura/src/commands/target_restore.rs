@@ -621,7 +621,13 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
                         kura_sources::postgres::restore(&repo, snap.tree, name, &url, &how).await?
                     } else {
                         kura_sources::postgres::restore_tables_in_place(
-                            &repo, snap.tree, name, &url, &tables, keep_old,
+                            &repo,
+                            snap.tree,
+                            name,
+                            &url,
+                            &tables,
+                            keep_old,
+                            a.lock_timeout,
                         )
                         .await?
                     };
@@ -666,16 +672,13 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
             }
             TargetKind::Mysql(my) => {
                 let into = a.into.as_ref().map(|p| p.display().to_string());
-                let r = kura_sources::mysql::restore(
-                    &repo,
-                    snap.tree,
-                    &snap.paths,
-                    &my.url,
-                    into.as_deref(),
-                    &a.tables,
+                let how = kura_sources::mysql::MyRestore {
+                    into: into.as_deref(),
+                    tables: &a.tables,
                     keep_old,
-                )
-                .await?;
+                    lock_timeout: a.lock_timeout,
+                };
+                let r = kura_sources::mysql::restore(&repo, snap.tree, &snap.paths, &my.url, &how).await?;
                 say(
                     g,
                     format!(
@@ -688,9 +691,14 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
                 if let Some(k) = &r.kept {
                     say(g, format!("previous tables kept in database {k}"));
                 }
-                Ok(vec![
-                    serde_json::json!({ "database": r.database, "tables": r.tables, "bytes": r.bytes, "kept": r.kept }),
-                ])
+                if !r.events_disabled.is_empty() {
+                    let place = if r.kept.is_some() { "the kept copy" } else { "this copy" };
+                    say(g, format!("events disabled in {place}: {}", r.events_disabled.join(", ")));
+                }
+                Ok(vec![serde_json::json!({
+                    "database": r.database, "tables": r.tables, "bytes": r.bytes, "kept": r.kept,
+                    "events_disabled": r.events_disabled,
+                })])
             }
             TargetKind::ObjectStore(_) => {
                 let (dest, keep, _) = object_plan.take().expect("planned above");
