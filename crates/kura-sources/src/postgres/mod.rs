@@ -916,7 +916,7 @@ pub async fn restore_tables_in_place(
             let _ = psql_child.wait();
             let err = psql_err.join().unwrap_or_default();
             match failure {
-                Some(f) if !(stopped && !err.trim().is_empty()) => Err(f),
+                Some(f) if !stopped || err.trim().is_empty() => Err(f),
                 _ => Err(format!("psql failed: {}", err.trim())),
             }
         }
