@@ -56,14 +56,20 @@ fn copy_pages(src: &Path, dest: &Path) -> Result<Connection, SourceError> {
 /// destination, which SQLite's journal makes all or nothing.
 fn copy_all(from: &Connection, src: &Path, to: &mut Connection) -> Result<(), SourceError> {
     let backup = rusqlite::backup::Backup::new(from, to).map_err(|e| SourceError::sqlite(src, e))?;
+    while !step(&backup, src, -1)? {}
+    Ok(())
+}
+
+/// One backup step of `pages` pages (all with -1); whether the copy is
+/// done. A step that needs a lock a writer holds waits for it, but not
+/// forever.
+fn step(backup: &rusqlite::backup::Backup, src: &Path, pages: std::ffi::c_int) -> Result<bool, SourceError> {
     let mut waited = Duration::ZERO;
     loop {
         use rusqlite::backup::StepResult;
-        match backup.step(-1).map_err(|e| SourceError::sqlite(src, e))? {
-            StepResult::Done => return Ok(()),
-            StepResult::More => continue,
-            // A writer holds a lock the step needs: wait for it, but not
-            // forever.
+        match backup.step(pages).map_err(|e| SourceError::sqlite(src, e))? {
+            StepResult::Done => return Ok(true),
+            StepResult::More => return Ok(false),
             _ if waited < Duration::from_secs(60) => {
                 std::thread::sleep(Duration::from_millis(50));
                 waited += Duration::from_millis(50);
@@ -97,6 +103,26 @@ fn replace_in_place(new: &Path, live: &Path, keep_old: bool) -> Result<Option<Sw
         }
     };
     to.busy_timeout(Duration::from_secs(60)).map_err(|e| SourceError::sqlite(live, e))?;
+    let from =
+        Connection::open_with_flags(new, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| SourceError::sqlite(new, e))?;
+    let backup = match rusqlite::backup::Backup::new(&from, &mut to) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(path = %live.display(), error = %e, "cannot write into the live database; swapping files");
+            return Ok(None);
+        }
+    };
+    // A step of no pages opens the write transaction on the live database
+    // and copies nothing: from here until the copy is done no other
+    // connection can commit. The kept copy is taken now, so it is exactly
+    // the state the write replaces; a row the application committed
+    // between the two would be in neither (its writers wait meanwhile,
+    // its readers go on).
+    if let Err(e) = step(&backup, live, 0) {
+        tracing::warn!(path = %live.display(), error = %e, "cannot lock the live database; swapping files");
+        return Ok(None);
+    }
     let kept = if keep_old {
         // Copied under a temporary name first, so that a `.bak` name
         // always holds a whole copy.
@@ -107,6 +133,7 @@ fn replace_in_place(new: &Path, live: &Path, keep_old: bool) -> Result<Option<Sw
         match copy_pages(live, &part.path) {
             Ok(c) => drop(c),
             Err(e) => {
+                // Dropping the backup unfinished rolls its write back.
                 tracing::warn!(path = %live.display(), error = %e, "cannot copy the live database aside; swapping files");
                 let _ = std::fs::remove_file(&part.path);
                 return Ok(None);
@@ -121,10 +148,14 @@ fn replace_in_place(new: &Path, live: &Path, keep_old: bool) -> Result<Option<Sw
     } else {
         None
     };
-    let from =
-        Connection::open_with_flags(new, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| SourceError::sqlite(new, e))?;
-    if let Err(e) = copy_all(&from, new, &mut to) {
+    let written = loop {
+        match step(&backup, new, -1) {
+            Ok(true) => break Ok(()),
+            Ok(false) => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    if let Err(e) = written {
         // The write transaction rolled back: the live database is as it
         // was, and the copy of it is not needed.
         tracing::warn!(path = %live.display(), error = %e, "cannot write into the live database; swapping files");
@@ -133,6 +164,7 @@ fn replace_in_place(new: &Path, live: &Path, keep_old: bool) -> Result<Option<Sw
         }
         return Ok(None);
     }
+    drop(backup);
     drop(from);
     drop(to);
     let _ = std::fs::remove_file(new);
@@ -300,6 +332,67 @@ mod tests {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(writer.join().unwrap() > 0);
+    }
+
+    #[test]
+    fn every_row_a_live_writer_commits_is_in_the_kept_copy_or_the_restored_database() {
+        let d = tempfile::tempdir().unwrap();
+        let (live, new) = (d.path().join("live.db"), d.path().join("new.db"));
+        let setup = "PRAGMA journal_mode=WAL; CREATE TABLE log(id INTEGER PRIMARY KEY, pad BLOB);";
+        Connection::open(&live).unwrap().execute_batch(setup).unwrap();
+        // The restored content: big enough (40 MB) that writing it takes a
+        // while, during which the application keeps committing.
+        let n = Connection::open(&new).unwrap();
+        n.execute_batch(setup).unwrap();
+        n.execute_batch(
+            "WITH RECURSIVE s(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM s WHERE v < 20000) \
+             INSERT INTO log SELECT -v, zeroblob(2000) FROM s",
+        )
+        .unwrap();
+        drop(n);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, p) = (stop.clone(), live.clone());
+        // The application commits one row after the other, and notes each
+        // commit that succeeded.
+        let writer = std::thread::spawn(move || {
+            let c = Connection::open(&p).unwrap();
+            c.busy_timeout(Duration::from_secs(30)).unwrap();
+            let mut committed = Vec::new();
+            let mut i = 1i64;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if c.execute("INSERT INTO log VALUES (?1, x'00')", [i]).is_ok() {
+                    committed.push(i);
+                }
+                i += 1;
+            }
+            committed
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let swap = replace_in_place(&new, &live, true).unwrap().expect("written in place");
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let committed = writer.join().unwrap();
+        let ids = |p: &Path| -> std::collections::HashSet<i64> {
+            let c = Connection::open(p).unwrap();
+            let mut st = c.prepare("SELECT id FROM log WHERE id > 0").unwrap();
+            let v = st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+            v
+        };
+        let (kept, now) = (ids(swap.kept.as_ref().unwrap()), ids(&live));
+        let lost: Vec<i64> =
+            committed.iter().filter(|i| !kept.contains(i) && !now.contains(i)).copied().collect();
+        assert!(
+            lost.is_empty(),
+            "{} committed rows are in neither copy: {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        );
+        assert!(!kept.is_empty() && !now.is_empty(), "the writer wrote before and after the restore");
+        let restored: i64 = Connection::open(&live)
+            .unwrap()
+            .query_row("SELECT count(*) FROM log WHERE id < 0", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(restored, 20000, "the restored rows are all there");
     }
 
     #[test]

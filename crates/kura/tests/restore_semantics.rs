@@ -124,6 +124,60 @@ fn sqlite_restore_in_place_keeps_the_owner_group_and_mode() {
     assert_eq!(n, 2);
 }
 
+#[test]
+fn sqlite_rows_a_live_writer_commits_during_a_restore_are_never_lost() {
+    let mut k = Kura::new();
+    let db = k.path("srv/app.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    // Large enough (about 40 MB) that the restore's write takes a while.
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE log(id INTEGER PRIMARY KEY, pad BLOB); \
+         WITH RECURSIVE s(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM s WHERE v < 20000) \
+         INSERT INTO log SELECT -v, zeroblob(2000) FROM s",
+    )
+    .unwrap();
+    config(&mut k, &format!("[target.registry]\ntype = \"sqlite\"\npath = \"{}\"\n", db.display()));
+    k.init();
+    k.ok(&["backup", "--target", "registry"]);
+    // The service keeps its connection and commits a row after another,
+    // noting each commit that succeeded, throughout the restore.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, p) = (stop.clone(), db.clone());
+    let writer = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&p).unwrap();
+        c.busy_timeout(std::time::Duration::from_secs(60)).unwrap();
+        let mut committed = Vec::new();
+        let mut i = 1i64;
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            if c.execute("INSERT INTO log VALUES (?1, x'00')", [i]).is_ok() {
+                committed.push(i);
+            }
+            i += 1;
+        }
+        committed
+    });
+    while !db.with_file_name("app.db-wal").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    k.ok(&["restore", "--target", "registry", "--yes"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let committed = writer.join().unwrap();
+    let ids = |p: &Path| -> std::collections::HashSet<i64> {
+        let c = rusqlite::Connection::open(p).unwrap();
+        let mut st = c.prepare("SELECT id FROM log WHERE id > 0").unwrap();
+        let v = st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        v
+    };
+    let kept = kept_dirs(db.parent().unwrap(), "app.db");
+    let kept: Vec<_> = kept.iter().filter(|p| !p.to_string_lossy().ends_with("-wal")).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let (before, after) = (ids(kept[0]), ids(&db));
+    let lost: Vec<&i64> = committed.iter().filter(|i| !before.contains(i) && !after.contains(i)).collect();
+    assert!(lost.is_empty(), "{} committed rows are in neither the kept copy nor the database", lost.len());
+    assert!(!before.is_empty(), "the service wrote before the restore: the test proved something");
+}
+
 /// A SQLite target whose hooks append to a file, backed up once.
 fn sqlite_with_hooks() -> (Kura, std::path::PathBuf) {
     let mut k = Kura::new();
