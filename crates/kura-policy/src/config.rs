@@ -34,6 +34,45 @@ pub struct Config {
     pub targets: BTreeMap<String, Target>,
 }
 
+/// Which kept copies (what in-place restores moved aside) to keep when a
+/// restore finishes; the rest are removed. Unset keeps them all.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct KeptPolicy {
+    /// At most this many, the newest.
+    pub last: Option<usize>,
+    /// Only those younger than this.
+    pub within: Option<Duration>,
+}
+
+impl KeptPolicy {
+    /// Reads `last` and `within` (with `prefix` before each key) from a
+    /// table, over `base`.
+    fn take(
+        t: &mut toml::Table,
+        place: &str,
+        prefix: &str,
+        base: KeptPolicy,
+    ) -> Result<KeptPolicy, ConfigError> {
+        let mut p = base;
+        if let Some(v) = t.remove(&format!("{prefix}last")) {
+            match v {
+                toml::Value::Integer(n) if n >= 1 => p.last = Some(n as usize),
+                _ => {
+                    return Err(invalid(format!("{place}.{prefix}last"), "must be a whole number, 1 or more"))
+                }
+            }
+        }
+        if let Some(v) = t.remove(&format!("{prefix}within")) {
+            let key = format!("{place}.{prefix}within");
+            let toml::Value::String(s) = v else {
+                return Err(invalid(key, "must be a duration like \"7d\""));
+            };
+            p.within = Some(parse_duration(&s).map_err(|e| invalid(key, e))?);
+        }
+        Ok(p)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
@@ -59,6 +98,9 @@ pub struct Target {
     pub repository: String,
     pub pre_restore: Option<String>,
     pub post_restore: Option<String>,
+    /// Which of its kept copies a restore leaves behind (`kept_last`,
+    /// `kept_within`, over the `[kept]` section's defaults).
+    pub kept: KeptPolicy,
     pub kind: TargetKind,
 }
 
@@ -360,10 +402,21 @@ impl Config {
             message: e.to_string(),
         })?;
         for key in root.keys() {
-            if key != "repository" && key != "target" {
-                return Err(invalid(key.as_str(), "unknown section (known: repository, target)"));
+            if key != "repository" && key != "target" && key != "kept" {
+                return Err(invalid(key.as_str(), "unknown section (known: repository, target, kept)"));
             }
         }
+        let kept_default = match root.remove("kept") {
+            None => KeptPolicy::default(),
+            Some(toml::Value::Table(mut t)) => {
+                let p = KeptPolicy::take(&mut t, "kept", "", KeptPolicy::default())?;
+                if let Some(k) = t.keys().next() {
+                    return Err(invalid(format!("kept.{k}"), "unknown key (known: last, within)"));
+                }
+                p
+            }
+            Some(_) => return Err(invalid("kept", "must be a table (last = 3, within = \"30d\")")),
+        };
         let mut repositories = BTreeMap::new();
         if let Some(v) = root.remove("repository") {
             let toml::Value::Table(t) = v else {
@@ -413,6 +466,7 @@ impl Config {
                 let pre_restore = take(&mut t, "pre_restore")?;
                 let post_restore = take(&mut t, "post_restore")?;
                 let component = take(&mut t, "component")?;
+                let kept = KeptPolicy::take(&mut t, &place, "kept_", kept_default)?;
                 if let Some(c) = &component {
                     if !COMPONENTS.contains(&c.as_str()) {
                         return Err(invalid(
@@ -505,7 +559,7 @@ impl Config {
                 });
                 targets.insert(
                     tname.clone(),
-                    Target { name: tname, component, repository, pre_restore, post_restore, kind },
+                    Target { name: tname, component, repository, pre_restore, post_restore, kept, kind },
                 );
             }
         }

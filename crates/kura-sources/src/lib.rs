@@ -11,6 +11,7 @@ mod child;
 pub mod command;
 mod error;
 pub mod files;
+pub mod kept;
 mod merge;
 pub mod mysql;
 pub mod mysql_split;

@@ -150,7 +150,7 @@ pub fn quote_ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
 }
 
-fn quote_literal(s: &str) -> String {
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
@@ -260,7 +260,7 @@ impl Conn {
             .collect())
     }
 
-    fn query(&self, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
+    pub(crate) fn query(&self, sql: &str) -> Result<Vec<Vec<String>>, SourceError> {
         self.run(None, sql)
     }
 
@@ -289,7 +289,7 @@ impl Conn {
         Ok(rows.first().and_then(|r| r.first()).is_some_and(|v| v == "1"))
     }
 
-    fn exec(&self, db: Option<&str>, script: &str) -> Result<(), SourceError> {
+    pub(crate) fn exec(&self, db: Option<&str>, script: &str) -> Result<(), SourceError> {
         self.run(db, script).map(|_| ())
     }
 
@@ -669,13 +669,15 @@ pub async fn restore(
     let c = conn.clone();
     let (l, st) = (live.clone(), stamp.clone());
     let bak = tokio::task::spawn_blocking(move || -> Result<String, SourceError> {
-        let mut bak = format!("{l}_bak_{st}");
-        let mut n = 1;
-        while c.database_exists(&bak)? {
-            n += 1;
-            bak = format!("{l}_bak_{st}_{n}");
-        }
-        Ok(bak)
+        let base = format!("{l}_bak_{st}");
+        let taken = c.query(&format!(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE {}",
+            quote_literal(&format!(
+                "{}%",
+                base.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%")
+            ))
+        ))?;
+        Ok(crate::kept::next_name(&base, '_', taken.iter().filter_map(|r| r.first().map(String::as_str))))
     })
     .await
     .map_err(spawn_blocking_err)??;

@@ -12,17 +12,19 @@ use std::path::{Path, PathBuf};
 
 use crate::SourceError;
 
-/// `NAME.bak-YYYYMMDD_HHMM`, made unique with a suffix if taken.
+/// `NAME.bak-YYYYMMDD_HHMM`, made unique with a suffix above every one
+/// taken if needed.
 pub fn backup_name(live: &Path, now: chrono::DateTime<chrono::Local>) -> PathBuf {
     let name = live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let stamp = now.format("%Y%m%d_%H%M");
-    let mut candidate = live.with_file_name(format!("{name}.bak-{stamp}"));
-    let mut n = 1;
-    while candidate.symlink_metadata().is_ok() {
-        n += 1;
-        candidate = live.with_file_name(format!("{name}.bak-{stamp}-{n}"));
-    }
-    candidate
+    let base = format!("{name}.bak-{}", now.format("%Y%m%d_%H%M"));
+    let dir = live.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let siblings: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    live.with_file_name(crate::kept::next_name(&base, '-', siblings.iter().map(String::as_str)))
 }
 
 pub struct Swap {

@@ -81,6 +81,8 @@ pub enum Command {
     Key(KeyArgs),
     /// Rebuild damaged repository metadata from what is stored.
     Repair(RepairArgs),
+    /// See and remove the copies in-place restores moved aside (NAME.bak-…, NAME_bak_… databases).
+    Kept(KeptArgs),
     /// Try kura end to end on sample data in a scratch folder; needs no server.
     Demo(DemoArgs),
 }
@@ -293,6 +295,42 @@ pub enum KeyCommand {
     List,
     /// Remove a key by id prefix (never the last one, nor the one in use).
     Remove { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct KeptArgs {
+    #[command(subcommand)]
+    pub command: KeptCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeptCommand {
+    /// List the kept copies of every configured target (or those named).
+    List {
+        /// Only this target (repeatable).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+    },
+    /// Remove kept copies for good: those beyond --keep-last or older than
+    /// --older-than; without either, what the target's kept_last and
+    /// kept_within let go, or all of them if it sets neither.
+    Clean {
+        /// Only this target (repeatable).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// Remove those older than this (7d, 12h, ...).
+        #[arg(long, value_name = "DURATION", value_parser = kura_policy::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Keep this many of the newest of each target (0 removes all).
+        #[arg(long, value_name = "N")]
+        keep_last: Option<usize>,
+        /// Show what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Args, Debug)]

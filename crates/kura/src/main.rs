@@ -78,6 +78,7 @@ fn main() -> ExitCode {
             Command::Prune(a) => commands::prune::run(&cli.global, a).await,
             Command::Key(a) => commands::key::run(&cli.global, a).await,
             Command::Repair(a) => commands::repair::run(&cli.global, a).await,
+            Command::Kept(a) => commands::kept::run(&cli.global, a).await,
             Command::Demo(a) => commands::demo::run(&cli.global, a).await,
         }
     });

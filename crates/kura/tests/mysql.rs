@@ -351,6 +351,17 @@ fn a_dropped_database_is_recreated_with_its_charset_and_the_copies_events_stay_o
     k.ok(&["restore", "--target", "shop_db", "--yes", "--into", "shop_drill"]);
     assert_eq!(event_status(&db, "shop_drill"), "DISABLED", "a scratch copy runs no events");
     assert_same_text(&db.dump_text("shop"), &before, "the live database after both");
+    let listed = k.json(&["kept", "list", "--target", "shop_db"]);
+    assert_eq!(listed[0]["name"], format!("database {kept}"), "{listed}");
+    k.ok(&["kept", "clean", "--target", "shop_db", "--keep-last", "0", "--yes"]);
+    assert!(k.json(&["kept", "list"]).as_array().unwrap().is_empty());
+    assert_eq!(
+        db.sql(
+            "mysql",
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'shop\\_bak\\_%'"
+        ),
+        "0"
+    );
 }
 
 #[test]

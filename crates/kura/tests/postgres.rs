@@ -561,4 +561,18 @@ fn a_restore_by_a_superuser_keeps_owners_grants_and_database_settings() {
         pg.psql("shop_copy", "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'app'"),
         "outsider"
     );
+
+    // The restore over the live database kept the old one; `kura kept`
+    // lists it with its size and removes it.
+    let kept = k.json(&["kept", "list", "--target", "app_db"]);
+    let kept = kept.as_array().unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0]["name"].as_str().unwrap().starts_with("database shop_bak_"), "{kept:?}");
+    assert!(kept[0]["bytes"].as_u64().unwrap() > 1_000_000, "{kept:?}");
+    k.ok(&["kept", "clean", "--target", "app_db", "--keep-last", "0", "--yes"]);
+    assert_eq!(
+        pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'shop\\_bak\\_%'"),
+        "0"
+    );
+    app_works(&pg);
 }

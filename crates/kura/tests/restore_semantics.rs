@@ -178,6 +178,41 @@ fn sqlite_rows_a_live_writer_commits_during_a_restore_are_never_lost() {
     assert!(!before.is_empty(), "the service wrote before the restore: the test proved something");
 }
 
+#[test]
+fn a_deleted_sqlite_database_and_a_deleted_folder_come_back() {
+    let mut k = Kura::new();
+    let db = k.path("srv/app.db");
+    let conf = k.path("srv/conf");
+    std::fs::create_dir_all(conf.join("sites")).unwrap();
+    std::fs::write(conf.join("app.ini"), "port = 8080\n").unwrap();
+    std::fs::write(conf.join("sites/a.conf"), "server a\n").unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (7);")
+        .unwrap();
+    config(
+        &mut k,
+        &format!(
+            "[target.registry]\ntype = \"sqlite\"\npath = \"{}\"\n\n[target.conf]\ntype = \"files\"\npaths = [\"{}\"]\n",
+            db.display(),
+            conf.display()
+        ),
+    );
+    k.init();
+    k.ok(&["backup", "--target", "registry", "--target", "conf"]);
+    // The disaster: both are gone.
+    std::fs::remove_file(&db).unwrap();
+    std::fs::remove_dir_all(&conf).unwrap();
+    k.ok(&["restore", "--target", "registry", "--yes"]);
+    k.ok(&["restore", "--target", "conf", "--yes"]);
+    let n: i64 =
+        rusqlite::Connection::open(&db).unwrap().query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 7);
+    assert_eq!(std::fs::read_to_string(conf.join("sites/a.conf")).unwrap(), "server a\n");
+    assert_eq!(std::fs::read_to_string(conf.join("app.ini")).unwrap(), "port = 8080\n");
+    assert!(kept_dirs(db.parent().unwrap(), "app.db").is_empty(), "nothing was replaced, nothing kept");
+}
+
 /// A SQLite target whose hooks append to a file, backed up once.
 fn sqlite_with_hooks() -> (Kura, std::path::PathBuf) {
     let mut k = Kura::new();
@@ -296,5 +331,89 @@ fn one_failing_target_of_several_exits_5_and_lists_each_outcome() {
     assert!(
         !String::from_utf8_lossy(&only_bad.stdout).contains("run "),
         "no run is announced when nothing was saved"
+    );
+}
+
+#[test]
+fn kept_copies_are_listed_counted_in_the_plan_and_cleaned() {
+    let mut k = Kura::new();
+    let db = k.path("srv/app.db");
+    let conf = k.path("srv/conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("app.ini"), "v = 0\n").unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    config(
+        &mut k,
+        &format!(
+            "[kept]\nwithin = \"30d\"\n\n[target.registry]\ntype = \"sqlite\"\npath = \"{}\"\nkept_last = 2\n\n[target.conf]\ntype = \"files\"\npaths = [\"{}\"]\n",
+            db.display(),
+            conf.display()
+        ),
+    );
+    k.init();
+    k.ok(&["backup", "--target", "registry", "--target", "conf"]);
+    for i in 1..=4 {
+        rusqlite::Connection::open(&db).unwrap().execute("UPDATE t SET x = ?1", [i + 1]).unwrap();
+        std::fs::write(conf.join("app.ini"), format!("v = {i}\n")).unwrap();
+        k.ok(&["restore", "--target", "registry", "--yes"]);
+        k.ok(&["restore", "--target", "conf", "--yes"]);
+    }
+    // The setting keeps the newest two of the database's copies; the
+    // folder's, without one, all four (30 days is the [kept] default).
+    let list = k.json(&["kept", "list"]);
+    let of = |t: &str| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["target"] == t)
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(of("registry").len(), 2, "{list}");
+    assert_eq!(of("conf").len(), 4, "{list}");
+    // The newest two are the damage of restores 3 and 4: x = 4 and x = 5.
+    let xs: Vec<i64> = of("registry")
+        .iter()
+        .map(|p| {
+            rusqlite::Connection::open(p).unwrap().query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap()
+        })
+        .collect();
+    assert_eq!(xs, vec![4, 5], "{list}");
+    let plan = k.ok(&["restore", "--target", "conf", "--dry-run"]);
+    assert!(plan.contains("4 kept copies") && plan.contains("only those younger than 30d stay"), "{plan}");
+    let plan = k.ok(&["restore", "--target", "registry", "--dry-run"]);
+    assert!(
+        plan.contains("2 kept copies") && plan.contains("the newest 2 and those younger than 30d"),
+        "{plan}"
+    );
+
+    // Cleaning asks first, removes only what its rules let go.
+    let out = k.ok(&["kept", "clean", "--target", "conf"]);
+    assert!(out.contains("nothing to remove"), "the target's own rule (30 days) lets none go: {out}");
+    let refused = k.run(&["kept", "clean", "--target", "conf", "--keep-last", "1"]);
+    assert_eq!(refused.status.code(), Some(1), "no confirmation without --yes");
+    assert_eq!(k.json(&["kept", "list", "--target", "conf"]).as_array().unwrap().len(), 4);
+    let out = k.ok(&["kept", "clean", "--target", "conf", "--older-than", "1d", "--yes"]);
+    assert!(out.contains("nothing to remove"), "{out}");
+    let dry = k.ok(&["kept", "clean", "--target", "conf", "--keep-last", "1", "--dry-run"]);
+    assert!(dry.contains("would remove 3 kept copies"), "{dry}");
+    assert_eq!(k.json(&["kept", "list", "--target", "conf"]).as_array().unwrap().len(), 4);
+    k.ok(&["kept", "clean", "--target", "conf", "--keep-last", "1", "--yes"]);
+    let left = k.json(&["kept", "list", "--target", "conf"]);
+    assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(
+        std::fs::read_to_string(Path::new(left[0]["name"].as_str().unwrap()).join("app.ini")).unwrap(),
+        "v = 4\n",
+        "the newest kept copy stays"
+    );
+    k.ok(&["kept", "clean", "--keep-last", "0", "--yes"]);
+    assert!(k.json(&["kept", "list"]).as_array().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_to_string(conf.join("app.ini")).unwrap(),
+        "v = 0\n",
+        "the live data is untouched"
     );
 }

@@ -144,7 +144,7 @@ pub fn find_tool(name: &str) -> Result<PathBuf, SourceError> {
 }
 
 /// Runs psql with one SQL command; returns its unaligned output.
-fn psql(url: &PgUrl, sql: &str) -> Result<String, SourceError> {
+pub(crate) fn psql(url: &PgUrl, sql: &str) -> Result<String, SourceError> {
     let out = url
         .command("psql")?
         .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &url.url, "-c", sql])
@@ -488,6 +488,16 @@ pub struct PgRestore<'a> {
     pub no_owner: bool,
 }
 
+/// A kept copy's name from `base`, above every one taken in `catalog`.
+fn kept_name(url: &PgUrl, catalog: &str, column: &str, base: &str) -> Result<String, SourceError> {
+    let pattern = format!("{}%", base.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%"));
+    let taken = psql(
+        url,
+        &format!("SELECT {column} FROM {catalog} WHERE {column} LIKE {}", quote_literal(&pattern)),
+    )?;
+    Ok(crate::kept::next_name(base, '_', taken.lines()))
+}
+
 /// Whether `url`'s database exists.
 pub fn exists(url: &PgUrl) -> Result<bool, SourceError> {
     let found = psql(
@@ -510,11 +520,11 @@ pub fn sessions(url: &PgUrl) -> Result<u64, SourceError> {
     Ok(n.parse().unwrap_or(0))
 }
 
-fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-fn quote_literal(s: &str) -> String {
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -640,12 +650,7 @@ pub async fn restore(
     let live = &url.dbname;
     // Unique, like the `.bak` names of files: a second restore within the
     // minute keeps its own copy.
-    let mut bak = format!("{live}_bak_{stamp}");
-    let mut n = 1;
-    while exists(&bak)? {
-        n += 1;
-        bak = format!("{live}_bak_{stamp}_{n}");
-    }
+    let bak = kept_name(&admin, "pg_database", "datname", &format!("{live}_bak_{stamp}"))?;
     let had_live = exists(live)?;
     let swap = if had_live {
         format!(
@@ -776,12 +781,7 @@ pub async fn restore_tables_in_place(
     let stamp = chrono::Local::now().format("%Y%m%d_%H%M").to_string();
     // Unique, like every kept copy: a second restore within the minute
     // keeps its own.
-    let mut bak = format!("kura_bak_{stamp}");
-    let mut n = 1;
-    while psql(url, &format!("SELECT 1 FROM pg_namespace WHERE nspname = {}", quote_literal(&bak)))? == "1" {
-        n += 1;
-        bak = format!("kura_bak_{stamp}_{n}");
-    }
+    let bak = kept_name(url, "pg_namespace", "nspname", &format!("kura_bak_{stamp}"))?;
     // A session holding the tables makes the restore give up, the
     // transaction rolled back, instead of queueing every query behind it.
     let mut script = format!("BEGIN;\nSET LOCAL lock_timeout = '{}ms';\n", lock_timeout.as_millis().max(1));

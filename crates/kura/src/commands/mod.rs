@@ -4,6 +4,7 @@ pub mod demo;
 pub mod dump;
 pub mod forget;
 pub mod init;
+pub mod kept;
 pub mod key;
 pub mod ls;
 pub mod prune;

@@ -465,7 +465,45 @@ async fn prepare<'c>(
             }
         ));
     }
+    if a.into.is_none() {
+        // Copies of earlier restores pile up unless someone looks: say how
+        // many there are (a server that cannot be asked now fails the
+        // restore itself, with its own message).
+        if let Ok(kept) = super::kept::of_target(t) {
+            if !kept.is_empty() || keep_old {
+                let rule = match (t.kept.last, t.kept.within) {
+                    (None, None) => "`kura kept clean` removes them".to_string(),
+                    (last, within) => format!(
+                        "after the restore only {} stay (kept_last / kept_within)",
+                        [
+                            last.map(|n| format!("the newest {n}")),
+                            within.map(|d| format!("those younger than {}", humantime(d))),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                    ),
+                };
+                plan.push(format!(
+                    "{} of this target exist now (`kura kept list` shows them); {rule}",
+                    super::kept::summary(&kept)
+                ));
+            }
+        }
+    }
     Ok(Prepared { t, repo, id, snap, keep_old, dests, pg_dumps, object_opts, object_plan, plan })
+}
+
+/// `7d`, `12h`, `30m`: a duration as a user writes it.
+fn humantime(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// What a whole-database swap will do to the live database as it is now.
@@ -742,6 +780,11 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
     };
     let post = post.as_ref().map(|h| hook("post_restore", h));
     let restored = result?;
+    if a.into.is_none() {
+        if let Err(f) = super::kept::apply_policy(g, t) {
+            crate::output::errln!("warning: {}", f.message);
+        }
+    }
     if let Some(Err(f)) = post {
         return Err(f.context("restored, but"));
     }
