@@ -332,6 +332,23 @@ fn one_failing_target_of_several_exits_5_and_lists_each_outcome() {
         !String::from_utf8_lossy(&only_bad.stdout).contains("run "),
         "no run is announced when nothing was saved"
     );
+
+    // The same for a restore of several targets: one restored, the next
+    // failing, exits 5 and says which is which.
+    let mut k = Kura::new();
+    config(
+        &mut k,
+        &format!(
+            "[target.a_files]\ntype = \"files\"\npaths = [\"{}\"]\n\n[target.b_cmd]\ntype = \"command\"\nbackup = \"echo hi\"\nrestore = \"exit 7\"\n",
+            ok_dir.display()
+        ),
+    );
+    k.init();
+    k.ok(&["backup", "--target", "a_files", "--target", "b_cmd"]);
+    let out = k.run(&["restore", "--component", "data", "--yes"]);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{e}");
+    assert!(e.contains("target b_cmd") && e.contains("restored before it: a_files"), "{e}");
 }
 
 #[test]

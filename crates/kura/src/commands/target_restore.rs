@@ -894,6 +894,10 @@ async fn run_component(g: &Global, a: &RestoreArgs, cfg: &Config, component: &st
                 let left = &names[i + 1..];
                 let mut f = f.context(format!("target {name}"));
                 let restored: Vec<_> = done.iter().filter_map(|d| d["target"].as_str()).collect();
+                if !restored.is_empty() && f.code == crate::output::code::FAILED {
+                    // Some targets were restored: not the same as nothing.
+                    f = f.with_code(crate::output::code::PARTIAL);
+                }
                 f.hint = Some(format!(
                     "restored before it: {}; not attempted: {}",
                     if restored.is_empty() { "none".into() } else { restored.join(", ") },
