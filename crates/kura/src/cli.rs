@@ -89,6 +89,10 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
+    /// With kura.toml: create only this configured repository (default:
+    /// every configured one that does not exist yet).
+    #[arg(long, value_name = "NAME")]
+    pub repository: Option<String>,
     /// Average chunk size in KiB (a power of two; min is a quarter, max four times).
     #[arg(long, default_value_t = 1024, hide = true)]
     pub chunk_avg_kib: u32,

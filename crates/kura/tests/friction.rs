@@ -53,3 +53,65 @@ fn init_takes_the_password_file_from_kura_toml() {
     let wrong = k.cmd(&["snapshots"]).output().unwrap();
     assert_eq!(wrong.status.code(), Some(11));
 }
+
+#[test]
+fn two_repositories_in_one_config_each_target_uses_its_own() {
+    let mut k = Kura::new();
+    let (primary, offsite) = (k.path("primary-store"), k.path("offsite-store"));
+    let data = k.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), b"hello").unwrap();
+    let cfg = k.path("kura.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository.primary]\nurl = \"{}\"\n\n[repository.offsite]\nurl = \"{}\"\n\n\
+             [target.app]\ntype = \"files\"\npaths = [\"{}\"]\nrepository = \"primary\"\n\n\
+             [target.exports]\ntype = \"files\"\npaths = [\"{}\"]\nrepository = \"offsite\"\n",
+            primary.display(),
+            offsite.display(),
+            data.display(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
+    // KURA_REPOSITORY (set for every test) must not override a target's own.
+    let cwd = k.path("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let run = |args: &[&str]| k.cmd(args).env_remove("KURA_REPOSITORY").current_dir(&cwd).output().unwrap();
+
+    // A bare word that no config names is an error, and creates nothing.
+    let bad = run(&["init", "--repo", "primry"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("primry") && stderr(&bad).contains("./primry"), "{}", stderr(&bad));
+    assert!(!cwd.join("primry").exists(), "no stray directory");
+    // `kura init --repository NAME` creates that one; `kura init` the rest.
+    let one = run(&["init", "--repository", "offsite"]);
+    assert!(one.status.success(), "{}", stderr(&one));
+    assert!(offsite.join("config").exists() && !primary.exists());
+    let rest = run(&["init"]);
+    assert!(rest.status.success(), "{}", stderr(&rest));
+    let said = String::from_utf8_lossy(&rest.stdout).into_owned();
+    assert!(said.contains("repository offsite exists") && said.contains("created repository"), "{said}");
+    assert!(primary.join("config").exists());
+
+    // Each target backs up into, and lists from, its own repository.
+    let b = run(&["backup", "--target", "app", "--target", "exports"]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let snaps = |args: &[&str]| -> serde_json::Value {
+        let o = run(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    assert_eq!(snaps(&["--json", "snapshots", "--target", "exports"]).as_array().unwrap().len(), 1);
+    let in_primary = snaps(&["--json", "snapshots", "--repo", "primary"]);
+    assert_eq!(in_primary.as_array().unwrap().len(), 1);
+    assert_eq!(in_primary[0]["target"], "app");
+    let in_offsite = snaps(&["--json", "snapshots", "--repo", "offsite"]);
+    assert_eq!(in_offsite[0]["target"], "exports");
+    // Without a name, a command says which repositories there are.
+    let which = run(&["snapshots"]);
+    assert_eq!(which.status.code(), Some(1));
+    assert!(stderr(&which).contains("several repositories (offsite, primary)"), "{}", stderr(&which));
+}

@@ -70,18 +70,48 @@ fn config_error(e: kura_policy::ConfigError) -> Failure {
     Failure::new(e).hint("`kura.toml` names the repositories and targets")
 }
 
+/// Whether `--repo` names a configured repository rather than a location:
+/// a bare word, with no `/` and no scheme (`primary`, not `./primary`).
+fn is_bare_name(repo: &str) -> bool {
+    !repo.is_empty() && !repo.contains('/') && !repo.contains(':') && repo != "." && repo != ".."
+}
+
+/// The config to read a repository from: needed unless --repo gives a
+/// location.
+fn config_for_repo(g: &Global) -> Result<Option<Config>, Failure> {
+    match &g.repo {
+        Some(r) if !is_bare_name(r) => Ok(None),
+        _ => load_config(g),
+    }
+}
+
 /// The repository URL and its password settings: --repo / KURA_REPOSITORY
-/// first, else the config's repository `name` (or its only one).
+/// first (a location, or the name of a configured repository), else the
+/// config's repository `name` (or `main`, or its only one).
 fn repository_settings(
     g: &Global,
     cfg: Option<&Config>,
     name: Option<&str>,
 ) -> Result<(String, Global), Failure> {
-    if name.is_none() {
-        if let Some(url) = &g.repo {
-            return Ok((url.clone(), g.clone()));
+    let name = match (name, &g.repo) {
+        (None, Some(r)) if is_bare_name(r) => {
+            let configured = cfg.is_some_and(|c| c.repositories.contains_key(r));
+            if !configured {
+                let known = cfg.map(|c| c.repositories.keys().cloned().collect::<Vec<_>>().join(", "));
+                return Err(Failure::new(format!(
+                    "--repo {r:?} is neither a repository configured in kura.toml{} nor a path",
+                    known
+                        .filter(|k| !k.is_empty())
+                        .map(|k| format!(" (configured: {k})"))
+                        .unwrap_or_default()
+                ))
+                .hint(format!("for a directory here, write ./{r}")));
+            }
+            Some(r.as_str())
         }
-    }
+        (None, Some(url)) => return Ok((url.clone(), g.clone())),
+        (name, _) => name,
+    };
     let cfg = cfg.ok_or_else(|| {
         Failure::new("no repository given").hint("pass --repo, set KURA_REPOSITORY, or write kura.toml")
     })?;
@@ -96,23 +126,66 @@ fn repository_settings(
             Some(kv) => kv,
             None if cfg.repositories.len() == 1 => cfg.repositories.iter().next().expect("one"),
             None => {
-                return Err(Failure::new("no repository given and kura.toml has no single default")
-                    .hint("pass --repo, or name one repository `main` in kura.toml"))
+                let known = cfg.repositories.keys().cloned().collect::<Vec<_>>().join(", ");
+                return Err(Failure::new(format!(
+                    "kura.toml configures several repositories ({known}) and none is called main"
+                ))
+                .hint("name one with --repo NAME, or use --target: a target uses its own repository"));
             }
         },
     };
     tracing::debug!(repository = %rname, "using the configured repository");
-    // Tried after the command line's and the environment's (password.rs).
+    Ok((rc.url.clone(), with_repo_settings(g, rc)))
+}
+
+/// The command line's settings, with a configured repository's password
+/// sources (tried after the command line's and the environment's, see
+/// password.rs) and compression.
+fn with_repo_settings(g: &Global, rc: &kura_policy::RepositoryConfig) -> Global {
     let mut g2 = g.clone();
     g2.config_password_file = rc.password_file.clone();
     g2.config_password_command = rc.password_command.clone();
     if g.compression.is_none() {
         g2.compression = rc.compression.clone();
     }
-    Ok((rc.url.clone(), g2))
+    g2
 }
 
-fn store_at(url: &str) -> Result<Arc<dyn Store>, Failure> {
+/// A configured repository: its name, URL, and the settings it adds.
+pub type Configured = (String, String, Global);
+
+/// Every configured repository (or the one named), for `kura init`; `None`
+/// when --repo gives a location or there is no config.
+pub fn configured_repositories(g: &Global, only: Option<&str>) -> Result<Option<Vec<Configured>>, Failure> {
+    if only.is_none() && g.repo.as_deref().is_some_and(|r| !is_bare_name(r)) {
+        return Ok(None);
+    }
+    let Some(cfg) = load_config(g)? else {
+        return match only.or(g.repo.as_deref()) {
+            Some(n) => Err(Failure::new(format!("no kura.toml configures a repository named {n:?}"))
+                .hint(format!("for a directory here, write ./{n}"))),
+            None => Ok(None),
+        };
+    };
+    if cfg.repositories.is_empty() {
+        return Ok(None);
+    }
+    let wanted = only.or(g.repo.as_deref());
+    let mut out = Vec::new();
+    for (name, rc) in &cfg.repositories {
+        if wanted.is_none_or(|w| w == name) {
+            out.push((name.clone(), rc.url.clone(), with_repo_settings(g, rc)));
+        }
+    }
+    if let (Some(w), true) = (wanted, out.is_empty()) {
+        let known = cfg.repositories.keys().cloned().collect::<Vec<_>>().join(", ");
+        return Err(Failure::new(format!("no repository named {w:?} in kura.toml (configured: {known})"))
+            .hint(format!("for a directory here, write ./{w}")));
+    }
+    Ok(Some(out))
+}
+
+pub fn store_at(url: &str) -> Result<Arc<dyn Store>, Failure> {
     store_at_with(url, &|k| std::env::var(k).ok())
 }
 
@@ -136,7 +209,7 @@ fn store_at_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<
 /// The store, and the settings (password sources, compression) the
 /// configured repository adds to the command line's.
 pub fn open_store_settings(g: &Global) -> Result<(Arc<dyn Store>, Global), Failure> {
-    let cfg = if g.repo.is_none() { load_config(g)? } else { None };
+    let cfg = config_for_repo(g)?;
     let (url, g2) = repository_settings(g, cfg.as_ref(), None)?;
     Ok((store_at(&url)?, g2))
 }
@@ -176,7 +249,7 @@ async fn open_with(url: &str, g: &Global) -> Result<Arc<Repository>, Failure> {
 }
 
 pub async fn open_repo(g: &Global) -> Result<Arc<Repository>, Failure> {
-    let cfg = if g.repo.is_none() { load_config(g)? } else { None };
+    let cfg = config_for_repo(g)?;
     let (url, g2) = repository_settings(g, cfg.as_ref(), None)?;
     open_with(&url, &g2).await
 }
@@ -187,7 +260,9 @@ pub async fn open_repo_for(
     cfg: &Config,
     target: &kura_policy::Target,
 ) -> Result<Arc<Repository>, Failure> {
-    let name = if g.repo.is_some() { None } else { Some(target.repository.as_str()) };
+    // A target's own repository wins over --repo / KURA_REPOSITORY, which
+    // serve targets of a config without [repository] sections.
+    let name = cfg.repositories.contains_key(&target.repository).then_some(target.repository.as_str());
     let (url, g2) = repository_settings(g, Some(cfg), name)?;
     open_with(&url, &g2).await
 }
