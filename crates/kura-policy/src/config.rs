@@ -22,6 +22,9 @@ pub enum ConfigError {
     Invalid { place: String, message: String },
     #[error("no target named {name:?} (configured: {known})")]
     UnknownTarget { name: String, known: String },
+    /// A section used now names an environment variable that is not set.
+    #[error("{0}")]
+    Unresolved(String),
 }
 
 fn invalid(place: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -32,6 +35,22 @@ fn invalid(place: impl Into<String>, message: impl Into<String>) -> ConfigError 
 pub struct Config {
     pub repositories: BTreeMap<String, RepositoryConfig>,
     pub targets: BTreeMap<String, Target>,
+    /// Sections naming an environment variable that is not set. They do
+    /// not stop the rest of the file from working: the error comes when
+    /// one of them is used.
+    pub unresolved: Vec<Unresolved>,
+}
+
+/// A repository or target whose `${VAR}` could not be resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unresolved {
+    /// `repository` or `target`.
+    pub section: &'static str,
+    pub name: String,
+    /// A target's component, when the unexpanded text tells it.
+    pub component: Option<String>,
+    /// The missing variable and where (as [`ConfigError::MissingEnv`]).
+    pub error: String,
 }
 
 /// Which kept copies (what in-place restores moved aside) to keep when a
@@ -418,13 +437,26 @@ impl Config {
             Some(_) => return Err(invalid("kept", "must be a table (last = 3, within = \"30d\")")),
         };
         let mut repositories = BTreeMap::new();
+        let mut unresolved = Vec::new();
         if let Some(v) = root.remove("repository") {
             let toml::Value::Table(t) = v else {
                 return Err(invalid("repository", "must be a table of repositories"));
             };
             for (rname, mut v) in t {
                 let place = format!("repository.{rname}");
-                expand_value(&mut v, &place, env)?;
+                match expand_value(&mut v, &place, env) {
+                    Err(e @ ConfigError::MissingEnv { .. }) => {
+                        let error = e.to_string();
+                        unresolved.push(Unresolved {
+                            section: "repository",
+                            name: rname,
+                            component: None,
+                            error,
+                        });
+                        continue;
+                    }
+                    other => other?,
+                }
                 let toml::Value::Table(t) = v else { return Err(invalid(place, "must be a table")) };
                 let repo: RepositoryConfig = section(&place, t)?;
                 if repo.password_file.is_some() && repo.password_command.is_some() {
@@ -443,7 +475,31 @@ impl Config {
             };
             for (tname, mut v) in t {
                 let place = format!("target.{tname}");
-                expand_value(&mut v, &place, env)?;
+                // Its component, as far as the unexpanded text tells.
+                let raw_component = match (
+                    v.get("component").and_then(|c| c.as_str()),
+                    v.get("type").and_then(|t| t.as_str()),
+                ) {
+                    (Some(c), _) if !c.contains("${") => Some(c.to_string()),
+                    (None, Some("sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb")) => {
+                        Some("database".into())
+                    }
+                    (None, Some(t)) if !t.contains("${") => Some("data".into()),
+                    _ => None,
+                };
+                match expand_value(&mut v, &place, env) {
+                    Err(e @ ConfigError::MissingEnv { .. }) => {
+                        let error = e.to_string();
+                        unresolved.push(Unresolved {
+                            section: "target",
+                            name: tname,
+                            component: raw_component,
+                            error,
+                        });
+                        continue;
+                    }
+                    other => other?,
+                }
                 let toml::Value::Table(mut t) = v else { return Err(invalid(place, "must be a table")) };
                 let kind_name = match t.remove("type") {
                     Some(toml::Value::String(s)) => s,
@@ -541,7 +597,8 @@ impl Config {
                     None if repositories.len() == 1 => repositories.keys().next().expect("one").clone(),
                     None => "main".to_string(),
                 };
-                if !repositories.is_empty() && !repositories.contains_key(&repository) {
+                let waiting = unresolved.iter().any(|u| u.section == "repository" && u.name == repository);
+                if !repositories.is_empty() && !repositories.contains_key(&repository) && !waiting {
                     return Err(invalid(
                         format!("{place}.repository"),
                         format!(
@@ -563,14 +620,30 @@ impl Config {
                 );
             }
         }
-        Ok(Config { repositories, targets })
+        Ok(Config { repositories, targets, unresolved })
     }
 
     pub fn target(&self, name: &str) -> Result<&Target, ConfigError> {
-        self.targets.get(name).ok_or_else(|| ConfigError::UnknownTarget {
+        if let Some(u) = self.unresolved_named("target", name) {
+            return Err(ConfigError::Unresolved(u.error.clone()));
+        }
+        let t = self.targets.get(name).ok_or_else(|| ConfigError::UnknownTarget {
             name: name.to_string(),
-            known: join(self.targets.keys()),
-        })
+            known: join(
+                self.targets
+                    .keys()
+                    .chain(self.unresolved.iter().filter(|u| u.section == "target").map(|u| &u.name)),
+            ),
+        })?;
+        if let Some(u) = self.unresolved_named("repository", &t.repository) {
+            return Err(ConfigError::Unresolved(u.error.clone()));
+        }
+        Ok(t)
+    }
+
+    /// The section `section.name` if its variables could not be resolved.
+    pub fn unresolved_named(&self, section: &str, name: &str) -> Option<&Unresolved> {
+        self.unresolved.iter().find(|u| u.section == section && u.name == name)
     }
 }
 
@@ -685,7 +758,6 @@ changed_within = "24h"
             ("[target.x]\ntype = \"sqlite\"\npth = \"/a\"\n", "target.x: unknown field `pth`"),
             ("[target.x]\ntype = \"oracle\"\n", "target.x.type: unknown target type \"oracle\""),
             ("[target.x]\npath = \"/a\"\n", "target.x: missing `type`"),
-            ("[target.x]\ntype = \"sqlite\"\npath = \"${NOPE}/a\"\n", "target.x.path: environment variable NOPE is not set"),
             ("[target.x]\ntype = \"files\"\npaths = [\"/a\"]\nchanged_within = \"soon\"\n", "\"soon\" is not a duration"),
             ("[targets.x]\n", "targets: unknown section"),
             ("[repository.a]\nurl = \"/a\"\n[repository.b]\nurl = \"/b\"\n[target.x]\ntype = \"sqlite\"\npath = \"/a\"\n", "target.x.repository: no repository named \"main\""),
@@ -702,6 +774,14 @@ changed_within = "24h"
         }
         let err = Config::parse(GOOD, &env).unwrap().target("nope").unwrap_err().to_string();
         assert_eq!(err, "no target named \"nope\" (configured: logs, registry)");
+        // An unset variable is an error where it is used, not before.
+        let text = "[target.x]\ntype = \"sqlite\"\npath = \"${NOPE}/a\"\n[target.y]\ntype = \"sqlite\"\npath = \"/b\"\n";
+        let cfg = Config::parse(text, &env).unwrap();
+        assert!(cfg.target("y").is_ok());
+        assert_eq!(
+            cfg.target("x").unwrap_err().to_string(),
+            "target.x.path: environment variable NOPE is not set"
+        );
     }
 
     #[test]

@@ -115,3 +115,40 @@ fn two_repositories_in_one_config_each_target_uses_its_own() {
     assert_eq!(which.status.code(), Some(1));
     assert!(stderr(&which).contains("several repositories (offsite, primary)"), "{}", stderr(&which));
 }
+
+#[test]
+fn an_unset_variable_stops_only_what_uses_it() {
+    let mut k = Kura::new();
+    let data = k.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), b"x").unwrap();
+    config(
+        &mut k,
+        &format!(
+            "[target.files]\ntype = \"files\"\npaths = [\"{}\"]\n\n\
+             [target.db]\ntype = \"postgres\"\nurl = \"postgres://app:${{KURA_TEST_DB_PASSWORD}}@127.0.0.1/shop\"\n",
+            data.display()
+        ),
+    );
+    k.init();
+    // The unrelated target backs up, lists and restores.
+    k.ok(&["backup", "--target", "files"]);
+    assert_eq!(k.json(&["snapshots", "--target", "files"]).as_array().unwrap().len(), 1);
+    k.ok(&["restore", "--target", "files", "--dry-run"]);
+    // The one that uses it says which variable, and where.
+    for args in [
+        &["backup", "--target", "db"][..],
+        &["restore", "--target", "db", "--yes"],
+        &["restore", "--component", "database", "--yes"],
+    ] {
+        let out = k.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains("target.db.url: environment variable KURA_TEST_DB_PASSWORD is not set"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // --component data does not involve it.
+    k.ok(&["restore", "--component", "data", "--dry-run"]);
+}

@@ -57,6 +57,9 @@ pub fn apply_policy(g: &Global, t: &Target) -> Result<(), Failure> {
 
 fn chosen<'c>(cfg: &'c kura_policy::Config, names: &[String]) -> Result<Vec<&'c Target>, Failure> {
     if names.is_empty() {
+        for u in cfg.unresolved.iter().filter(|u| u.section == "target") {
+            tracing::warn!("target {} skipped: {}", u.name, u.error);
+        }
         return Ok(cfg.targets.values().collect());
     }
     names.iter().map(|n| super::find_target(cfg, n)).collect()

@@ -115,6 +115,9 @@ fn repository_settings(
     let cfg = cfg.ok_or_else(|| {
         Failure::new("no repository given").hint("pass --repo, set KURA_REPOSITORY, or write kura.toml")
     })?;
+    if let Some(u) = name.and_then(|n| cfg.unresolved_named("repository", n)) {
+        return Err(config_error(kura_policy::ConfigError::Unresolved(u.error.clone())));
+    }
     let (rname, rc) = match name {
         Some(n) => cfg.repositories.get_key_value(n).ok_or_else(|| {
             config_error(kura_policy::ConfigError::Invalid {
@@ -171,6 +174,15 @@ pub fn configured_repositories(g: &Global, only: Option<&str>) -> Result<Option<
         return Ok(None);
     }
     let wanted = only.or(g.repo.as_deref());
+    for u in cfg.unresolved.iter().filter(|u| u.section == "repository") {
+        match wanted {
+            Some(w) if w == u.name => {
+                return Err(config_error(kura_policy::ConfigError::Unresolved(u.error.clone())))
+            }
+            Some(_) => {}
+            None => tracing::warn!("repository {} skipped: {}", u.name, u.error),
+        }
+    }
     let mut out = Vec::new();
     for (name, rc) in &cfg.repositories {
         if wanted.is_none_or(|w| w == name) {

@@ -813,6 +813,15 @@ async fn run_component(g: &Global, a: &RestoreArgs, cfg: &Config, component: &st
         )
         .hint("use --target NAME with them"));
     }
+    // A target of the component whose settings cannot be resolved now
+    // stops the restore before anything is touched: restoring the rest
+    // would pass for the whole component.
+    if let Some(u) = cfg.unresolved.iter().find(|u| {
+        u.section == "target" && (component == "all" || u.component.as_deref().is_none_or(|c| c == component))
+    }) {
+        return Err(Failure::new(format!("target {}: {}", u.name, u.error))
+            .hint("set the variable, or restore the other targets one by one with --target"));
+    }
     let chosen: Vec<&Target> =
         cfg.targets.values().filter(|t| component == "all" || t.component == component).collect();
     if chosen.is_empty() {
