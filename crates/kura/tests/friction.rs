@@ -152,3 +152,30 @@ fn an_unset_variable_stops_only_what_uses_it() {
     // --component data does not involve it.
     k.ok(&["restore", "--component", "data", "--dry-run"]);
 }
+
+#[test]
+fn at_takes_the_runbooks_time_formats_and_says_what_is_there() {
+    let mut k = Kura::new();
+    let data = k.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), b"x").unwrap();
+    config(&mut k, &format!("[target.files]\ntype = \"files\"\npaths = [\"{}\"]\n", data.display()));
+    k.init();
+    k.ok(&["backup", "--target", "files"]);
+    let stamp = (chrono::Local::now() + chrono::Duration::minutes(1)).format("%Y%m%d-%H%M%S").to_string();
+    for at in [stamp.as_str(), "now", "today", "0m ago"] {
+        k.ok(&["restore", "--target", "files", "--at", at, "--dry-run"]);
+    }
+    // Before the first backup: none, and the message says what there is.
+    let out = k.run(&["restore", "--target", "files", "--at", "20251005-023000", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("was taken by 20251005-023000 (2025-10-05 02:30:00)") && e.contains("the earliest is"),
+        "{e}"
+    );
+    let out = k.run(&["restore", "--component", "data", "--at", "yesterday", "--dry-run"]);
+    assert!(stderr(&out).contains("the earliest is"), "{}", stderr(&out));
+    let out = k.run(&["restore", "--target", "files", "--at", "last tuesday", "--dry-run"]);
+    assert!(stderr(&out).contains("20251005-023000, today, yesterday"), "{}", stderr(&out));
+}

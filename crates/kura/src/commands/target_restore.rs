@@ -12,7 +12,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Local, Utc};
 use kura_format::snapshot::Snapshot;
 use kura_format::Id;
 use kura_policy::{Config, Target, TargetKind};
@@ -24,32 +24,30 @@ use crate::cli::{Global, RestoreArgs};
 use crate::output::{human_bytes, print_json, say, Failure};
 
 fn parse_at(s: &str) -> Result<DateTime<Utc>, Failure> {
-    let bad = || {
-        Failure::new(format!("--at {s:?} is not a date or time")).hint("use 2026-11-01 or 2026-11-01T02:00")
-    };
-    let local = if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        // A day means "as of the end of that day".
-        d.and_hms_opt(23, 59, 59).ok_or_else(bad)?
-    } else {
-        ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-            .ok_or_else(bad)?
-    };
-    Local.from_local_datetime(&local).earliest().map(|t| t.with_timezone(&Utc)).ok_or_else(bad)
+    crate::when::parse(s, Local::now(), false).ok_or_else(|| {
+        Failure::new(format!("--at {s:?} is not a date or time")).hint(format!("use {}", crate::when::FORMS))
+    })
 }
 
 /// A date or time as seconds since the epoch; a bare day means its first
 /// second, or with `end_of_day` its last.
 fn parse_day(s: &str, end_of_day: bool) -> Result<i64, Failure> {
-    if !end_of_day {
-        if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-            let bad = || Failure::new(format!("{s:?} is not a date"));
-            let t = d.and_hms_opt(0, 0, 0).ok_or_else(bad)?;
-            return Ok(Local.from_local_datetime(&t).earliest().ok_or_else(bad)?.timestamp());
-        }
+    crate::when::parse(s, Local::now(), !end_of_day).map(|t| t.timestamp()).ok_or_else(|| {
+        Failure::new(format!("{s:?} is not a date or time")).hint(format!("use {}", crate::when::FORMS))
+    })
+}
+
+/// "the earliest is 2025-10-05 02:30 (run 9c3e1a2b)", for when nothing is
+/// as old as asked.
+fn earliest_note(snaps: &[(Id, Snapshot)]) -> String {
+    match snaps.iter().min_by_key(|(_, s)| s.time) {
+        Some((id, s)) => format!(
+            "the earliest is {} ({})",
+            s.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
+            s.run.map(|r| format!("run {}", r.short())).unwrap_or_else(|| format!("snapshot {}", id.short()))
+        ),
+        None => "there is none yet".to_string(),
     }
-    Ok(parse_at(s)?.timestamp())
 }
 
 fn select(a: &RestoreArgs, target: &str, mine: Vec<(Id, Snapshot)>) -> Result<(Id, Snapshot), Failure> {
@@ -74,11 +72,14 @@ fn select(a: &RestoreArgs, target: &str, mine: Vec<(Id, Snapshot)>) -> Result<(I
     }
     if let Some(at) = &a.at {
         let t = parse_at(at)?;
-        return mine
-            .into_iter()
-            .rev()
-            .find(|(_, s)| s.time <= t)
-            .ok_or_else(|| none(format!("was taken by {at}")));
+        let note = earliest_note(&mine);
+        return mine.into_iter().rev().find(|(_, s)| s.time <= t).ok_or_else(|| {
+            Failure::new(format!(
+                "no snapshot of target {target} was taken by {at} ({}); {note}",
+                t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S")
+            ))
+            .hint(format!("`kura snapshots --target {target}` lists them"))
+        });
     }
     mine.into_iter().last().ok_or_else(|| none("exists yet".into()))
 }
@@ -857,7 +858,8 @@ async fn run_component(g: &Global, a: &RestoreArgs, cfg: &Config, component: &st
         })
         .max_by_key(|(_, t)| *t)
         .ok_or_else(|| {
-            Failure::new(format!("no run of component {component} matches"))
+            let all: Vec<(Id, Snapshot)> = found.iter().flat_map(|(_, _, s)| s.iter().cloned()).collect();
+            Failure::new(format!("no run of component {component} matches; {}", earliest_note(&all)))
                 .hint("`kura snapshots` lists runs and their targets")
         })?;
     let mut prepared = Vec::new();
