@@ -495,6 +495,12 @@ pub struct MyRestore<'a> {
     pub lock_timeout: std::time::Duration,
 }
 
+/// The files of a snapshot that make up the dump, in the order that
+/// concatenates them into it.
+pub fn dump_order(files: &[String]) -> Vec<String> {
+    parts_of(files).into_iter().map(|(_, f)| f).collect()
+}
+
 /// The snapshot's dump parts, in dump order.
 fn parts_of(files: &[String]) -> Vec<(PartKind, String)> {
     let mut parts: Vec<(PartKind, String)> =

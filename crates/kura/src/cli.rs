@@ -243,10 +243,17 @@ pub struct RestoreArgs {
 
 #[derive(Args, Debug)]
 pub struct DumpArgs {
-    /// Snapshot id (a unique prefix) or `latest`.
-    pub snapshot: String,
-    /// The file's path inside the snapshot.
-    pub path: String,
+    /// Snapshot id (a unique prefix) or `latest` (with --target: the
+    /// target's latest, the default).
+    pub snapshot: Option<String>,
+    /// The file's path inside the snapshot; with --target it may be left
+    /// out for the target's whole dump.
+    pub path: Option<String>,
+    /// A configured target: its snapshots, and without a path its whole
+    /// dump in order (MySQL's parts concatenated, ready for `mariadb`; a
+    /// PostgreSQL database's archive, ready for `pg_restore`).
+    #[arg(long)]
+    pub target: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -95,6 +95,11 @@ impl PgServer {
         server
     }
 
+    /// The server's own client program `name` (pg_restore, psql, ...).
+    pub fn tool(&self, name: &str) -> std::path::PathBuf {
+        self.bin.join(name)
+    }
+
     /// A URL without the password (tests pass it as PGPASSWORD).
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)

@@ -242,7 +242,7 @@ fn file_filters(f: &kura_policy::FilesTarget) -> Result<kura_sources::files::Fil
     })
 }
 
-async fn snapshots_of(repo: &Repository, t: &Target) -> Result<Vec<(Id, Snapshot)>, Failure> {
+pub async fn snapshots_of(repo: &Repository, t: &Target) -> Result<Vec<(Id, Snapshot)>, Failure> {
     Ok(snapshots_and_damage(repo, t).await?.0)
 }
 
