@@ -150,6 +150,28 @@ pub fn print_json<T: Serialize>(value: &T) {
     crate::output::outln!("{}", serde_json::to_string_pretty(value).expect("JSON output serializes"));
 }
 
+/// A line about work under way that is not a result (a hook starting, a
+/// hook's own output): on stderr, as a log line in `--log-format`, and
+/// nothing with `--quiet`. Everything of the kind goes through here.
+pub fn note(g: &Global, line: &str) {
+    if g.quiet {
+        return;
+    }
+    if g.log_format == "json" {
+        crate::output::errln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": "INFO",
+                "fields": { "message": line },
+                "target": "kura",
+            })
+        );
+    } else {
+        crate::output::errln!("{line}");
+    }
+}
+
 /// Prints a line unless --quiet or --json.
 pub fn say(g: &Global, line: impl Display) {
     if !g.quiet && !g.json {

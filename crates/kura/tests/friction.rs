@@ -179,3 +179,50 @@ fn at_takes_the_runbooks_time_formats_and_says_what_is_there() {
     let out = k.run(&["restore", "--target", "files", "--at", "last tuesday", "--dry-run"]);
     assert!(stderr(&out).contains("20251005-023000, today, yesterday"), "{}", stderr(&out));
 }
+
+#[test]
+fn hooks_obey_quiet_and_the_log_format() {
+    let mut k = Kura::new();
+    let db = k.path("app.db");
+    rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE t(x);").unwrap();
+    config(
+        &mut k,
+        &format!(
+            "[target.registry]\ntype = \"sqlite\"\npath = \"{}\"\npre_restore = \"echo stopping the service; echo to stderr >&2\"\npost_restore = \"echo started\"\n",
+            db.display()
+        ),
+    );
+    k.init();
+    k.ok(&["backup", "--target", "registry"]);
+    // Plain: the hooks' lines are there, named.
+    let out = k.run(&["restore", "--target", "registry", "--yes"]);
+    assert!(out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("pre_restore: stopping the service") && e.contains("pre_restore: to stderr"), "{e}");
+    // -q: nothing at all, on either stream.
+    let out = k.run(&["-q", "restore", "--target", "registry", "--yes"]);
+    assert!(out.status.success());
+    assert_eq!(
+        (stderr(&out), String::from_utf8_lossy(&out.stdout).into_owned()),
+        (String::new(), String::new())
+    );
+    // --log-format json: every line on stderr is a JSON object.
+    let out = k.run(&["--log-format", "json", "restore", "--target", "registry", "--yes"]);
+    assert!(out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("stopping the service"), "{e}");
+    for line in e.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line:?}"));
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
+    // A failing hook's last words are in the error.
+    let mut k2 = Kura::with_repo(&k.repo, vec![]);
+    config(
+        &mut k2,
+        &format!("[target.registry]\ntype = \"sqlite\"\npath = \"{}\"\npre_restore = \"echo cannot stop it; exit 3\"\n", db.display()),
+    );
+    let out = k2.run(&["-q", "restore", "--target", "registry", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("it said: cannot stop it"), "{}", stderr(&out));
+}

@@ -107,7 +107,7 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
     }
     if !snapshot.warnings.is_empty() {
         for w in &snapshot.warnings {
-            crate::output::errln!("warning: {}: {}", w.path, w.message);
+            tracing::warn!("{}: {}", w.path, w.message);
         }
         crate::output::errln!(
             "kura: snapshot {} saved, but {} path(s) could not be read",

@@ -114,7 +114,7 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
                     ),
                 );
                 for w in &r.snapshot.warnings {
-                    crate::output::errln!("warning: {}: {}: {}", t.name, w.path, w.message);
+                    tracing::warn!("{}: {}: {}", t.name, w.path, w.message);
                 }
                 warned |= !r.snapshot.warnings.is_empty();
                 saved.push(t.name.clone());

@@ -21,7 +21,7 @@ use kura_sources::object_store::{ObjectsRestored, RestoreOptions as ObjectOption
 use kura_store::Store;
 
 use crate::cli::{Global, RestoreArgs};
-use crate::output::{human_bytes, print_json, say, Failure};
+use crate::output::{human_bytes, note, print_json, say, Failure};
 
 fn parse_at(s: &str) -> Result<DateTime<Utc>, Failure> {
     crate::when::parse(s, Local::now(), false).ok_or_else(|| {
@@ -115,14 +115,44 @@ impl Interrupt {
     }
 }
 
-fn hook(name: &str, cmd: &str) -> Result<(), Failure> {
-    crate::output::errln!("running {name} hook: {cmd}");
-    let status = std::process::Command::new("sh")
+/// Runs a hook under `sh -c`. Its output goes through [`note`] line by
+/// line (so `-q` and `--log-format` apply to it too), and the last lines
+/// are quoted if it fails.
+fn hook(g: &Global, name: &str, cmd: &str) -> Result<(), Failure> {
+    use std::io::BufRead;
+    note(g, &format!("running {name} hook: {cmd}"));
+    let mut child = std::process::Command::new("sh")
         .args(["-c", cmd])
-        .status()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .map_err(|e| Failure::new(format!("{name} hook could not start: {e}")))?;
+    let (out, err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let tail = std::sync::Mutex::new(std::collections::VecDeque::new());
+    let relay = |r: Box<dyn std::io::Read + Send>| {
+        for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+            note(g, &format!("{name}: {line}"));
+            let mut t = tail.lock().expect("tail lock");
+            t.push_back(line);
+            if t.len() > 10 {
+                t.pop_front();
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| relay(Box::new(out)));
+        s.spawn(|| relay(Box::new(err)));
+    });
+    let status = child.wait().map_err(|e| Failure::new(format!("{name} hook: {e}")))?;
     if !status.success() {
-        return Err(Failure::new(format!("{name} hook `{cmd}` failed ({status})")));
+        let tail = tail.into_inner().expect("tail lock");
+        let said = if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; it said: {}", tail.into_iter().collect::<Vec<_>>().join(" / "))
+        };
+        return Err(Failure::new(format!("{name} hook `{cmd}` failed ({status}){said}")));
     }
     Ok(())
 }
@@ -567,9 +597,9 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
     let (pre, post) = if runs_hooks(a) { (&t.pre_restore, &t.post_restore) } else { (&None, &None) };
     let mut interrupt = Interrupt::catch();
     if let Some(h) = pre {
-        if let Err(f) = hook("pre_restore", h) {
+        if let Err(f) = hook(g, "pre_restore", h) {
             if let Some(post) = post {
-                let _ = hook("post_restore", post);
+                let _ = hook(g, "post_restore", post);
             }
             return Err(f.context("nothing was restored"));
         }
@@ -684,7 +714,7 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
                         say(g, format!("previous copy kept as {k}"));
                     }
                     for w in &r.warnings {
-                        crate::output::errln!("warning: database {}: not carried over: {w}", r.database);
+                        tracing::warn!("database {}: not carried over: {w}", r.database);
                     }
                     out.push(serde_json::json!({
                         "database": r.database, "bytes": r.bytes, "kept": r.kept,
@@ -779,11 +809,11 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
         ))
         .with_code(130)),
     };
-    let post = post.as_ref().map(|h| hook("post_restore", h));
+    let post = post.as_ref().map(|h| hook(g, "post_restore", h));
     let restored = result?;
     if a.into.is_none() {
         if let Err(f) = super::kept::apply_policy(g, t) {
-            crate::output::errln!("warning: {}", f.message);
+            tracing::warn!("{}", f.message);
         }
     }
     if let Some(Err(f)) = post {
