@@ -216,6 +216,18 @@ fn hooks_obey_quiet_and_the_log_format() {
             serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line:?}"));
         assert!(v["fields"]["message"].is_string(), "{line}");
     }
+    // --json carries what the text says: the hooks, the kept copies, the
+    // integrity check.
+    let plan = k.json(&["restore", "--target", "registry", "--dry-run"]);
+    assert_eq!(plan["hooks"]["pre_restore"], "echo stopping the service; echo to stderr >&2", "{plan}");
+    assert_eq!(plan["hooks"]["run"], true, "{plan}");
+    assert_eq!(plan["keep_old"], true, "{plan}");
+    assert!(
+        plan["plan"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("kept copies")),
+        "{plan}"
+    );
+    let done = k.json(&["restore", "--target", "registry", "--yes"]);
+    assert_eq!(done["restored"][0]["integrity_check"], "ok", "{done}");
     // A failing hook's last words are in the error.
     let mut k2 = Kura::with_repo(&k.repo, vec![]);
     config(

@@ -382,7 +382,11 @@ fn config_mistakes_get_placed_messages() {
         stderr(&out)
     );
     let out = a.cmd(&["backup", "--target", "registry"]).env_remove("APP_ROOT").output().unwrap();
-    assert!(stderr(&out).contains("target.registry.path: environment variable APP_ROOT is not set"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("target.registry.path: environment variable APP_ROOT is not set"),
+        "{}",
+        stderr(&out)
+    );
     let out = a
         .cmd(&["backup", "--target", "registry"])
         .env("KURA_CONFIG", "/nonexistent/kura.toml")

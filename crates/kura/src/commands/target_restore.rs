@@ -307,9 +307,10 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     show_plan(g, a, &p);
     if a.dry_run {
         if g.json {
-            print_json(
-                &serde_json::json!({ "target": t.name, "snapshot": p.id, "plan": p.plan, "dry_run": true }),
-            );
+            print_json(&serde_json::json!({
+                "target": t.name, "snapshot": p.id, "plan": p.plan, "hooks": hooks_json(a, &p),
+                "keep_old": p.keep_old, "dry_run": true,
+            }));
         }
         return Ok(0);
     }
@@ -555,6 +556,15 @@ fn pg_swap_plan(url: &kura_sources::postgres::PgUrl) -> Result<String, Failure> 
     Ok(s)
 }
 
+/// The hooks a restore would run, for `--json`: what the text plan says.
+fn hooks_json(a: &RestoreArgs, p: &Prepared) -> serde_json::Value {
+    serde_json::json!({
+        "run": runs_hooks(a),
+        "pre_restore": p.t.pre_restore,
+        "post_restore": p.t.post_restore,
+    })
+}
+
 fn show_plan(g: &Global, a: &RestoreArgs, p: &Prepared) {
     let (t, snap) = (p.t, &p.snap);
     let taken = snap.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S");
@@ -616,7 +626,9 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
                 if let Some(k) = &r.kept {
                     say(g, format!("previous copy kept as {}", k.display()));
                 }
-                Ok(vec![serde_json::json!({ "path": r.path, "bytes": r.bytes, "kept": r.kept })])
+                Ok(vec![serde_json::json!({
+                    "path": r.path, "bytes": r.bytes, "kept": r.kept, "integrity_check": "ok",
+                })])
             }
             TargetKind::Files(f) => {
                 if let Some(dir) = &a.into {
@@ -918,7 +930,12 @@ async fn run_component(g: &Global, a: &RestoreArgs, cfg: &Config, component: &st
         if g.json {
             let plans: Vec<_> = prepared
                 .iter()
-                .map(|p| serde_json::json!({ "target": p.t.name, "snapshot": p.id, "plan": p.plan }))
+                .map(|p| {
+                    serde_json::json!({
+                        "target": p.t.name, "snapshot": p.id, "plan": p.plan, "hooks": hooks_json(a, p),
+                        "keep_old": p.keep_old, "from_run": p.snap.run == Some(run),
+                    })
+                })
                 .collect();
             print_json(&serde_json::json!({ "run": run, "targets": plans, "dry_run": true }));
         }
