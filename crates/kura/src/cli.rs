@@ -20,13 +20,13 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// Repository: a path, s3://bucket/prefix, gcs://bucket/prefix or azblob://container/prefix.
-    #[arg(short = 'r', long, env = "KURA_REPOSITORY", global = true)]
+    #[arg(short = 'r', long, env = "KURA_REPOSITORY", global = true, help_heading = "Global options")]
     pub repo: Option<String>,
     /// Read the password from this file (first line). Wins over KURA_PASSWORD, KURA_PASSWORD_FILE and KURA_PASSWORD_COMMAND, which win over kura.toml.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub password_file: Option<PathBuf>,
     /// Run this command (through sh) and use the first line it prints as the password.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub password_command: Option<String>,
     /// The configured repository's own password sources (kura.toml), tried
     /// after the command line and the environment.
@@ -35,25 +35,26 @@ pub struct Global {
     #[arg(skip)]
     pub config_password_command: Option<String>,
     /// Print machine-readable JSON on stdout instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
     /// Print only errors.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub quiet: bool,
     /// More log detail (-v info, -vv debug, -vvv trace). KURA_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Global options")]
     pub verbose: u8,
     /// Log format on stderr: text or json.
-    #[arg(long, default_value = "text", global = true, value_parser = ["text", "json"])]
+    #[arg(long, default_value = "text", global = true, value_parser = ["text", "json"], help_heading = "Global options")]
     pub log_format: String,
     /// Never show progress bars.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub no_progress: bool,
     /// Config file naming repositories and targets (default ./kura.toml, then /etc/kura/kura.toml).
-    #[arg(long, env = "KURA_CONFIG", global = true)]
+    #[arg(long, env = "KURA_CONFIG", global = true, help_heading = "Global options")]
     pub config: Option<PathBuf>,
-    /// Compression of what this run writes: auto (the repository's default, zstd 3), off, fast (zstd 1), max (zstd 19), or a zstd level 1-22.
-    #[arg(long, env = "KURA_COMPRESSION", global = true)]
+    /// Compression of what this run writes (`backup` and `prune` take
+    /// --compression; the configured repository's setting otherwise).
+    #[arg(skip)]
     pub compression: Option<String>,
 }
 
@@ -103,6 +104,9 @@ pub struct InitArgs {
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
+    /// Compression of what this run writes: auto (the repository's default, zstd 3), off, fast (zstd 1), max (zstd 19), or a zstd level 1-22.
+    #[arg(long, env = "KURA_COMPRESSION")]
+    pub compression: Option<String>,
     /// Files and directories to back up.
     pub paths: Vec<PathBuf>,
     /// Exclude paths matching this glob (a pattern with `/` matches the full path, otherwise the name).
@@ -278,6 +282,9 @@ pub struct ForgetArgs {
 
 #[derive(Args, Debug)]
 pub struct PruneArgs {
+    /// Compression of what this run writes: auto (the repository's default, zstd 3), off, fast (zstd 1), max (zstd 19), or a zstd level 1-22.
+    #[arg(long, env = "KURA_COMPRESSION")]
+    pub compression: Option<String>,
     /// How long packs stay marked before deletion, e.g. 10m, 1h, 0s.
     #[arg(long, default_value = "10m")]
     pub grace: String,

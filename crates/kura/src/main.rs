@@ -57,7 +57,13 @@ fn main() -> ExitCode {
     tune_allocator();
     password::take_env_secrets();
     raise_open_file_limit();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Only the commands that write take --compression.
+    match &cli.command {
+        Command::Backup(a) => cli.global.compression = a.compression.clone(),
+        Command::Prune(a) => cli.global.compression = a.compression.clone(),
+        _ => {}
+    }
     output::init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -238,3 +238,18 @@ fn hooks_obey_quiet_and_the_log_format() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("it said: cannot stop it"), "{}", stderr(&out));
 }
+
+#[test]
+fn help_shows_a_commands_own_options_first_and_compression_only_where_it_writes() {
+    let k = Kura::new();
+    let help = k.ok(&["snapshots", "--help"]);
+    let (own, globals) = help.split_once("Global options:").expect("a heading of their own");
+    assert!(own.contains("--host") && own.contains("--target"), "{help}");
+    assert!(!own.contains("--password-file") && globals.contains("--password-file"), "{help}");
+    assert!(!help.contains("--compression"), "{help}");
+    assert_eq!(k.run(&["snapshots", "--compression", "fast"]).status.code(), Some(2));
+    for writes in ["backup", "prune"] {
+        let help = k.ok(&[writes, "--help"]);
+        assert!(help.split_once("Global options:").unwrap().0.contains("--compression"), "{writes}: {help}");
+    }
+}

@@ -272,7 +272,7 @@ fn compression_choices_trade_size_and_mix_in_one_repository() {
     std::fs::remove_file(src.join("words.txt")).unwrap();
     assert_same_tree(&src, &restored(&out, &src));
 
-    let bad = k.run(&["snapshots", "--compression", "turbo"]);
+    let bad = k.run(&["backup", src.to_str().unwrap(), "--compression", "turbo"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
         stderr(&bad).contains("--compression (or KURA_COMPRESSION): \"turbo\" is not a compression (use auto, off, fast, max, or a level from 1 to 22)"),

@@ -17,7 +17,7 @@ pub async fn run(g: &Global, a: &ForgetArgs) -> Result<u8, Failure> {
         say(g, format!("forgot snapshot {}", id.short()));
     }
     if a.prune {
-        let args = PruneArgs { grace: "10m".into(), repack_unused: 20.0, dry_run: false };
+        let args = PruneArgs { compression: None, grace: "10m".into(), repack_unused: 20.0, dry_run: false };
         return super::prune::run_with(g, &repo, &args).await;
     }
     Ok(0)
