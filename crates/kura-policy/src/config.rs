@@ -219,6 +219,11 @@ pub struct ObjectStoreTarget {
     pub url: String,
     #[serde(default)]
     pub credentials: BTreeMap<String, String>,
+    /// Where an object's date is in its key, as a chrono format
+    /// (`%Y-%m-%d` for `exports/daily/2025-11-03.json`): `--start` and
+    /// `--end` then compare that date instead of the last-modified time.
+    #[serde(default)]
+    pub key_date: Option<String>,
 }
 
 /// `host`, `port`, `user` and `database` written out instead of `url`
@@ -574,6 +579,26 @@ impl Config {
                         if o.url.is_empty() {
                             return Err(invalid(format!("{place}.url"), "must name a bucket prefix or directory"));
                         }
+                        if let Some(f) = &o.key_date {
+                            // A format that cannot read back what it writes
+                            // would match no key.
+                            let sample = chrono::NaiveDate::from_ymd_opt(2025, 11, 3)
+                                .and_then(|d| d.and_hms_opt(4, 5, 6))
+                                .expect("a valid date");
+                            let items = chrono::format::StrftimeItems::new(f);
+                            let valid = !items.clone().any(|i| matches!(i, chrono::format::Item::Error));
+                            let text = valid.then(|| sample.format_with_items(items).to_string());
+                            let reads = text.as_deref().is_some_and(|t| {
+                                chrono::NaiveDateTime::parse_from_str(t, f).is_ok()
+                                    || chrono::NaiveDate::parse_from_str(t, f).is_ok()
+                            });
+                            if !reads {
+                                return Err(invalid(
+                                    format!("{place}.key_date"),
+                                    format!("{f:?} is not a date format that names a day (e.g. \"%Y-%m-%d\" or \"%Y%m%d\")"),
+                                ));
+                            }
+                        }
                         TargetKind::ObjectStore(o)
                     }
                     "files" => {
@@ -767,6 +792,8 @@ changed_within = "24h"
             ("[target.x]\ntype = \"postgres\"\nurl = \"postgres://h/a\"\ndatabases = [\"*\", \"b\"]\n", "target.x.databases: names databases"),
             ("[target.x]\ntype = \"object_store\"\nurl = \"\"\n", "target.x.url: must name a bucket prefix"),
             ("[target.x]\ntype = \"object_store\"\nurl = \"s3://b\"\nkeys = 1\n", "target.x: unknown field `keys`"),
+            ("[target.x]\ntype = \"object_store\"\nurl = \"s3://b\"\nkey_date = \"%H\"\n", "target.x.key_date: \"%H\" is not a date format"),
+            ("[target.x]\ntype = \"object_store\"\nurl = \"s3://b\"\nkey_date = \"%Q\"\n", "target.x.key_date"),
         ];
         for (text, want) in cases {
             let err = Config::parse(text, &env).unwrap_err().to_string();

@@ -414,6 +414,10 @@ pub struct RestoreOptions {
     pub force: bool,
     /// Print nothing, change nothing: only say what would happen.
     pub dry_run: bool,
+    /// A chrono format finding each object's date in its key; `start` and
+    /// `end` compare that date (its first second) instead of the
+    /// last-modified time.
+    pub key_date: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -433,13 +437,89 @@ pub fn select(manifest: &Manifest, opts: &RestoreOptions) -> Vec<Entry> {
         .objects
         .iter()
         .filter(|e| opts.include.is_empty() || opts.include.iter().any(|p| e.key.starts_with(p.as_str())))
-        .filter(|e| match (opts.start, opts.end, e.modified) {
+        .filter(|e| match (opts.start, opts.end, when(e, opts)) {
             (None, None, _) => true,
             (_, _, None) => false,
             (s, t, Some(m)) => s.is_none_or(|s| m >= s) && t.is_none_or(|t| m <= t),
         })
         .cloned()
         .collect()
+}
+
+/// The instant `--start`/`--end` compare for an entry: the date in its key
+/// with `key_date`, else its last-modified time.
+fn when(e: &Entry, opts: &RestoreOptions) -> Option<i64> {
+    match &opts.key_date {
+        Some(f) => date_in_key(&e.key, f),
+        None => e.modified,
+    }
+}
+
+/// The date `format` finds in `key` (the last place it matches), as the
+/// local first second of that day, or of that time if the format has one.
+pub fn date_in_key(key: &str, format: &str) -> Option<i64> {
+    use chrono::{Local, NaiveDate, NaiveDateTime, TimeZone};
+    let items = chrono::format::StrftimeItems::new(format);
+    if items.clone().any(|i| matches!(i, chrono::format::Item::Error)) {
+        return None;
+    }
+    let sample = NaiveDate::from_ymd_opt(2025, 11, 3)?.and_hms_opt(4, 5, 6)?;
+    let len = sample.format_with_items(items).to_string().len();
+    let starts: Vec<usize> = (0..key.len().saturating_sub(len) + 1).rev().collect();
+    for i in starts {
+        let Some(part) = key.get(i..i + len) else { continue };
+        let t = NaiveDateTime::parse_from_str(part, format)
+            .ok()
+            .or_else(|| NaiveDate::parse_from_str(part, format).ok().and_then(|d| d.and_hms_opt(0, 0, 0)));
+        if let Some(t) = t {
+            return Local.from_local_datetime(&t).earliest().map(|t| t.timestamp());
+        }
+    }
+    None
+}
+
+/// Why nothing matched: what the range was compared with, and the dates
+/// there are nearest to it.
+fn nothing_matches(manifest: &Manifest, opts: &RestoreOptions) -> String {
+    let compared = match &opts.key_date {
+        Some(f) => format!("the date in each key (key_date = {f:?})"),
+        None => {
+            "each object's last-modified time (a target's key_date compares a date in the key instead)".into()
+        }
+    };
+    let day = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .map(|d| d.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default()
+    };
+    let mut times: Vec<i64> = manifest
+        .objects
+        .iter()
+        .filter(|e| opts.include.is_empty() || opts.include.iter().any(|p| e.key.starts_with(p.as_str())))
+        .filter_map(|e| when(e, opts))
+        .collect();
+    times.sort_unstable();
+    let before = opts
+        .start
+        .and_then(|s| times.iter().rev().find(|t| **t < s))
+        .map(|t| format!("before it {}", day(*t)));
+    let after =
+        opts.end.and_then(|e| times.iter().find(|t| **t > e)).map(|t| format!("after it {}", day(*t)));
+    let nearest: Vec<String> = before.into_iter().chain(after).collect();
+    let range = format!(
+        "{} to {}",
+        opts.start.map(day).unwrap_or_else(|| "any time".into()),
+        opts.end.map(day).unwrap_or_else(|| "any time".into())
+    );
+    format!(
+        "no object of the snapshot matches{}: the range {range} was compared with {compared}; {}",
+        if opts.include.is_empty() { String::new() } else { format!(" under {}", opts.include.join(", ")) },
+        if nearest.is_empty() {
+            "no object has a date there".to_string()
+        } else {
+            format!("the nearest dates there are: {}", nearest.join(", "))
+        }
+    )
 }
 
 /// Restores the selected objects of snapshot `tree` into `dest`. Every blob
@@ -459,9 +539,7 @@ pub async fn restore(
     // Every key was checked when the manifest was read (it is refused whole
     // otherwise: format.md §11.2); the stores refuse such keys too.
     if chosen.is_empty() {
-        return Err(SourceError::Refused(
-            "no object of the snapshot matches the key prefix and date range".into(),
-        ));
+        return Err(SourceError::Refused(nothing_matches(&manifest, opts)));
     }
     let existing: HashMap<String, u64> = dest
         .list("")
@@ -539,6 +617,21 @@ pub async fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_date_is_found_where_the_key_holds_it() {
+        use chrono::TimeZone;
+        let day = |y, m, d| chrono::Local.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap().timestamp();
+        assert_eq!(date_in_key("exports/daily/2025-11-03.json", "%Y-%m-%d"), Some(day(2025, 11, 3)));
+        assert_eq!(date_in_key("backups/20251103/x.json", "%Y%m%d"), Some(day(2025, 11, 3)));
+        assert_eq!(date_in_key("exports/daily/latest.json", "%Y-%m-%d"), None);
+        assert_eq!(
+            date_in_key("a/2025-11-02/b-2025-11-03.json", "%Y-%m-%d"),
+            Some(day(2025, 11, 3)),
+            "the last"
+        );
+        assert_eq!(date_in_key("x", "%Q"), None, "not a format");
+    }
 
     #[test]
     fn every_key_gets_a_unique_valid_path() {

@@ -262,7 +262,9 @@ fn date_range_restore_and_failures_write_nothing() {
         ],
     );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no object"), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("no object") && e.contains("last-modified time"), "{e}");
+    assert!(e.contains("the nearest dates there are: before it 2025-11-09"), "says what there is: {e}");
 
     // An unreachable bucket fails the target and records no snapshot.
     let before = k.cmd(&["snapshots", "--json"]).env_remove("KURA_REPOSITORY").output().unwrap().stdout;
@@ -285,6 +287,74 @@ fn date_range_restore_and_failures_write_nothing() {
     let out = run(&k, &["restore", "--target", "exports", "--into", dest.to_str().unwrap(), "--yes"]);
     assert!(!out.status.success(), "restore from a damaged repository must fail");
     assert!(!dest.exists() || std::fs::read_dir(&dest).unwrap().next().is_none(), "nothing written");
+}
+
+/// Seed 000: daily exports whose keys carry their date, restored by that
+/// date (their modification times say nothing after an earlier restore),
+/// and copied inside the bucket from one prefix to another.
+#[test]
+fn objects_are_chosen_by_the_date_in_their_key_and_copied_within_the_bucket() {
+    let moto = MotoServer::start();
+    moto.create_bucket("exports");
+    let backups = Bucket::open("s3://exports/backups/daily", moto.env_fn());
+    for d in 1..=9u32 {
+        backups.put(
+            &format!("2025-11-{d:02}.json"),
+            format!("{{\"day\": {d}}}").as_bytes(),
+            "application/json",
+        );
+    }
+    let mut k = Kura::new();
+    config(
+        &mut k,
+        &format!(
+            "[target.exports]\ntype = \"object_store\"\nurl = \"s3://exports/backups/daily?endpoint={}&region=us-east-1\"\nkey_date = \"%Y-%m-%d\"\n",
+            moto.endpoint()
+        ),
+    );
+    for (k2, v) in moto.env() {
+        k.env.push((k2, v));
+    }
+    ok(&k, &["init"]);
+    ok(&k, &["backup", "--target", "exports"]);
+    // The runbook's copy: backups/daily/<date>.json -> exports/daily/<date>.json,
+    // same bucket, same credentials; the dry run lists the keys.
+    let into = format!("s3://exports/exports/daily?endpoint={}&region=us-east-1", moto.endpoint());
+    let args =
+        ["restore", "--target", "exports", "--start", "2025-11-03", "--end", "2025-11-04", "--into", &into];
+    let plan = run(&k, &[&args[..], &["--dry-run"]].concat());
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(
+        text.contains("write 2 object(s)")
+            && text.contains("    2025-11-03.json")
+            && text.contains("    2025-11-04.json"),
+        "{text}"
+    );
+    let dry = ok(&k, &[&args[..], &["--dry-run"]].concat());
+    assert_eq!(dry["objects"]["write"], serde_json::json!(["2025-11-03.json", "2025-11-04.json"]), "{dry}");
+    let copy = Bucket::open("s3://exports/exports/daily", moto.env_fn());
+    assert!(copy.keys().is_empty(), "a dry run writes nothing");
+    ok(&k, &[&args[..], &["--yes"]].concat());
+    assert_eq!(copy.keys(), ["2025-11-03.json", "2025-11-04.json"]);
+    assert_eq!(copy.get("2025-11-04.json").unwrap(), b"{\"day\": 4}");
+    // A day with no export says which days there are around it.
+    let out = run(
+        &k,
+        &[
+            "restore",
+            "--target",
+            "exports",
+            "--start",
+            "2025-11-20",
+            "--end",
+            "2025-11-21",
+            "--into",
+            &into,
+            "--yes",
+        ],
+    );
+    let e = stderr(&out);
+    assert!(e.contains("key_date = \"%Y-%m-%d\"") && e.contains("before it 2025-11-09"), "{e}");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -227,6 +227,10 @@ fn flag_options(a: &RestoreArgs, t: &Target) -> Result<ObjectOptions, Failure> {
         end: a.end.as_deref().map(|s| parse_day(s, true)).transpose()?,
         force: a.force,
         dry_run: false,
+        key_date: match &t.kind {
+            TargetKind::ObjectStore(o) => o.key_date.clone(),
+            _ => None,
+        },
     })
 }
 
@@ -310,6 +314,9 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
             print_json(&serde_json::json!({
                 "target": t.name, "snapshot": p.id, "plan": p.plan, "hooks": hooks_json(a, &p),
                 "keep_old": p.keep_old, "dry_run": true,
+                "objects": p.object_plan.as_ref().map(|(_, _, o)| serde_json::json!({
+                    "write": o.written, "replace": o.replaced, "skip": o.skipped,
+                })),
             }));
         }
         return Ok(0);
@@ -436,6 +443,15 @@ async fn prepare<'c>(
                 }
                 if !p.skipped.is_empty() {
                     s += &format!("; skip {} already there (--force replaces them)", p.skipped.len());
+                }
+                // The keys themselves, so a dry run can be checked.
+                const SHOWN: usize = 20;
+                for key in p.written.iter().chain(&p.replaced).take(SHOWN) {
+                    s += &format!("\n    {key}");
+                }
+                let more = (p.written.len() + p.replaced.len()).saturating_sub(SHOWN);
+                if more > 0 {
+                    s += &format!("\n    … and {more} more (--json lists them all)");
                 }
                 s
             }
