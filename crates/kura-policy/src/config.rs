@@ -104,6 +104,69 @@ pub struct RepositoryConfig {
     /// or a zstd level (see [`parse_compression`]).
     #[serde(default)]
     pub compression: Option<String>,
+    #[serde(flatten)]
+    pub s3: S3Options,
+}
+
+/// S3 settings sent with every write (as the URL options of the same
+/// names): server-side encryption and storage class.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct S3Options {
+    /// `AES256` or `aws:kms`.
+    #[serde(default)]
+    pub sse: Option<String>,
+    #[serde(default)]
+    pub sse_kms_key_id: Option<String>,
+    /// `STANDARD_IA`, `INTELLIGENT_TIERING`, ...
+    #[serde(default)]
+    pub storage_class: Option<String>,
+}
+
+impl S3Options {
+    /// `url` with these settings added as its options (those the URL
+    /// already gives win). Only `s3://` URLs take them; a local path
+    /// ignores them; GCS and Azure URLs are refused.
+    pub fn apply(&self, url: &str) -> Result<String, String> {
+        let pairs = [
+            ("sse", &self.sse),
+            ("sse_kms_key_id", &self.sse_kms_key_id),
+            ("storage_class", &self.storage_class),
+        ];
+        let set: Vec<(&str, &String)> =
+            pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| (*k, v))).collect();
+        if set.is_empty() {
+            return Ok(url.to_string());
+        }
+        if !url.starts_with("s3://") {
+            // A local directory (an object_store target's source, say) has
+            // nothing to encrypt or tier on the server's side.
+            if !url.contains("://") || url.starts_with("file://") {
+                return Ok(url.to_string());
+            }
+            return Err(format!(
+                "{} apply to s3:// URLs only (GCS and Azure take encryption keys and storage classes from the bucket's or container's defaults)",
+                set.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let mut out = url.to_string();
+        for (k, v) in set {
+            let given = url
+                .split_once('?')
+                .is_some_and(|(_, q)| q.split('&').any(|p| p.split('=').next() == Some(k)));
+            if !given {
+                let encoded: String = v
+                    .chars()
+                    .map(|c| match c {
+                        '&' | '=' | '%' | '#' | '?' | ' ' => format!("%{:02X}", c as u32),
+                        c => c.to_string(),
+                    })
+                    .collect();
+                out.push(if out.contains('?') { '&' } else { '?' });
+                out.push_str(&format!("{k}={encoded}"));
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -219,6 +282,8 @@ pub struct ObjectStoreTarget {
     pub url: String,
     #[serde(default)]
     pub credentials: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub s3: S3Options,
     /// Where an object's date is in its key, as a chrono format
     /// (`%Y-%m-%d` for `exports/daily/2025-11-03.json`): `--start` and
     /// `--end` then compare that date instead of the last-modified time.

@@ -22,6 +22,6 @@ mod config;
 
 pub use config::{
     literal_secrets, parse_compression, parse_duration, CommandTarget, Config, ConfigError, FilesTarget,
-    KeptPolicy, MysqlTarget, ObjectStoreTarget, PostgresTarget, RepositoryConfig, SqliteTarget, Target,
-    TargetKind, COMPONENTS,
+    KeptPolicy, MysqlTarget, ObjectStoreTarget, PostgresTarget, RepositoryConfig, S3Options, SqliteTarget,
+    Target, TargetKind, COMPONENTS,
 };

@@ -33,6 +33,12 @@ pub struct S3Settings {
     pub session_token: Option<String>,
     /// Virtual-host style (`bucket.host`) instead of path style (`host/bucket`).
     pub virtual_host: bool,
+    /// Server-side encryption asked for on every write: `AES256` or
+    /// `aws:kms` (with `sse_kms_key_id`, else the account's AWS-managed key).
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    /// The storage class every write asks for (`STANDARD_IA`, ...).
+    pub storage_class: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -85,6 +91,38 @@ impl OpendalStore {
         }
         if s.virtual_host {
             b = b.enable_virtual_host_style();
+        }
+        match (s.sse.as_deref(), &s.sse_kms_key_id) {
+            (None, None) => {}
+            (Some("AES256"), None) => b = b.server_side_encryption_with_s3_key(),
+            (Some("aws:kms"), None) => b = b.server_side_encryption_with_aws_managed_kms_key(),
+            (Some("aws:kms"), Some(id)) => b = b.server_side_encryption_with_customer_managed_kms_key(id),
+            (Some(other), None) => {
+                return Err(StoreError::config(format!("sse={other:?}: use sse=AES256 or sse=aws:kms")))
+            }
+            (_, Some(_)) => {
+                return Err(StoreError::config("sse_kms_key_id needs sse=aws:kms"));
+            }
+        }
+        if let Some(c) = &s.storage_class {
+            const CLASSES: &[&str] = &[
+                "STANDARD",
+                "STANDARD_IA",
+                "ONEZONE_IA",
+                "INTELLIGENT_TIERING",
+                "GLACIER_IR",
+                "GLACIER",
+                "DEEP_ARCHIVE",
+                "REDUCED_REDUNDANCY",
+                "EXPRESS_ONEZONE",
+            ];
+            if !CLASSES.contains(&c.as_str()) {
+                return Err(StoreError::config(format!(
+                    "storage_class={c:?}: use one of {}",
+                    CLASSES.join(", ")
+                )));
+            }
+            b = b.default_storage_class(c);
         }
         let op = Operator::new(b).map_err(|e| StoreError::config(e.to_string()))?;
         Ok(OpendalStore { op, location: format!("s3://{}/{}", s.bucket, s.prefix.trim_matches('/')) })

@@ -1,7 +1,7 @@
 //! Repository URLs.
 //!
 //! * `/path`, `./path`, `file:///path`: a local directory
-//! * `s3://bucket/prefix?endpoint=URL&region=R&style=path|virtual`
+//! * `s3://bucket/prefix?endpoint=URL&region=R&style=path|virtual&sse=AES256|aws:kms&sse_kms_key_id=ID&storage_class=C`
 //! * `gcs://bucket/prefix?endpoint=URL`
 //! * `azblob://container/prefix?endpoint=URL&account=NAME`
 //!
@@ -41,7 +41,7 @@ impl StoreUrl {
             .collect();
         let known: &[&str] = match scheme {
             "file" => return Ok(StoreUrl::Local(rest.to_string())),
-            "s3" => &["endpoint", "region", "style"],
+            "s3" => &["endpoint", "region", "style", "sse", "sse_kms_key_id", "storage_class"],
             "gcs" | "gs" => &["endpoint"],
             "azblob" | "az" => &["endpoint", "account"],
             other => {
@@ -132,6 +132,9 @@ pub fn open_url_with(
                         )))
                     }
                 },
+                sse: opt(&options, "sse").map(String::from),
+                sse_kms_key_id: opt(&options, "sse_kms_key_id").map(String::from),
+                storage_class: opt(&options, "storage_class").map(String::from),
             };
             wrap(OpendalStore::s3(&s)?, &policy)
         }

@@ -138,7 +138,8 @@ fn repository_settings(
         },
     };
     tracing::debug!(repository = %rname, "using the configured repository");
-    Ok((rc.url.clone(), with_repo_settings(g, rc)))
+    let url = rc.s3.apply(&rc.url).map_err(|e| Failure::new(format!("repository.{rname}: {e}")))?;
+    Ok((url, with_repo_settings(g, rc)))
 }
 
 /// The command line's settings, with a configured repository's password
@@ -186,7 +187,8 @@ pub fn configured_repositories(g: &Global, only: Option<&str>) -> Result<Option<
     let mut out = Vec::new();
     for (name, rc) in &cfg.repositories {
         if wanted.is_none_or(|w| w == name) {
-            out.push((name.clone(), rc.url.clone(), with_repo_settings(g, rc)));
+            let url = rc.s3.apply(&rc.url).map_err(|e| Failure::new(format!("repository.{name}: {e}")))?;
+            out.push((name.clone(), url, with_repo_settings(g, rc)));
         }
     }
     if let (Some(w), true) = (wanted, out.is_empty()) {
@@ -204,7 +206,8 @@ pub fn store_at(url: &str) -> Result<Arc<dyn Store>, Failure> {
 /// The store an object_store target reads: its own credentials first, then
 /// the environment.
 pub fn object_store(o: &kura_policy::ObjectStoreTarget, url: &str) -> Result<Arc<dyn Store>, Failure> {
-    store_at_with(url, &|k| o.credentials.get(k).cloned().or_else(|| std::env::var(k).ok()))
+    let url = o.s3.apply(url).map_err(Failure::new)?;
+    store_at_with(&url, &|k| o.credentials.get(k).cloned().or_else(|| std::env::var(k).ok()))
 }
 
 fn store_at_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Store>, Failure> {
