@@ -136,8 +136,27 @@ impl Read for ObjectReader {
 struct Known {
     size: u64,
     modified: i64,
-    content_type: Option<String>,
+    /// Its manifest entry: media type, headers and metadata carry over.
+    entry: Entry,
     content: Vec<Id>,
+}
+
+/// A store's headers as a manifest entry records them.
+fn entry_headers(e: &mut Entry, h: &kura_store::Headers) {
+    e.content_encoding = h.content_encoding.clone();
+    e.content_disposition = h.content_disposition.clone();
+    e.cache_control = h.cache_control.clone();
+    e.metadata = h.metadata.clone();
+}
+
+/// A manifest entry's headers, to write back with its object.
+fn headers_of(e: &Entry) -> kura_store::Headers {
+    kura_store::Headers {
+        content_encoding: e.content_encoding.clone(),
+        content_disposition: e.content_disposition.clone(),
+        cache_control: e.cache_control.clone(),
+        metadata: e.metadata.clone(),
+    }
 }
 
 /// The streams of an object-store snapshot: every object, then the manifest.
@@ -204,7 +223,7 @@ impl Iterator for Objects {
                 path: path.clone(),
                 size: listed.size,
                 modified: listed.modified,
-                content_type: k.content_type.clone(),
+                ..k.entry.clone()
             };
             let reader = ObjectReader {
                 store: self.store.clone(),
@@ -227,13 +246,16 @@ impl Iterator for Objects {
                 Err(e) => return Some(Err(format!("object {}: {e}", listed.key))),
             };
             // What stat saw is what gets read; the listing may be older.
-            entry = Entry {
+            let mut e = Entry {
                 key: listed.key.clone(),
                 path: path.clone(),
                 size: meta.size,
                 modified: meta.modified.or(listed.modified),
                 content_type: meta.content_type.clone(),
+                ..Entry::default()
             };
+            entry_headers(&mut e, &meta.headers);
+            entry = e;
             let reader = ObjectReader {
                 store: self.store.clone(),
                 handle: self.handle.clone(),
@@ -311,10 +333,7 @@ async fn previous(repo: &Repository, opts: &BackupOptions) -> Result<HashMap<Str
         .into_iter()
         .filter_map(|e| {
             let content = content.remove(&e.path)?;
-            Some((
-                e.key,
-                Known { size: e.size, modified: e.modified?, content_type: e.content_type, content },
-            ))
+            Some((e.key.clone(), Known { size: e.size, modified: e.modified?, entry: e, content }))
         })
         .collect())
 }
@@ -387,8 +406,14 @@ const OCTETS: &str = "application/octet-stream";
 
 /// Writes an object and reads it back: a store that acknowledged a write it
 /// did not keep is caught here, not at the next restore.
-async fn put_checked(store: &dyn Store, key: &str, data: Bytes, content_type: &str) -> Result<(), String> {
-    store.put_typed(key, data.clone(), content_type).await.map_err(|e| e.to_string())?;
+async fn put_checked(
+    store: &dyn Store,
+    key: &str,
+    data: Bytes,
+    content_type: &str,
+    headers: &kura_store::Headers,
+) -> Result<(), String> {
+    store.put_with(key, data.clone(), content_type, headers).await.map_err(|e| e.to_string())?;
     let back = store.get(key).await.map_err(|e| format!("reading it back: {e}"))?;
     if back != data {
         return Err(format!(
@@ -429,6 +454,9 @@ pub struct ObjectsRestored {
     pub replaced: Vec<String>,
     pub kept: Option<String>,
     pub bytes: u64,
+    /// Headers the destination could not take back (a service whose
+    /// storage layer cannot set them), with how many objects had them.
+    pub warnings: Vec<String>,
 }
 
 /// The manifest entries `opts` selects.
@@ -581,6 +609,7 @@ pub async fn restore(
     if !out.replaced.is_empty() {
         out.kept = keep.as_ref().map(|k| k.location());
     }
+    let mut unkept: std::collections::BTreeMap<&'static str, usize> = Default::default();
     for (e, ids) in &work {
         let mut data = Vec::with_capacity(e.size as usize);
         kura_repo::restore::write_content(repo, &index, ids, &mut data).await?;
@@ -592,18 +621,24 @@ pub async fn restore(
                     .get(&e.key)
                     .await
                     .map_err(|err| SourceError::Refused(format!("reading {} to keep it: {err}", e.key)))?;
-                let old_type = dest.stat(&e.key).await.ok().and_then(|m| m.content_type);
-                put_checked(k.as_ref(), &e.key, old, old_type.as_deref().unwrap_or(OCTETS)).await.map_err(
-                    |err| {
+                let old_meta = dest.stat(&e.key).await.ok();
+                let old_type = old_meta.as_ref().and_then(|m| m.content_type.clone());
+                let old_headers = old_meta.map(|m| m.headers).unwrap_or_default();
+                put_checked(k.as_ref(), &e.key, old, old_type.as_deref().unwrap_or(OCTETS), &old_headers)
+                    .await
+                    .map_err(|err| {
                         SourceError::Refused(format!(
                             "keeping the old {}: {err}; {} was not replaced",
                             e.key, e.key
                         ))
-                    },
-                )?;
+                    })?;
             }
         }
-        put_checked(dest.as_ref(), &e.key, data, ty)
+        let headers = headers_of(e);
+        for h in dest.unkept_headers(&headers) {
+            *unkept.entry(h).or_insert(0usize) += 1;
+        }
+        put_checked(dest.as_ref(), &e.key, data, ty, &headers)
             .await
             .map_err(|err| SourceError::Refused(format!("writing {}: {err}", e.key)))?;
         out.bytes += e.size;
@@ -611,6 +646,10 @@ pub async fn restore(
             out.written.push(e.key.clone());
         }
     }
+    out.warnings = unkept
+        .into_iter()
+        .map(|(h, n)| format!("{h} of {n} object(s) not restored: {} cannot take it back", dest.location()))
+        .collect();
     Ok(out)
 }
 
@@ -678,7 +717,7 @@ mod tests {
             path: String::new(),
             size: 1,
             modified: m,
-            content_type: None,
+            ..Entry::default()
         };
         let m = Manifest {
             version: 1,

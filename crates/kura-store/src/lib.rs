@@ -69,6 +69,38 @@ pub struct ObjectMeta {
     /// The media type the store keeps for the object, from `stat` only
     /// (listings do not carry it).
     pub content_type: Option<String>,
+    /// Its other headers and user metadata, from `stat` only.
+    pub headers: Headers,
+}
+
+/// What an object store keeps with an object besides its media type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers {
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub cache_control: Option<String>,
+    /// User metadata, names without the service's prefix (`x-amz-meta-`).
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl Headers {
+    /// The names of the headers set here.
+    pub fn present(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.content_encoding.is_some() {
+            v.push("Content-Encoding");
+        }
+        if self.content_disposition.is_some() {
+            v.push("Content-Disposition");
+        }
+        if self.cache_control.is_some() {
+            v.push("Cache-Control");
+        }
+        if !self.metadata.is_empty() {
+            v.push("user metadata");
+        }
+        v
+    }
 }
 
 /// The storage contract.
@@ -99,6 +131,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// ignore it.
     async fn put_typed(&self, key: &str, data: Bytes, _content_type: &str) -> Result<()> {
         self.put(key, data).await
+    }
+    /// `put_typed` that also records `headers` on stores that keep them.
+    async fn put_with(&self, key: &str, data: Bytes, content_type: &str, _headers: &Headers) -> Result<()> {
+        self.put_typed(key, data, content_type).await
+    }
+    /// The headers of `h` this store cannot record with `put_with` (a
+    /// local directory keeps none), so that a caller can say so.
+    fn unkept_headers(&self, h: &Headers) -> Vec<&'static str> {
+        h.present()
     }
     /// Where this store is, for messages: a path or URL without secrets.
     fn location(&self) -> String;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{ErrorKind, ObjectMeta, Result, Store, StoreError};
+use crate::{ErrorKind, Headers, ObjectMeta, Result, Store, StoreError};
 
 /// Temporary files start with this; listings skip them.
 const TMP_PREFIX: &str = ".tmp-";
@@ -225,7 +225,13 @@ impl Store for LocalStore {
         let key = key.to_string();
         self.blocking(move |root| {
             let m = fs::metadata(joined(&root, &key)?).map_err(|e| StoreError::from_io("stat", &key, e))?;
-            Ok(ObjectMeta { key, size: m.len(), modified: mtime(&m), content_type: None })
+            Ok(ObjectMeta {
+                key,
+                size: m.len(),
+                modified: mtime(&m),
+                content_type: None,
+                headers: Headers::default(),
+            })
         })
         .await
     }
@@ -281,6 +287,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<(
                 size: m.len(),
                 modified: mtime(&m),
                 content_type: None,
+                headers: Headers::default(),
             });
         }
     }

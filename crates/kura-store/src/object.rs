@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use opendal::{services, Operator};
 
-use crate::{ErrorKind, ObjectMeta, Result, Store, StoreError};
+use crate::{ErrorKind, Headers, ObjectMeta, Result, Store, StoreError};
 
 /// Objects above this size are uploaded in parts of this size.
 const MULTIPART_CHUNK: usize = 8 << 20;
@@ -226,9 +226,26 @@ impl Store for OpendalStore {
     }
 
     async fn put_typed(&self, key: &str, data: Bytes, content_type: &str) -> Result<()> {
+        self.put_with(key, data, content_type, &Headers::default()).await
+    }
+
+    async fn put_with(&self, key: &str, data: Bytes, content_type: &str, h: &Headers) -> Result<()> {
         crate::check_key(key)?;
         let len = data.len();
-        let w = self.op.write_with(key, data).content_type(content_type);
+        let cap = self.op.info().capability();
+        let mut w = self.op.write_with(key, data).content_type(content_type);
+        if let (Some(v), true) = (&h.content_encoding, cap.write_with_content_encoding) {
+            w = w.content_encoding(v);
+        }
+        if let (Some(v), true) = (&h.content_disposition, cap.write_with_content_disposition) {
+            w = w.content_disposition(v);
+        }
+        if let (Some(v), true) = (&h.cache_control, cap.write_with_cache_control) {
+            w = w.cache_control(v);
+        }
+        if !h.metadata.is_empty() && cap.write_with_user_metadata {
+            w = w.user_metadata(h.metadata.clone());
+        }
         let w = if len > MULTIPART_CHUNK { w.chunk(MULTIPART_CHUNK) } else { w };
         w.await.map(|_| ()).map_err(|e| map_err("put", key, e))
     }
@@ -244,6 +261,24 @@ impl Store for OpendalStore {
             .await
             .map(|_| ())
             .map_err(|e| map_err("put_new", key, e))
+    }
+
+    fn unkept_headers(&self, h: &Headers) -> Vec<&'static str> {
+        let cap = self.op.info().capability();
+        let mut v = Vec::new();
+        if h.content_encoding.is_some() && !cap.write_with_content_encoding {
+            v.push("Content-Encoding");
+        }
+        if h.content_disposition.is_some() && !cap.write_with_content_disposition {
+            v.push("Content-Disposition");
+        }
+        if h.cache_control.is_some() && !cap.write_with_cache_control {
+            v.push("Cache-Control");
+        }
+        if !h.metadata.is_empty() && !cap.write_with_user_metadata {
+            v.push("user metadata");
+        }
+        v
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
@@ -282,6 +317,15 @@ impl Store for OpendalStore {
             size: m.content_length(),
             modified: seconds(&m),
             content_type: m.content_type().map(String::from),
+            headers: Headers {
+                content_encoding: m.content_encoding().map(String::from),
+                content_disposition: m.content_disposition().map(String::from),
+                cache_control: m.cache_control().map(String::from),
+                metadata: m
+                    .user_metadata()
+                    .map(|u| u.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+                    .unwrap_or_default(),
+            },
         })
     }
 
@@ -303,6 +347,7 @@ impl Store for OpendalStore {
                 size: m.content_length(),
                 modified: seconds(m),
                 content_type: None,
+                headers: Headers::default(),
             });
         }
         Ok(out)

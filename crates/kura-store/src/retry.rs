@@ -108,6 +108,18 @@ impl<S: Store> Store for Retry<S> {
     async fn put_typed(&self, key: &str, data: Bytes, content_type: &str) -> Result<()> {
         self.run("put", key, || self.inner.put_typed(key, data.clone(), content_type)).await
     }
+    async fn put_with(
+        &self,
+        key: &str,
+        data: Bytes,
+        content_type: &str,
+        headers: &crate::Headers,
+    ) -> Result<()> {
+        self.run("put", key, || self.inner.put_with(key, data.clone(), content_type, headers)).await
+    }
+    fn unkept_headers(&self, h: &crate::Headers) -> Vec<&'static str> {
+        self.inner.unkept_headers(h)
+    }
     fn location(&self) -> String {
         self.inner.location()
     }
@@ -174,6 +186,19 @@ impl<S: Store> Store for Faulty<S> {
     async fn put_typed(&self, key: &str, data: Bytes, content_type: &str) -> Result<()> {
         self.trip("put", key)?;
         self.inner.put_typed(key, data, content_type).await
+    }
+    async fn put_with(
+        &self,
+        key: &str,
+        data: Bytes,
+        content_type: &str,
+        headers: &crate::Headers,
+    ) -> Result<()> {
+        self.trip("put", key)?;
+        self.inner.put_with(key, data, content_type, headers).await
+    }
+    fn unkept_headers(&self, h: &crate::Headers) -> Vec<&'static str> {
+        self.inner.unkept_headers(h)
     }
     fn location(&self) -> String {
         self.inner.location()

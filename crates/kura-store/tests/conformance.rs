@@ -2,7 +2,8 @@
 //! each against a real backend on this machine.
 use kura_store::{open_url, LocalStore, Retry, Store};
 use kura_testkit::{
-    run_conformance, run_conformance_with, AzuriteServer, Capabilities, GcsEmulator, MotoServer,
+    check_headers, run_conformance, run_conformance_with, AzuriteServer, Capabilities, GcsEmulator,
+    MotoServer,
 };
 
 #[tokio::test]
@@ -46,6 +47,7 @@ async fn s3_store_conforms_against_moto() {
     moto.create_bucket("conformance");
     let store = open_url("s3://conformance/some/prefix", &moto.env_fn()).unwrap();
     run_conformance(store.as_ref()).await;
+    check_headers(store.as_ref()).await;
 }
 
 #[tokio::test]
@@ -69,6 +71,7 @@ async fn azure_store_conforms_against_azurite() {
     let url = format!("azblob://conformance/some/prefix?endpoint={}", azurite.endpoint());
     let store = open_url(&url, &azurite.env_fn()).unwrap();
     run_conformance(store.as_ref()).await;
+    check_headers(store.as_ref()).await;
 }
 
 #[tokio::test]
@@ -79,4 +82,5 @@ async fn gcs_store_conforms_against_the_emulator() {
     // The emulator enforces no preconditions and has no multipart uploads;
     // real GCS has both.
     run_conformance_with(store.as_ref(), Capabilities { conditional_create: false, multipart: false }).await;
+    check_headers(store.as_ref()).await;
 }

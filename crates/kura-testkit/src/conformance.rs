@@ -128,3 +128,42 @@ pub async fn run_conformance_with(store: &dyn Store, caps: Capabilities) {
     assert!(store.list("data/").await.unwrap().is_empty(), "{loc}: deleted objects are gone");
     assert_eq!(store.get("data/ab/one").await.unwrap_err().kind, ErrorKind::NotFound);
 }
+
+/// An object store keeps what `put_with` gives (media type, encoding,
+/// disposition, cache control, user metadata) and `stat` reports it.
+pub async fn check_headers(store: &dyn Store) {
+    let headers = kura_store::Headers {
+        content_encoding: Some("gzip".into()),
+        content_disposition: Some("attachment; filename=\"daily.json.gz\"".into()),
+        cache_control: Some("max-age=3600".into()),
+        metadata: [("src".to_string(), "billing-export".to_string()), ("run".to_string(), "42".to_string())]
+            .into(),
+    };
+    store
+        .put_with(
+            "headers/daily.json.gz",
+            bytes::Bytes::from_static(b"\x1f\x8b not really"),
+            "application/json",
+            &headers,
+        )
+        .await
+        .unwrap();
+    let m = store.stat("headers/daily.json.gz").await.unwrap();
+    assert_eq!(m.content_type.as_deref(), Some("application/json"), "{}", store.location());
+    // What the store says it cannot keep is exactly what is missing.
+    let unkept = store.unkept_headers(&headers);
+    let mut want = headers.clone();
+    for h in &unkept {
+        match *h {
+            "Content-Encoding" => want.content_encoding = None,
+            "Content-Disposition" => want.content_disposition = None,
+            "Cache-Control" => want.cache_control = None,
+            _ => want.metadata.clear(),
+        }
+    }
+    assert_eq!(m.headers, want, "{} (says it cannot keep {unkept:?})", store.location());
+    if !unkept.is_empty() {
+        eprintln!("{}: cannot keep {unkept:?}", store.location());
+    }
+    store.delete("headers/daily.json.gz").await.unwrap();
+}

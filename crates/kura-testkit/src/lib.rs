@@ -9,7 +9,7 @@ mod conformance;
 mod proxy;
 mod servers;
 
-pub use conformance::{run_conformance, run_conformance_with, Capabilities};
+pub use conformance::{check_headers, run_conformance, run_conformance_with, Capabilities};
 pub use proxy::CutProxy;
 pub use servers::{
     closed_port, reserve_port, AzuriteServer, GcsEmulator, Hold, MariaDb, MotoServer, MyHold, PgServer,

@@ -29,6 +29,12 @@ impl Bucket {
     fn get(&self, key: &str) -> Option<Vec<u8>> {
         self.rt.block_on(self.store.get(key)).ok().map(|b| b.to_vec())
     }
+    fn put_with(&self, key: &str, data: &[u8], ty: &str, h: &kura_store::Headers) {
+        self.rt.block_on(self.store.put_with(key, Bytes::copy_from_slice(data), ty, h)).unwrap();
+    }
+    fn headers(&self, key: &str) -> kura_store::Headers {
+        self.rt.block_on(self.store.stat(key)).unwrap().headers
+    }
     fn content_type(&self, key: &str) -> Option<String> {
         self.rt.block_on(self.store.stat(key)).unwrap().content_type
     }
@@ -297,12 +303,16 @@ fn objects_are_chosen_by_the_date_in_their_key_and_copied_within_the_bucket() {
     let moto = MotoServer::start();
     moto.create_bucket("exports");
     let backups = Bucket::open("s3://exports/backups/daily", moto.env_fn());
+    // Each export carries its headers and user metadata (x-amz-meta-src).
+    let headers = |d: u32| kura_store::Headers {
+        content_encoding: Some("identity".into()),
+        content_disposition: Some(format!("attachment; filename=\"{d}.json\"")),
+        cache_control: Some("no-cache".into()),
+        metadata: [("src".to_string(), format!("billing-{d}"))].into(),
+    };
     for d in 1..=9u32 {
-        backups.put(
-            &format!("2025-11-{d:02}.json"),
-            format!("{{\"day\": {d}}}").as_bytes(),
-            "application/json",
-        );
+        let body = format!("{{\"day\": {d}}}");
+        backups.put_with(&format!("2025-11-{d:02}.json"), body.as_bytes(), "application/json", &headers(d));
     }
     let mut k = Kura::new();
     config(
@@ -337,6 +347,36 @@ fn objects_are_chosen_by_the_date_in_their_key_and_copied_within_the_bucket() {
     ok(&k, &[&args[..], &["--yes"]].concat());
     assert_eq!(copy.keys(), ["2025-11-03.json", "2025-11-04.json"]);
     assert_eq!(copy.get("2025-11-04.json").unwrap(), b"{\"day\": 4}");
+    assert_eq!(copy.headers("2025-11-04.json"), headers(4), "headers and user metadata come back");
+    assert_eq!(copy.content_type("2025-11-04.json").as_deref(), Some("application/json"));
+    let manifest = k
+        .cmd(&["dump", "--target", "exports", "latest", "objects.json"])
+        .env_remove("KURA_REPOSITORY")
+        .output()
+        .unwrap();
+    let manifest = String::from_utf8_lossy(&manifest.stdout).into_owned();
+    assert!(
+        manifest.contains("\"src\": \"billing-4\"") && manifest.contains("\"cache_control\": \"no-cache\""),
+        "{manifest}"
+    );
+    // A directory keeps no headers: the restore says so and exits 3.
+    let dir = k.path("local-copy");
+    let out = run(
+        &k,
+        &[
+            "restore",
+            "--target",
+            "exports",
+            "--include",
+            "2025-11-05",
+            "--into",
+            dir.to_str().unwrap(),
+            "--yes",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("user metadata of 1 object(s) not restored"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(dir.join("2025-11-05.json")).unwrap(), b"{\"day\": 5}");
     // A day with no export says which days there are around it.
     let out = run(
         &k,

@@ -817,9 +817,12 @@ async fn execute(g: &Global, a: &RestoreArgs, p: Prepared<'_>) -> Result<Vec<ser
                 if let Some(k) = &r.kept {
                     say(g, format!("replaced objects kept in {k}"));
                 }
+                for w in &r.warnings {
+                    tracing::warn!("{w}");
+                }
                 Ok(vec![serde_json::json!({
                     "written": r.written, "replaced": r.replaced, "skipped": r.skipped,
-                    "bytes": r.bytes, "kept": r.kept,
+                    "bytes": r.bytes, "kept": r.kept, "warnings": r.warnings,
                 })])
             }
             other => {
