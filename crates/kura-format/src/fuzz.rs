@@ -123,7 +123,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut odd = Node::new("", NodeType::File);
     odd.set_name_bytes(b"\xffname");
     out.push(("tree", Tree { nodes: vec![file, dir, link, odd] }.encode()));
-    let snap = Snapshot::new(key.blob_id(b"tree"), vec!["/srv/app".into()]);
+    let snap = Snapshot::new(key.blob_id(b"tree"), vec!["/srv/app".into()], chrono::Utc::now());
     out.push(("snapshot", serde_json::to_vec(&snap).expect("seed")));
     out.push(("snapshot", snap.seal(key).1));
     out

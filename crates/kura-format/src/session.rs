@@ -10,17 +10,6 @@ pub const SESSION_TTL: Duration = Duration::minutes(5);
 /// How often writers refresh their session.
 pub const HEARTBEAT_EVERY: Duration = Duration::seconds(60);
 
-/// The time this process writes into sessions and markers. A test of clock
-/// skew sets `KURA_TEST_CLOCK_OFFSET_SECS` to play a host whose clock is
-/// wrong by that much.
-pub fn now() -> DateTime<Utc> {
-    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let offset = *OFFSET.get_or_init(|| {
-        std::env::var("KURA_TEST_CLOCK_OFFSET_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
-    });
-    Utc::now() + Duration::seconds(offset)
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub version: u32,
@@ -32,8 +21,8 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(kind: &str, hostname: &str) -> Session {
-        let now = now();
+    /// A session started at `now` (the repository's clock).
+    pub fn new(kind: &str, hostname: &str, now: DateTime<Utc>) -> Session {
         Session {
             version: FORMAT_VERSION,
             kind: kind.into(),
@@ -79,8 +68,8 @@ pub struct DeletionMarker {
 }
 
 impl DeletionMarker {
-    pub fn new(packs: Vec<Id>) -> DeletionMarker {
-        DeletionMarker { version: FORMAT_VERSION, created: now(), packs }
+    pub fn new(packs: Vec<Id>, now: DateTime<Utc>) -> DeletionMarker {
+        DeletionMarker { version: FORMAT_VERSION, created: now, packs }
     }
 
     pub fn seal(&self, key: &MasterKey) -> (Id, Vec<u8>) {

@@ -53,10 +53,11 @@ pub struct Warning {
 }
 
 impl Snapshot {
-    pub fn new(tree: Id, paths: Vec<String>) -> Snapshot {
+    /// A snapshot of `tree` taken at `time` (the repository's clock).
+    pub fn new(tree: Id, paths: Vec<String>, time: DateTime<Utc>) -> Snapshot {
         Snapshot {
             version: FORMAT_VERSION,
-            time: Utc::now(),
+            time,
             hostname: String::new(),
             username: String::new(),
             paths,
@@ -101,7 +102,7 @@ mod tests {
     #[test]
     fn seal_open_round_trip() {
         let key = MasterKey::random();
-        let mut s = Snapshot::new(Id::random(), vec!["/srv".into()]);
+        let mut s = Snapshot::new(Id::random(), vec!["/srv".into()], Utc::now());
         s.tags.push("daily".into());
         s.warnings.push(Warning { path: "/srv/x".into(), message: "permission denied".into() });
         let (id, bytes) = s.seal(&key);

@@ -229,7 +229,7 @@ pub async fn backup(
         };
         saver.clone().finish(uploader).await?;
 
-        let mut snap = Snapshot::new(tree_id, path_strings.clone());
+        let mut snap = Snapshot::new(tree_id, path_strings.clone(), repo.now());
         opts.stamp(&mut snap, "files");
         snap.parent = parent.map(|(id, _)| id);
         snap.warnings = std::mem::take(&mut *walker.warnings.lock().expect("warnings lock"));
@@ -483,7 +483,7 @@ pub async fn backup_stream_set(
         }
         // Top-level names, in the order the streams came (format.md §11).
         saved.sort_by_key(|s| s.order);
-        let t = chrono::Utc::now();
+        let t = repo.now();
         let now = (t.timestamp(), t.timestamp_subsec_nanos());
         let mut names: Vec<String> = Vec::new();
         let mut root = StreamDir::default();
@@ -513,7 +513,7 @@ pub async fn backup_stream_set(
             .await
             .map_err(|e| RepoError::Refused(e.to_string()))??;
         saver.clone().finish(uploader).await?;
-        let mut snap = Snapshot::new(tree_id, names);
+        let mut snap = Snapshot::new(tree_id, names, repo.now());
         opts.stamp(&mut snap, "stream");
         let summary = Summary {
             files,

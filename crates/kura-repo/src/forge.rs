@@ -49,7 +49,7 @@ impl Forge {
     /// Writes the snapshot of `root`, after every blob (format.md §12.1).
     pub async fn snapshot(self, root: Id, paths: Vec<String>) -> Result<Id> {
         self.saver.clone().finish(self.uploader).await?;
-        let mut snap = Snapshot::new(root, paths);
+        let mut snap = Snapshot::new(root, paths, chrono::Utc::now());
         snap.hostname = "forge".into();
         let id = self.repo.save_snapshot(&snap).await?;
         self.session.finish().await;

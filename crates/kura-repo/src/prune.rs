@@ -85,14 +85,14 @@ async fn stored_at(repo: &Repository, key: &str) -> kura_store::Result<Option<Da
     Ok(crate::repository::stored_time(&repo.store().stat(key).await?))
 }
 
-/// How far this host's clock ([`kura_format::session::now`]) is ahead of the store's,
+/// How far this host's clock (the repository handle's) is ahead of the store's,
 /// measured by writing a scratch object and reading its modification time
 /// back (format.md §13). Zero on a store that reports none.
 async fn clock_skew(repo: &Repository) -> Result<Duration> {
     let key = format!("locks/clock-{}", Id::random().to_hex());
-    let before = kura_format::session::now();
+    let before = repo.now();
     repo.store().put(&key, Bytes::new()).await?;
-    let after = kura_format::session::now();
+    let after = repo.now();
     let stored = stored_at(repo, &key).await;
     let _ = repo.store().delete(&key).await;
     Ok(match stored? {
@@ -104,12 +104,12 @@ async fn clock_skew(repo: &Repository) -> Result<Duration> {
 impl PruneLock {
     /// The store's clock now, as this host best knows it.
     fn store_now(&self) -> DateTime<Utc> {
-        kura_format::session::now() - self.skew
+        self.repo.now() - self.skew
     }
 
     pub(crate) async fn take(repo: &Arc<Repository>, hostname: &str) -> Result<PruneLock> {
         let skew = clock_skew(repo).await?;
-        let mut session = Session::new("prune", hostname);
+        let mut session = Session::new("prune", hostname, repo.now());
         for _ in 0..2 {
             match repo.store().put_new(paths::PRUNE_LOCK, Bytes::from(session.seal(repo.key()))).await {
                 Ok(()) => {
@@ -118,7 +118,7 @@ impl PruneLock {
                         let every = kura_format::session::HEARTBEAT_EVERY.to_std().expect("positive");
                         loop {
                             tokio::time::sleep(every).await;
-                            session.heartbeat = kura_format::session::now();
+                            session.heartbeat = r.now();
                             let _ =
                                 r.store().put(paths::PRUNE_LOCK, Bytes::from(session.seal(r.key()))).await;
                         }
@@ -143,7 +143,7 @@ impl PruneLock {
                         None => h,
                     });
                     match holder {
-                        Some(h) if h.is_live(kura_format::session::now() - skew) => {
+                        Some(h) if h.is_live(repo.now() - skew) => {
                             return Err(RepoError::PruneRunning {
                                 host: h.hostname,
                                 started: h.started.to_rfc3339(),
@@ -152,7 +152,7 @@ impl PruneLock {
                         _ => {
                             tracing::warn!("taking over a stale prune lock");
                             repo.store().delete(paths::PRUNE_LOCK).await?;
-                            session = Session::new("prune", hostname);
+                            session = Session::new("prune", hostname, repo.now());
                         }
                     }
                 }
@@ -373,7 +373,7 @@ async fn prune_locked(
     report.bytes_marked = candidates.iter().map(|p| listed.get(p).copied().unwrap_or(0)).sum();
     if !candidates.is_empty() && !opts.dry_run {
         candidates.sort();
-        let (id, bytes) = DeletionMarker::new(candidates).seal(repo.key());
+        let (id, bytes) = DeletionMarker::new(candidates, repo.now()).seal(repo.key());
         repo.put_object(&paths::deletion(&id), bytes).await?;
     }
     Ok(report)

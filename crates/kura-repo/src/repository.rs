@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
+use kura_format::clock::{Clock, SystemClock};
 use kura_format::config::{ChunkerParams, RepoConfig};
 use kura_format::crypto::{KdfParams, MasterKey};
 use kura_format::index::IndexFile;
@@ -57,6 +58,9 @@ pub struct Repository {
     /// repository's own unless a run chose another. Readers need no level,
     /// so blobs of any level mix freely in one repository.
     write_level: i32,
+    /// Where this handle's "now" comes from (sessions, markers, snapshot
+    /// times, prune's grace): the system's unless the caller gave another.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -91,7 +95,7 @@ impl Repository {
             Err(e) => return Err(e.into()),
         }
         let write_level = config.zstd_level;
-        Ok(Repository { store, config, key, key_id, write_level })
+        Ok(Repository { store, config, key, key_id, write_level, clock: Arc::new(SystemClock) })
     }
 
     /// Reads and checks `config`, without a password.
@@ -137,7 +141,14 @@ impl Repository {
             match kf.unwrap_master(password) {
                 Ok(key) => {
                     let write_level = config.zstd_level;
-                    return Ok(Repository { store, config, key, key_id: id, write_level });
+                    return Ok(Repository {
+                        store,
+                        config,
+                        key,
+                        key_id: id,
+                        write_level,
+                        clock: Arc::new(SystemClock),
+                    });
                 }
                 Err(FormatError::WrongPassword) => continue,
                 Err(e) => tracing::warn!(key = %id.short(), error = %e, "skipping unusable key file"),
@@ -162,6 +173,21 @@ impl Repository {
     pub fn with_compression(mut self, level: i32) -> Repository {
         self.write_level = level;
         self
+    }
+
+    /// This handle with another clock (a skewed host, simulated time).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Repository {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, by this handle's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     /// The zstd level new blobs are sealed at.

@@ -22,7 +22,7 @@ impl SessionGuard {
     /// caller lists deletion markers or loads the index.
     pub async fn start(repo: &Arc<Repository>, kind: &str, hostname: &str) -> Result<SessionGuard> {
         let id = Id::random();
-        let mut session = Session::new(kind, hostname);
+        let mut session = Session::new(kind, hostname, repo.now());
         repo.store().put(&paths::session(&id), Bytes::from(session.seal(repo.key()))).await?;
         let r = repo.clone();
         let last_written = Arc::new(Mutex::new(Instant::now()));
@@ -31,7 +31,7 @@ impl SessionGuard {
             let every = HEARTBEAT_EVERY.to_std().expect("positive interval");
             loop {
                 tokio::time::sleep(every).await;
-                session.heartbeat = kura_format::session::now();
+                session.heartbeat = r.now();
                 let sealed = Bytes::from(session.seal(r.key()));
                 match r.store().put(&paths::session(&id), sealed).await {
                     Ok(()) => *last.lock().expect("heartbeat lock") = Instant::now(),

@@ -46,7 +46,12 @@ pub fn apply_policy(g: &Global, t: &Target) -> Result<(), Failure> {
         return Ok(());
     }
     let all = of_target(t)?;
-    let gone = kept::to_remove(&all, t.kept.last, t.kept.within, chrono::Local::now().naive_local());
+    let gone = kept::to_remove(
+        &all,
+        t.kept.last,
+        t.kept.within,
+        super::clock().now().with_timezone(&chrono::Local).naive_local(),
+    );
     for k in &gone {
         kept::remove(k)
             .map_err(|e| Failure::from(e).context(format!("removing the kept copy {}", k.name())))?;
@@ -102,7 +107,7 @@ pub async fn run(g: &Global, a: &KeptArgs) -> Result<u8, Failure> {
             Ok(0)
         }
         KeptCommand::Clean { targets, older_than, keep_last, dry_run, yes } => {
-            let now = chrono::Local::now().naive_local();
+            let now = super::clock().now().with_timezone(&chrono::Local).naive_local();
             let mut doomed = Vec::new();
             for t in chosen(&cfg, targets)? {
                 let all = of_target(t)?;

@@ -229,6 +229,21 @@ pub fn open_store_settings(g: &Global) -> Result<(Arc<dyn Store>, Global), Failu
     Ok((store_at(&url)?, g2))
 }
 
+/// The clock every command runs on: the system's, or for the clock-skew
+/// tests one moved by `KURA_TEST_CLOCK_OFFSET_SECS` (a host whose clock is
+/// wrong by that much).
+pub fn clock() -> Arc<dyn kura_format::clock::Clock> {
+    static CLOCK: std::sync::OnceLock<Arc<dyn kura_format::clock::Clock>> = std::sync::OnceLock::new();
+    CLOCK
+        .get_or_init(|| {
+            match std::env::var("KURA_TEST_CLOCK_OFFSET_SECS").ok().and_then(|v| v.parse().ok()) {
+                Some(secs) => Arc::new(kura_format::clock::SkewedClock(chrono::Duration::seconds(secs))),
+                None => Arc::new(kura_format::clock::SystemClock),
+            }
+        })
+        .clone()
+}
+
 async fn open_with(url: &str, g: &Global) -> Result<Arc<Repository>, Failure> {
     let store = store_at(url)?;
     // Check the config before asking for a password: a missing or newer
@@ -257,6 +272,7 @@ async fn open_with(url: &str, g: &Global) -> Result<Arc<Repository>, Failure> {
             f
         }
     })?;
+    let repo = repo.with_clock(clock());
     Ok(Arc::new(match level {
         Some(l) => repo.with_compression(l),
         None => repo,

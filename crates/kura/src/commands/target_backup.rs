@@ -23,7 +23,7 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
     let cfg = super::require_config(g)?;
     let targets = a.targets.iter().map(|n| super::find_target(&cfg, n)).collect::<Result<Vec<_>, _>>()?;
     let run = Id::random();
-    let time = chrono::Utc::now();
+    let time = super::clock().now();
     let mut repos: HashMap<String, Arc<Repository>> = HashMap::new();
     let mut report = Vec::new();
     let mut warned = false;

@@ -24,7 +24,7 @@ use crate::cli::{Global, RestoreArgs};
 use crate::output::{human_bytes, note, print_json, say, Failure};
 
 fn parse_at(s: &str) -> Result<DateTime<Utc>, Failure> {
-    crate::when::parse(s, Local::now(), false).ok_or_else(|| {
+    crate::when::parse(s, super::clock().now().with_timezone(&Local), false).ok_or_else(|| {
         Failure::new(format!("--at {s:?} is not a date or time")).hint(format!("use {}", crate::when::FORMS))
     })
 }
@@ -32,9 +32,11 @@ fn parse_at(s: &str) -> Result<DateTime<Utc>, Failure> {
 /// A date or time as seconds since the epoch; a bare day means its first
 /// second, or with `end_of_day` its last.
 fn parse_day(s: &str, end_of_day: bool) -> Result<i64, Failure> {
-    crate::when::parse(s, Local::now(), !end_of_day).map(|t| t.timestamp()).ok_or_else(|| {
-        Failure::new(format!("{s:?} is not a date or time")).hint(format!("use {}", crate::when::FORMS))
-    })
+    crate::when::parse(s, super::clock().now().with_timezone(&Local), !end_of_day)
+        .map(|t| t.timestamp())
+        .ok_or_else(|| {
+            Failure::new(format!("{s:?} is not a date or time")).hint(format!("use {}", crate::when::FORMS))
+        })
 }
 
 /// "the earliest is 2025-10-05 02:30 (run 9c3e1a2b)", for when nothing is
@@ -412,7 +414,10 @@ async fn prepare<'c>(
     if let TargetKind::ObjectStore(o) = &t.kind {
         let dest = super::object_store(o, &dests[0].display().to_string())?;
         let keep = if a.force && keep_old {
-            let at = kura_sources::object_store::kept_location(&dests[0].display().to_string(), Local::now());
+            let at = kura_sources::object_store::kept_location(
+                &dests[0].display().to_string(),
+                super::clock().now().with_timezone(&Local),
+            );
             Some((super::object_store(o, &at)?, at))
         } else {
             None
