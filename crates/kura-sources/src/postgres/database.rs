@@ -16,7 +16,8 @@ use std::io::Write;
 use kura_format::Id;
 use kura_repo::Repository;
 
-use super::{quote_ident, quote_literal, stopped_reading, PgUrl};
+use super::restore::stopped_reading;
+use super::{quote_ident, quote_literal, PgUrl};
 use crate::child::{feed_for_output, Fed};
 use crate::SourceError;
 
