@@ -5,6 +5,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+mod secrets;
+mod values;
+pub use secrets::literal_secrets;
+use values::{de_duration, expand_value, section};
+pub use values::{parse_compression, parse_duration};
+
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -366,106 +372,6 @@ pub struct FilesTarget {
     pub one_file_system: bool,
 }
 
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
-}
-
-/// A compression choice as a zstd level: `auto` is the repository's own
-/// (`None`), `off` stores blobs uncompressed (0), `fast` is level 1, `max`
-/// level 19, and a number from 1 to 22 is that level. Used by the config
-/// file and by `--compression` alike.
-pub fn parse_compression(s: &str) -> Result<Option<i32>, String> {
-    match s.trim() {
-        "auto" => Ok(None),
-        "off" => Ok(Some(0)),
-        "fast" => Ok(Some(1)),
-        "max" => Ok(Some(19)),
-        n => match n.parse::<i32>() {
-            Ok(level @ 1..=22) => Ok(Some(level)),
-            _ => {
-                Err(format!("{s:?} is not a compression (use auto, off, fast, max, or a level from 1 to 22)"))
-            }
-        },
-    }
-}
-
-/// `30s`, `15m`, `24h`, `7d`; a bare number is seconds. Used by the config
-/// file and by command-line flags alike.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (use e.g. 30s, 15m, 24h, 7d)"))?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("{s:?} is not a duration (use e.g. 30s, 15m, 24h, 7d)")),
-    };
-    Ok(Duration::from_secs(secs))
-}
-
-/// Replaces `${NAME}` with the variable's value; `$${` stays a literal `${`.
-fn expand(s: &str, place: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("${") {
-        if rest[..i].ends_with('$') {
-            out.push_str(&rest[..i - 1]);
-            out.push_str("${");
-            rest = &rest[i + 2..];
-            continue;
-        }
-        out.push_str(&rest[..i]);
-        let end = rest[i..].find('}').ok_or_else(|| invalid(place, format!("unclosed ${{ in {s:?}")))?;
-        let var = &rest[i + 2..i + end];
-        let value = env(var)
-            .ok_or_else(|| ConfigError::MissingEnv { place: place.to_string(), var: var.to_string() })?;
-        out.push_str(&value);
-        rest = &rest[i + end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn expand_value(
-    v: &mut toml::Value,
-    place: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    match v {
-        toml::Value::String(s) => *s = expand(s, place, env)?,
-        toml::Value::Array(a) => {
-            for x in a {
-                expand_value(x, place, env)?;
-            }
-        }
-        toml::Value::Table(t) => {
-            for (k, x) in t.iter_mut() {
-                expand_value(x, &format!("{place}.{k}"), env)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-fn section<T: serde::de::DeserializeOwned>(place: &str, table: toml::Table) -> Result<T, ConfigError> {
-    T::deserialize(toml::Value::Table(table)).map_err(|e| {
-        // toml names the key a value error is about on a last line of its
-        // own ("in `changed_within`"); it belongs in the place, so every
-        // message reads `target.x.changed_within: …`.
-        let text = e.to_string();
-        let text = text.trim();
-        match text.rsplit_once("\nin `").and_then(|(msg, key)| Some((msg, key.strip_suffix('`')?))) {
-            Some((msg, key)) => invalid(format!("{place}.{key}"), msg.trim().to_string()),
-            None => invalid(place, text.to_string()),
-        }
-    })
-}
-
 impl Config {
     /// Reads a config file.
     /// Reads and parses the config file at `path`; returns its text too,
@@ -746,65 +652,9 @@ fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {
     }
 }
 
-/// Where a config's text holds a secret written out rather than taken from
-/// the environment: a URL with a password in it (`mysql://app:pw@db/shop`),
-/// or a key named like a secret (`password`, `secret…`, `…token`, `…_key`)
-/// with a literal value. `${VAR}` references are not secrets in the file.
-/// Places are named as in error messages (`target.shop.url`); the secret
-/// itself never appears in what this returns. Text that does not parse has
-/// no places: loading it reports the syntax error instead.
-pub fn literal_secrets(text: &str) -> Vec<String> {
-    fn walk(v: &toml::Value, place: &str, out: &mut Vec<String>) {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t {
-                    let here = if place.is_empty() { k.clone() } else { format!("{place}.{k}") };
-                    if let toml::Value::String(s) = v {
-                        if !s.contains("${") && !s.is_empty() && (secret_key(k) || url_password(s)) {
-                            out.push(here.clone());
-                        }
-                    }
-                    walk(v, &here, out);
-                }
-            }
-            toml::Value::Array(a) => {
-                for (i, v) in a.iter().enumerate() {
-                    walk(v, &format!("{place}[{i}]"), out);
-                }
-            }
-            _ => {}
-        }
-    }
-    fn secret_key(k: &str) -> bool {
-        let k = k.to_ascii_lowercase();
-        // `password_file` and `password_command` name where a secret is.
-        !k.ends_with("_file")
-            && !k.ends_with("_command")
-            && (k.contains("password") || k.contains("secret") || k.ends_with("token") || k.ends_with("_key"))
-    }
-    fn url_password(s: &str) -> bool {
-        let Some((_, rest)) = s.split_once("://") else { return false };
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let in_userinfo = authority
-            .rsplit_once('@')
-            .is_some_and(|(userinfo, _)| userinfo.split_once(':').is_some_and(|(_, p)| !p.is_empty()));
-        // libpq and the MySQL tools also take `?password=` in the query.
-        let in_query = rest.split_once('?').is_some_and(|(_, q)| {
-            q.split(['&', '#']).any(|kv| {
-                kv.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty())
-            })
-        });
-        in_userinfo || in_query
-    }
-    let mut out = Vec::new();
-    if let Ok(root) = text.parse::<toml::Table>() {
-        walk(&toml::Value::Table(root), "", &mut out);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use super::values::expand;
     use super::*;
 
     fn env(k: &str) -> Option<String> {
@@ -817,12 +667,14 @@ url = "/var/backups/kura"
 password_file = "/etc/kura/password"
 
 [target.registry]
+
 type = "sqlite"
 path = "${APP_DIR}/data/app.db"
 pre_restore = "systemctl stop app"
 post_restore = "systemctl start app"
 
 [target.logs]
+
 type = "files"
 paths = ["${APP_DIR}/logs"]
 exclude = ["*.tmp"]
@@ -902,22 +754,27 @@ url = "s3://bucket/kura"
 password_file = "/etc/kura/password"
 
 [target.shop]
+
 type = "mysql"
 url = "mysql://app:hunter2@db:3306/shop"
 
 [target.env]
+
 type = "mysql"
 url = "mysql://app:${SHOP_PW}@db/shop"
 
 [target.nopw]
+
 type = "postgres"
 url = "postgres://app@db/shop"
 
 [target.query]
+
 type = "postgres"
 url = "postgres://app@db/shop?sslmode=require&password=hunter3"
 
 [target.cmd]
+
 type = "command"
 command = "dump"
 api_token = "abc123"
