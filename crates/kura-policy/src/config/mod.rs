@@ -718,6 +718,12 @@ changed_within = "24h"
         }
         let err = Config::parse(GOOD, &env).unwrap().target("nope").unwrap_err().to_string();
         assert_eq!(err, "no target named \"nope\" (configured: logs, registry)");
+        assert_eq!(
+            parse_duration("0000000010342869041953112064h").unwrap_err(),
+            "\"0000000010342869041953112064h\" is longer than a hundred years"
+        );
+        assert_eq!(parse_duration("36600d"), Ok(Duration::from_secs(36600 * 86400)));
+        assert!(parse_duration("36601d").is_err());
         // An unset variable is an error where it is used, not before.
         let text = "[target.x]\ntype = \"sqlite\"\npath = \"${NOPE}/a\"\n[target.y]\ntype = \"sqlite\"\npath = \"/b\"\n";
         let cfg = Config::parse(text, &env).unwrap();

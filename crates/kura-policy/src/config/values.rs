@@ -37,14 +37,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (use e.g. 30s, 15m, 24h, 7d)"))?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let per = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => return Err(format!("{s:?} is not a duration (use e.g. 30s, 15m, 24h, 7d)")),
     };
-    Ok(Duration::from_secs(secs))
+    // Found by fuzzing: a long number overflowed. A century is more than
+    // any retention or window needs, and keeps every later date sum in range.
+    const CENTURY: u64 = 100 * 366 * 86400;
+    match n.checked_mul(per) {
+        Some(secs) if secs <= CENTURY => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("{s:?} is longer than a hundred years")),
+    }
 }
 
 /// Replaces `${NAME}` with the variable's value; `$${` stays a literal `${`.
