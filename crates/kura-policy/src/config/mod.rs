@@ -694,6 +694,21 @@ changed_within = "24h"
         }
     }
 
+    /// The configuration README.md shows is one kura reads.
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../../../README.md");
+        let start = readme.find("```toml\n").expect("a toml block") + 8;
+        let text = &readme[start..start + readme[start..].find("```").expect("its end")];
+        let env = |_: &str| Some("value".to_string());
+        let cfg = Config::parse(text, &env).unwrap_or_else(|e| panic!("README's example: {e}"));
+        assert_eq!(cfg.repositories["offsite"].s3.storage_class.as_deref(), Some("STANDARD_IA"));
+        assert_eq!(cfg.targets["registry"].kept.last, Some(3));
+        for name in cfg.targets.keys() {
+            assert!(cfg.target(name).is_ok(), "{name}");
+        }
+    }
+
     #[test]
     fn every_mistake_names_its_place() {
         let cases: &[(&str, &str)] = &[
