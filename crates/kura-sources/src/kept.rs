@@ -136,7 +136,9 @@ fn size_of(p: &Path) -> u64 {
     total
 }
 
-fn like_prefix(s: &str) -> String {
+/// `s` with LIKE's wildcards and escape character escaped (the default
+/// escape `\` on both PostgreSQL and MariaDB), for a prefix match.
+pub(crate) fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%")
 }
 
@@ -151,7 +153,7 @@ pub fn of_postgres(url: &PgUrl, databases: &[String]) -> Result<Vec<Kept>, Sourc
             &admin,
             &format!(
                 "SELECT datname || '|' || pg_database_size(oid) FROM pg_database WHERE datname LIKE {}",
-                postgres::quote_literal(&format!("{}%", like_prefix(&prefix)))
+                postgres::quote_literal(&format!("{}%", like_escape(&prefix)))
             ),
         )?;
         for row in rows.lines().filter(|l| !l.is_empty()) {
@@ -197,7 +199,7 @@ pub fn of_mysql(raw_url: &str) -> Result<Vec<Kept>, SourceError> {
         "SELECT s.SCHEMA_NAME, IFNULL(SUM(t.DATA_LENGTH + t.INDEX_LENGTH), 0) FROM information_schema.SCHEMATA s \
          LEFT JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = s.SCHEMA_NAME \
          WHERE s.SCHEMA_NAME LIKE {} GROUP BY s.SCHEMA_NAME",
-        mysql::quote_literal(&format!("{}%", like_prefix(&prefix)))
+        mysql::quote_literal(&format!("{}%", like_escape(&prefix)))
     ))?;
     let mut out = Vec::new();
     for row in rows {
@@ -277,6 +279,12 @@ mod tests {
         assert_eq!(stamp_of("20261202_0705-wal"), None, "a companion is not a copy of its own");
         assert_eq!(stamp_of("2026120_0705"), None);
         assert_eq!(stamp_of("notadate_0000"), None);
+    }
+
+    #[test]
+    fn like_patterns_match_a_name_literally() {
+        // Unescaped, `a%b_` would also sweep `aXbY…`'s scratch copies.
+        assert_eq!(like_escape("a%b_c\\d"), "a\\%b\\_c\\\\d");
     }
 
     #[test]

@@ -148,13 +148,10 @@ fn replace_in_place(new: &Path, live: &Path, keep_old: bool) -> Result<Option<Sw
     } else {
         None
     };
-    let written = loop {
-        match step(&backup, new, -1) {
-            Ok(true) => break Ok(()),
-            Ok(false) => continue,
-            Err(e) => break Err(e),
-        }
-    };
+    let written = (|| {
+        while !step(&backup, new, -1)? {}
+        Ok::<(), SourceError>(())
+    })();
     if let Err(e) = written {
         // The write transaction rolled back: the live database is as it
         // was, and the copy of it is not needed.

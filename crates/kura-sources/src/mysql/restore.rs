@@ -85,10 +85,7 @@ fn spawn_blocking_err(e: tokio::task::JoinError) -> SourceError {
 /// midway: only ever partial copies, never swapped in. One whose restore is
 /// still running is recognised by its held lock and left alone.
 fn sweep_scratch_databases(c: &Conn, live: &str) -> Result<(), SourceError> {
-    let pattern = format!(
-        "{}\\_kura\\_restore\\_%",
-        live.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%")
-    );
+    let pattern = format!("{}\\_kura\\_restore\\_%", crate::kept::like_escape(live));
     let rows = c.query(&format!(
         "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE {}",
         quote_literal(&pattern)
@@ -213,10 +210,7 @@ pub async fn restore(
         let base = format!("{l}_bak_{st}");
         let taken = c.query(&format!(
             "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE {}",
-            quote_literal(&format!(
-                "{}%",
-                base.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%")
-            ))
+            quote_literal(&format!("{}%", crate::kept::like_escape(&base)))
         ))?;
         Ok(crate::kept::next_name(&base, '_', taken.iter().filter_map(|r| r.first().map(String::as_str))))
     })

@@ -490,7 +490,7 @@ pub struct PgRestore<'a> {
 
 /// A kept copy's name from `base`, above every one taken in `catalog`.
 fn kept_name(url: &PgUrl, catalog: &str, column: &str, base: &str) -> Result<String, SourceError> {
-    let pattern = format!("{}%", base.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%"));
+    let pattern = format!("{}%", crate::kept::like_escape(base));
     let taken = psql(
         url,
         &format!("SELECT {column} FROM {catalog} WHERE {column} LIKE {}", quote_literal(&pattern)),

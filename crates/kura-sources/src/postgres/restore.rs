@@ -20,14 +20,12 @@ pub async fn restore(
         Some(db) => db.to_string(),
         None => format!("{}_kura_restore_{stamp}_{:04x}", url.dbname, rand::random::<u16>()),
     };
-    let exists = |db: &str| -> Result<bool, SourceError> {
-        Ok(psql(&admin, &format!("SELECT 1 FROM pg_database WHERE datname = {}", quote_literal(db)))? == "1")
-    };
+    let exists = |db: &str| super::exists(&url.with_db(db));
     if into.is_none() {
         // Restores killed midway leave their fresh database behind: only
         // ever a partial copy, never swapped in. One still in use by a
         // running restore refuses to be dropped.
-        let pattern = format!("{}\\_kura\\_restore\\_%", url.dbname.replace('_', "\\_"));
+        let pattern = format!("{}\\_kura\\_restore\\_%", crate::kept::like_escape(&url.dbname));
         let stale = psql(
             &admin,
             &format!("SELECT datname FROM pg_database WHERE datname LIKE {}", quote_literal(&pattern)),
