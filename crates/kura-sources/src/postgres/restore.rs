@@ -379,13 +379,14 @@ pub async fn restore_tables_in_place(
                 _ => Err(format!("psql failed ({status}): {}", err.trim())),
             }
         }
-        (failure, _) => {
-            // Without COMMIT the transaction dies with the session. When
-            // psql stopped on an error (a lock timeout, say), everything
-            // after it failed for that reason: its message is the cause.
-            let stopped = matches!(psql_child.try_wait(), Ok(Some(st)) if !st.success());
-            let _ = psql_child.kill();
-            let _ = psql_child.wait();
+        (failure, pumped) => {
+            // Without COMMIT the transaction dies with the session: psql
+            // gets the end of its input and exits, cleanly unless it had
+            // stopped on an error (a lock timeout, say); then everything
+            // after it failed for that reason, and its message is the
+            // cause. Waiting for it, not peeking, tells the two apart.
+            drop(pumped);
+            let stopped = psql_child.wait().map(|st| !st.success()).unwrap_or(false);
             let err = psql_err.join().unwrap_or_default();
             match failure {
                 Some(f) if !stopped || err.trim().is_empty() => Err(f),
