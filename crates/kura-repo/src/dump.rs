@@ -65,9 +65,9 @@ async fn dump_one(
 ) -> Result<u64> {
     let node = find_node(repo, index, &tree, path)
         .await?
-        .ok_or_else(|| RepoError::Refused("dump needs a file path, not the snapshot root".into()))?;
+        .ok_or_else(|| RepoError::NotAFile { path: "/".into(), kind: "the snapshot root".into() })?;
     if node.kind != NodeType::File {
-        return Err(RepoError::Refused(format!("{path} is a {:?}, not a file", node.kind)));
+        return Err(RepoError::NotAFile { path: path.to_string(), kind: format!("{:?}", node.kind) });
     }
     write_content(repo, index, node.content.as_deref().unwrap_or_default(), out).await
 }

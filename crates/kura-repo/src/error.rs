@@ -39,8 +39,33 @@ pub enum RepoError {
     MissingBlob { blob: String },
     #[error("another prune is running (started {started} on {host})")]
     PruneRunning { host: String, started: String },
-    #[error("{0}")]
-    Refused(String),
+    /// A task the operation ran on its own thread panicked or was
+    /// cancelled.
+    #[error("a worker task stopped: {0}")]
+    Worker(String),
+    /// The uploader stopped after an error, which is reported on its own.
+    #[error("upload stopped after an error")]
+    UploadStopped,
+    /// An exclude pattern that is not a glob.
+    #[error("exclude pattern {pattern:?}: {message}")]
+    BadExclude { pattern: String, message: String },
+    /// Another prune took the prune lock over while this one waited.
+    #[error("could not take the prune lock")]
+    PruneLockLost,
+    /// Prune cannot tell what is in use, so it deletes nothing.
+    #[error("{what} cannot be read ({reason}); prune cannot tell what it uses and will not delete anything")]
+    Unsure { what: String, reason: String },
+    /// A pack whose own header does not describe it.
+    #[error("pack damaged: {0}")]
+    BadPack(&'static str),
+    /// `dump` was pointed at something other than a file.
+    #[error("{path} is {kind}, not a file")]
+    NotAFile { path: String, kind: String },
+    #[error("{}", key_refusal(prefix, why))]
+    KeyRefused { prefix: String, why: KeyRefusal },
+    /// A hostile snapshot could not be forged (tests only).
+    #[error("forge: {0}")]
+    Forge(String),
     #[error("the backup could not refresh its session for over 4 minutes, so a concurrent prune may have removed data it reused; no snapshot was written")]
     SessionLapsed,
     #[error("snapshot {id} is unreadable and may be the newest ({reason}); \"latest\" would quietly mean an older one")]
@@ -53,60 +78,59 @@ pub enum RepoError {
     StreamSource(String),
 }
 
+/// Why a key was not removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    NoMatch,
+    Ambiguous,
+    /// The key this handle opened the repository with.
+    InUse,
+    Last,
+}
+
+fn key_refusal(prefix: &str, why: &KeyRefusal) -> String {
+    match why {
+        KeyRefusal::NoMatch => format!("no key matches {prefix:?}"),
+        KeyRefusal::Ambiguous => format!("{prefix:?} matches several keys; type more of the id"),
+        KeyRefusal::InUse => "refusing to remove the key this command opened the repository with; open with \
+                              another password to remove it"
+            .to_string(),
+        KeyRefusal::Last => "refusing to remove the last key".to_string(),
+    }
+}
+
 impl RepoError {
+    /// A task run on its own thread that did not finish.
+    pub fn worker(e: tokio::task::JoinError) -> RepoError {
+        RepoError::Worker(e.to_string())
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         RepoError::Io { path: path.into(), source }
     }
 
-    /// A next step for the user, where there is one.
-    pub fn hint(&self) -> Option<&'static str> {
-        use kura_store::ErrorKind;
-        Some(match self {
-            RepoError::NotARepository { .. } => {
-                "create one with `kura init`, or check --repo / KURA_REPOSITORY"
-            }
-            RepoError::AlreadyInitialized { .. } => "use the existing repository, or choose another location",
-            RepoError::WrongPassword { .. } => {
-                "check the password source (KURA_PASSWORD, --password-file or --password-command)"
-            }
-            RepoError::SnapshotNotFound(_) => "`kura snapshots` lists them",
-            RepoError::AmbiguousId { .. } => "type more characters of the id",
-            RepoError::TargetNotEmpty(_) => "choose an empty directory, or pass --overwrite",
-            RepoError::PruneRunning { .. } => "wait for it; a prune that died is taken over after 5 minutes",
-            RepoError::SessionLapsed => "check the connection to the repository and run the backup again",
-            RepoError::Format(FormatError::UnsupportedVersion { .. }) => {
-                "upgrade kura to open this repository"
-            }
-            RepoError::Format(
-                FormatError::Unauthentic { what: "index" } | FormatError::Corrupt { what: "index", .. },
-            ) => "`kura repair index` rebuilds the index from the packs' own headers; `kura verify` shows what else is affected",
-            RepoError::Format(FormatError::Unauthentic { .. } | FormatError::Corrupt { .. }) => {
-                "run `kura verify --read-data` to see what is affected"
-            }
-            RepoError::MissingBlob { .. } => {
-                "`kura verify` shows which snapshots lost data; `kura repair index` helps if only the index is damaged"
-            }
-            RepoError::DamagedSnapshot { .. } => {
-                "name the snapshot to restore (`kura snapshots` lists the readable ones), or `kura verify` \
-                 and then `kura forget` the damaged one"
-            }
-            RepoError::TreeTooDeep { .. } | RepoError::TooManyEntries { .. } => {
-                "`kura verify` names such snapshots; restore an older one, or forget this one"
-            }
-            RepoError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
-                "free space on that filesystem (packs are assembled in a local repository's data/ folder, \
-                 and for a remote one in TMPDIR), or move it"
-            }
-            RepoError::Store(e) => match e.kind {
-                ErrorKind::NoSpace => "free space at the repository, or move it",
-                ErrorKind::PermissionDenied => "check the credentials and the permissions of the repository",
-                ErrorKind::Transient => "the storage did not answer well; the command is safe to run again",
-                ErrorKind::Config => "check the repository URL and the environment variables it needs",
-                _ => return None,
-            },
-            _ => return None,
-        })
+    /// Whether the same operation may succeed later unchanged: a storage
+    /// outage, another prune holding the repository, a session that lapsed
+    /// while the connection was down. A scheduler retries these; the rest
+    /// (a wrong password, damage, a refusal) need someone to act.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RepoError::Store(e) => e.is_transient(),
+            RepoError::PruneRunning { .. } | RepoError::SessionLapsed => true,
+            RepoError::Io { source, .. } => is_transient_io(source),
+            _ => false,
+        }
     }
 }
 
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+/// Local I/O that may clear by itself: an interrupted or timed-out call, a
+/// resource briefly exhausted. A full disk is not: it needs someone.
+pub fn is_transient_io(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::Interrupted | K::TimedOut | K::WouldBlock | K::ConnectionReset | K::ConnectionAborted
+    )
+}

@@ -35,7 +35,7 @@ impl Forge {
         let bytes = tree.encode();
         tokio::task::spawn_blocking(move || saver.save_blob(BlobType::Tree, &bytes))
             .await
-            .map_err(|e| RepoError::Refused(e.to_string()))?
+            .map_err(RepoError::worker)?
     }
 
     /// Stores a data blob; returns its id.
@@ -43,7 +43,7 @@ impl Forge {
         let saver = self.saver.clone();
         tokio::task::spawn_blocking(move || saver.save_blob(BlobType::Data, &bytes))
             .await
-            .map_err(|e| RepoError::Refused(e.to_string()))?
+            .map_err(RepoError::worker)?
     }
 
     /// Writes the snapshot of `root`, after every blob (format.md §12.1).

@@ -24,7 +24,7 @@ mod saver;
 mod session;
 pub mod verify;
 
-pub use error::{RepoError, Result};
+pub use error::{is_transient_io, KeyRefusal, RepoError, Result};
 pub use repository::{InitOptions, Repository};
 pub use saver::Counters;
 

@@ -159,7 +159,7 @@ impl PruneLock {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(RepoError::Refused("could not take the prune lock".into()))
+        Err(RepoError::PruneLockLost)
     }
 
     pub(crate) async fn release(self) {
@@ -213,16 +213,13 @@ async fn prune_locked(
     let markers = repo.deletion_markers().await?;
     let (snapshots, bad) = repo.snapshots().await?;
     if let Some((id, e)) = bad.first() {
-        return Err(RepoError::Refused(format!(
-            "snapshot {} cannot be read ({e}); prune cannot tell what it uses and will not delete anything \
-             (run `kura verify`, then `kura forget` the damaged snapshot)",
-            id.short()
-        )));
+        return Err(RepoError::Unsure { what: format!("snapshot {}", id.short()), reason: e.to_string() });
     }
     report.snapshots = snapshots.len() as u64;
-    let index_files = repo.read_index_files().await.map_err(|e| {
-        RepoError::Refused(format!("an index file cannot be read ({e}); prune will not delete anything"))
-    })?;
+    let index_files = repo
+        .read_index_files()
+        .await
+        .map_err(|e| RepoError::Unsure { what: "an index file".into(), reason: e.to_string() })?;
     let mut index = Index::new();
     for (_, f) in &index_files {
         index.add_file(f, &HashSet::new());
@@ -350,7 +347,7 @@ async fn prune_locked(
                     let ty = b.ty;
                     tokio::task::spawn_blocking(move || s.save_blob(ty, &content))
                         .await
-                        .map_err(|e| RepoError::Refused(e.to_string()))??;
+                        .map_err(RepoError::worker)??;
                     report.blobs_repacked += 1;
                 }
             }
@@ -403,11 +400,9 @@ fn collect<'a>(
         if !used.insert(tree) {
             return Ok(());
         }
-        let t = repo.load_tree(index, &tree).await.map_err(|e| {
-            RepoError::Refused(format!(
-                "tree {} cannot be read ({e}); prune will not delete anything",
-                tree.short()
-            ))
+        let t = repo.load_tree(index, &tree).await.map_err(|e| RepoError::Unsure {
+            what: format!("tree {}", tree.short()),
+            reason: e.to_string(),
         })?;
         for n in t.nodes {
             match n.kind {

@@ -29,13 +29,13 @@ pub struct RepairReport {
 async fn read_pack_index(repo: &Repository, pack: Id, size: u64) -> Result<IndexPack> {
     let key = paths::pack(&pack);
     if size < TRAILER_LEN as u64 {
-        return Err(RepoError::Refused("shorter than its trailer".into()));
+        return Err(RepoError::BadPack("shorter than its trailer"));
     }
     let trailer = repo.store().get_range(&key, size - TRAILER_LEN as u64..size).await?;
     let hlen = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as u64;
     let end = size - TRAILER_LEN as u64;
     if hlen > end || hlen > 64 << 20 {
-        return Err(RepoError::Refused("header length beyond the pack".into()));
+        return Err(RepoError::BadPack("header length beyond the pack"));
     }
     let sealed = repo.store().get_range(&key, end - hlen..end).await?;
     let entries = decode_header(&repo.key().open_object(&sealed, "pack header")?)?;
@@ -43,11 +43,10 @@ async fn read_pack_index(repo: &Repository, pack: Id, size: u64) -> Result<Index
     let mut blobs = Vec::with_capacity(entries.len());
     for e in entries {
         blobs.push(IndexBlob { ty: e.ty, id: e.id, offset, length: e.length, raw_length: e.raw_length });
-        offset =
-            offset.checked_add(e.length).ok_or_else(|| RepoError::Refused("blob offsets overflow".into()))?;
+        offset = offset.checked_add(e.length).ok_or(RepoError::BadPack("blob offsets overflow"))?;
     }
     if offset as u64 != end - hlen {
-        return Err(RepoError::Refused("header does not account for the pack's blobs".into()));
+        return Err(RepoError::BadPack("header does not account for the pack's blobs"));
     }
     Ok(IndexPack { id: pack, blobs })
 }

@@ -20,6 +20,7 @@ use kura_format::tree::Tree;
 use kura_format::{paths, FormatError, Id};
 use kura_store::{ErrorKind, Store};
 
+use crate::error::KeyRefusal;
 use crate::index::{Index, Location};
 use crate::{RepoError, Result};
 
@@ -453,7 +454,7 @@ impl Repository {
         let (id, ty, raw) = (*id, loc.ty, loc.raw_length);
         Ok(tokio::task::spawn_blocking(move || key.open_blob(&sealed, ty, &id, raw))
             .await
-            .map_err(|e| RepoError::Refused(e.to_string()))??)
+            .map_err(RepoError::worker)??)
     }
 
     pub async fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
@@ -496,20 +497,14 @@ impl Repository {
             .collect();
         let id = match matches.as_slice() {
             [one] => *one,
-            [] => return Err(RepoError::Refused(format!("no key matches {prefix:?} (see `kura key list`)"))),
-            _ => {
-                return Err(RepoError::Refused(format!(
-                    "{prefix:?} matches several keys; type more of the id"
-                )))
-            }
+            [] => return Err(RepoError::KeyRefused { prefix: prefix.into(), why: KeyRefusal::NoMatch }),
+            _ => return Err(RepoError::KeyRefused { prefix: prefix.into(), why: KeyRefusal::Ambiguous }),
         };
         if id == self.key_id {
-            return Err(RepoError::Refused(
-                "refusing to remove the key this command opened the repository with; open with another password to remove it".into(),
-            ));
+            return Err(RepoError::KeyRefused { prefix: prefix.into(), why: KeyRefusal::InUse });
         }
         if keys.len() < 2 {
-            return Err(RepoError::Refused("refusing to remove the last key".into()));
+            return Err(RepoError::KeyRefused { prefix: prefix.into(), why: KeyRefusal::Last });
         }
         self.store.delete(&paths::key(&id)).await?;
         Ok(id)

@@ -329,7 +329,7 @@ impl Saver {
         let tx = self.tx.lock().expect("tx lock").clone();
         let sent = tx.map(|tx| tx.blocking_send(pack).is_ok()).unwrap_or(false);
         if !sent {
-            return Err(RepoError::Refused("upload stopped after an error".into()));
+            return Err(RepoError::UploadStopped);
         }
         Ok(())
     }
@@ -420,9 +420,9 @@ impl Saver {
             Ok(())
         })
         .await
-        .map_err(|e| RepoError::Refused(e.to_string()))?;
+        .map_err(RepoError::worker)?;
         self.tx.lock().expect("tx lock").take();
-        let uploaded = uploader.await.map_err(|e| RepoError::Refused(e.to_string()))?;
+        let uploaded = uploader.await.map_err(RepoError::worker)?;
         // The uploader's error is the cause; a failed flush is its symptom.
         uploaded?;
         flushed
@@ -471,5 +471,5 @@ async fn upload_loop(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>
 }
 
 fn join_err(e: tokio::task::JoinError) -> RepoError {
-    RepoError::Refused(format!("upload task failed: {e}"))
+    RepoError::worker(e)
 }

@@ -115,7 +115,7 @@ pub async fn verify(
         let r = async {
             let bytes = repo.store().get(&paths::index(&id)).await?;
             if Id::of_object(&bytes) != id {
-                return Err(crate::RepoError::Refused("content does not match its name".into()));
+                return Err(crate::RepoError::BadPack("content does not match its name"));
             }
             let content = repo.key().open_object(&bytes, "index")?;
             Ok(IndexFile::decode(&content)?)

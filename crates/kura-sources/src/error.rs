@@ -45,9 +45,21 @@ impl SourceError {
         SourceError::Sqlite { path: path.into(), message: e.to_string() }
     }
 
+    /// Whether the same work may succeed later unchanged: the repository's
+    /// storage or the database server briefly unreachable, another
+    /// session's locks held too long.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::Repo(e) => e.is_transient(),
+            SourceError::Io { source, .. } => kura_repo::is_transient_io(source),
+            SourceError::LockTimeout { .. } => true,
+            SourceError::Database { message, .. } => database_unreachable(message),
+            _ => false,
+        }
+    }
+
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            SourceError::Repo(e) => e.hint(),
             SourceError::CheckFailed { .. } => {
                 Some("run `kura verify --read-data`; the snapshot may be damaged")
             }
@@ -61,20 +73,7 @@ impl SourceError {
 /// What to do about a database client's message, by what it says.
 fn database_hint(message: &str) -> &'static str {
     let m = message.to_ascii_lowercase();
-    if [
-        "connection refused",
-        "can't connect",
-        "could not connect",
-        "no route to host",
-        "timed out",
-        "timeout expired",
-        "could not translate host name",
-        "unknown server host",
-        "no such file or directory",
-    ]
-    .iter()
-    .any(|s| m.contains(s))
-    {
+    if database_unreachable(message) {
         "is the server running, and are the host and port in the target's url right?"
     } else if [
         "password authentication failed",
@@ -92,4 +91,23 @@ fn database_hint(message: &str) -> &'static str {
     } else {
         "the database's own message is above"
     }
+}
+
+/// Whether a database client's message says the server could not be
+/// reached (as opposed to refusing what was asked).
+fn database_unreachable(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "connection refused",
+        "can't connect",
+        "could not connect",
+        "no route to host",
+        "timed out",
+        "timeout expired",
+        "could not translate host name",
+        "unknown server host",
+        "no such file or directory",
+    ]
+    .iter()
+    .any(|s| m.contains(s))
 }

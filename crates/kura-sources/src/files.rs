@@ -127,7 +127,11 @@ pub async fn plan_in_place(
                 c.added += 1
             }
         };
-        count(&mut counts, &live);
+        // A directory merged into a live directory is not itself an entry
+        // the merge replaces (its counts are what lies below).
+        if !(node.kind == NodeType::Dir && live.is_dir()) {
+            count(&mut counts, &live);
+        }
         let held: std::collections::HashSet<PathBuf> = entries.iter().map(|(rel, _)| rel.clone()).collect();
         for (rel, _) in &entries {
             count(&mut counts, &live.join(rel));

@@ -9,6 +9,7 @@
 
 mod child;
 pub mod command;
+mod db;
 mod error;
 pub mod files;
 pub mod kept;

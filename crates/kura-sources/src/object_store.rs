@@ -445,7 +445,7 @@ pub struct RestoreOptions {
     pub key_date: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ObjectsRestored {
     pub written: Vec<String>,
     /// Already present and left alone.

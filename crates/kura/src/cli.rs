@@ -28,12 +28,6 @@ pub struct Global {
     /// Run this command (through sh) and use the first line it prints as the password.
     #[arg(long, global = true, help_heading = "Global options")]
     pub password_command: Option<String>,
-    /// The configured repository's own password sources (kura.toml), tried
-    /// after the command line and the environment.
-    #[arg(skip)]
-    pub config_password_file: Option<PathBuf>,
-    #[arg(skip)]
-    pub config_password_command: Option<String>,
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,

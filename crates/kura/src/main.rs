@@ -8,6 +8,7 @@ mod commands;
 mod output;
 mod password;
 mod progress;
+mod render;
 mod when;
 
 use std::process::ExitCode;

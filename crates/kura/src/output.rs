@@ -107,8 +107,59 @@ impl From<RepoError> for Failure {
             }
             source = s.source();
         }
-        Failure { code, message, hint: e.hint().map(String::from) }
+        Failure { code, hint: repo_hint(&e).map(String::from), message }
     }
+}
+
+/// A next step after a repository error, in the command line's words.
+fn repo_hint(e: &RepoError) -> Option<&'static str> {
+    use kura_format::FormatError;
+    use kura_store::ErrorKind;
+    Some(match e {
+        RepoError::NotARepository { .. } => {
+            "create one with `kura init`, or check --repo / KURA_REPOSITORY"
+        }
+        RepoError::AlreadyInitialized { .. } => "use the existing repository, or choose another location",
+        RepoError::WrongPassword { .. } => {
+            "check the password source (KURA_PASSWORD, --password-file or --password-command)"
+        }
+        RepoError::SnapshotNotFound(_) => "`kura snapshots` lists them",
+        RepoError::AmbiguousId { .. } => "type more characters of the id",
+        RepoError::TargetNotEmpty(_) => "choose an empty directory, or pass --overwrite",
+        RepoError::PruneRunning { .. } => "wait for it; a prune that died is taken over after 5 minutes",
+        RepoError::SessionLapsed => "check the connection to the repository and run the backup again",
+        RepoError::Format(FormatError::UnsupportedVersion { .. }) => {
+            "upgrade kura to open this repository"
+        }
+        RepoError::Format(
+            FormatError::Unauthentic { what: "index" } | FormatError::Corrupt { what: "index", .. },
+        ) => "`kura repair index` rebuilds the index from the packs' own headers; `kura verify` shows what else is affected",
+        RepoError::Format(FormatError::Unauthentic { .. } | FormatError::Corrupt { .. }) => {
+            "run `kura verify --read-data` to see what is affected"
+        }
+        RepoError::MissingBlob { .. } => {
+            "`kura verify` shows which snapshots lost data; `kura repair index` helps if only the index is damaged"
+        }
+        RepoError::DamagedSnapshot { .. } => {
+            "name the snapshot to restore (`kura snapshots` lists the readable ones), or `kura verify` \
+             and then `kura forget` the damaged one"
+        }
+        RepoError::TreeTooDeep { .. } | RepoError::TooManyEntries { .. } => {
+            "`kura verify` names such snapshots; restore an older one, or forget this one"
+        }
+        RepoError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            "free space on that filesystem (packs are assembled in a local repository's data/ folder, \
+             and for a remote one in TMPDIR), or move it"
+        }
+        RepoError::Store(e) => match e.kind {
+            ErrorKind::NoSpace => "free space at the repository, or move it",
+            ErrorKind::PermissionDenied => "check the credentials and the permissions of the repository",
+            ErrorKind::Transient => "the storage did not answer well; the command is safe to run again",
+            ErrorKind::Config => "check the repository URL and the environment variables it needs",
+            _ => return None,
+        },
+        _ => return None,
+    })
 }
 
 impl From<kura_sources::SourceError> for Failure {
@@ -126,6 +177,25 @@ impl From<kura_sources::SourceError> for Failure {
                 hint: other.hint().map(String::from),
                 message: other.to_string(),
             },
+        }
+    }
+}
+
+impl From<kura_runner::RunError> for Failure {
+    fn from(e: kura_runner::RunError) -> Failure {
+        use kura_runner::RunError as E;
+        match e {
+            E::Repo(e) => e.into(),
+            E::Source(e) => e.into(),
+            E::Config(e) => Failure::new(e).hint("`kura.toml` names the repositories and targets"),
+            E::WrongPassword { from, source } => Failure::from(source).hint(format!(
+                "{from}; sources are tried in this order: --password-file, --password-command, KURA_PASSWORD, \
+                 KURA_PASSWORD_FILE, KURA_PASSWORD_COMMAND, then the repository's password_file or \
+                 password_command in kura.toml"
+            )),
+            E::Interrupted { .. } => Failure::new(e).with_code(130),
+            E::Context { context, source } => Failure::from(*source).context(context),
+            other => Failure { code: code::FAILED, hint: other.hint(), message: other.to_string() },
         }
     }
 }
@@ -202,17 +272,4 @@ pub fn init_logging(g: &Global) {
     }
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
-}
+pub use kura_runner::units::human_bytes;

@@ -114,27 +114,15 @@ impl MyUrl {
     }
 }
 
+const TOOLS: crate::db::Tools = crate::db::Tools {
+    bindir_env: "KURA_MYSQL_BINDIR",
+    extra_dirs: Vec::new,
+    install: "install the MariaDB or MySQL client (apt-get install mariadb-client)",
+};
+
 /// A client program, MariaDB's name first; an error says how to install it.
 pub fn find_tool(names: &[&str]) -> Result<PathBuf, SourceError> {
-    let hint = "install the MariaDB or MySQL client (apt-get install mariadb-client)";
-    if let Some(dir) = std::env::var_os("KURA_MYSQL_BINDIR") {
-        let dir = PathBuf::from(dir);
-        return names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| {
-            SourceError::Refused(format!(
-                "{} not found in KURA_MYSQL_BINDIR ({}): {hint}",
-                names.join(" or "),
-                dir.display()
-            ))
-        });
-    }
-    let dirs: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    for n in names {
-        if let Some(p) = dirs.iter().map(|d| d.join(n)).find(|p| p.is_file()) {
-            return Ok(p);
-        }
-    }
-    Err(SourceError::Refused(format!("{} not found: {hint}", names.join(" or "))))
+    TOOLS.find(names)
 }
 
 const DUMP_TOOLS: &[&str] = &["mariadb-dump", "mysqldump"];

@@ -126,7 +126,7 @@ pub async fn restore(
 
     let conn = Arc::new(Conn::new(MyUrl::parse(raw_url)?)?);
     let live = conn.url.dbname.clone();
-    let stamp = chrono::Local::now().format("%Y%m%d_%H%M").to_string();
+    let stamp = crate::db::kept_stamp(chrono::Local::now());
     let fresh = match into {
         Some(db) => db.to_string(),
         None => format!("{live}_kura_restore_{stamp}_{:04x}", rand::random::<u16>()),

@@ -113,34 +113,25 @@ impl PgUrl {
     }
 }
 
+/// Where PostgreSQL's client programs are: Debian keeps the versioned ones
+/// in /usr/lib/postgresql/N/bin, and the newest is the best client for any
+/// server.
+const TOOLS: crate::db::Tools = crate::db::Tools {
+    bindir_env: "KURA_PG_BINDIR",
+    extra_dirs: || {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
+            .unwrap_or_default();
+        versions.sort();
+        versions.reverse();
+        versions
+    },
+    install: "install the PostgreSQL client (apt-get install postgresql-client)",
+};
+
 /// A PostgreSQL client program, or an error saying how to install it.
 pub fn find_tool(name: &str) -> Result<PathBuf, SourceError> {
-    // KURA_PG_BINDIR pins one client version (and is how tests take it away).
-    if let Some(dir) = std::env::var_os("KURA_PG_BINDIR") {
-        let p = PathBuf::from(dir).join(name);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(SourceError::Refused(format!(
-                "{name} not found in KURA_PG_BINDIR ({}): install the PostgreSQL client (apt-get install postgresql-client)",
-                p.display()
-            )))
-        };
-    }
-    let mut dirs: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    // Debian keeps the versioned binaries here; the newest is the best
-    // client for any server.
-    if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
-        let mut versions: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("bin")).collect();
-        versions.sort();
-        dirs.extend(versions.into_iter().rev());
-    }
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file()).ok_or_else(|| {
-        SourceError::Refused(format!(
-            "{name} not found: install the PostgreSQL client (apt-get install postgresql-client)"
-        ))
-    })
+    TOOLS.find(&[name])
 }
 
 /// Runs psql with one SQL command; returns its unaligned output.

@@ -9,8 +9,9 @@ pub async fn run(g: &Global, a: &InitArgs) -> Result<u8, Failure> {
     // does not exist yet, with its own password source.
     if let Some(repos) = super::configured_repositories(g, a.repository.as_deref())? {
         let mut made = Vec::new();
-        for (name, url, g2) in repos {
-            let store = super::store_at(&url)?;
+        for spec in repos {
+            let (name, url) = (spec.name.clone().unwrap_or_default(), &spec.url);
+            let store = super::store_at(&spec)?;
             match Repository::read_config(store.as_ref()).await {
                 Ok(_) => {
                     say(g, format!("repository {name} exists at {url}; left as it is"));
@@ -20,7 +21,7 @@ pub async fn run(g: &Global, a: &InitArgs) -> Result<u8, Failure> {
                 Err(e) => return Err(Failure::from(e).context(format!("repository {name}"))),
             }
             let repo =
-                init_one(g, &g2, a, store).await.map_err(|f| f.context(format!("repository {name}")))?;
+                init_one(g, &spec, a, store).await.map_err(|f| f.context(format!("repository {name}")))?;
             made.push(serde_json::json!({
                 "name": name, "repository": repo.store().location(), "id": repo.config().id, "key": repo.key_id(),
             }));
@@ -30,8 +31,8 @@ pub async fn run(g: &Global, a: &InitArgs) -> Result<u8, Failure> {
         }
         return Ok(0);
     }
-    let (store, g2) = super::open_store_settings(g)?;
-    let repo = init_one(g, &g2, a, store).await?;
+    let (store, spec) = super::open_store_settings(g)?;
+    let repo = init_one(g, &spec, a, store).await?;
     if g.json {
         print_json(&serde_json::json!({
             "repository": repo.store().location(),
@@ -44,7 +45,7 @@ pub async fn run(g: &Global, a: &InitArgs) -> Result<u8, Failure> {
 
 async fn init_one(
     g: &Global,
-    g2: &Global,
+    spec: &kura_runner::RepoSpec,
     a: &InitArgs,
     store: std::sync::Arc<dyn kura_store::Store>,
 ) -> Result<Repository, Failure> {
@@ -57,7 +58,7 @@ async fn init_one(
         username: super::username(),
         ..InitOptions::default()
     };
-    let password = crate::password::read_new_password(g2, None, true)?;
+    let password = crate::password::read_new_password(g, None, Some(spec))?;
     let repo = Repository::init(store, &password, &opts).await?;
     say(g, format!("created repository {} at {}", repo.config().id.short(), repo.store().location()));
     say(g, "keep the password safe: without it the backups cannot be read");

@@ -3,61 +3,14 @@
 //! `kept_within` after a restore.
 use std::io::IsTerminal;
 
-use kura_policy::{Target, TargetKind};
+use kura_policy::Target;
 use kura_sources::kept::{self, Kept};
 
 use crate::cli::{Global, KeptArgs, KeptCommand};
 use crate::output::{human_bytes, print_json, say, Failure};
 
-/// The kept copies of one target, oldest first. Command and object-store
-/// targets keep none that kura can list.
-pub fn of_target(t: &Target) -> Result<Vec<Kept>, Failure> {
-    Ok(match &t.kind {
-        TargetKind::Sqlite(s) => kept::of_paths(std::slice::from_ref(&s.path))?,
-        TargetKind::Files(f) => kept::of_paths(&f.paths)?,
-        TargetKind::Postgres(pg) => {
-            let url = kura_sources::postgres::PgUrl::parse(&pg.url)?;
-            let dbs = if pg.databases.is_empty() {
-                vec![url.dbname.clone()]
-            } else {
-                kura_sources::postgres::databases_of(&url, &pg.databases)?
-            };
-            kept::of_postgres(&url, &dbs)?
-        }
-        TargetKind::Mysql(my) => kept::of_mysql(&my.url)?,
-        _ => Vec::new(),
-    })
-}
-
-/// "3 kept copies (1.2 GiB)".
-pub fn summary(kept: &[Kept]) -> String {
-    let bytes: u64 = kept.iter().filter_map(|k| k.bytes).sum();
-    match kept.len() {
-        0 => "no kept copy".to_string(),
-        1 => format!("1 kept copy ({})", human_bytes(bytes)),
-        n => format!("{n} kept copies ({})", human_bytes(bytes)),
-    }
-}
-
-/// After an in-place restore: removes the target's kept copies its
-/// `kept_last` / `kept_within` let go (none when neither is set).
-pub fn apply_policy(g: &Global, t: &Target) -> Result<(), Failure> {
-    if t.kept.last.is_none() && t.kept.within.is_none() {
-        return Ok(());
-    }
-    let all = of_target(t)?;
-    let gone = kept::to_remove(
-        &all,
-        t.kept.last,
-        t.kept.within,
-        super::clock().now().with_timezone(&chrono::Local).naive_local(),
-    );
-    for k in &gone {
-        kept::remove(k)
-            .map_err(|e| Failure::from(e).context(format!("removing the kept copy {}", k.name())))?;
-        say(g, format!("removed the older kept copy {}", k.name()));
-    }
-    Ok(())
+fn of_target(t: &Target) -> Result<Vec<Kept>, Failure> {
+    Ok(kura_runner::kept::of_target(t)?)
 }
 
 fn chosen<'c>(cfg: &'c kura_policy::Config, names: &[String]) -> Result<Vec<&'c Target>, Failure> {

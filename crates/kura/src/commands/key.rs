@@ -5,7 +5,7 @@ pub async fn run(g: &Global, a: &KeyArgs) -> Result<u8, Failure> {
     let repo = super::open_repo(g).await?;
     match &a.command {
         KeyCommand::Add { new_password_file } => {
-            let pw = crate::password::read_new_password(g, new_password_file.as_deref(), false)
+            let pw = crate::password::read_new_password(g, new_password_file.as_deref(), None)
                 .map_err(|f| f.context("new password"))?;
             let id = repo.add_key(&pw, super::kdf_params(), &super::hostname(), &super::username()).await?;
             if g.json {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use kura_format::crypto::KdfParams;
 use kura_policy::Config;
 use kura_repo::Repository;
+use kura_runner::{RepoSpec, Repos};
 use kura_store::Store;
 
 use crate::cli::Global;
@@ -85,14 +86,11 @@ fn config_for_repo(g: &Global) -> Result<Option<Config>, Failure> {
     }
 }
 
-/// The repository URL and its password settings: --repo / KURA_REPOSITORY
-/// first (a location, or the name of a configured repository), else the
-/// config's repository `name` (or `main`, or its only one).
-fn repository_settings(
-    g: &Global,
-    cfg: Option<&Config>,
-    name: Option<&str>,
-) -> Result<(String, Global), Failure> {
+/// The repository --repo / KURA_REPOSITORY names (a location, or the name
+/// of a configured repository), else the config's repository `name` (or
+/// `main`, or its only one).
+fn repository_spec(g: &Global, cfg: Option<&Config>, name: Option<&str>) -> Result<RepoSpec, Failure> {
+    let retry = retry_policy()?;
     let name = match (name, &g.repo) {
         (None, Some(r)) if is_bare_name(r) => {
             let configured = cfg.is_some_and(|c| c.repositories.contains_key(r));
@@ -109,58 +107,31 @@ fn repository_settings(
             }
             Some(r.as_str())
         }
-        (None, Some(url)) => return Ok((url.clone(), g.clone())),
+        (None, Some(url)) => return Ok(RepoSpec::at(url.clone(), retry)),
         (name, _) => name,
     };
     let cfg = cfg.ok_or_else(|| {
         Failure::new("no repository given").hint("pass --repo, set KURA_REPOSITORY, or write kura.toml")
     })?;
-    if let Some(u) = name.and_then(|n| cfg.unresolved_named("repository", n)) {
-        return Err(config_error(kura_policy::ConfigError::Unresolved(u.error.clone())));
-    }
-    let (rname, rc) = match name {
-        Some(n) => cfg.repositories.get_key_value(n).ok_or_else(|| {
-            config_error(kura_policy::ConfigError::Invalid {
-                place: format!("repository.{n}"),
-                message: "not configured".into(),
-            })
-        })?,
-        None => match cfg.repositories.get_key_value("main") {
-            Some(kv) => kv,
-            None if cfg.repositories.len() == 1 => cfg.repositories.iter().next().expect("one"),
-            None => {
-                let known = cfg.repositories.keys().cloned().collect::<Vec<_>>().join(", ");
-                return Err(Failure::new(format!(
-                    "kura.toml configures several repositories ({known}) and none is called main"
-                ))
-                .hint("name one with --repo NAME, or use --target: a target uses its own repository"));
-            }
-        },
+    let name = match name {
+        Some(n) => n,
+        None if cfg.repositories.contains_key("main") => "main",
+        None if cfg.repositories.len() == 1 => cfg.repositories.keys().next().expect("one"),
+        None => {
+            let known = cfg.repositories.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(Failure::new(format!(
+                "kura.toml configures several repositories ({known}) and none is called main"
+            ))
+            .hint("name one with --repo NAME, or use --target: a target uses its own repository"));
+        }
     };
-    tracing::debug!(repository = %rname, "using the configured repository");
-    let url = rc.s3.apply(&rc.url).map_err(|e| Failure::new(format!("repository.{rname}: {e}")))?;
-    Ok((url, with_repo_settings(g, rc)))
+    tracing::debug!(repository = %name, "using the configured repository");
+    RepoSpec::configured(cfg, name, retry).map_err(Failure::from)
 }
-
-/// The command line's settings, with a configured repository's password
-/// sources (tried after the command line's and the environment's, see
-/// password.rs) and compression.
-fn with_repo_settings(g: &Global, rc: &kura_policy::RepositoryConfig) -> Global {
-    let mut g2 = g.clone();
-    g2.config_password_file = rc.password_file.clone();
-    g2.config_password_command = rc.password_command.clone();
-    if g.compression.is_none() {
-        g2.compression = rc.compression.clone();
-    }
-    g2
-}
-
-/// A configured repository: its name, URL, and the settings it adds.
-pub type Configured = (String, String, Global);
 
 /// Every configured repository (or the one named), for `kura init`; `None`
 /// when --repo gives a location or there is no config.
-pub fn configured_repositories(g: &Global, only: Option<&str>) -> Result<Option<Vec<Configured>>, Failure> {
+pub fn configured_repositories(g: &Global, only: Option<&str>) -> Result<Option<Vec<RepoSpec>>, Failure> {
     if only.is_none() && g.repo.as_deref().is_some_and(|r| !is_bare_name(r)) {
         return Ok(None);
     }
@@ -185,10 +156,9 @@ pub fn configured_repositories(g: &Global, only: Option<&str>) -> Result<Option<
         }
     }
     let mut out = Vec::new();
-    for (name, rc) in &cfg.repositories {
+    for name in cfg.repositories.keys() {
         if wanted.is_none_or(|w| w == name) {
-            let url = rc.s3.apply(&rc.url).map_err(|e| Failure::new(format!("repository.{name}: {e}")))?;
-            out.push((name.clone(), url, with_repo_settings(g, rc)));
+            out.push(RepoSpec::configured(&cfg, name, retry_policy()?)?);
         }
     }
     if let (Some(w), true) = (wanted, out.is_empty()) {
@@ -199,18 +169,13 @@ pub fn configured_repositories(g: &Global, only: Option<&str>) -> Result<Option<
     Ok(Some(out))
 }
 
-pub fn store_at(url: &str) -> Result<Arc<dyn Store>, Failure> {
-    store_at_with(url, &|k| std::env::var(k).ok())
+pub fn store_at(spec: &RepoSpec) -> Result<Arc<dyn Store>, Failure> {
+    Ok(kura_store::open_url_with(&spec.url, &|k| std::env::var(k).ok(), spec.retry.clone())?)
 }
 
-/// The store an object_store target reads: its own credentials first, then
-/// the environment.
-pub fn object_store(o: &kura_policy::ObjectStoreTarget, url: &str) -> Result<Arc<dyn Store>, Failure> {
-    let url = o.s3.apply(url).map_err(Failure::new)?;
-    store_at_with(&url, &|k| o.credentials.get(k).cloned().or_else(|| std::env::var(k).ok()))
-}
-
-fn store_at_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Store>, Failure> {
+/// How storage calls are retried: the default, or KURA_STORAGE_RETRIES
+/// attempts.
+fn retry_policy() -> Result<kura_store::RetryPolicy, Failure> {
     let mut policy = kura_store::RetryPolicy::default();
     if let Ok(n) = std::env::var("KURA_STORAGE_RETRIES") {
         policy.attempts =
@@ -218,15 +183,14 @@ fn store_at_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<
                 Failure::new(format!("KURA_STORAGE_RETRIES={n:?} is not a positive number"))
             })?;
     }
-    Ok(kura_store::open_url_with(url, env, policy)?)
+    Ok(policy)
 }
 
-/// The store, and the settings (password sources, compression) the
-/// configured repository adds to the command line's.
-pub fn open_store_settings(g: &Global) -> Result<(Arc<dyn Store>, Global), Failure> {
+/// The store of the repository the command line names, and its settings.
+pub fn open_store_settings(g: &Global) -> Result<(Arc<dyn Store>, RepoSpec), Failure> {
     let cfg = config_for_repo(g)?;
-    let (url, g2) = repository_settings(g, cfg.as_ref(), None)?;
-    Ok((store_at(&url)?, g2))
+    let spec = repository_spec(g, cfg.as_ref(), None)?;
+    Ok((store_at(&spec)?, spec))
 }
 
 /// The clock every command runs on: the system's, or for the clock-skew
@@ -244,45 +208,37 @@ pub fn clock() -> Arc<dyn kura_format::clock::Clock> {
         .clone()
 }
 
-async fn open_with(url: &str, g: &Global) -> Result<Arc<Repository>, Failure> {
-    let store = store_at(url)?;
-    // Check the config before asking for a password: a missing or newer
-    // repository should say so, not prompt first.
-    Repository::read_config(store.as_ref()).await?;
-    let level = match &g.compression {
-        Some(c) => kura_policy::parse_compression(c).map_err(|e| {
+/// What the runner works with: this command's clock, its output, who runs.
+pub fn context(g: &Global) -> Result<kura_runner::Context, Failure> {
+    Ok(kura_runner::Context {
+        clock: clock(),
+        sink: Arc::new(crate::render::Cli::new(g)),
+        retry: retry_policy()?,
+        root: euid() == 0,
+        hostname: hostname(),
+        username: username(),
+    })
+}
+
+/// Opens repositories for this command: its password sources, its
+/// --compression, and for targets of a config without `[repository]`
+/// sections the repository --repo / KURA_REPOSITORY names.
+pub fn repos(g: &Global, cfg: Option<&Config>) -> Result<Repos, Failure> {
+    let mut unlock = crate::password::unlock(g);
+    unlock.compression = match &g.compression {
+        Some(c) => Some(kura_policy::parse_compression(c).map_err(|e| {
             Failure::new(format!("--compression (or KURA_COMPRESSION): {e}")).hint("e.g. --compression fast")
-        })?,
+        })?),
         None => None,
     };
-    let password = crate::password::read_password(g)?;
-    let repo = Repository::open(store, &password).await.map_err(|e| {
-        let wrong = matches!(e, kura_repo::RepoError::WrongPassword { .. });
-        let f = Failure::from(e);
-        if wrong {
-            // Name the source that was used: `kura key list` would need the
-            // very password that failed.
-            f.hint(format!(
-                "{}; sources are tried in this order: --password-file, --password-command, KURA_PASSWORD, \
-                 KURA_PASSWORD_FILE, KURA_PASSWORD_COMMAND, then the repository's password_file or \
-                 password_command in kura.toml",
-                crate::password::describe_sources(g)
-            ))
-        } else {
-            f
-        }
-    })?;
-    let repo = repo.with_clock(clock());
-    Ok(Arc::new(match level {
-        Some(l) => repo.with_compression(l),
-        None => repo,
-    }))
+    let fallback = repository_spec(g, cfg, None).map_err(|f| (f.message, f.hint));
+    Ok(Repos::new(unlock, clock(), retry_policy()?).with_fallback(fallback))
 }
 
 pub async fn open_repo(g: &Global) -> Result<Arc<Repository>, Failure> {
     let cfg = config_for_repo(g)?;
-    let (url, g2) = repository_settings(g, cfg.as_ref(), None)?;
-    open_with(&url, &g2).await
+    let spec = repository_spec(g, cfg.as_ref(), None)?;
+    Ok(repos(g, cfg.as_ref())?.open(&spec).await?)
 }
 
 /// Opens the repository a configured target backs up into.
@@ -291,11 +247,7 @@ pub async fn open_repo_for(
     cfg: &Config,
     target: &kura_policy::Target,
 ) -> Result<Arc<Repository>, Failure> {
-    // A target's own repository wins over --repo / KURA_REPOSITORY, which
-    // serve targets of a config without [repository] sections.
-    let name = cfg.repositories.contains_key(&target.repository).then_some(target.repository.as_str());
-    let (url, g2) = repository_settings(g, Some(cfg), name)?;
-    open_with(&url, &g2).await
+    Ok(repos(g, Some(cfg))?.for_target(cfg, target).await?)
 }
 
 /// The config, which target commands require.

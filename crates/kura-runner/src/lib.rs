@@ -1,0 +1,57 @@
+//! The operations layer between the engine and sources below and the
+//! binary (and later the daemon) above: a run over configured targets
+//! ([`backup::backup_run`]), a restore planned before anything is touched
+//! and then carried out ([`restore`]), the repositories they open
+//! ([`repos`]), and what happens along the way reported as typed
+//! [`Event`]s through a [`Sink`] the caller provides. Nothing here prints:
+//! the binary renders events and reports, a daemon will record them.
+pub mod backup;
+pub mod error;
+pub mod event;
+pub mod hooks;
+pub mod kept;
+pub mod password;
+pub mod repos;
+pub mod restore;
+pub mod select;
+pub mod units;
+
+use std::sync::Arc;
+
+use kura_format::clock::Clock;
+use kura_store::{RetryPolicy, Store};
+
+pub use error::RunError;
+pub use event::{Event, Recorder, Sink};
+pub use repos::{RepoSpec, Repos, Unlock};
+pub use select::Selector;
+
+/// What every operation runs with: the time, where events go, how storage
+/// calls are retried, and who is running.
+#[derive(Clone)]
+pub struct Context {
+    pub clock: Arc<dyn Clock>,
+    pub sink: Arc<dyn Sink>,
+    /// For object stores that targets read and restore into; a repository
+    /// carries its own in its [`RepoSpec`].
+    pub retry: RetryPolicy,
+    /// Restores set owners only as root.
+    pub root: bool,
+    pub hostname: String,
+    pub username: String,
+}
+
+/// The store an object_store target reads or restores into: its own
+/// credentials first, then the environment.
+pub fn object_store(
+    o: &kura_policy::ObjectStoreTarget,
+    url: &str,
+    retry: &RetryPolicy,
+) -> Result<Arc<dyn Store>, RunError> {
+    let url = o.s3.apply(url).map_err(|e| RunError::Usage { message: e.to_string(), hint: None })?;
+    Ok(kura_store::open_url_with(
+        &url,
+        &|k| o.credentials.get(k).cloned().or_else(|| std::env::var(k).ok()),
+        retry.clone(),
+    )?)
+}
