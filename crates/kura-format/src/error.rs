@@ -1,3 +1,6 @@
+//! What decoding and opening repository objects can fail with: a version
+//! this build does not read, bytes that do not authenticate, structure that
+//! does not parse. Nothing here knows where the bytes came from.
 use thiserror::Error;
 
 /// Why bytes could not be turned into a repository object.

@@ -1,3 +1,7 @@
+//! What repository operations fail with, typed: storage, format, a wrong
+//! password, damage, refusals. Whether a retry may help is
+//! [`RepoError::is_transient`]; next steps for the user, which name
+//! commands, are the binary's to give.
 use std::path::PathBuf;
 
 use kura_format::FormatError;

@@ -202,108 +202,171 @@ async fn live_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<Sess
     Ok(out)
 }
 
+/// What prune knows of the repository, read once and in the order
+/// format.md §12.5 requires (sessions before snapshots).
+struct View {
+    sessions: Vec<Session>,
+    markers: Vec<(Id, DeletionMarker)>,
+    index_files: Vec<(Id, IndexFile)>,
+    index: Index,
+    used: HashSet<Id>,
+    /// Every pack present, with its size.
+    listed: HashMap<Id, u64>,
+    all_marked: HashSet<Id>,
+    pack_blobs: HashMap<Id, Vec<kura_format::index::IndexBlob>>,
+}
+
+impl View {
+    async fn read(repo: &Repository, now: DateTime<Utc>, report: &mut PruneReport) -> Result<View> {
+        let sessions = live_sessions(repo, now).await?;
+        let markers = repo.deletion_markers().await?;
+        let (snapshots, bad) = repo.snapshots().await?;
+        if let Some((id, e)) = bad.first() {
+            return Err(RepoError::Unsure {
+                what: format!("snapshot {}", id.short()),
+                reason: e.to_string(),
+            });
+        }
+        report.snapshots = snapshots.len() as u64;
+        let index_files = repo
+            .read_index_files()
+            .await
+            .map_err(|e| RepoError::Unsure { what: "an index file".into(), reason: e.to_string() })?;
+        let mut index = Index::new();
+        for (_, f) in &index_files {
+            index.add_file(f, &HashSet::new());
+        }
+        index.finish();
+        let used = used_blobs(repo, &index, snapshots.iter().map(|(_, s)| s.tree)).await?;
+        report.blobs_used = used.len() as u64;
+        let listed = repo.list_packs().await?;
+        report.packs = listed.len() as u64;
+        let all_marked = markers.iter().flat_map(|(_, m)| m.packs.iter().copied()).collect();
+        let pack_blobs = index.to_packs(|_| true).into_iter().map(|p| (p.id, p.blobs)).collect();
+        Ok(View { sessions, markers, index_files, index, used, listed, all_marked, pack_blobs })
+    }
+
+    /// A blob is safe to lose from pack `except` if it has a copy in a pack
+    /// that exists and is not marked.
+    fn has_safe_copy(&self, blob: &Id, except: &Id) -> bool {
+        self.index.get_all(blob).iter().any(|l| {
+            l.pack != *except && !self.all_marked.contains(&l.pack) && self.listed.contains_key(&l.pack)
+        })
+    }
+
+    /// Whether a pack holds a used blob with no safe copy elsewhere.
+    fn pack_needed(&self, pack: &Id) -> bool {
+        self.pack_blobs.get(pack).is_some_and(|blobs| {
+            blobs.iter().any(|b| self.used.contains(&b.id) && !self.has_safe_copy(&b.id, pack))
+        })
+    }
+
+    fn size(&self, packs: impl IntoIterator<Item = Id>) -> u64 {
+        packs.into_iter().map(|p| self.listed.get(&p).copied().unwrap_or(0)).sum()
+    }
+}
+
 async fn prune_locked(
     repo: &Arc<Repository>,
     opts: &PruneOptions,
     now: DateTime<Utc>,
 ) -> Result<PruneReport> {
     let mut report = PruneReport::default();
-    // format.md §12.5: sessions before snapshots.
-    let sessions = live_sessions(repo, now).await?;
-    let markers = repo.deletion_markers().await?;
-    let (snapshots, bad) = repo.snapshots().await?;
-    if let Some((id, e)) = bad.first() {
-        return Err(RepoError::Unsure { what: format!("snapshot {}", id.short()), reason: e.to_string() });
+    let view = View::read(repo, now, &mut report).await?;
+    let deleted = delete_marked(repo, &view, opts, now, &mut report).await?;
+    let (home, mut candidates, to_repack) = choose_marks(&view, &deleted, opts);
+    if !to_repack.is_empty() && !opts.dry_run {
+        repack(repo, &view, &home, &to_repack, &mut report).await?;
+        report.packs_repacked = to_repack.len() as u64;
+        candidates.extend(to_repack);
+    } else if opts.dry_run {
+        report.packs_repacked = to_repack.len() as u64;
     }
-    report.snapshots = snapshots.len() as u64;
-    let index_files = repo
-        .read_index_files()
-        .await
-        .map_err(|e| RepoError::Unsure { what: "an index file".into(), reason: e.to_string() })?;
-    let mut index = Index::new();
-    for (_, f) in &index_files {
-        index.add_file(f, &HashSet::new());
+    report.packs_marked = candidates.len() as u64;
+    report.bytes_marked = view.size(candidates.iter().copied());
+    if !candidates.is_empty() && !opts.dry_run {
+        candidates.sort();
+        let (id, bytes) = DeletionMarker::new(candidates, repo.now()).seal(repo.key());
+        repo.put_object(&paths::deletion(&id), bytes).await?;
     }
-    index.finish();
-    let used = used_blobs(repo, &index, snapshots.iter().map(|(_, s)| s.tree)).await?;
-    report.blobs_used = used.len() as u64;
-    let listed = repo.list_packs().await?;
-    report.packs = listed.len() as u64;
+    Ok(report)
+}
 
-    let all_marked: HashSet<Id> = markers.iter().flat_map(|(_, m)| m.packs.iter().copied()).collect();
-    // A blob is safe to lose from pack p if it is unused, or has a copy in a
-    // pack that exists and is not marked.
-    let has_safe_copy = |blob: &Id, except: &Id| {
-        index
-            .get_all(blob)
-            .iter()
-            .any(|l| l.pack != *except && !all_marked.contains(&l.pack) && listed.contains_key(&l.pack))
-    };
-    let pack_blobs: HashMap<Id, Vec<kura_format::index::IndexBlob>> =
-        index.to_packs(|_| true).into_iter().map(|p| (p.id, p.blobs)).collect();
-    let pack_needed = |pack: &Id| -> bool {
-        pack_blobs
-            .get(pack)
-            .is_some_and(|blobs| blobs.iter().any(|b| used.contains(&b.id) && !has_safe_copy(&b.id, pack)))
-    };
-
-    // ---- Phase two: delete what earlier runs marked. ----
+/// Phase two: deletes what earlier runs marked, once their grace has passed
+/// and no backup that could use it is live; a marked pack something needs
+/// again is revived. Returns the packs deleted (or that would be).
+async fn delete_marked(
+    repo: &Repository,
+    view: &View,
+    opts: &PruneOptions,
+    now: DateTime<Utc>,
+    report: &mut PruneReport,
+) -> Result<HashSet<Id>> {
     let mut delete: HashSet<Id> = HashSet::new();
     let mut done_markers = Vec::new();
-    for (mid, m) in &markers {
+    for (mid, m) in &view.markers {
         let ripe = m.created + opts.grace < now;
-        let blocked = sessions.iter().any(|s| s.started < m.created + opts.grace);
+        let blocked = view.sessions.iter().any(|s| s.started < m.created + opts.grace);
         if !ripe || blocked {
             report.markers_waiting += 1;
             continue;
         }
         for p in &m.packs {
-            if pack_needed(p) {
+            if view.pack_needed(p) {
                 report.packs_revived += 1;
-            } else if listed.contains_key(p) {
+            } else if view.listed.contains_key(p) {
                 delete.insert(*p);
             }
         }
         done_markers.push(*mid);
     }
-    if !opts.dry_run && (!delete.is_empty() || !done_markers.is_empty()) {
-        let rewrite = index_files.iter().any(|(_, f)| f.packs.iter().any(|p| delete.contains(&p.id)));
-        if rewrite {
-            // §12.6: successors first, then the index files they replace,
-            // then the packs.
-            let keep = index.to_packs(|p| !delete.contains(p));
-            for chunk in keep.chunks(4096) {
-                repo.write_index(&IndexFile { packs: chunk.to_vec() }).await?;
-                report.index_files_rewritten += 1;
-            }
-            for (id, _) in &index_files {
-                repo.store().delete(&paths::index(id)).await?;
-            }
-        }
-        for p in &delete {
-            repo.store().delete(&paths::pack(p)).await?;
-            report.packs_deleted += 1;
-            report.bytes_deleted += listed.get(p).copied().unwrap_or(0);
-        }
-        for m in &done_markers {
-            repo.store().delete(&paths::deletion(m)).await?;
-        }
-    } else if opts.dry_run {
+    if opts.dry_run {
         report.packs_deleted = delete.len() as u64;
-        report.bytes_deleted = delete.iter().map(|p| listed.get(p).copied().unwrap_or(0)).sum();
+        report.bytes_deleted = view.size(delete.iter().copied());
+        return Ok(delete);
     }
+    let rewrite = view.index_files.iter().any(|(_, f)| f.packs.iter().any(|p| delete.contains(&p.id)));
+    if rewrite {
+        // §12.6: successors first, then the index files they replace, then
+        // the packs.
+        let keep = view.index.to_packs(|p| !delete.contains(p));
+        for chunk in keep.chunks(4096) {
+            repo.write_index(&IndexFile { packs: chunk.to_vec() }).await?;
+            report.index_files_rewritten += 1;
+        }
+        for (id, _) in &view.index_files {
+            repo.store().delete(&paths::index(id)).await?;
+        }
+    }
+    for p in &delete {
+        repo.store().delete(&paths::pack(p)).await?;
+        report.packs_deleted += 1;
+        report.bytes_deleted += view.size([*p]);
+    }
+    for m in &done_markers {
+        repo.store().delete(&paths::deletion(m)).await?;
+    }
+    Ok(delete)
+}
 
-    // ---- Phase one: mark what is unused now. ----
-    // Each used blob gets one home: its copy in the unmarked, existing pack
-    // with the smallest id. Only home copies keep a pack alive, so two packs
-    // holding the same blob cannot each count on the other.
+/// Phase one, deciding: which packs hold nothing needed (to be marked) and
+/// which hold so little that their needed blobs are copied out first.
+/// Each used blob gets one home: its copy in the unmarked, existing pack
+/// with the smallest id. Only home copies keep a pack alive, so two packs
+/// holding the same blob cannot each count on the other.
+fn choose_marks(
+    view: &View,
+    deleted: &HashSet<Id>,
+    opts: &PruneOptions,
+) -> (HashMap<Id, Id>, Vec<Id>, Vec<Id>) {
     let mut home: HashMap<Id, Id> = HashMap::new();
-    for b in &used {
-        let best = index
+    for b in &view.used {
+        let best = view
+            .index
             .get_all(b)
             .into_iter()
             .map(|l| l.pack)
-            .filter(|p| !all_marked.contains(p) && !delete.contains(p) && listed.contains_key(p))
+            .filter(|p| !view.all_marked.contains(p) && !deleted.contains(p) && view.listed.contains_key(p))
             .min();
         if let Some(p) = best {
             home.insert(*b, p);
@@ -311,11 +374,11 @@ async fn prune_locked(
     }
     let mut candidates: Vec<Id> = Vec::new();
     let mut to_repack: Vec<Id> = Vec::new();
-    for (pack, size) in &listed {
-        if all_marked.contains(pack) || delete.contains(pack) {
+    for (pack, size) in &view.listed {
+        if view.all_marked.contains(pack) || deleted.contains(pack) {
             continue;
         }
-        let Some(blobs) = pack_blobs.get(pack) else {
+        let Some(blobs) = view.pack_blobs.get(pack) else {
             // Unindexed: an interrupted backup's, or a running one's.
             // Marking is safe: phase two waits for that backup.
             candidates.push(*pack);
@@ -332,48 +395,45 @@ async fn prune_locked(
             to_repack.push(*pack);
         }
     }
-    if !to_repack.is_empty() && !opts.dry_run {
-        let counters = Arc::new(Counters::default());
-        let (saver, uploader) = Saver::start(repo.clone(), Index::new(), counters);
-        let mut copied = HashSet::new();
-        let result: Result<()> = async {
-            for pack in &to_repack {
-                for b in &pack_blobs[pack] {
-                    if home.get(&b.id) != Some(pack) || !copied.insert(b.id) {
-                        continue;
-                    }
-                    let content = repo.read_blob(&index, &b.id).await?;
-                    let s = saver.clone();
-                    let ty = b.ty;
-                    tokio::task::spawn_blocking(move || s.save_blob(ty, &content))
-                        .await
-                        .map_err(RepoError::worker)??;
-                    report.blobs_repacked += 1;
+    (home, candidates, to_repack)
+}
+
+/// Copies the blobs whose home is one of `to_repack` into new packs; the
+/// copies are stored and indexed before their originals are marked.
+async fn repack(
+    repo: &Arc<Repository>,
+    view: &View,
+    home: &HashMap<Id, Id>,
+    to_repack: &[Id],
+    report: &mut PruneReport,
+) -> Result<()> {
+    let counters = Arc::new(Counters::default());
+    let (saver, uploader) = Saver::start(repo.clone(), Index::new(), counters);
+    let mut copied = HashSet::new();
+    let result: Result<()> = async {
+        for pack in to_repack {
+            for b in &view.pack_blobs[pack] {
+                if home.get(&b.id) != Some(pack) || !copied.insert(b.id) {
+                    continue;
                 }
+                let content = repo.read_blob(&view.index, &b.id).await?;
+                let s = saver.clone();
+                let ty = b.ty;
+                tokio::task::spawn_blocking(move || s.save_blob(ty, &content))
+                    .await
+                    .map_err(RepoError::worker)??;
+                report.blobs_repacked += 1;
             }
-            Ok(())
         }
-        .await;
-        if let Err(e) = result {
-            saver.abort();
-            let _ = uploader.await;
-            return Err(e);
-        }
-        // The copies are stored and indexed before their originals are marked.
-        saver.finish(uploader).await?;
-        report.packs_repacked = to_repack.len() as u64;
-        candidates.extend(to_repack);
-    } else if opts.dry_run {
-        report.packs_repacked = to_repack.len() as u64;
+        Ok(())
     }
-    report.packs_marked = candidates.len() as u64;
-    report.bytes_marked = candidates.iter().map(|p| listed.get(p).copied().unwrap_or(0)).sum();
-    if !candidates.is_empty() && !opts.dry_run {
-        candidates.sort();
-        let (id, bytes) = DeletionMarker::new(candidates, repo.now()).seal(repo.key());
-        repo.put_object(&paths::deletion(&id), bytes).await?;
+    .await;
+    if let Err(e) = result {
+        saver.abort();
+        let _ = uploader.await;
+        return Err(e);
     }
-    Ok(report)
+    saver.finish(uploader).await
 }
 
 /// Every blob the given trees reach. Fails if a tree cannot be read: prune

@@ -1,3 +1,5 @@
+//! What sources and restore targets fail with: a database or its client
+//! tool, a SQLite file, a check after restore, other sessions' locks.
 use std::path::PathBuf;
 
 use kura_repo::RepoError;

@@ -1,3 +1,6 @@
+//! Storage errors, each with a kind that says what happened (not found,
+//! exists, no space, permission, transient, configuration) whatever the
+//! backend, so that retries and messages need not know the backend.
 use thiserror::Error;
 
 /// What went wrong, in the terms a caller branches on.

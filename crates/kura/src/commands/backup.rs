@@ -1,3 +1,6 @@
+//! `kura backup PATH…`, `--stdin`, `--command`: a snapshot of paths or
+//! of a stream into the repository --repo names (`--target` goes to
+//! target_backup).
 use std::sync::Arc;
 
 use kura_repo::backup::{backup, backup_stream, BackupOptions, BackupResult, StreamFinish};

@@ -1,3 +1,5 @@
+//! `kura forget SNAPSHOT…`: removes snapshots; `--prune` reclaims their
+//! space at once.
 use kura_format::Id;
 
 use crate::cli::{ForgetArgs, Global, PruneArgs};

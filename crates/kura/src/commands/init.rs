@@ -1,3 +1,5 @@
+//! `kura init`: creates a repository, or every configured one that does
+//! not exist yet, each with its own password source.
 use kura_format::config::ChunkerParams;
 use kura_repo::{InitOptions, Repository};
 

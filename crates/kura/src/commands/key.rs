@@ -1,3 +1,4 @@
+//! `kura key list|add|remove`: the passwords that open a repository.
 use crate::cli::{Global, KeyArgs, KeyCommand};
 use crate::output::{print_json, say, Failure};
 

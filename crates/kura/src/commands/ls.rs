@@ -1,3 +1,4 @@
+//! `kura ls SNAPSHOT [PATH]`: the entries of a snapshot.
 use std::path::PathBuf;
 
 use kura_format::tree::NodeType;

@@ -1,3 +1,5 @@
+//! `kura prune`: marks what no snapshot uses, and deletes what earlier
+//! prunes marked once no backup can still need it (format.md §13).
 use std::sync::Arc;
 
 use kura_repo::prune::{prune, PruneOptions};

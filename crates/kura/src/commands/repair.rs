@@ -1,3 +1,4 @@
+//! `kura repair index`: rebuilds the index from the packs' own headers.
 use crate::cli::{Global, RepairArgs, RepairCommand};
 use crate::output::{code, print_json, say, Failure};
 

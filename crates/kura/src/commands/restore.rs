@@ -1,3 +1,5 @@
+//! `kura restore SNAPSHOT --target DIR`: a snapshot into a directory
+//! (`--target NAME` of a configured target goes to target_restore).
 use std::sync::Arc;
 
 use kura_repo::restore::{restore, RestoreOptions};

@@ -1,3 +1,4 @@
+//! `kura snapshots`: the repository's snapshots, by run and target.
 use crate::cli::{Global, SnapshotsArgs};
 use crate::output::{human_bytes, print_json, Failure};
 

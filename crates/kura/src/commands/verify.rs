@@ -1,3 +1,5 @@
+//! `kura verify [--read-data]`: the repository's integrity, with damage
+//! traced to the snapshots and paths that need it.
 use std::sync::Arc;
 
 use kura_repo::verify::{verify, ReadData, VerifyOptions};

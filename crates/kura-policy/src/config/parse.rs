@@ -1,0 +1,274 @@
+//! From the text of kura.toml to a [`Config`]: each top-level section by
+//! its own function, so that a new section is a new function and a line in
+//! [`parse_named`], and each target type by [`target_kind`].
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// The sections kura.toml may have.
+const SECTIONS: &[&str] = &["repository", "target", "kept"];
+
+pub(super) fn parse_named(
+    text: &str,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+        path: name.to_string(),
+        message: e.to_string(),
+    })?;
+    if let Some(key) = root.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
+        return Err(invalid(key.as_str(), format!("unknown section (known: {})", SECTIONS.join(", "))));
+    }
+    let kept_default = kept_section(root.remove("kept"))?;
+    let mut unresolved = Vec::new();
+    let repositories = repositories(root.remove("repository"), env, &mut unresolved)?;
+    let targets = targets(root.remove("target"), env, &repositories, kept_default, &mut unresolved)?;
+    Ok(Config { repositories, targets, unresolved })
+}
+
+/// `[kept]`: the defaults of every target's `kept_last` / `kept_within`.
+fn kept_section(v: Option<toml::Value>) -> Result<KeptPolicy, ConfigError> {
+    match v {
+        None => Ok(KeptPolicy::default()),
+        Some(toml::Value::Table(mut t)) => {
+            let p = KeptPolicy::take(&mut t, "kept", "", KeptPolicy::default())?;
+            if let Some(k) = t.keys().next() {
+                return Err(invalid(format!("kept.{k}"), "unknown key (known: last, within)"));
+            }
+            Ok(p)
+        }
+        Some(_) => Err(invalid("kept", "must be a table (last = 3, within = \"30d\")")),
+    }
+}
+
+/// Expands a section's `${VAR}`s; a section whose variable is unset is set
+/// aside as [`Unresolved`] (`Ok(None)`), to fail only where it is used.
+fn expanded(
+    mut v: toml::Value,
+    section: &'static str,
+    name: &str,
+    component: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    unresolved: &mut Vec<Unresolved>,
+) -> Result<Option<toml::Table>, ConfigError> {
+    let place = format!("{section}.{name}");
+    match expand_value(&mut v, &place, env) {
+        Err(e @ ConfigError::MissingEnv { .. }) => {
+            unresolved.push(Unresolved { section, name: name.to_string(), component, error: e.to_string() });
+            return Ok(None);
+        }
+        other => other?,
+    }
+    match v {
+        toml::Value::Table(t) => Ok(Some(t)),
+        _ => Err(invalid(place, "must be a table")),
+    }
+}
+
+/// `[repository.NAME]` sections.
+fn repositories(
+    v: Option<toml::Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+    unresolved: &mut Vec<Unresolved>,
+) -> Result<BTreeMap<String, RepositoryConfig>, ConfigError> {
+    let mut repositories = BTreeMap::new();
+    let Some(v) = v else { return Ok(repositories) };
+    let toml::Value::Table(t) = v else {
+        return Err(invalid("repository", "must be a table of repositories"));
+    };
+    for (rname, v) in t {
+        let place = format!("repository.{rname}");
+        let Some(t) = expanded(v, "repository", &rname, None, env, unresolved)? else { continue };
+        let repo: RepositoryConfig = section(&place, t)?;
+        if repo.password_file.is_some() && repo.password_command.is_some() {
+            return Err(invalid(place, "give password_file or password_command, not both"));
+        }
+        if let Some(c) = &repo.compression {
+            parse_compression(c).map_err(|e| invalid(format!("{place}.compression"), e))?;
+        }
+        repositories.insert(rname, repo);
+    }
+    Ok(repositories)
+}
+
+/// A target's component as far as its unexpanded text tells, for an
+/// unresolved target that `--component` must still account for.
+fn raw_component(v: &toml::Value) -> Option<String> {
+    match (v.get("component").and_then(|c| c.as_str()), v.get("type").and_then(|t| t.as_str())) {
+        (Some(c), _) if !c.contains("${") => Some(c.to_string()),
+        (None, Some("sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb")) => Some("database".into()),
+        (None, Some(t)) if !t.contains("${") => Some("data".into()),
+        _ => None,
+    }
+}
+
+/// `[target.NAME]` sections.
+fn targets(
+    v: Option<toml::Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+    repositories: &BTreeMap<String, RepositoryConfig>,
+    kept_default: KeptPolicy,
+    unresolved: &mut Vec<Unresolved>,
+) -> Result<BTreeMap<String, Target>, ConfigError> {
+    let mut targets = BTreeMap::new();
+    let Some(v) = v else { return Ok(targets) };
+    let toml::Value::Table(t) = v else {
+        return Err(invalid("target", "must be a table of targets"));
+    };
+    for (tname, v) in t {
+        let component = raw_component(&v);
+        let Some(t) = expanded(v, "target", &tname, component, env, unresolved)? else { continue };
+        let target = target(&tname, t, repositories, kept_default, unresolved)?;
+        targets.insert(tname, target);
+    }
+    Ok(targets)
+}
+
+fn target(
+    tname: &str,
+    mut t: toml::Table,
+    repositories: &BTreeMap<String, RepositoryConfig>,
+    kept_default: KeptPolicy,
+    unresolved: &[Unresolved],
+) -> Result<Target, ConfigError> {
+    let place = format!("target.{tname}");
+    let kind_name = match t.remove("type") {
+        Some(toml::Value::String(s)) => s,
+        Some(_) => return Err(invalid(format!("{place}.type"), "must be a string")),
+        None => {
+            return Err(invalid(
+                &place,
+                "missing `type` (sqlite, files, postgres, mysql, command, object_store)",
+            ))
+        }
+    };
+    let take = |t: &mut toml::Table, key: &str| -> Result<Option<String>, ConfigError> {
+        match t.remove(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(invalid(format!("{place}.{key}"), "must be a string")),
+        }
+    };
+    let repository = take(&mut t, "repository")?;
+    let pre_restore = take(&mut t, "pre_restore")?;
+    let post_restore = take(&mut t, "post_restore")?;
+    let component = take(&mut t, "component")?;
+    let kept = KeptPolicy::take(&mut t, &place, "kept_", kept_default)?;
+    if let Some(c) = &component {
+        if !COMPONENTS.contains(&c.as_str()) {
+            return Err(invalid(
+                format!("{place}.component"),
+                format!("unknown component {c:?} (known: {})", COMPONENTS.join(", ")),
+            ));
+        }
+    }
+    let kind = target_kind(&kind_name, &place, t)?;
+    let repository = match repository {
+        Some(r) => r,
+        None if repositories.len() == 1 => repositories.keys().next().expect("one").clone(),
+        None => "main".to_string(),
+    };
+    let waiting = unresolved.iter().any(|u| u.section == "repository" && u.name == repository);
+    if !repositories.is_empty() && !repositories.contains_key(&repository) && !waiting {
+        return Err(invalid(
+            format!("{place}.repository"),
+            format!("no repository named {repository:?} (configured: {})", join(repositories.keys())),
+        ));
+    }
+    let component = component.unwrap_or_else(|| {
+        match kind {
+            TargetKind::Sqlite(_) | TargetKind::Postgres(_) | TargetKind::Mysql(_) => "database",
+            _ => "data",
+        }
+        .to_string()
+    });
+    Ok(Target { name: tname.to_string(), component, repository, pre_restore, post_restore, kept, kind })
+}
+
+/// The settings of one target type, checked.
+fn target_kind(kind_name: &str, place: &str, t: toml::Table) -> Result<TargetKind, ConfigError> {
+    Ok(match kind_name {
+        "sqlite" => TargetKind::Sqlite(section(place, t)?),
+        "postgres" | "postgresql" => {
+            let mut t = t;
+            pg_url_from_parts(&mut t, place)?;
+            let p: PostgresTarget = section(place, t)?;
+            let many = p.databases.len() > 1 || p.databases.iter().any(|d| d == "*");
+            if many && !(p.tables.is_empty() && p.exclude_tables.is_empty()) {
+                return Err(invalid(
+                    format!("{place}.tables"),
+                    "table lists apply to one database; make a target per database",
+                ));
+            }
+            if p.jobs == 0 || p.jobs > 64 {
+                return Err(invalid(format!("{place}.jobs"), "must be between 1 and 64"));
+            }
+            if p.jobs > 1 && !(p.tables.is_empty() && p.exclude_tables.is_empty()) {
+                return Err(invalid(
+                    format!("{place}.jobs"),
+                    "parallel dumps take whole databases; drop tables and exclude_tables, or jobs",
+                ));
+            }
+            if p.databases.iter().any(|d| d.is_empty() || (d == "*" && p.databases.len() > 1)) {
+                return Err(invalid(
+                    format!("{place}.databases"),
+                    "names databases, or is [\"*\"] for all of them",
+                ));
+            }
+            TargetKind::Postgres(p)
+        }
+        "mysql" | "mariadb" => TargetKind::Mysql(section(place, t)?),
+        "command" => {
+            let c: CommandTarget = section(place, t)?;
+            if c.name.is_empty() || c.name.contains('/') || c.name == "." || c.name == ".." {
+                return Err(invalid(format!("{place}.name"), "must be a plain file name"));
+            }
+            TargetKind::Command(c)
+        }
+        "object_store" => {
+            let o: ObjectStoreTarget = section(place, t)?;
+            if o.url.is_empty() {
+                return Err(invalid(format!("{place}.url"), "must name a bucket prefix or directory"));
+            }
+            if let Some(f) = &o.key_date {
+                // A format that cannot read back what it writes
+                // would match no key.
+                let sample = chrono::NaiveDate::from_ymd_opt(2025, 11, 3)
+                    .and_then(|d| d.and_hms_opt(4, 5, 6))
+                    .expect("a valid date");
+                let items = chrono::format::StrftimeItems::new(f);
+                let valid = !items.clone().any(|i| matches!(i, chrono::format::Item::Error));
+                let text = valid.then(|| sample.format_with_items(items).to_string());
+                let reads = text.as_deref().is_some_and(|t| {
+                    chrono::NaiveDateTime::parse_from_str(t, f).is_ok()
+                        || chrono::NaiveDate::parse_from_str(t, f).is_ok()
+                });
+                if !reads {
+                    return Err(invalid(
+                        format!("{place}.key_date"),
+                        format!(
+                            "{f:?} is not a date format that names a day (e.g. \"%Y-%m-%d\" or \"%Y%m%d\")"
+                        ),
+                    ));
+                }
+            }
+            TargetKind::ObjectStore(o)
+        }
+        "files" => {
+            let f: FilesTarget = section(place, t)?;
+            if f.paths.is_empty() {
+                return Err(invalid(format!("{place}.paths"), "needs at least one path"));
+            }
+            TargetKind::Files(f)
+        }
+        other => {
+            return Err(invalid(
+                format!("{place}.type"),
+                format!(
+                "unknown target type {other:?} (known: sqlite, files, postgres, mysql, command, object_store)"
+            ),
+            ))
+        }
+    })
+}

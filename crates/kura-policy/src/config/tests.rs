@@ -1,0 +1,178 @@
+//! The config parser against every kind of mistake, and the examples users
+//! copy.
+use super::values::expand;
+use super::*;
+
+fn env(k: &str) -> Option<String> {
+    (k == "APP_DIR").then(|| "/srv/app".to_string())
+}
+
+const GOOD: &str = r#"
+[repository.main]
+url = "/var/backups/kura"
+password_file = "/etc/kura/password"
+
+[target.registry]
+
+type = "sqlite"
+path = "${APP_DIR}/data/app.db"
+pre_restore = "systemctl stop app"
+post_restore = "systemctl start app"
+
+[target.logs]
+
+type = "files"
+paths = ["${APP_DIR}/logs"]
+exclude = ["*.tmp"]
+changed_within = "24h"
+"#;
+
+#[test]
+fn parses_targets_with_env_expansion() {
+    let c = Config::parse(GOOD, &env).unwrap();
+    let reg = c.target("registry").unwrap();
+    assert_eq!(reg.repository, "main");
+    assert_eq!(reg.kind, TargetKind::Sqlite(SqliteTarget { path: "/srv/app/data/app.db".into() }));
+    assert_eq!(reg.pre_restore.as_deref(), Some("systemctl stop app"));
+    match &c.target("logs").unwrap().kind {
+        TargetKind::Files(f) => assert_eq!(f.changed_within, Some(Duration::from_secs(86400))),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The configuration README.md shows is one kura reads.
+#[test]
+fn the_readme_example_parses() {
+    let readme = include_str!("../../../../README.md");
+    let start = readme.find("```toml\n").expect("a toml block") + 8;
+    let text = &readme[start..start + readme[start..].find("```").expect("its end")];
+    let env = |_: &str| Some("value".to_string());
+    let cfg = Config::parse(text, &env).unwrap_or_else(|e| panic!("README's example: {e}"));
+    assert_eq!(cfg.repositories["offsite"].s3.storage_class.as_deref(), Some("STANDARD_IA"));
+    assert_eq!(cfg.targets["registry"].kept.last, Some(3));
+    for name in cfg.targets.keys() {
+        assert!(cfg.target(name).is_ok(), "{name}");
+    }
+}
+
+#[test]
+fn every_mistake_names_its_place() {
+    let cases: &[(&str, &str)] = &[
+        ("[target.x]\ntype = \"sqlite\"\npth = \"/a\"\n", "target.x: unknown field `pth`"),
+        ("[target.x]\ntype = \"oracle\"\n", "target.x.type: unknown target type \"oracle\""),
+        ("[target.x]\npath = \"/a\"\n", "target.x: missing `type`"),
+        ("[target.x]\ntype = \"files\"\npaths = [\"/a\"]\nchanged_within = \"soon\"\n", "\"soon\" is not a duration"),
+        ("[targets.x]\n", "targets: unknown section"),
+        ("[repository.a]\nurl = \"/a\"\n[repository.b]\nurl = \"/b\"\n[target.x]\ntype = \"sqlite\"\npath = \"/a\"\n", "target.x.repository: no repository named \"main\""),
+        ("[target.x\n", "kura.toml:"),
+        ("[target.x]\ntype = \"sqlite\"\npath = \"/a\"\ncomponent = \"db\"\n", "target.x.component: unknown component \"db\" (known: database, configs, data, logs)"),
+        ("[target.x]\ntype = \"postgres\"\nurl = \"postgres://h/a\"\ndatabases = [\"*\"]\ntables = [\"t\"]\n", "target.x.tables: table lists apply to one database"),
+        ("[target.x]\ntype = \"postgres\"\nurl = \"postgres://h/a\"\ndatabases = [\"*\", \"b\"]\n", "target.x.databases: names databases"),
+        ("[target.x]\ntype = \"object_store\"\nurl = \"\"\n", "target.x.url: must name a bucket prefix"),
+        ("[target.x]\ntype = \"object_store\"\nurl = \"s3://b\"\nkeys = 1\n", "target.x: unknown field `keys`"),
+        ("[target.x]\ntype = \"object_store\"\nurl = \"s3://b\"\nkey_date = \"%H\"\n", "target.x.key_date: \"%H\" is not a date format"),
+        ("[target.x]\ntype = \"object_store\"\nurl = \"s3://b\"\nkey_date = \"%Q\"\n", "target.x.key_date"),
+    ];
+    for (text, want) in cases {
+        let err = Config::parse(text, &env).unwrap_err().to_string();
+        assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
+    }
+    let err = Config::parse(GOOD, &env).unwrap().target("nope").unwrap_err().to_string();
+    assert_eq!(err, "no target named \"nope\" (configured: logs, registry)");
+    assert_eq!(
+        parse_duration("0000000010342869041953112064h").unwrap_err(),
+        "\"0000000010342869041953112064h\" is longer than a hundred years"
+    );
+    assert_eq!(parse_duration("36600d"), Ok(Duration::from_secs(36600 * 86400)));
+    assert!(parse_duration("36601d").is_err());
+    // An unset variable is an error where it is used, not before.
+    let text =
+        "[target.x]\ntype = \"sqlite\"\npath = \"${NOPE}/a\"\n[target.y]\ntype = \"sqlite\"\npath = \"/b\"\n";
+    let cfg = Config::parse(text, &env).unwrap();
+    assert!(cfg.target("y").is_ok());
+    assert_eq!(
+        cfg.target("x").unwrap_err().to_string(),
+        "target.x.path: environment variable NOPE is not set"
+    );
+}
+
+#[test]
+fn compression_choices() {
+    assert_eq!(parse_compression("auto"), Ok(None));
+    assert_eq!(parse_compression("off"), Ok(Some(0)));
+    assert_eq!(parse_compression("fast"), Ok(Some(1)));
+    assert_eq!(parse_compression("max"), Ok(Some(19)));
+    assert_eq!(parse_compression("7"), Ok(Some(7)));
+    for bad in ["0", "23", "-1", "turbo", ""] {
+        assert!(parse_compression(bad).is_err(), "{bad}");
+    }
+    let err = Config::parse("[repository.main]\nurl = \"/r\"\ncompression = \"turbo\"\n", &env).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "repository.main.compression: \"turbo\" is not a compression (use auto, off, fast, max, or a level from 1 to 22)"
+    );
+}
+
+#[test]
+fn literal_secrets_are_found_and_references_are_not() {
+    let text = r#"
+[repository.main]
+url = "s3://bucket/kura"
+password_file = "/etc/kura/password"
+
+[target.shop]
+
+type = "mysql"
+url = "mysql://app:hunter2@db:3306/shop"
+
+[target.env]
+
+type = "mysql"
+url = "mysql://app:${SHOP_PW}@db/shop"
+
+[target.nopw]
+
+type = "postgres"
+url = "postgres://app@db/shop"
+
+[target.query]
+
+type = "postgres"
+url = "postgres://app@db/shop?sslmode=require&password=hunter3"
+
+[target.cmd]
+
+type = "command"
+command = "dump"
+api_token = "abc123"
+"#;
+    assert_eq!(literal_secrets(text), vec!["target.cmd.api_token", "target.query.url", "target.shop.url"]);
+    assert!(literal_secrets("not [ toml").is_empty());
+}
+
+#[test]
+fn postgres_from_host_port_user_database() {
+    let c = Config::parse(
+        "[target.a]\ntype = \"postgres\"\nhost = \"db.internal\"\nport = 5433\nuser = \"app\"\ndatabase = \"shop\"\n\n[target.b]\ntype = \"postgres\"\nhost = \"/run/postgresql\"\ndatabase = \"my db\"\n",
+        &env,
+    )
+    .unwrap();
+    let url = |n: &str| match &c.target(n).unwrap().kind {
+        TargetKind::Postgres(p) => p.url.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(url("a"), "postgres://app@db.internal:5433/shop");
+    assert_eq!(url("b"), "postgres:///my%20db?host=%2Frun%2Fpostgresql");
+    let err =
+        Config::parse("[target.a]\ntype = \"postgres\"\nurl = \"postgres://h/x\"\nhost = \"h\"\n", &env)
+            .unwrap_err();
+    assert!(
+        err.to_string().contains("target.a.url: give url, or host/port/user/database, not both"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dollar_escape_keeps_a_literal() {
+    assert_eq!(expand("a$${b}", "p", &env).unwrap(), "a${b}");
+}
