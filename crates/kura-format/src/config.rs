@@ -85,11 +85,23 @@ impl RepoConfig {
         let c: RepoConfig =
             serde_json::from_slice(bytes).map_err(|e| FormatError::corrupt("config", e.to_string()))?;
         c.chunker.validate()?;
-        if c.pack_size < 1 << 20 || c.pack_size > 1 << 30 {
+        if check_pack_size(c.pack_size).is_err() {
             return Err(FormatError::corrupt("config", "pack_size out of range"));
         }
         Ok(c)
     }
+}
+
+/// Pack sizes a repository may have: 1 MiB to 1 GiB. `init` refuses others
+/// before writing anything, and reading refuses them as damage.
+pub fn check_pack_size(size: u32) -> Result<(), FormatError> {
+    if !(1 << 20..=1 << 30).contains(&size) {
+        return Err(FormatError::corrupt(
+            "config",
+            format!("pack size {size} bytes is out of range (1 MiB to 1 GiB)"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -74,6 +74,7 @@ impl Repository {
     /// Creates a repository in an empty store.
     pub async fn init(store: Arc<dyn Store>, password: &[u8], opts: &InitOptions) -> Result<Repository> {
         opts.chunker.validate()?;
+        kura_format::config::check_pack_size(opts.pack_size)?;
         let location = store.location();
         match store.stat(paths::CONFIG).await {
             Ok(_) => return Err(RepoError::AlreadyInitialized { location }),

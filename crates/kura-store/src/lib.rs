@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 mod error;
+#[cfg(feature = "faulty")]
+mod faulty;
 mod local;
 mod object;
 mod retry;
@@ -23,9 +25,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use error::{ErrorKind, StoreError};
+#[cfg(feature = "faulty")]
+pub use faulty::Faulty;
 pub use local::LocalStore;
 pub use object::OpendalStore;
-pub use retry::{Faulty, Retry, RetryPolicy};
+pub use retry::{Retry, RetryPolicy};
 pub use url::{open_url, open_url_with, percent_decode, StoreUrl};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

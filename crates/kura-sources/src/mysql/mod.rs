@@ -457,6 +457,7 @@ pub async fn backup(
     Ok(result?)
 }
 
+mod objects;
 mod restore;
 pub use restore::{dump_order, restore, MyRestore, MyRestored};
 

@@ -1,0 +1,183 @@
+//! The engine as a library, with no binary in between: backup, restore,
+//! verify and prune on a local store, and on a store that fails every few
+//! operations (`Faulty`), retried and not.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kura_format::crypto::KdfParams;
+use kura_repo::backup::{backup, BackupOptions};
+use kura_repo::prune::{forget, prune, PruneOptions};
+use kura_repo::restore::{restore, RestoreOptions};
+use kura_repo::verify::{verify, ReadData, VerifyOptions};
+use kura_repo::{InitOptions, Repository};
+use kura_store::{Faulty, LocalStore, Retry, RetryPolicy, Store};
+
+/// Files of several shapes: many small, one larger than a chunk, one empty,
+/// one that repeats another (dedup), nested.
+fn tree(root: &Path) {
+    // xorshift: incompressible, so sizes below are what is stored.
+    let noise = |seed: u64, n: usize| -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    };
+    std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+    for i in 0..40 {
+        std::fs::write(root.join(format!("a/small-{i}.txt")), format!("line {i}\n").repeat(i + 1)).unwrap();
+    }
+    std::fs::write(root.join("a/b/big.bin"), noise(7, 5_000_000)).unwrap();
+    std::fs::write(root.join("a/b/c/copy.bin"), noise(7, 5_000_000)).unwrap();
+    std::fs::write(root.join("empty"), b"").unwrap();
+}
+
+/// Every file under `a` equals the one under `b`, and both hold the same
+/// names.
+fn same_tree(a: &Path, b: &Path) {
+    let mut names = Vec::new();
+    let mut stack = vec![a.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(a).unwrap().to_path_buf();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                assert_eq!(
+                    std::fs::read(&p).unwrap(),
+                    std::fs::read(b.join(&rel)).unwrap(),
+                    "{}",
+                    rel.display()
+                );
+            }
+            names.push(rel);
+        }
+    }
+    assert!(names.len() > 40, "{names:?}");
+}
+
+async fn init(store: Arc<dyn Store>) -> Arc<Repository> {
+    let opts = InitOptions { kdf: KdfParams::insecure_for_tests(), ..Default::default() };
+    Arc::new(Repository::init(store, b"engine", &opts).await.unwrap())
+}
+
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        first_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn backup_restore_verify_and_prune_on_a_store_that_fails_every_third_call_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree(&src);
+    let flaky: Arc<dyn Store> = Arc::new(Retry::with_policy(
+        Faulty::new(LocalStore::new(dir.path().join("repo")), 3),
+        quick_retries(),
+    ));
+    let repo = init(flaky).await;
+
+    let first = backup(&repo, std::slice::from_ref(&src), &BackupOptions::default(), Default::default())
+        .await
+        .unwrap();
+    assert!(first.snapshot.warnings.is_empty(), "{:?}", first.snapshot.warnings);
+    // The second copy of big.bin is stored once.
+    let s = &first.snapshot.summary;
+    assert!(s.bytes_new < s.bytes - 4_000_000, "{s:?}");
+
+    let out = dir.path().join("out");
+    let report = restore(&repo, first.snapshot.tree, &out, &RestoreOptions::default(), Default::default())
+        .await
+        .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+
+    let checked =
+        verify(&repo, &VerifyOptions { read_data: ReadData::All }, Default::default()).await.unwrap();
+    assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+    assert!(checked.packs_read >= 1);
+
+    // A second snapshot without the big files; the first forgotten and
+    // pruned with no grace: the big blob's packs go, the rest restores.
+    std::fs::remove_file(src.join("a/b/big.bin")).unwrap();
+    std::fs::remove_file(src.join("a/b/c/copy.bin")).unwrap();
+    let second = backup(&repo, std::slice::from_ref(&src), &BackupOptions::default(), Default::default())
+        .await
+        .unwrap();
+    forget(&repo, &[first.id]).await.unwrap();
+    let no_grace = PruneOptions { grace: chrono::Duration::zero(), ..Default::default() };
+    let marked = prune(&repo, &no_grace).await.unwrap();
+    assert!(marked.packs_marked >= 1, "{marked:?}");
+    // The store judges the marker's age in whole seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let deleted = prune(&repo, &no_grace).await.unwrap();
+    assert!(deleted.packs_deleted >= 1 && deleted.bytes_deleted >= 4_000_000, "{deleted:?}");
+    let out2 = dir.path().join("out2");
+    restore(&repo, second.snapshot.tree, &out2, &RestoreOptions::default(), Default::default())
+        .await
+        .unwrap();
+    same_tree(&src, &out2.join(src.strip_prefix("/").unwrap()));
+    let checked =
+        verify(&repo, &VerifyOptions { read_data: ReadData::All }, Default::default()).await.unwrap();
+    assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+}
+
+#[tokio::test]
+async fn a_backup_on_a_failing_store_without_retries_fails_as_transient_and_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree(&src);
+    let path = dir.path().join("repo");
+    // The repository is made on a sound store, then written through one
+    // that fails every fifth call and is not retried.
+    init(Arc::new(LocalStore::new(&path))).await;
+    let flaky: Arc<dyn Store> = Arc::new(Faulty::new(LocalStore::new(&path), 5));
+    let repo = loop {
+        // Opening itself may hit an injected fault.
+        match Repository::open(flaky.clone(), b"engine").await {
+            Ok(r) => break Arc::new(r),
+            Err(e) => assert!(e.is_transient(), "{e}"),
+        }
+    };
+    let err = backup(&repo, std::slice::from_ref(&src), &BackupOptions::default(), Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "an outage is worth retrying: {err}");
+
+    let sound = Arc::new(Repository::open(Arc::new(LocalStore::new(&path)), b"engine").await.unwrap());
+    let (snaps, bad) = sound.snapshots().await.unwrap();
+    assert!(snaps.is_empty() && bad.is_empty(), "no snapshot of a failed backup: {snaps:?}");
+    let checked =
+        verify(&sound, &VerifyOptions { read_data: ReadData::All }, Default::default()).await.unwrap();
+    assert!(checked.errors.is_empty(), "what the failed backup left is not damage: {:?}", checked.errors);
+    // And the next backup, on the sound store, is whole.
+    let ok = backup(&sound, std::slice::from_ref(&src), &BackupOptions::default(), Default::default())
+        .await
+        .unwrap();
+    let out = dir.path().join("out");
+    restore(&sound, ok.snapshot.tree, &out, &RestoreOptions::default(), Default::default()).await.unwrap();
+    same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+}
+
+#[tokio::test]
+async fn init_refuses_a_pack_size_that_open_would_refuse_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(dir.path().join("repo")));
+    for pack_size in [0, 512 << 10, (1 << 30) + 1] {
+        let opts = InitOptions { kdf: KdfParams::insecure_for_tests(), pack_size, ..Default::default() };
+        let Err(err) = Repository::init(store.clone(), b"engine", &opts).await else {
+            panic!("{pack_size} accepted")
+        };
+        assert!(err.to_string().contains("pack size"), "{err}");
+    }
+    assert!(store.list("").await.unwrap().is_empty(), "nothing was written");
+}
