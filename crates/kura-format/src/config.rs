@@ -52,12 +52,17 @@ impl ChunkerParams {
 }
 
 impl RepoConfig {
-    pub fn new(chunker: ChunkerParams, pack_size: u32, zstd_level: i32) -> RepoConfig {
+    pub fn new(
+        chunker: ChunkerParams,
+        pack_size: u32,
+        zstd_level: i32,
+        created: DateTime<Utc>,
+    ) -> RepoConfig {
         RepoConfig {
             format: "kura".into(),
             version: FORMAT_VERSION,
             id: Id::random(),
-            created: Utc::now(),
+            created,
             chunker,
             pack_size,
             zstd_level,
@@ -110,7 +115,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_newer_version() {
-        let c = RepoConfig::new(ChunkerParams::default(), 16 << 20, 3);
+        let c = RepoConfig::new(ChunkerParams::default(), 16 << 20, 3, Utc::now());
         assert_eq!(RepoConfig::decode(&c.encode()).unwrap(), c);
         let newer = String::from_utf8(c.encode()).unwrap().replace("\"version\": 1", "\"version\": 2");
         let err = RepoConfig::decode(newer.as_bytes()).unwrap_err();

@@ -88,7 +88,8 @@ pub fn tree(data: &[u8]) {
 /// corpus of both fuzz runs.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let key = key();
-    let mut out = vec![("config", RepoConfig::new(ChunkerParams::default(), 16 << 20, 3).encode())];
+    let mut out =
+        vec![("config", RepoConfig::new(ChunkerParams::default(), 16 << 20, 3, chrono::Utc::now()).encode())];
     out.push((
         "objects_manifest",
         br#"{"version":1,"source":"s3://exports/daily","objects":[{"key":"2026-11-22/orders.csv","path":"objects/2026-11-22/orders.csv","size":48213,"modified":1795312800,"content_type":"text/csv"},{"key":"a/b","path":"objects/a/b","size":0}]}"#.to_vec(),
@@ -111,7 +112,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     pack.extend_from_slice(&seal_trailer(key, &entries));
     out.push(("pack", pack));
     out.push(("index", IndexFile { packs: vec![IndexPack::of(key.blob_id(b"pack"), &entries)] }.encode()));
-    let k = KeyFile::wrap(key, b"fuzz", KdfParams::insecure_for_tests(), "host", "user").expect("seed");
+    let k = KeyFile::wrap(key, b"fuzz", KdfParams::insecure_for_tests(), "host", "user", chrono::Utc::now())
+        .expect("seed");
     out.push(("key_file", k.encode()));
     let mut file = Node::new("a.txt", NodeType::File);
     file.size = Some(5);

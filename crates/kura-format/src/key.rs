@@ -40,6 +40,7 @@ impl KeyFile {
         params: KdfParams,
         hostname: &str,
         username: &str,
+        created: chrono::DateTime<Utc>,
     ) -> Result<KeyFile, FormatError> {
         let salt: [u8; 16] = rand::random();
         let kek = params.derive(password, &salt)?;
@@ -48,7 +49,7 @@ impl KeyFile {
         let sealed = seal_raw(&kek, 0, &master.to_bytes());
         Ok(KeyFile {
             version: FORMAT_VERSION,
-            created: Utc::now(),
+            created,
             hostname: hostname.to_string(),
             username: username.to_string(),
             kdf: Kdf {
@@ -131,7 +132,8 @@ mod tests {
     #[test]
     fn wrap_unwrap_and_wrong_password() {
         let master = MasterKey::random();
-        let kf = KeyFile::wrap(&master, b"pw", KdfParams::insecure_for_tests(), "h", "u").unwrap();
+        let kf =
+            KeyFile::wrap(&master, b"pw", KdfParams::insecure_for_tests(), "h", "u", Utc::now()).unwrap();
         let decoded = KeyFile::decode(&kf.encode()).unwrap();
         let got = decoded.unwrap_master(b"pw").unwrap();
         assert_eq!(got.blob_id(b"x"), master.blob_id(b"x"));
@@ -141,7 +143,8 @@ mod tests {
     #[test]
     fn newer_key_version_is_refused() {
         let master = MasterKey::random();
-        let mut kf = KeyFile::wrap(&master, b"pw", KdfParams::insecure_for_tests(), "h", "u").unwrap();
+        let mut kf =
+            KeyFile::wrap(&master, b"pw", KdfParams::insecure_for_tests(), "h", "u", Utc::now()).unwrap();
         kf.version = 9;
         let err = KeyFile::decode(&kf.encode()).unwrap_err();
         assert!(matches!(err, FormatError::UnsupportedVersion { found: 9, max: 1, .. }));

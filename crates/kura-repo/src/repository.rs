@@ -35,6 +35,9 @@ pub struct InitOptions {
     pub kdf: KdfParams,
     pub hostname: String,
     pub username: String,
+    /// When the repository is made (its config and first key say so); now
+    /// by default.
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Default for InitOptions {
@@ -46,6 +49,7 @@ impl Default for InitOptions {
             kdf: KdfParams::default(),
             hostname: String::new(),
             username: String::new(),
+            time: None,
         }
     }
 }
@@ -81,9 +85,10 @@ impl Repository {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
-        let config = RepoConfig::new(opts.chunker, opts.pack_size, opts.zstd_level);
+        let created = opts.time.unwrap_or_else(|| SystemClock.now());
+        let config = RepoConfig::new(opts.chunker, opts.pack_size, opts.zstd_level, created);
         let key = MasterKey::random();
-        let kf = KeyFile::wrap(&key, password, opts.kdf, &opts.hostname, &opts.username)?;
+        let kf = KeyFile::wrap(&key, password, opts.kdf, &opts.hostname, &opts.username, created)?;
         let (key_id, bytes) = kf.to_object();
         // The key first: a config without a key would be an unusable
         // repository, a key without a config is just a failed init.
@@ -472,7 +477,7 @@ impl Repository {
         hostname: &str,
         username: &str,
     ) -> Result<Id> {
-        let kf = KeyFile::wrap(&self.key, password, kdf, hostname, username)?;
+        let kf = KeyFile::wrap(&self.key, password, kdf, hostname, username, self.now())?;
         let (id, bytes) = kf.to_object();
         self.put_object(&paths::key(&id), bytes).await?;
         Ok(id)

@@ -49,3 +49,31 @@ async fn a_snapshot_takes_the_handles_time_and_grace_is_judged_on_the_stores_clo
     let now = prune(&repo, &PruneOptions { grace: Duration::zero(), ..Default::default() }).await.unwrap();
     assert!(now.packs_deleted >= 1, "{now:?}");
 }
+
+#[tokio::test]
+async fn changed_within_counts_back_from_the_repositorys_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("logs");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("old.log"), b"three days old").unwrap();
+    std::fs::write(src.join("new.log"), b"fresh").unwrap();
+    let now = Utc::now();
+    let three_days = filetime::FileTime::from_unix_time((now - Duration::days(3)).timestamp(), 0);
+    filetime::set_file_mtime(src.join("old.log"), three_days).unwrap();
+
+    let store = Arc::new(LocalStore::new(dir.path().join("repo")));
+    let opts = InitOptions { kdf: KdfParams::insecure_for_tests(), ..Default::default() };
+    let clock = Arc::new(ManualClock::new(now));
+    let repo = Arc::new(Repository::init(store, b"pw", &opts).await.unwrap().with_clock(clock.clone()));
+    let within_a_day =
+        BackupOptions { changed_within: Some(std::time::Duration::from_secs(86_400)), ..Default::default() };
+    let files = |r: &kura_repo::backup::BackupResult| r.snapshot.summary.files;
+
+    let today = backup(&repo, std::slice::from_ref(&src), &within_a_day, Default::default()).await.unwrap();
+    assert_eq!(files(&today), 1, "only new.log changed within a day of now");
+    // The same files judged by a clock set back to two and a half days ago:
+    // old.log is then half a day old, and new.log is in the future.
+    clock.advance(-Duration::hours(60));
+    let then = backup(&repo, std::slice::from_ref(&src), &within_a_day, Default::default()).await.unwrap();
+    assert_eq!(files(&then), 2, "both are within a day of the repository's clock");
+}

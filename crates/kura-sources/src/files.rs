@@ -76,7 +76,7 @@ pub async fn restore_in_place(
             if !both_dirs {
                 // A file, or a path that is not there: one exchange.
                 let existed = live.symlink_metadata().is_ok();
-                let swap = Swap::replace(&restored, &live, &[], how.keep_old)?;
+                let swap = Swap::replace(&restored, &live, &[], how.keep_old, repo.now().into())?;
                 let counts =
                     Counts { overwritten: existed as u64, added: !existed as u64, ..Counts::default() };
                 return Ok(RestoredPath {
@@ -87,7 +87,7 @@ pub async fn restore_in_place(
                     counts,
                 });
             }
-            let kept_at = how.keep_old.then(|| crate::swap::backup_name(&live, chrono::Local::now()));
+            let kept_at = how.keep_old.then(|| crate::swap::backup_name(&live, repo.now().into()));
             let (new, at) = (restored.clone(), live.clone());
             let mirror = how.mirror;
             let (counts, kept) = crate::merge::merge(&new, &at, kept_at.as_deref(), mirror, how.filters)?;

@@ -33,6 +33,8 @@ use crate::SourceError;
 pub struct Filters {
     pub excludes: Excludes,
     pub changed_within: Option<std::time::Duration>,
+    /// The time `changed_within` counts back from.
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 impl Filters {
@@ -43,7 +45,7 @@ impl Filters {
         }
         match self.changed_within {
             Some(window) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-                let age = chrono::Utc::now().timestamp() - st.st_mtime;
+                let age = self.now.timestamp() - st.st_mtime;
                 age > window.as_secs() as i64
             }
             _ => false,

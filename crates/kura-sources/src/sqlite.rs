@@ -91,7 +91,12 @@ fn step(backup: &rusqlite::backup::Backup, src: &Path, pages: std::ffi::c_int) -
 /// in) to the `.bak` name. `Ok(None)` when this cannot be done (the live
 /// file is no database at all, or its page size cannot change in WAL
 /// mode): nothing was changed, and the caller swaps files instead.
-fn replace_in_place(new: &Path, live: &Path, keep_old: bool) -> Result<Option<Swap>, SourceError> {
+fn replace_in_place(
+    new: &Path,
+    live: &Path,
+    keep_old: bool,
+    now: chrono::DateTime<chrono::Local>,
+) -> Result<Option<Swap>, SourceError> {
     let mut to = match Connection::open_with_flags(
         live,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -139,7 +144,7 @@ fn replace_in_place(new: &Path, live: &Path, keep_old: bool) -> Result<Option<Sw
                 return Ok(None);
             }
         }
-        let bak = backup_name(live, chrono::Local::now());
+        let bak = backup_name(live, now);
         std::fs::File::open(&part.path)
             .and_then(|f| f.sync_all())
             .and_then(|()| std::fs::rename(&part.path, &bak))
@@ -266,8 +271,8 @@ pub async fn restore(
         }
         let busy = COMPANIONS.iter().any(|c| with_suffix(dest, c).symlink_metadata().is_ok());
         let in_place = if busy {
-            let (new, live) = (tmp.clone(), dest.to_path_buf());
-            tokio::task::spawn_blocking(move || replace_in_place(&new, &live, keep_old))
+            let (new, live, now) = (tmp.clone(), dest.to_path_buf(), repo.now().into());
+            tokio::task::spawn_blocking(move || replace_in_place(&new, &live, keep_old, now))
                 .await
                 .map_err(|e| SourceError::Refused(e.to_string()))??
         } else {
@@ -275,7 +280,7 @@ pub async fn restore(
         };
         let swap = match in_place {
             Some(swap) => swap,
-            None => Swap::replace(&tmp, dest, COMPANIONS, keep_old)?,
+            None => Swap::replace(&tmp, dest, COMPANIONS, keep_old, repo.now().into())?,
         };
         Ok(Restored { path: dest.to_path_buf(), bytes, kept: swap.kept })
     }

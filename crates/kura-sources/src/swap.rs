@@ -45,8 +45,9 @@ impl Swap {
         live: &Path,
         companions: &[&str],
         keep_old: bool,
+        now: chrono::DateTime<chrono::Local>,
     ) -> Result<Swap, SourceError> {
-        let bak = backup_name(live, chrono::Local::now());
+        let bak = backup_name(live, now);
         let lone = live.symlink_metadata().is_ok()
             && companions.iter().all(|c| with_suffix(live, c).symlink_metadata().is_err());
         if lone {
@@ -212,7 +213,7 @@ mod tests {
         std::fs::write(d.path().join("app.db-wal"), b"old wal").unwrap();
         let new = d.path().join("new");
         std::fs::write(&new, b"new").unwrap();
-        let s = Swap::replace(&new, &live, &["-wal", "-shm"], true).unwrap();
+        let s = Swap::replace(&new, &live, &["-wal", "-shm"], true, chrono::Local::now()).unwrap();
         let kept = s.kept.unwrap();
         assert_eq!(std::fs::read(&live).unwrap(), b"new");
         assert_eq!(std::fs::read(&kept).unwrap(), b"old");
@@ -230,13 +231,13 @@ mod tests {
         let new = temp_beside(&live);
         std::fs::create_dir(&new).unwrap();
         std::fs::write(new.join("a"), b"new").unwrap();
-        let s = Swap::replace(&new, &live, &[], true).unwrap();
+        let s = Swap::replace(&new, &live, &[], true, chrono::Local::now()).unwrap();
         assert_eq!(std::fs::read(live.join("a")).unwrap(), b"new");
         assert_eq!(std::fs::read(s.kept.unwrap().join("a")).unwrap(), b"old");
         assert!(!new.exists());
         let new = temp_beside(&live);
         std::fs::create_dir(&new).unwrap();
-        assert!(Swap::replace(&new, &live, &[], false).unwrap().kept.is_none());
+        assert!(Swap::replace(&new, &live, &[], false, chrono::Local::now()).unwrap().kept.is_none());
         assert!(!new.exists(), "the old copy is gone when not kept");
         assert!(live.is_dir());
     }

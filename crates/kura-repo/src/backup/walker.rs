@@ -42,10 +42,9 @@ fn node_from_metadata(name: &[u8], m: &Metadata) -> Node {
 impl Walker {
     fn too_old(&self, meta: &Metadata) -> bool {
         let Some(window) = self.opts.changed_within else { return false };
-        match meta.modified().ok().and_then(|m| m.elapsed().ok()) {
-            Some(age) => age > window,
-            None => false,
-        }
+        // On the repository's clock, like every other time of the run.
+        let age = self.saver.repo.now().timestamp() - meta.mtime();
+        age > window.as_secs() as i64
     }
 
     fn warn(&self, path: &Path, message: String) {

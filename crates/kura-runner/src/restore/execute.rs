@@ -150,7 +150,7 @@ async fn restore_kind(
                     bytes: rep.bytes,
                 })]);
             }
-            let filters = file_filters(f)?;
+            let filters = file_filters(f, ctx.clock.now())?;
             let how = kura_sources::files::InPlace {
                 keep_old,
                 owners: ctx.root,

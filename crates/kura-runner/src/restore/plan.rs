@@ -180,10 +180,14 @@ pub(crate) fn pg_tables_in_place(
 
 /// What a files target's backup leaves out, which a restore in place leaves
 /// alone.
-pub(crate) fn file_filters(f: &kura_policy::FilesTarget) -> Result<kura_sources::files::Filters, RunError> {
+pub(crate) fn file_filters(
+    f: &kura_policy::FilesTarget,
+    now: chrono::DateTime<Utc>,
+) -> Result<kura_sources::files::Filters, RunError> {
     Ok(kura_sources::files::Filters {
         excludes: kura_repo::backup::Excludes::new(&f.exclude)?,
         changed_within: f.changed_within,
+        now,
     })
 }
 
@@ -241,8 +245,14 @@ async fn prepare(
     // A files target in place: what will be overwritten, added, moved aside.
     let files_counts = match (&t.kind, &req.into) {
         (TargetKind::Files(f), None) => Some(
-            kura_sources::files::plan_in_place(&repo, snap.tree, &f.paths, req.mirror, &file_filters(f)?)
-                .await?,
+            kura_sources::files::plan_in_place(
+                &repo,
+                snap.tree,
+                &f.paths,
+                req.mirror,
+                &file_filters(f, ctx.clock.now())?,
+            )
+            .await?,
         ),
         _ => None,
     };

@@ -127,7 +127,7 @@ pub async fn restore(
 
     let conn = Arc::new(Conn::new(MyUrl::parse(raw_url)?)?);
     let live = conn.url.dbname.clone();
-    let stamp = crate::db::kept_stamp(chrono::Local::now());
+    let stamp = crate::db::kept_stamp(repo.now().into());
     let fresh = match into {
         Some(db) => db.to_string(),
         None => format!("{live}_kura_restore_{stamp}_{:04x}", rand::random::<u16>()),

@@ -15,7 +15,7 @@ pub async fn restore(
 ) -> Result<PgRestored, SourceError> {
     let PgRestore { into, tables, keep_old, no_owner } = *how;
     let admin = url.with_db("postgres");
-    let stamp = crate::db::kept_stamp(chrono::Local::now());
+    let stamp = crate::db::kept_stamp(repo.now().into());
     let fresh = match into {
         Some(db) => db.to_string(),
         None => format!("{}_kura_restore_{stamp}_{:04x}", url.dbname, rand::random::<u16>()),
@@ -250,7 +250,7 @@ pub async fn restore_tables_in_place(
     keep_old: bool,
     lock_timeout: std::time::Duration,
 ) -> Result<PgRestored, SourceError> {
-    let stamp = crate::db::kept_stamp(chrono::Local::now());
+    let stamp = crate::db::kept_stamp(repo.now().into());
     // Unique, like every kept copy: a second restore within the minute
     // keeps its own.
     let bak = kept_name(url, "pg_namespace", "nspname", &format!("kura_bak_{stamp}"))?;

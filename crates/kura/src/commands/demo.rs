@@ -143,6 +143,7 @@ pub async fn run(g: &Global, a: &DemoArgs) -> Result<u8, Failure> {
         hostname: super::hostname(),
         username: super::username(),
         kdf: super::kdf_params(),
+        time: Some(super::clock().now()),
         ..Default::default()
     };
     let repo = Arc::new(Repository::init(store, password.as_bytes(), &opts).await?);

@@ -56,6 +56,7 @@ async fn init_one(
         chunker: ChunkerParams { min_size: avg / 4, avg_size: avg, max_size: avg.saturating_mul(4) },
         pack_size: a.pack_mib.saturating_mul(1 << 20),
         kdf: super::kdf_params(),
+        time: Some(super::clock().now()),
         hostname: super::hostname(),
         username: super::username(),
         ..InitOptions::default()
