@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+pub mod retention;
 
 pub use config::{
     literal_secrets, parse_compression, parse_duration, CommandTarget, Config, ConfigError, FilesTarget,

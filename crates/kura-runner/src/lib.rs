@@ -13,6 +13,7 @@ pub mod kept;
 pub mod password;
 pub mod repos;
 pub mod restore;
+pub mod retention;
 pub mod select;
 pub mod units;
 

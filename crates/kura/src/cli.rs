@@ -266,12 +266,41 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
-    /// Snapshot ids (unique prefixes).
-    #[arg(required = true)]
+    /// Snapshot ids (unique prefixes); or give --keep-* rules instead.
     pub snapshots: Vec<String>,
     /// Run prune afterwards.
     #[arg(long)]
     pub prune: bool,
+    /// Retention: keep the N newest snapshots of each host and target.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Retention: keep the newest snapshot of each of the N most recent hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Retention: the same for days (docs/retention.md).
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Retention: the same for ISO weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Retention: the same for calendar months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Retention: the same for calendar years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Retention: keep every snapshot younger than this (30d), counted from each group's newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Retention: only the snapshots of this target (repeatable).
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Retention: only the snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Retention: show every snapshot as kept (with the rule) or removed, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1,0 +1,84 @@
+//! Retention through the real binary: `kura forget --keep-*` on snapshots
+//! taken at different times (a clock moved back per backup), previewed with
+//! the rule that keeps each one, then applied per target.
+mod common;
+
+use common::*;
+
+const DAY: i64 = 86_400;
+
+/// Backs up `target` as if `days_ago` days ago.
+fn backup_at(k: &Kura, target: &str, days_ago: i64) {
+    let out = k
+        .cmd(&["backup", "--target", target])
+        .env("KURA_TEST_CLOCK_OFFSET_SECS", (-days_ago * DAY).to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn forget_by_policy_previews_every_snapshot_with_its_rule_then_keeps_exactly_that_per_target() {
+    let mut k = Kura::new();
+    let (conf, logs) = (k.path("etc"), k.path("logs"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(conf.join("app.conf"), b"workers = 4\n").unwrap();
+    std::fs::write(logs.join("app.log"), b"GET / 200\n").unwrap();
+    config(
+        &mut k,
+        &format!(
+            "[target.configs]\ntype = \"files\"\npaths = [\"{}\"]\n[target.logs]\ntype = \"files\"\npaths = [\"{}\"]\n",
+            conf.display(),
+            logs.display()
+        ),
+    );
+    k.init();
+    // configs: daily for 20 days, one day missed; logs: only twice.
+    for d in (0..20).rev().filter(|d| *d != 4) {
+        backup_at(&k, "configs", d);
+    }
+    backup_at(&k, "logs", 40);
+    backup_at(&k, "logs", 30);
+    assert_eq!(k.snapshot_ids().len(), 21);
+
+    let preview = k.json(&["forget", "--keep-daily", "7", "--keep-weekly", "2", "--dry-run"]);
+    let rows = preview["snapshots"].as_array().unwrap();
+    assert_eq!(rows.len(), 21);
+    let kept = |group: &str| -> Vec<Vec<String>> {
+        rows.iter()
+            .filter(|r| r["group"] == group && !r["reasons"].as_array().unwrap().is_empty())
+            .map(|r| {
+                r["reasons"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+            })
+            .collect()
+    };
+    let configs = kept("configs");
+    assert_eq!(configs[0], ["newest", "daily 1/7", "weekly 1/2"], "{configs:?}");
+    // Seven days that have a backup: the missed day 4 does not use a slot.
+    assert_eq!(configs.iter().filter(|r| r.iter().any(|x| x.starts_with("daily"))).count(), 7);
+    // Last week's newest is at most seven days old, so one of those: seven in all.
+    assert_eq!(configs.len(), 7, "{configs:?}");
+    assert!(configs.iter().any(|r| r.iter().any(|x| x == "weekly 2/2")), "{configs:?}");
+    // The logs' two old snapshots are their own group: the newest stays.
+    let logs_kept = kept("logs");
+    assert!(logs_kept[0].contains(&"newest".to_string()), "{logs_kept:?}");
+    assert_eq!(k.snapshot_ids().len(), 21, "a dry run forgets nothing");
+
+    let text =
+        k.ok(&["forget", "--keep-daily", "7", "--keep-weekly", "2", "--target", "configs", "--dry-run"]);
+    assert!(text.contains("keep    newest, daily 1/7, weekly 1/2"), "{text}");
+    assert!(text.contains("would remove"), "{text}");
+    assert!(!text.contains("logs on"), "--target limits the groups: {text}");
+
+    let configs_kept = configs.len();
+    k.ok(&["forget", "--keep-daily", "7", "--keep-weekly", "2", "--target", "configs"]);
+    let left = k.json(&["snapshots"]);
+    let by = |t: &str| left.as_array().unwrap().iter().filter(|s| s["target"] == t).count();
+    assert_eq!(by("configs"), configs_kept);
+    assert_eq!(by("logs"), 2, "another target's snapshots are not touched");
+
+    let out = k.run(&["forget", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("forget needs snapshot ids, or --keep-* rules"), "{}", stderr(&out));
+}
