@@ -20,9 +20,10 @@
 
 mod config;
 pub mod retention;
+pub mod schedule;
 
 pub use config::{
     literal_secrets, parse_compression, parse_duration, CommandTarget, Config, ConfigError, FilesTarget,
-    KeptPolicy, MysqlTarget, ObjectStoreTarget, PostgresTarget, RepositoryConfig, S3Options, SqliteTarget,
-    Target, TargetKind, COMPONENTS,
+    KeptPolicy, MysqlTarget, ObjectStoreTarget, Plan, PostgresTarget, RepositoryConfig, S3Options,
+    SqliteTarget, Target, TargetKind, COMPONENTS,
 };

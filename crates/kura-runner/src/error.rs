@@ -39,6 +39,9 @@ pub enum RunError {
     /// Some entries of a directory restore could not be written.
     #[error("{} entries could not be restored: {failed:?}", failed.len())]
     EntriesFailed { failed: Vec<(String, String)> },
+    /// Another run of the plan holds its lock.
+    #[error("plan {plan} is already running ({holder}); this run did nothing")]
+    PlanRunning { plan: String, holder: String },
     /// The target type is known to the config but not to this operation.
     #[error("{0}")]
     Unsupported(String),
@@ -101,6 +104,7 @@ impl RunError {
             RunError::Repo(e) => e.is_transient(),
             RunError::Source(e) => e.is_transient(),
             RunError::Context { source, .. } => source.is_transient(),
+            RunError::PlanRunning { .. } => true,
             _ => false,
         }
     }

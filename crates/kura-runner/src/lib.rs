@@ -11,6 +11,7 @@ pub mod event;
 pub mod hooks;
 pub mod kept;
 pub mod password;
+pub mod plan;
 pub mod repos;
 pub mod restore;
 pub mod retention;

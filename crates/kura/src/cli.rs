@@ -70,6 +70,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Remove snapshots (their data goes with the next prunes).
     Forget(ForgetArgs),
+    /// Run a plan of kura.toml once (for cron or a systemd timer): its targets, then its retention and prune.
+    Run(RunArgs),
     /// Reclaim the space of data no snapshot uses.
     Prune(PruneArgs),
     /// Manage the passwords (keys) that open the repository.
@@ -262,6 +264,12 @@ pub struct VerifyArgs {
     /// Read and check a random subset of packs, e.g. 10%.
     #[arg(long)]
     pub read_data_subset: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The plan's name (`[plan.NAME]` in kura.toml).
+    pub plan: String,
 }
 
 #[derive(Args, Debug)]

@@ -194,6 +194,9 @@ impl From<kura_runner::RunError> for Failure {
                  password_command in kura.toml"
             )),
             E::Interrupted { .. } => Failure::new(e).with_code(130),
+            E::PlanRunning { .. } => Failure::new(e)
+                .hint("a scheduler that starts the next run before this one ends: space the runs, or let `kura serve` schedule them")
+                .with_code(code::BUSY),
             E::Context { context, source } => Failure::from(*source).context(context),
             other => Failure { code: code::FAILED, hint: other.hint(), message: other.to_string() },
         }

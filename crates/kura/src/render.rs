@@ -13,11 +13,18 @@ use crate::progress::Progress;
 pub struct Cli {
     g: Global,
     progress: Mutex<Option<Progress>>,
+    /// A line per saved target; off where one summary line is the output
+    /// (`kura run`, for cron mail).
+    per_target: bool,
 }
 
 impl Cli {
     pub fn new(g: &Global) -> Cli {
-        Cli { g: g.clone(), progress: Mutex::new(None) }
+        Cli { g: g.clone(), progress: Mutex::new(None), per_target: true }
+    }
+
+    pub fn summary_only(g: &Global) -> Cli {
+        Cli { per_target: false, ..Cli::new(g) }
     }
 }
 
@@ -35,16 +42,18 @@ impl Sink for Cli {
                 }
             }
             Event::TargetSaved { target, id, summary: s, warnings } => {
-                say(
-                    g,
-                    format!(
-                        "{target}: snapshot {} ({}, {} new, {:.1}s)",
-                        id.short(),
-                        human_bytes(s.bytes),
-                        human_bytes(s.bytes_new),
-                        s.duration_ms as f64 / 1000.0
-                    ),
-                );
+                if self.per_target {
+                    say(
+                        g,
+                        format!(
+                            "{target}: snapshot {} ({}, {} new, {:.1}s)",
+                            id.short(),
+                            human_bytes(s.bytes),
+                            human_bytes(s.bytes_new),
+                            s.duration_ms as f64 / 1000.0
+                        ),
+                    );
+                }
                 for w in &warnings {
                     tracing::warn!("{target}: {}: {}", w.path, w.message);
                 }

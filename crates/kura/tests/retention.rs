@@ -82,3 +82,74 @@ fn forget_by_policy_previews_every_snapshot_with_its_rule_then_keeps_exactly_tha
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("forget needs snapshot ids, or --keep-* rules"), "{}", stderr(&out));
 }
+
+#[test]
+fn kura_run_backs_up_a_plans_targets_keeps_its_retention_and_never_runs_twice_at_once() {
+    let mut k = Kura::new();
+    let (conf, db) = (k.path("etc"), k.path("app.db"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("app.conf"), b"workers = 4\n").unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("CREATE TABLE t(v); INSERT INTO t VALUES (1);").unwrap();
+    drop(c);
+    let state = k.path("state");
+    config(
+        &mut k,
+        &format!(
+            "[target.configs]\ntype = \"files\"\npaths = [\"{}\"]\n[target.app_db]\ntype = \"sqlite\"\npath = \"{}\"\n\
+             [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"app_db\", \"configs\"]\nkeep = {{ daily = 2 }}\nprune = true\n",
+            conf.display(),
+            db.display()
+        ),
+    );
+    k.init();
+    let run_at = |days_ago: i64| {
+        k.cmd(&["run", "daily"])
+            .env("KURA_STATE_DIR", &state)
+            .env("KURA_TEST_CLOCK_OFFSET_SECS", (-days_ago * DAY).to_string())
+            .output()
+            .unwrap()
+    };
+    for d in [3, 2, 1, 0] {
+        let out = run_at(d);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(line.starts_with("plan daily: run ") && line.contains("saved 2 of 2 target(s)"), "{line}");
+        assert!(line.contains("retention forgot") && line.contains("prune freed"), "{line}");
+    }
+    let snaps = k.json(&["snapshots"]);
+    let by = |t: &str| snaps.as_array().unwrap().iter().filter(|s| s["target"] == t).count();
+    assert_eq!((by("app_db"), by("configs")), (2, 2), "daily = 2 per target: {snaps}");
+    // Every snapshot of a run shares its id.
+    let runs: std::collections::BTreeSet<&str> =
+        snaps.as_array().unwrap().iter().filter_map(|s| s["run"].as_str()).collect();
+    assert_eq!(runs.len(), 2, "{snaps}");
+
+    // Another run of the plan holds its lock: this one does nothing, at once.
+    let lock = state.join("plan-daily.lock");
+    let mut holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["-c", "sleep 30"])
+        .spawn()
+        .expect("flock(1) from util-linux; scripts/test installs it");
+    // Ready when a non-blocking flock of our own is refused.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::process::Command::new("flock").arg("-n").arg(&lock).arg("true").status().unwrap().success() {
+        assert!(std::time::Instant::now() < deadline, "the lock holder did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = run_at(0);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(stderr(&out).contains("plan daily is already running"), "{}", stderr(&out));
+    assert_eq!(k.json(&["snapshots"]).as_array().unwrap().len(), 4, "the refused run wrote nothing");
+
+    let out = k.cmd(&["run", "weekly"]).env("KURA_STATE_DIR", &state).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no plan named \"weekly\" in kura.toml (configured: daily)"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -10,10 +10,13 @@ use serde::Deserialize;
 use thiserror::Error;
 
 mod parse;
+mod plans;
 mod secrets;
 mod values;
 pub use secrets::literal_secrets;
 use values::{de_duration, expand_value, section};
+
+pub use plans::Plan;
 pub use values::{parse_compression, parse_duration};
 
 #[derive(Debug, Error)]
@@ -46,6 +49,7 @@ fn invalid(place: impl Into<String>, message: impl Into<String>) -> ConfigError 
 pub struct Config {
     pub repositories: BTreeMap<String, RepositoryConfig>,
     pub targets: BTreeMap<String, Target>,
+    pub plans: BTreeMap<String, Plan>,
     /// Sections naming an environment variable that is not set. They do
     /// not stop the rest of the file from working: the error comes when
     /// one of them is used.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::*;
 
 /// The sections kura.toml may have.
-const SECTIONS: &[&str] = &["repository", "target", "kept"];
+const SECTIONS: &[&str] = &["repository", "target", "kept", "plan"];
 
 pub(super) fn parse_named(
     text: &str,
@@ -24,7 +24,8 @@ pub(super) fn parse_named(
     let mut unresolved = Vec::new();
     let repositories = repositories(root.remove("repository"), env, &mut unresolved)?;
     let targets = targets(root.remove("target"), env, &repositories, kept_default, &mut unresolved)?;
-    Ok(Config { repositories, targets, unresolved })
+    let plans = plans(root.remove("plan"), env, &targets, &mut unresolved)?;
+    Ok(Config { repositories, targets, plans, unresolved })
 }
 
 /// `[kept]`: the defaults of every target's `kept_last` / `kept_within`.
@@ -90,6 +91,28 @@ fn repositories(
         repositories.insert(rname, repo);
     }
     Ok(repositories)
+}
+
+/// `[plan.NAME]` sections.
+fn plans(
+    v: Option<toml::Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+    targets: &BTreeMap<String, Target>,
+    unresolved: &mut Vec<Unresolved>,
+) -> Result<BTreeMap<String, Plan>, ConfigError> {
+    let mut plans = BTreeMap::new();
+    let Some(v) = v else { return Ok(plans) };
+    let toml::Value::Table(t) = v else {
+        return Err(invalid("plan", "must be a table of plans"));
+    };
+    for (name, v) in t {
+        let waiting: Vec<String> =
+            unresolved.iter().filter(|u| u.section == "target").map(|u| u.name.clone()).collect();
+        let Some(t) = expanded(v, "plan", &name, None, env, unresolved)? else { continue };
+        let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
+        plans.insert(name.clone(), super::plans::plan(&name, t, targets, &waiting)?);
+    }
+    Ok(plans)
 }
 
 /// A target's component as far as its unexpanded text tells, for an

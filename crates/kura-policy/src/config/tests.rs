@@ -176,3 +176,48 @@ fn postgres_from_host_port_user_database() {
 fn dollar_escape_keeps_a_literal() {
     assert_eq!(expand("a$${b}", "p", &env).unwrap(), "a${b}");
 }
+
+#[test]
+fn plans_parse_and_their_mistakes_name_their_place() {
+    let base = "[repository.main]\nurl = \"/r\"\n[target.app_db]\ntype = \"sqlite\"\npath = \"/a.db\"\n[target.logs]\ntype = \"files\"\npaths = [\"/var/log/app\"]\n";
+    let cfg = Config::parse(
+        &format!("{base}[plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"app_db\", \"logs\"]\nkeep = {{ daily = 7, within = \"2d\" }}\nprune = true\n"),
+        &env,
+    )
+    .unwrap();
+    let p = &cfg.plans["daily"];
+    assert_eq!(p.targets, ["app_db", "logs"]);
+    assert_eq!(p.keep.daily, Some(7));
+    assert_eq!(p.keep.within, Some(chrono::Duration::days(2)));
+    assert!(p.prune);
+    assert_eq!(p.schedule.text(), "0 2 * * *");
+    for (plan, says) in [
+        ("schedule = \"0 2 * *\"\ntargets = [\"app_db\"]\n", "plan.p.schedule: \"0 2 * *\" has 4 fields"),
+        ("schedule = \"0 25 * * *\"\ntargets = [\"app_db\"]\n", "plan.p.schedule: hour: 25 is outside 0-23"),
+        (
+            "schedule = \"0 2 * * *\"\ntargets = [\"nope\"]\n",
+            "plan.p.targets: no target named \"nope\" (configured: app_db, logs)",
+        ),
+        ("schedule = \"0 2 * * *\"\ntargets = []\n", "plan.p.targets: names no target"),
+        ("targets = [\"app_db\"]\n", "plan.p: missing `schedule`"),
+        (
+            "schedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\nkeep = {}\n",
+            "plan.p.keep: keeps nothing but the newest snapshot",
+        ),
+        (
+            "schedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\nkeep = { daily = 0 }\n",
+            "plan.p.keep.daily: must be a whole number, 1 or more",
+        ),
+        (
+            "schedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\nkeep = { fortnightly = 2 }\n",
+            "plan.p.keep.fortnightly: unknown rule",
+        ),
+        (
+            "schedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\ncopy_to = [\"offsite\"]\n",
+            "plan.p.copy_to: unknown key",
+        ),
+    ] {
+        let err = Config::parse(&format!("{base}[plan.p]\n{plan}"), &env).unwrap_err().to_string();
+        assert!(err.contains(says), "{plan}: {err}");
+    }
+}

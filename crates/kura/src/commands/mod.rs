@@ -10,6 +10,7 @@ pub mod ls;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod run;
 pub mod snapshots;
 pub mod target_backup;
 pub mod target_restore;
@@ -260,6 +261,23 @@ pub fn require_config(g: &Global) -> Result<Config, Failure> {
 
 pub fn find_target<'a>(cfg: &'a Config, name: &str) -> Result<&'a kura_policy::Target, Failure> {
     cfg.target(name).map_err(config_error)
+}
+
+/// Where kura keeps what is this machine's own (plan locks; later run
+/// history): KURA_STATE_DIR, else /var/lib/kura for root, else
+/// $XDG_STATE_HOME/kura or ~/.local/state/kura.
+pub fn state_dir() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("KURA_STATE_DIR").filter(|d| !d.is_empty()) {
+        return d.into();
+    }
+    if euid() == 0 {
+        return "/var/lib/kura".into();
+    }
+    match std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d).join("kura"),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+            .join(".local/state/kura"),
+    }
 }
 
 pub fn hostname() -> String {

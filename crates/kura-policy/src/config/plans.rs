@@ -1,0 +1,121 @@
+//! `[plan.NAME]` sections: which targets run together, when, and what of
+//! their snapshots to keep.
+//!
+//! ```toml
+//! [plan.daily]
+//! schedule = "0 2 * * *"
+//! targets = ["app_db", "logs"]
+//! keep = { daily = 7 }
+//! prune = true
+//! ```
+use std::collections::BTreeMap;
+
+use super::{invalid, parse_duration, ConfigError, Target};
+use crate::retention::Keep;
+use crate::schedule::Schedule;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub name: String,
+    /// When `kura serve` runs it; `kura run PLAN` runs it now.
+    pub schedule: Schedule,
+    pub targets: Vec<String>,
+    /// What of each target's snapshots to keep after a run; empty keeps all.
+    pub keep: Keep,
+    /// Prune after retention.
+    pub prune: bool,
+}
+
+const KEYS: &str = "schedule, targets, keep, prune";
+const KEEP_KEYS: &str = "last, hourly, daily, weekly, monthly, yearly, within";
+
+pub(super) fn plan(
+    name: &str,
+    mut t: toml::Table,
+    targets: &BTreeMap<String, Target>,
+    unresolved_targets: &[&str],
+) -> Result<Plan, ConfigError> {
+    let place = format!("plan.{name}");
+    let schedule = match t.remove("schedule") {
+        Some(toml::Value::String(s)) => {
+            Schedule::parse(&s).map_err(|e| invalid(format!("{place}.schedule"), e))?
+        }
+        Some(_) => {
+            return Err(invalid(format!("{place}.schedule"), "must be a cron string like \"0 2 * * *\""))
+        }
+        None => return Err(invalid(&place, "missing `schedule` (a cron string like \"0 2 * * *\")")),
+    };
+    let names: Vec<String> = match t.remove("targets") {
+        Some(toml::Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                toml::Value::String(s) => Ok(s),
+                _ => Err(invalid(format!("{place}.targets"), "must be a list of target names")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(invalid(format!("{place}.targets"), "must be a list of target names")),
+        None => return Err(invalid(&place, "missing `targets` (a list of target names)")),
+    };
+    if names.is_empty() {
+        return Err(invalid(format!("{place}.targets"), "names no target"));
+    }
+    for n in &names {
+        if !targets.contains_key(n) && !unresolved_targets.contains(&n.as_str()) {
+            let known: Vec<&str> = targets.keys().map(String::as_str).collect();
+            return Err(invalid(
+                format!("{place}.targets"),
+                format!(
+                    "no target named {n:?} (configured: {})",
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                ),
+            ));
+        }
+    }
+    let keep = match t.remove("keep") {
+        None => Keep::default(),
+        Some(toml::Value::Table(k)) => keep(&place, k)?,
+        Some(_) => {
+            return Err(invalid(format!("{place}.keep"), "must be a table like { daily = 7, weekly = 4 }"))
+        }
+    };
+    let prune = match t.remove("prune") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(_) => return Err(invalid(format!("{place}.prune"), "must be true or false")),
+    };
+    if let Some(k) = t.keys().next() {
+        return Err(invalid(format!("{place}.{k}"), format!("unknown key (known: {KEYS})")));
+    }
+    Ok(Plan { name: name.to_string(), schedule, targets: names, keep, prune })
+}
+
+fn keep(place: &str, t: toml::Table) -> Result<Keep, ConfigError> {
+    let mut k = Keep::default();
+    for (key, v) in t {
+        let at = format!("{place}.keep.{key}");
+        let count = || match &v {
+            toml::Value::Integer(n) if *n >= 1 && *n <= u32::MAX as i64 => Ok(Some(*n as u32)),
+            _ => Err(invalid(&at, "must be a whole number, 1 or more")),
+        };
+        match key.as_str() {
+            "last" => k.last = count()?,
+            "hourly" => k.hourly = count()?,
+            "daily" => k.daily = count()?,
+            "weekly" => k.weekly = count()?,
+            "monthly" => k.monthly = count()?,
+            "yearly" => k.yearly = count()?,
+            "within" => {
+                let toml::Value::String(s) = &v else {
+                    return Err(invalid(&at, "must be a duration like \"30d\""));
+                };
+                let d = parse_duration(s).map_err(|e| invalid(&at, e))?;
+                k.within = Some(chrono::Duration::from_std(d).map_err(|_| invalid(&at, "is too long"))?);
+            }
+            _ => return Err(invalid(&at, format!("unknown rule (known: {KEEP_KEYS})"))),
+        }
+    }
+    if k.is_empty() {
+        return Err(invalid(format!("{place}.keep"), format!("keeps nothing but the newest snapshot; give a rule ({KEEP_KEYS}) or leave keep out to keep everything")));
+    }
+    Ok(k)
+}

@@ -1,0 +1,89 @@
+//! `kura run PLAN`: a plan of kura.toml once, for cron or a systemd timer
+//! (`kura_runner::plan::run_plan`), with a one-line summary and the exit
+//! code telling the scheduler what happened. A second run of the same
+//! plan while one is running exits at once with code 12.
+use crate::cli::{Global, RunArgs};
+use crate::output::{code, human_bytes, print_json, say, Failure};
+
+pub async fn run(g: &Global, a: &RunArgs) -> Result<u8, Failure> {
+    let cfg = super::require_config(g)?;
+    let plan = cfg.plans.get(&a.plan).ok_or_else(|| {
+        let known: Vec<&str> = cfg.plans.keys().map(String::as_str).collect();
+        Failure::new(format!(
+            "no plan named {:?} in kura.toml (configured: {})",
+            a.plan,
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ))
+        .hint("a plan is a [plan.NAME] section with schedule and targets")
+    })?;
+    let ctx = kura_runner::Context {
+        sink: std::sync::Arc::new(crate::render::Cli::summary_only(g)),
+        ..super::context(g)?
+    };
+    let repos = super::repos(g, Some(&cfg))?;
+    let started = std::time::Instant::now();
+    let report = kura_runner::plan::run_plan(&ctx, &repos, &cfg, plan, &super::state_dir()).await?;
+
+    let run = &report.run;
+    let (saved, failed) = (run.saved(), run.failed());
+    for t in &run.targets {
+        if let Err(f) = &t.result {
+            crate::output::errln!("kura: {}: {}", t.target, f.error);
+            if let Some(h) = f.error.hint() {
+                crate::output::errln!("hint: {h}");
+            }
+        }
+    }
+    let upkeep_failed: Vec<&kura_runner::plan::Upkeep> =
+        report.upkeep.iter().filter(|u| u.error.is_some()).collect();
+    for u in &upkeep_failed {
+        crate::output::errln!(
+            "kura: repository {}: retention: {}",
+            u.repository,
+            u.error.as_deref().unwrap_or_default()
+        );
+    }
+    let exit = match (saved.is_empty(), failed.is_empty()) {
+        (true, _) => code::FAILED,
+        (false, false) => code::PARTIAL,
+        (false, true) if !upkeep_failed.is_empty() => code::PARTIAL,
+        (false, true) if run.warned() => code::PARTIAL_BACKUP,
+        (false, true) => code::OK,
+    };
+    let forgotten: usize = report.upkeep.iter().map(|u| u.forgotten.len()).sum();
+    let freed: u64 = report.upkeep.iter().filter_map(|u| u.pruned.as_ref()).map(|p| p.bytes_deleted).sum();
+    if g.json {
+        let targets: Vec<_> = run
+            .targets
+            .iter()
+            .map(|t| match &t.result {
+                Ok(s) => serde_json::json!({ "target": t.target, "ok": true, "id": s.id, "summary": s.summary, "warnings": s.warnings }),
+                Err(f) => serde_json::json!({ "target": t.target, "ok": false, "error": f.error.to_string() }),
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "plan": report.plan, "run": (!saved.is_empty()).then_some(run.run), "time": run.time,
+            "targets": targets, "retention": report.upkeep, "exit_code": exit,
+        }));
+    } else {
+        let mut line = format!(
+            "plan {}: run {} saved {} of {} target(s)",
+            report.plan,
+            run.run.short(),
+            saved.len(),
+            run.targets.len()
+        );
+        if !failed.is_empty() {
+            line += &format!(" (FAILED {})", failed.join(", "));
+        }
+        if !plan.keep.is_empty() {
+            line += &format!("; retention forgot {forgotten} snapshot(s)");
+        }
+        if plan.prune {
+            line += &format!("; prune freed {}", human_bytes(freed));
+        }
+        line += &format!("; {:.1}s", started.elapsed().as_secs_f64());
+        say(g, line);
+    }
+    Ok(exit)
+}
