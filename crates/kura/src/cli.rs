@@ -303,6 +303,9 @@ pub struct ForgetArgs {
     /// Retention: only the snapshots of this target (repeatable).
     #[arg(long = "target", value_name = "NAME")]
     pub targets: Vec<String>,
+    /// Retention: a plan's keep rules on its targets' snapshots of this host; --keep-* flags change a rule (to preview a change with --dry-run).
+    #[arg(long, conflicts_with = "targets")]
+    pub plan: Option<String>,
     /// Retention: only the snapshots of this host.
     #[arg(long)]
     pub host: Option<String>,

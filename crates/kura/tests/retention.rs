@@ -153,3 +153,36 @@ fn kura_run_backs_up_a_plans_targets_keeps_its_retention_and_never_runs_twice_at
         stderr(&out)
     );
 }
+
+#[test]
+fn forget_plan_dry_run_previews_the_plans_rules_and_a_change_to_them() {
+    let mut k = Kura::new();
+    let conf = k.path("etc");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("app.conf"), b"workers = 4\n").unwrap();
+    config(
+        &mut k,
+        &format!(
+            "[target.configs]\ntype = \"files\"\npaths = [\"{}\"]\n\
+             [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\"]\nkeep = {{ daily = 3 }}\n",
+            conf.display()
+        ),
+    );
+    k.init();
+    for d in (0..6).rev() {
+        backup_at(&k, "configs", d);
+    }
+    let count = |v: &serde_json::Value| {
+        v["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| !s["reasons"].as_array().unwrap().is_empty())
+            .count()
+    };
+    let plan = k.json(&["forget", "--plan", "daily", "--dry-run"]);
+    assert_eq!(count(&plan), 3, "{plan}");
+    let changed = k.json(&["forget", "--plan", "daily", "--keep-daily", "5", "--dry-run"]);
+    assert_eq!(count(&changed), 5, "--keep-daily 5 previews the change: {changed}");
+    assert_eq!(k.snapshot_ids().len(), 6, "previews forget nothing");
+}

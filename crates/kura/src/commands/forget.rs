@@ -9,20 +9,47 @@ use kura_runner::retention::{self, Scope, Verdict};
 use crate::cli::{ForgetArgs, Global, PruneArgs};
 use crate::output::{print_json, say, Failure};
 
-fn keep(a: &ForgetArgs) -> Result<Keep, Failure> {
+/// The rules: the command line's, over the plan's when --plan names one.
+fn keep(a: &ForgetArgs, base: Keep) -> Result<Keep, Failure> {
     Ok(Keep {
-        last: a.keep_last,
-        hourly: a.keep_hourly,
-        daily: a.keep_daily,
-        weekly: a.keep_weekly,
-        monthly: a.keep_monthly,
-        yearly: a.keep_yearly,
-        within: a.keep_within.as_deref().map(super::parse_duration).transpose()?,
+        last: a.keep_last.or(base.last),
+        hourly: a.keep_hourly.or(base.hourly),
+        daily: a.keep_daily.or(base.daily),
+        weekly: a.keep_weekly.or(base.weekly),
+        monthly: a.keep_monthly.or(base.monthly),
+        yearly: a.keep_yearly.or(base.yearly),
+        within: match a.keep_within.as_deref() {
+            Some(w) => Some(super::parse_duration(w)?),
+            None => base.within,
+        },
     })
 }
 
 pub async fn run(g: &Global, a: &ForgetArgs) -> Result<u8, Failure> {
-    let keep = keep(a)?;
+    let mut scope = Scope { targets: a.targets.clone(), host: a.host.clone() };
+    // A plan's targets are judged in their own repository.
+    let mut repo = None;
+    let keep = match &a.plan {
+        None => keep(a, Keep::default())?,
+        Some(name) => {
+            let cfg = super::require_config(g)?;
+            let plan = cfg.plans.get(name).ok_or_else(|| {
+                Failure::new(format!("no plan named {name:?} in kura.toml"))
+                    .hint("a plan is a [plan.NAME] section with schedule, targets and keep")
+            })?;
+            scope.targets = plan.targets.clone();
+            let first = super::find_target(&cfg, &plan.targets[0])?;
+            repo = Some(super::open_repo_for(g, &cfg, first).await?);
+            // What `kura run` of the plan would judge: this host's.
+            scope.host = Some(a.host.clone().unwrap_or_else(super::hostname));
+            let k = keep(a, plan.keep)?;
+            if k.is_empty() {
+                return Err(Failure::new(format!("plan {name} keeps every snapshot (it has no keep rules)"))
+                    .hint("give --keep-* rules to preview some"));
+            }
+            k
+        }
+    };
     let by_policy = !keep.is_empty();
     match (a.snapshots.is_empty(), by_policy) {
         (true, false) => {
@@ -35,9 +62,11 @@ pub async fn run(g: &Global, a: &ForgetArgs) -> Result<u8, Failure> {
     if !by_policy && (a.dry_run || !a.targets.is_empty() || a.host.is_some()) {
         return Err(Failure::new("--dry-run, --target and --host go with --keep-* rules"));
     }
-    let repo = super::open_repo(g).await?;
+    let repo = match repo {
+        Some(r) => r,
+        None => super::open_repo(g).await?,
+    };
     let ids = if by_policy {
-        let scope = Scope { targets: a.targets.clone(), host: a.host.clone() };
         let verdicts = retention::judge(&repo, &keep, &scope).await?;
         show(g, &verdicts, a.dry_run);
         if a.dry_run {
