@@ -142,6 +142,43 @@ impl Schedule {
     }
 }
 
+/// The values of a bit set from `lo` to `hi`, as systemd lists them
+/// (`*` for all, else `02,14`).
+fn list(bits: u64, lo: u32, hi: u32, width: usize) -> String {
+    let values: Vec<u32> = (lo..=hi).filter(|v| bits & (1 << v) != 0).collect();
+    if values.len() as u32 == hi - lo + 1 {
+        return "*".into();
+    }
+    values.iter().map(|v| format!("{v:0width$}")).collect::<Vec<_>>().join(",")
+}
+
+impl Schedule {
+    /// The same schedule as systemd `OnCalendar=` expressions. Cron fires
+    /// on a day matching *either* a restricted day of month or a
+    /// restricted day of week, which one systemd expression cannot say:
+    /// that case gives two.
+    pub fn on_calendar(&self) -> Vec<String> {
+        const NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+        let weekdays = {
+            let days: Vec<&str> =
+                (0..7).filter(|d| self.weekdays & (1 << d) != 0).map(|d| NAMES[d]).collect();
+            if days.len() == 7 {
+                String::new()
+            } else {
+                format!("{} ", days.join(","))
+            }
+        };
+        let time = format!("{}:{}:00", list(self.hours as u64, 0, 23, 2), list(self.minutes, 0, 59, 2));
+        let months = list(self.months as u64, 1, 12, 2);
+        let days = list(self.days as u64, 1, 31, 2);
+        if self.days_restricted && self.weekdays_restricted {
+            vec![format!("{weekdays}*-{months}-* {time}"), format!("*-{months}-{days} {time}")]
+        } else {
+            vec![format!("{weekdays}*-{months}-{days} {time}")]
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +225,16 @@ mod tests {
         // Day of month and day of week both given: either fires (cron).
         let either = Schedule::parse("0 0 1 * MON").unwrap();
         assert!(either.fires_at(at("2026-12-01 00:00")) && either.fires_at(at("2026-12-07 00:00")));
+    }
+
+    #[test]
+    fn systemd_calendar_expressions_say_the_same() {
+        let cal = |s: &str| Schedule::parse(s).unwrap().on_calendar();
+        assert_eq!(cal("0 2 * * *"), ["*-*-* 02:00:00"]);
+        assert_eq!(cal("0 3 * * SUN"), ["Sun *-*-* 03:00:00"]);
+        assert_eq!(cal("0 4 1 * *"), ["*-*-01 04:00:00"]);
+        assert_eq!(cal("*/30 9-11 * JAN,JUL MON-FRI"), ["Mon,Tue,Wed,Thu,Fri *-01,07-* 09,10,11:00,30:00"]);
+        assert_eq!(cal("0 0 1 * MON"), ["Mon *-*-* 00:00:00", "*-*-01 00:00:00"], "cron's either-day rule");
     }
 
     #[test]

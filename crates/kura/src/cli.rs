@@ -72,6 +72,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Run a plan of kura.toml once (for cron or a systemd timer): its targets, then its retention and prune.
     Run(RunArgs),
+    /// Print crontab lines or systemd units that run the plans of kura.toml on their schedules.
+    Schedule(ScheduleArgs),
     /// Reclaim the space of data no snapshot uses.
     Prune(PruneArgs),
     /// Manage the passwords (keys) that open the repository.
@@ -264,6 +266,19 @@ pub struct VerifyArgs {
     /// Read and check a random subset of packs, e.g. 10%.
     #[arg(long)]
     pub read_data_subset: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleArgs {
+    /// Crontab lines, one per plan.
+    #[arg(long, conflicts_with = "systemd", required_unless_present = "systemd")]
+    pub cron: bool,
+    /// A service and a timer (Persistent=true: a run missed while the machine was off runs at boot) per plan.
+    #[arg(long)]
+    pub systemd: bool,
+    /// Only this plan.
+    #[arg(long)]
+    pub plan: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -186,3 +186,43 @@ fn forget_plan_dry_run_previews_the_plans_rules_and_a_change_to_them() {
     assert_eq!(count(&changed), 5, "--keep-daily 5 previews the change: {changed}");
     assert_eq!(k.snapshot_ids().len(), 6, "previews forget nothing");
 }
+
+#[test]
+fn schedule_prints_crontab_lines_that_run_and_systemd_timers_on_the_same_times() {
+    let mut k = Kura::new();
+    let conf = k.path("etc");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("app.conf"), b"workers = 4\n").unwrap();
+    config(
+        &mut k,
+        &format!(
+            "[target.configs]\ntype = \"files\"\npaths = [\"{}\"]\n\
+             [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\"]\n\
+             [plan.weekly]\nschedule = \"0 3 * * SUN\"\ntargets = [\"configs\"]\n",
+            conf.display()
+        ),
+    );
+    k.init();
+    let cron = k.ok(&["schedule", "--cron"]);
+    let daily = cron.lines().find(|l| l.starts_with("0 2 * * * ")).unwrap_or_else(|| panic!("{cron}"));
+    assert!(cron.lines().any(|l| l.starts_with("0 3 * * SUN ") && l.ends_with(" run weekly")), "{cron}");
+    // The line's command, as cron's sh would run it, backs the plan up.
+    let command = daily.trim_start_matches("0 2 * * * ");
+    // With the test's environment (password, repository), as cron's would be.
+    let mut sh = k.cmd(&[]).get_envs().fold(std::process::Command::new("sh"), |mut c, (key, v)| {
+        match v {
+            Some(v) => c.env(key, v),
+            None => c.env_remove(key),
+        };
+        c
+    });
+    let ran =
+        sh.args(["-c", command]).env("KURA_STATE_DIR", k.path("state")).current_dir("/").output().unwrap();
+    assert!(ran.status.success(), "{command}: {}", stderr(&ran));
+    assert_eq!(k.snapshot_ids().len(), 1);
+
+    let units = k.ok(&["schedule", "--systemd", "--plan", "weekly"]);
+    assert!(units.contains("OnCalendar=Sun *-*-* 03:00:00") && units.contains("Persistent=true"), "{units}");
+    assert!(units.contains("ExecStart=") && units.contains(" run weekly"), "{units}");
+    assert!(!units.contains("run daily"), "--plan limits the units: {units}");
+}

@@ -11,6 +11,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod run;
+pub mod schedule;
 pub mod snapshots;
 pub mod target_backup;
 pub mod target_restore;
@@ -31,21 +32,22 @@ use crate::output::Failure;
 /// else /etc/kura/kura.toml, else none.
 pub fn load_config(g: &Global) -> Result<Option<Config>, Failure> {
     let env = |k: &str| std::env::var(k).ok();
-    let path = match &g.config {
-        Some(p) => p.clone(),
-        None => match ["kura.toml", "/etc/kura/kura.toml"]
-            .iter()
-            .map(std::path::PathBuf::from)
-            .find(|p| p.is_file())
-        {
-            Some(p) => p,
-            None => return Ok(None),
-        },
-    };
+    let Some(path) = config_path(g) else { return Ok(None) };
     let (cfg, text) = Config::load(&path, &env)
         .map_err(|e| Failure::new(e).hint("see the configuration section of README.md"))?;
     warn_if_secrets_readable_by_others(&path, &text);
     Ok(Some(cfg))
+}
+
+/// Where the config is: --config / KURA_CONFIG, else the first of
+/// ./kura.toml and /etc/kura/kura.toml that exists.
+pub fn config_path(g: &Global) -> Option<std::path::PathBuf> {
+    match &g.config {
+        Some(p) => Some(p.clone()),
+        None => {
+            ["kura.toml", "/etc/kura/kura.toml"].iter().map(std::path::PathBuf::from).find(|p| p.is_file())
+        }
+    }
 }
 
 /// A config that others may read is fine until it holds a secret; then it
