@@ -39,6 +39,9 @@ pub enum RunError {
     /// Some entries of a directory restore could not be written.
     #[error("{} entries could not be restored: {failed:?}", failed.len())]
     EntriesFailed { failed: Vec<(String, String)> },
+    /// The run history database could not be read or written.
+    #[error("run history {}: {message}", path.display())]
+    History { path: std::path::PathBuf, message: String },
     /// Another run of the plan holds its lock.
     #[error("plan {plan} is already running ({holder}); this run did nothing")]
     PlanRunning { plan: String, holder: String },

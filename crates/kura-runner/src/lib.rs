@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod error;
 pub mod event;
+pub mod history;
 pub mod hooks;
 pub mod kept;
 pub mod password;

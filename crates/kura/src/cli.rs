@@ -74,6 +74,8 @@ pub enum Command {
     Run(RunArgs),
     /// Print crontab lines or systemd units that run the plans of kura.toml on their schedules.
     Schedule(ScheduleArgs),
+    /// The runs of plans this machine recorded, newest first.
+    History(HistoryArgs),
     /// Reclaim the space of data no snapshot uses.
     Prune(PruneArgs),
     /// Manage the passwords (keys) that open the repository.
@@ -266,6 +268,16 @@ pub struct VerifyArgs {
     /// Read and check a random subset of packs, e.g. 10%.
     #[arg(long)]
     pub read_data_subset: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Only this plan's runs.
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
 }
 
 #[derive(Args, Debug)]

@@ -85,6 +85,7 @@ fn main() -> ExitCode {
             Command::Forget(a) => commands::forget::run(&cli.global, a).await,
             Command::Run(a) => commands::run::run(&cli.global, a).await,
             Command::Schedule(a) => commands::schedule::run(&cli.global, a),
+            Command::History(a) => commands::history::run(&cli.global, a),
             Command::Prune(a) => commands::prune::run(&cli.global, a).await,
             Command::Key(a) => commands::key::run(&cli.global, a).await,
             Command::Repair(a) => commands::repair::run(&cli.global, a).await,

@@ -145,6 +145,16 @@ fn kura_run_backs_up_a_plans_targets_keeps_its_retention_and_never_runs_twice_at
     assert!(stderr(&out).contains("plan daily is already running"), "{}", stderr(&out));
     assert_eq!(k.json(&["snapshots"]).as_array().unwrap().len(), 4, "the refused run wrote nothing");
 
+    // The history holds the four runs, newest first, not the refused one.
+    let history = k.cmd(&["history", "--json"]).env("KURA_STATE_DIR", &state).output().unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let runs = history.as_array().unwrap();
+    assert_eq!(runs.len(), 4, "{history}");
+    assert!(runs.iter().all(|r| r["plan"] == "daily" && r["status"] == "ok"), "{history}");
+    assert!(runs[0]["started"].as_str() > runs[3]["started"].as_str(), "newest first: {history}");
+    assert_eq!(runs[0]["targets"].as_array().unwrap().len(), 2);
+    assert!(runs[0]["forgotten"].as_i64().unwrap() >= 1, "{history}");
+
     let out = k.cmd(&["run", "weekly"]).env("KURA_STATE_DIR", &state).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(

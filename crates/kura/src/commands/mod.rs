@@ -3,6 +3,7 @@ pub mod backup;
 pub mod demo;
 pub mod dump;
 pub mod forget;
+pub mod history;
 pub mod init;
 pub mod kept;
 pub mod key;

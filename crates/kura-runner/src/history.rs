@@ -1,0 +1,302 @@
+//! Run history: every plan run recorded in an SQLite database on this
+//! machine (`STATE_DIR/history.db`): when, what, how much, and how it
+//! ended. `kura history` reads it; monitoring will.
+//!
+//! The database is this machine's notebook, not a source of truth: the
+//! repositories' snapshots are. Writes are one transaction per run, so a
+//! kill leaves the runs before it whole.
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use crate::plan::PlanReport;
+use crate::RunError;
+
+/// One recorded run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Entry {
+    pub id: i64,
+    pub kind: String,
+    pub plan: Option<String>,
+    pub run: Option<String>,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub duration_ms: i64,
+    /// `ok`, `warnings`, `partial` or `failed`.
+    pub status: String,
+    pub targets: Vec<TargetEntry>,
+    pub forgotten: i64,
+    pub bytes_pruned: i64,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TargetEntry {
+    pub target: String,
+    pub ok: bool,
+    pub snapshot: Option<String>,
+    pub files: i64,
+    pub bytes_read: i64,
+    pub bytes_added: i64,
+    pub bytes_stored: i64,
+    pub warnings: i64,
+    pub error: Option<String>,
+}
+
+pub struct History {
+    db: Connection,
+}
+
+fn sql(path: &Path, e: impl std::fmt::Display) -> RunError {
+    RunError::History { path: path.to_path_buf(), message: e.to_string() }
+}
+
+impl History {
+    /// Opens (and makes, the first time) the history at `path`.
+    pub fn open(path: &Path) -> Result<History, RunError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| sql(path, e))?;
+        }
+        let db = Connection::open(path).map_err(|e| sql(path, e))?;
+        db.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| sql(path, e))?;
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE IF NOT EXISTS runs (
+                 id INTEGER PRIMARY KEY,
+                 kind TEXT NOT NULL,
+                 plan TEXT,
+                 run TEXT,
+                 started TEXT NOT NULL,
+                 finished TEXT NOT NULL,
+                 duration_ms INTEGER NOT NULL,
+                 status TEXT NOT NULL,
+                 forgotten INTEGER NOT NULL DEFAULT 0,
+                 bytes_pruned INTEGER NOT NULL DEFAULT 0,
+                 errors TEXT NOT NULL DEFAULT '[]'
+             );
+             CREATE TABLE IF NOT EXISTS run_targets (
+                 run_id INTEGER NOT NULL REFERENCES runs(id),
+                 target TEXT NOT NULL,
+                 ok INTEGER NOT NULL,
+                 snapshot TEXT,
+                 files INTEGER NOT NULL,
+                 bytes_read INTEGER NOT NULL,
+                 bytes_added INTEGER NOT NULL,
+                 bytes_stored INTEGER NOT NULL,
+                 warnings INTEGER NOT NULL,
+                 error TEXT
+             );
+             CREATE INDEX IF NOT EXISTS runs_by_plan ON runs(plan, started);",
+        )
+        .map_err(|e| sql(path, e))?;
+        Ok(History { db })
+    }
+
+    fn path(&self) -> &Path {
+        Path::new(self.db.path().unwrap_or(""))
+    }
+
+    /// Records a plan run that ended at `finished`.
+    pub fn record_plan(&mut self, report: &PlanReport, finished: DateTime<Utc>) -> Result<i64, RunError> {
+        let run = &report.run;
+        let mut errors: Vec<String> = run
+            .targets
+            .iter()
+            .filter_map(|t| t.result.as_ref().err().map(|f| format!("{}: {}", t.target, f.error)))
+            .collect();
+        errors.extend(
+            report.upkeep.iter().filter_map(|u| u.error.as_ref().map(|e| format!("{}: {e}", u.repository))),
+        );
+        let (saved, failed) = (run.saved().len(), run.failed().len());
+        let status = match (saved, failed) {
+            (0, _) => "failed",
+            (_, f) if f > 0 => "partial",
+            _ if report.upkeep.iter().any(|u| u.error.is_some()) => "partial",
+            _ if run.warned() => "warnings",
+            _ => "ok",
+        };
+        let forgotten: usize = report.upkeep.iter().map(|u| u.forgotten.len()).sum();
+        let pruned: u64 =
+            report.upkeep.iter().filter_map(|u| u.pruned.as_ref()).map(|p| p.bytes_deleted).sum();
+        let path = self.path().to_path_buf();
+        let tx = self.db.transaction().map_err(|e| sql(&path, e))?;
+        tx.execute(
+            "INSERT INTO runs (kind, plan, run, started, finished, duration_ms, status, forgotten, bytes_pruned, errors)
+             VALUES ('backup', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                report.plan,
+                (saved > 0).then(|| run.run.to_hex()),
+                run.time.to_rfc3339(),
+                finished.to_rfc3339(),
+                (finished - run.time).num_milliseconds(),
+                status,
+                forgotten as i64,
+                pruned as i64,
+                serde_json::to_string(&errors).expect("strings serialize"),
+            ],
+        )
+        .map_err(|e| sql(&path, e))?;
+        let id = tx.last_insert_rowid();
+        for t in &run.targets {
+            let (ok, snapshot, s, warnings, error) = match &t.result {
+                Ok(s) => (true, Some(s.id.to_hex()), s.summary.clone(), s.warnings.len(), None),
+                Err(f) => (false, None, Default::default(), 0, Some(f.error.to_string())),
+            };
+            tx.execute(
+                "INSERT INTO run_targets (run_id, target, ok, snapshot, files, bytes_read, bytes_added, bytes_stored, warnings, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    id,
+                    t.target,
+                    ok,
+                    snapshot,
+                    s.files as i64,
+                    s.bytes as i64,
+                    s.bytes_new as i64,
+                    s.bytes_stored as i64,
+                    warnings as i64,
+                    error
+                ],
+            )
+            .map_err(|e| sql(&path, e))?;
+        }
+        tx.commit().map_err(|e| sql(&path, e))?;
+        Ok(id)
+    }
+
+    /// The newest `limit` runs, of one plan or all, newest first.
+    pub fn list(&self, plan: Option<&str>, limit: usize) -> Result<Vec<Entry>, RunError> {
+        let path = self.path().to_path_buf();
+        let mut q = self
+            .db
+            .prepare(
+                "SELECT id, kind, plan, run, started, finished, duration_ms, status, forgotten, bytes_pruned, errors
+                 FROM runs WHERE (?1 IS NULL OR plan = ?1) ORDER BY started DESC, id DESC LIMIT ?2",
+            )
+            .map_err(|e| sql(&path, e))?;
+        let time = |s: String| s.parse::<DateTime<Utc>>().unwrap_or_default();
+        let rows = q
+            .query_map(params![plan, limit as i64], |r| {
+                Ok(Entry {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    plan: r.get(2)?,
+                    run: r.get(3)?,
+                    started: time(r.get(4)?),
+                    finished: time(r.get(5)?),
+                    duration_ms: r.get(6)?,
+                    status: r.get(7)?,
+                    forgotten: r.get(8)?,
+                    bytes_pruned: r.get(9)?,
+                    errors: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
+                    targets: Vec::new(),
+                })
+            })
+            .map_err(|e| sql(&path, e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(|e| sql(&path, e))?);
+        }
+        let mut q = self
+            .db
+            .prepare(
+                "SELECT target, ok, snapshot, files, bytes_read, bytes_added, bytes_stored, warnings, error
+                 FROM run_targets WHERE run_id = ?1 ORDER BY rowid",
+            )
+            .map_err(|e| sql(&path, e))?;
+        for e in &mut out {
+            let rows = q
+                .query_map(params![e.id], |r| {
+                    Ok(TargetEntry {
+                        target: r.get(0)?,
+                        ok: r.get(1)?,
+                        snapshot: r.get(2)?,
+                        files: r.get(3)?,
+                        bytes_read: r.get(4)?,
+                        bytes_added: r.get(5)?,
+                        bytes_stored: r.get(6)?,
+                        warnings: r.get(7)?,
+                        error: r.get(8)?,
+                    })
+                })
+                .map_err(|e| sql(&path, e))?;
+            for row in rows {
+                e.targets.push(row.map_err(|e| sql(&path, e))?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{RunReport, Saved, TargetFailure, TargetOutcome};
+    use kura_format::Id;
+
+    fn report(plan: &str, at: &str, fail: bool) -> PlanReport {
+        let saved = TargetOutcome {
+            target: "app_db".into(),
+            result: Ok(Saved {
+                id: Id::random(),
+                summary: kura_format::snapshot::Summary {
+                    files: 1,
+                    bytes: 4096,
+                    bytes_new: 100,
+                    ..Default::default()
+                },
+                warnings: Vec::new(),
+            }),
+        };
+        let mut targets = vec![saved];
+        if fail {
+            targets.push(TargetOutcome {
+                target: "logs".into(),
+                result: Err(TargetFailure { error: RunError::usage("the disk is gone"), opening: false }),
+            });
+        }
+        PlanReport {
+            plan: plan.into(),
+            run: RunReport { run: Id::random(), time: at.parse().unwrap(), targets },
+            upkeep: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn runs_are_recorded_whole_and_listed_newest_first_by_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/history.db");
+        let mut h = History::open(&path).unwrap();
+        h.record_plan(
+            &report("daily", "2026-12-01T02:00:00Z", false),
+            "2026-12-01T02:00:07Z".parse().unwrap(),
+        )
+        .unwrap();
+        h.record_plan(
+            &report("daily", "2026-12-02T02:00:00Z", true),
+            "2026-12-02T02:00:09Z".parse().unwrap(),
+        )
+        .unwrap();
+        h.record_plan(
+            &report("weekly", "2026-12-02T03:00:00Z", false),
+            "2026-12-02T03:01:00Z".parse().unwrap(),
+        )
+        .unwrap();
+        drop(h);
+        // Reopened: what was written is there.
+        let h = History::open(&path).unwrap();
+        let daily = h.list(Some("daily"), 10).unwrap();
+        assert_eq!(daily.len(), 2);
+        assert_eq!(daily[0].status, "partial");
+        assert_eq!(daily[0].duration_ms, 9_000);
+        assert_eq!(daily[0].errors, ["logs: the disk is gone"]);
+        assert_eq!(daily[0].targets.len(), 2);
+        assert!(!daily[0].targets[1].ok && daily[0].targets[1].snapshot.is_none());
+        assert_eq!(daily[1].status, "ok");
+        assert_eq!((daily[1].targets[0].bytes_read, daily[1].targets[0].bytes_added), (4096, 100));
+        assert_eq!(h.list(None, 10).unwrap().len(), 3);
+        assert_eq!(h.list(None, 1).unwrap()[0].plan.as_deref(), Some("weekly"));
+    }
+}

@@ -1,0 +1,66 @@
+//! `kura history [--plan P]`: the runs this machine recorded
+//! (`STATE_DIR/history.db`), newest first.
+use chrono::Local;
+
+use crate::cli::{Global, HistoryArgs};
+use crate::output::{human_bytes, outln, print_json, say, Failure};
+
+pub fn run(g: &Global, a: &HistoryArgs) -> Result<u8, Failure> {
+    let path = super::state_dir().join("history.db");
+    if !path.exists() {
+        if g.json {
+            print_json(&serde_json::json!([]));
+        } else {
+            say(
+                g,
+                format!(
+                    "no runs recorded yet ({} does not exist; `kura run PLAN` records them)",
+                    path.display()
+                ),
+            );
+        }
+        return Ok(0);
+    }
+    let h = kura_runner::history::History::open(&path)?;
+    let runs = h.list(a.plan.as_deref(), a.limit)?;
+    if g.json {
+        print_json(&runs);
+        return Ok(0);
+    }
+    if runs.is_empty() {
+        say(g, "no runs recorded");
+        return Ok(0);
+    }
+    outln!(
+        "{:<16}  {:<10}  {:<8}  {:>8}  {:>10}  {:>10}  targets",
+        "started",
+        "plan",
+        "status",
+        "seconds",
+        "read",
+        "added"
+    );
+    for r in &runs {
+        let read: i64 = r.targets.iter().map(|t| t.bytes_read).sum();
+        let added: i64 = r.targets.iter().map(|t| t.bytes_added).sum();
+        let targets: Vec<String> = r
+            .targets
+            .iter()
+            .map(|t| if t.ok { t.target.clone() } else { format!("{} FAILED", t.target) })
+            .collect();
+        outln!(
+            "{:<16}  {:<10}  {:<8}  {:>8.1}  {:>10}  {:>10}  {}",
+            r.started.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
+            r.plan.as_deref().unwrap_or("-"),
+            r.status,
+            r.duration_ms as f64 / 1000.0,
+            human_bytes(read.max(0) as u64),
+            human_bytes(added.max(0) as u64),
+            targets.join(", ")
+        );
+        for e in &r.errors {
+            outln!("    {e}");
+        }
+    }
+    Ok(0)
+}
