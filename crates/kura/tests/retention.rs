@@ -164,21 +164,22 @@ fn kura_run_backs_up_a_plans_targets_keeps_its_retention_and_never_runs_twice_at
     );
 }
 
-#[test]
-fn forget_plan_dry_run_previews_the_plans_rules_and_a_change_to_them() {
+/// An initialised repository with a `configs` files target and `plans`.
+fn with_configs(plans: &str) -> Kura {
     let mut k = Kura::new();
     let conf = k.path("etc");
     std::fs::create_dir_all(&conf).unwrap();
     std::fs::write(conf.join("app.conf"), b"workers = 4\n").unwrap();
-    config(
-        &mut k,
-        &format!(
-            "[target.configs]\ntype = \"files\"\npaths = [\"{}\"]\n\
-             [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\"]\nkeep = {{ daily = 3 }}\n",
-            conf.display()
-        ),
-    );
+    config(&mut k, &format!("[target.configs]\ntype = \"files\"\npaths = [\"{}\"]\n{plans}", conf.display()));
     k.init();
+    k
+}
+
+#[test]
+fn forget_plan_dry_run_previews_the_plans_rules_and_a_change_to_them() {
+    let k = with_configs(
+        "[plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\"]\nkeep = { daily = 3 }\n",
+    );
     for d in (0..6).rev() {
         backup_at(&k, "configs", d);
     }
@@ -199,20 +200,10 @@ fn forget_plan_dry_run_previews_the_plans_rules_and_a_change_to_them() {
 
 #[test]
 fn schedule_prints_crontab_lines_that_run_and_systemd_timers_on_the_same_times() {
-    let mut k = Kura::new();
-    let conf = k.path("etc");
-    std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(conf.join("app.conf"), b"workers = 4\n").unwrap();
-    config(
-        &mut k,
-        &format!(
-            "[target.configs]\ntype = \"files\"\npaths = [\"{}\"]\n\
-             [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\"]\n\
-             [plan.weekly]\nschedule = \"0 3 * * SUN\"\ntargets = [\"configs\"]\n",
-            conf.display()
-        ),
+    let k = with_configs(
+        "[plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\"]\n\
+         [plan.weekly]\nschedule = \"0 3 * * SUN\"\ntargets = [\"configs\"]\n",
     );
-    k.init();
     let cron = k.ok(&["schedule", "--cron"]);
     let daily = cron.lines().find(|l| l.starts_with("0 2 * * * ")).unwrap_or_else(|| panic!("{cron}"));
     assert!(cron.lines().any(|l| l.starts_with("0 3 * * SUN ") && l.ends_with(" run weekly")), "{cron}");
