@@ -36,6 +36,11 @@ pub(super) fn plan(
     unresolved_targets: &[&str],
 ) -> Result<Plan, ConfigError> {
     let place = format!("plan.{name}");
+    // The name becomes a file name (the plan's lock, unit names): a plain
+    // word only, never a path.
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(invalid(&place, "a plan's name is letters, digits, - and _ only"));
+    }
     let schedule = match t.remove("schedule") {
         Some(toml::Value::String(s)) => {
             Schedule::parse(&s).map_err(|e| invalid(format!("{place}.schedule"), e))?

@@ -220,4 +220,11 @@ fn plans_parse_and_their_mistakes_name_their_place() {
         let err = Config::parse(&format!("{base}[plan.p]\n{plan}"), &env).unwrap_err().to_string();
         assert!(err.contains(says), "{plan}: {err}");
     }
+    let err = Config::parse(
+        &format!("{base}[plan.\"../../etc/x\"]\nschedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\n"),
+        &env,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("a plan's name is letters, digits, - and _ only"), "{err}");
 }
