@@ -30,6 +30,17 @@ pub struct Snapshot {
     /// What produced the content: `files`, `sqlite`, `stream`, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Where a copy came from (format.md §11.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<CopiedFrom>,
+}
+
+/// The origin of a copied snapshot: the source repository's config id and
+/// the source snapshot's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopiedFrom {
+    pub repository: Id,
+    pub snapshot: Id,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -70,6 +81,7 @@ impl Snapshot {
             target: None,
             run: None,
             source: None,
+            copied_from: None,
         }
     }
 

@@ -80,6 +80,12 @@ pub enum RepoError {
     TooManyEntries { max: u64 },
     #[error("the program producing the stream failed: {0}")]
     StreamSource(String),
+    #[error("the source and destination are the same repository")]
+    SameRepository,
+    /// A copy read back from the destination did not hold what it should;
+    /// its snapshot was not written.
+    #[error("the copy of snapshot {snapshot} did not check out at the destination: {reason}")]
+    CopyCheck { snapshot: String, reason: String },
 }
 
 /// Why a key was not removed.

@@ -16,7 +16,7 @@ use crate::{RepoError, Repository, Result};
 pub struct Forge {
     repo: Arc<Repository>,
     saver: Arc<Saver>,
-    uploader: tokio::task::JoinHandle<Result<()>>,
+    uploader: tokio::task::JoinHandle<Result<Vec<kura_format::index::IndexPack>>>,
     session: SessionGuard,
 }
 

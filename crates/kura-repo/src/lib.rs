@@ -11,6 +11,7 @@
 pub mod backup;
 pub mod browse;
 pub mod chunker;
+pub mod copy;
 mod dump;
 mod error;
 #[doc(hidden)]

@@ -433,7 +433,7 @@ async fn repack(
         let _ = uploader.await;
         return Err(e);
     }
-    saver.finish(uploader).await
+    saver.finish(uploader).await.map(drop)
 }
 
 /// Every blob the given trees reach. Fails if a tree cannot be read: prune

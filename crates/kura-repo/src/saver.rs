@@ -237,7 +237,7 @@ impl Saver {
         repo: Arc<Repository>,
         index: Index,
         counters: Arc<Counters>,
-    ) -> (Arc<Saver>, tokio::task::JoinHandle<Result<()>>) {
+    ) -> (Arc<Saver>, tokio::task::JoinHandle<Result<Vec<IndexPack>>>) {
         let (tx, rx) = mpsc::channel(1);
         let chunker = Chunker::new(repo.key().gear_table(), repo.config().chunker);
         // Spool files that killed backups left behind. In the system's temp
@@ -276,6 +276,11 @@ impl Saver {
 
     fn is_known(&self, id: &Id) -> bool {
         self.index.contains(id) || self.reserved.lock().expect("reserved lock").contains(id)
+    }
+
+    /// Whether the repository has blob `id` or this saver is storing it.
+    pub fn knows(&self, id: &Id) -> bool {
+        self.is_known(id)
     }
 
     /// Adds a sealed blob unless another thread got there first. Blocking:
@@ -407,8 +412,12 @@ impl Saver {
         Ok((ids, total))
     }
 
-    /// Flushes open packs and waits for every upload and index write.
-    pub async fn finish(self: Arc<Self>, uploader: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
+    /// Flushes open packs and waits for every upload and index write;
+    /// returns the index entries of every pack written.
+    pub async fn finish(
+        self: Arc<Self>,
+        uploader: tokio::task::JoinHandle<Result<Vec<IndexPack>>>,
+    ) -> Result<Vec<IndexPack>> {
         let s = self.clone();
         let flushed = tokio::task::spawn_blocking(move || -> Result<()> {
             for packer in [&s.data, &s.trees] {
@@ -424,8 +433,27 @@ impl Saver {
         self.tx.lock().expect("tx lock").take();
         let uploaded = uploader.await.map_err(RepoError::worker)?;
         // The uploader's error is the cause; a failed flush is its symptom.
-        uploaded?;
-        flushed
+        let packs = uploaded?;
+        flushed?;
+        Ok(packs)
+    }
+
+    /// [`Saver::finish`], then the index this saver deduplicated against
+    /// with the new packs in it, for the next saver on the same repository.
+    /// The caller must hold no other handle to the saver.
+    pub async fn finish_into_index(
+        self: Arc<Self>,
+        uploader: tokio::task::JoinHandle<Result<Vec<IndexPack>>>,
+    ) -> Result<Index> {
+        let packs = self.clone().finish(uploader).await?;
+        let saver =
+            Arc::try_unwrap(self).map_err(|_| RepoError::Worker("the saver is still shared".into()))?;
+        let mut index = saver.index;
+        for p in &packs {
+            index.add_pack(p);
+        }
+        index.finish();
+        Ok(index)
     }
 
     /// Stops uploads after a failure elsewhere, so nothing keeps running.
@@ -434,9 +462,10 @@ impl Saver {
     }
 }
 
-async fn upload_loop(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>) -> Result<()> {
+async fn upload_loop(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>) -> Result<Vec<IndexPack>> {
     let mut set: JoinSet<Result<IndexPack>> = JoinSet::new();
     let mut done: Vec<IndexPack> = Vec::new();
+    let mut indexed: Vec<IndexPack> = Vec::new();
     let upload = |repo: Arc<Repository>, p: FinishedPack| async move {
         repo.put_object_file(&paths::pack(&p.index.id), &p.spool.path).await?;
         drop(p.spool);
@@ -449,7 +478,9 @@ async fn upload_loop(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>
             }
             set.spawn(upload(repo.clone(), pack));
             if done.len() >= PACKS_PER_INDEX {
-                repo.write_index(&IndexFile { packs: std::mem::take(&mut done) }).await?;
+                let packs = std::mem::take(&mut done);
+                repo.write_index(&IndexFile { packs: packs.clone() }).await?;
+                indexed.extend(packs);
             }
         }
         while let Some(r) = set.join_next().await {
@@ -462,12 +493,13 @@ async fn upload_loop(repo: Arc<Repository>, mut rx: mpsc::Receiver<FinishedPack>
     // complete and the next backup can reuse them (format.md §12.1 holds:
     // each is already stored).
     if !done.is_empty() {
-        let written = repo.write_index(&IndexFile { packs: done }).await;
+        let written = repo.write_index(&IndexFile { packs: done.clone() }).await;
         result?;
         written?;
-        return Ok(());
+        indexed.extend(done);
+        return Ok(indexed);
     }
-    result
+    result.map(|()| indexed)
 }
 
 fn join_err(e: tokio::task::JoinError) -> RepoError {

@@ -181,3 +181,149 @@ async fn init_refuses_a_pack_size_that_open_would_refuse_and_writes_nothing() {
     }
     assert!(store.list("").await.unwrap().is_empty(), "nothing was written");
 }
+
+/// Ids of a repository's packs: what a copy wrote, by difference.
+async fn packs(repo: &Repository) -> std::collections::HashSet<kura_format::Id> {
+    repo.list_packs().await.unwrap().into_keys().collect()
+}
+
+#[tokio::test]
+async fn copy_reencrypts_into_another_repository_reads_only_what_changed_and_never_copies_twice() {
+    use kura_repo::copy::{copy, Copied, CopyOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree(&src);
+    let from = init(Arc::new(LocalStore::new(dir.path().join("from")))).await;
+    // The destination fails every fourth call and is retried: a copy goes
+    // through the same uploads as a backup.
+    let flaky: Arc<dyn Store> =
+        Arc::new(Retry::with_policy(Faulty::new(LocalStore::new(dir.path().join("to")), 4), quick_retries()));
+    let to = init(flaky).await;
+    let opts = BackupOptions { target: Some("files".into()), hostname: "app-1".into(), ..Default::default() };
+    let first = backup(&from, std::slice::from_ref(&src), &opts, Default::default()).await.unwrap();
+
+    let mut heard = Vec::new();
+    let run = copy(
+        &from,
+        &to,
+        vec![(first.id, first.snapshot.clone())],
+        &CopyOptions::default(),
+        Default::default(),
+        &mut |c: &Copied| heard.push(c.id()),
+    )
+    .await
+    .unwrap();
+    assert!(run.failed.is_none(), "{:?}", run.failed);
+    let Copied::New { id: copied, snapshot, stats, .. } = &run.done[0] else { panic!("{:?}", run.done) };
+    assert_eq!(heard, vec![*copied]);
+    // Different keys: the ids differ, the rest of the snapshot is the same.
+    assert_ne!(snapshot.tree, first.snapshot.tree);
+    assert_eq!(
+        (snapshot.time, &snapshot.target, &snapshot.hostname),
+        (first.snapshot.time, &first.snapshot.target, &first.snapshot.hostname)
+    );
+    let origin = snapshot.copied_from.unwrap();
+    assert_eq!((origin.repository, origin.snapshot), (from.config().id, first.id));
+    // The second 5 MB file repeats the first: stored once here too.
+    assert!(stats.bytes_new < 6_000_000 && stats.bytes_read >= 5_000_000, "{stats:?}");
+    let out = dir.path().join("out");
+    let report =
+        restore(&to, snapshot.tree, &out, &RestoreOptions::default(), Default::default()).await.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+    let checked = verify(&to, &VerifyOptions { read_data: ReadData::All }, Default::default()).await.unwrap();
+    assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+
+    // Asked again: already there, nothing written.
+    let before = packs(&to).await;
+    let again = copy(
+        &from,
+        &to,
+        vec![(first.id, first.snapshot.clone())],
+        &CopyOptions::default(),
+        Default::default(),
+        &mut |_: &Copied| {},
+    )
+    .await
+    .unwrap();
+    assert!(matches!(again.done[..], [Copied::Present { id, .. }] if id == *copied), "{:?}", again.done);
+    assert_eq!(packs(&to).await, before);
+
+    // One small file changes: the next copy reads that file's blob and the
+    // trees above it, not the 10 MB that stayed.
+    std::fs::write(src.join("a/small-3.txt"), "changed\n").unwrap();
+    let second = backup(&from, std::slice::from_ref(&src), &opts, Default::default()).await.unwrap();
+    let run = copy(
+        &from,
+        &to,
+        vec![(second.id, second.snapshot.clone())],
+        &CopyOptions::default(),
+        Default::default(),
+        &mut |_: &Copied| {},
+    )
+    .await
+    .unwrap();
+    let Copied::New { snapshot, stats, .. } = &run.done[0] else { panic!("{:?}", run) };
+    assert!(stats.bytes_read < 1_000 && stats.blobs_read <= 8, "{stats:?}");
+    let out2 = dir.path().join("out2");
+    restore(&to, snapshot.tree, &out2, &RestoreOptions::default(), Default::default()).await.unwrap();
+    same_tree(&src, &out2.join(src.strip_prefix("/").unwrap()));
+}
+
+#[tokio::test]
+async fn a_copy_that_fails_midway_writes_no_snapshot_and_the_next_one_finishes_it() {
+    use kura_repo::copy::{copy, Copied, CopyOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree(&src);
+    let from = init(Arc::new(LocalStore::new(dir.path().join("from")))).await;
+    let first = backup(&from, std::slice::from_ref(&src), &BackupOptions::default(), Default::default())
+        .await
+        .unwrap();
+    std::fs::write(src.join("a/b/new.bin"), vec![7u8; 3_000_000]).unwrap();
+    let second = backup(&from, std::slice::from_ref(&src), &BackupOptions::default(), Default::default())
+        .await
+        .unwrap();
+    let wanted = vec![(first.id, first.snapshot.clone()), (second.id, second.snapshot.clone())];
+
+    // Every fifth call fails and nothing retries: the copy stops.
+    let path = dir.path().join("to");
+    init(Arc::new(LocalStore::new(&path))).await;
+    let failing: Arc<dyn Store> = Arc::new(Faulty::new(LocalStore::new(&path), 5));
+    // The first call fails too: open until it gets through.
+    let to = loop {
+        if let Ok(r) = Repository::open(failing.clone(), b"engine").await {
+            break Arc::new(r);
+        }
+    };
+    let stopped =
+        copy(&from, &to, wanted.clone(), &CopyOptions::default(), Default::default(), &mut |_: &Copied| {})
+            .await;
+    let copied_before = match &stopped {
+        Ok(run) => {
+            assert!(run.failed.is_some(), "a store failing every fifth call let the copy through: {run:?}");
+            run.done.len()
+        }
+        Err(e) => {
+            assert!(e.is_transient(), "{e}");
+            0
+        }
+    };
+    let to = Arc::new(Repository::open(Arc::new(LocalStore::new(&path)), b"engine").await.unwrap());
+    let (snaps, bad) = to.snapshots().await.unwrap();
+    assert!(bad.is_empty());
+    assert_eq!(snaps.len(), copied_before, "only finished copies are visible");
+
+    let run = copy(&from, &to, wanted, &CopyOptions::default(), Default::default(), &mut |_: &Copied| {})
+        .await
+        .unwrap();
+    assert!(run.failed.is_none(), "{:?}", run.failed);
+    assert_eq!(run.done.len(), 2);
+    let (snaps, _) = to.snapshots().await.unwrap();
+    assert_eq!(snaps.len(), 2);
+    let checked = verify(&to, &VerifyOptions { read_data: ReadData::All }, Default::default()).await.unwrap();
+    assert!(checked.errors.is_empty(), "{:?}", checked.errors);
+    let out = dir.path().join("out");
+    restore(&to, snaps[1].1.tree, &out, &RestoreOptions::default(), Default::default()).await.unwrap();
+    same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+}
