@@ -30,6 +30,9 @@ pub struct Snapshot {
     /// What produced the content: `files`, `sqlite`, `stream`, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The plan whose run made it (format.md §11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
     /// Where a copy came from (format.md §11.3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copied_from: Option<CopiedFrom>,
@@ -81,6 +84,7 @@ impl Snapshot {
             target: None,
             run: None,
             source: None,
+            plan: None,
             copied_from: None,
         }
     }

@@ -22,6 +22,10 @@ pub struct BackupRequest {
     pub tags: Vec<String>,
     /// Read every file, even those the parent snapshot says are unchanged.
     pub force: bool,
+    /// The plan this run is of, recorded in each snapshot.
+    pub plan: Option<String>,
+    /// Where every target writes, instead of its own repository.
+    pub repository: Option<crate::RepoSpec>,
 }
 
 #[derive(Debug)]
@@ -82,7 +86,11 @@ pub async fn backup_run(
     });
     let mut outcomes = Vec::new();
     for t in targets {
-        let result = match repos.for_target(cfg, t).await {
+        let opened = match &req.repository {
+            Some(spec) => repos.open(spec).await,
+            None => repos.for_target(cfg, t).await,
+        };
+        let result = match opened {
             Err(error) => Err(TargetFailure { error, opening: true }),
             Ok(repo) => {
                 let opts = BackupOptions {
@@ -93,6 +101,7 @@ pub async fn backup_run(
                     run: Some(run),
                     time: Some(time),
                     force: req.force,
+                    plan: req.plan.clone(),
                     ..BackupOptions::default()
                 };
                 let counters = Arc::new(Counters::default());

@@ -62,6 +62,12 @@ pub enum Event {
         target: String,
         name: String,
     },
+    /// A snapshot was copied to another repository, or found there.
+    Copied {
+        from: String,
+        to: String,
+        copied: crate::copy::CopiedSnapshot,
+    },
     /// Something the user should know that does not fail the work.
     Warning {
         target: String,

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
+use crate::copy::CopyReport;
 use crate::plan::PlanReport;
 use crate::RunError;
 
@@ -30,6 +31,22 @@ pub struct Entry {
     pub forgotten: i64,
     pub bytes_pruned: i64,
     pub errors: Vec<String>,
+    pub copies: Vec<CopyEntry>,
+}
+
+/// One snapshot a run copied to another repository (or found there).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CopyEntry {
+    pub from: String,
+    pub to: String,
+    pub target: Option<String>,
+    pub source_snapshot: String,
+    pub snapshot: String,
+    pub present: bool,
+    pub bytes_read: i64,
+    pub bytes_added: i64,
+    pub bytes_stored: i64,
+    pub duration_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -88,6 +105,19 @@ impl History {
                  warnings INTEGER NOT NULL,
                  error TEXT
              );
+             CREATE TABLE IF NOT EXISTS run_copies (
+                 run_id INTEGER NOT NULL REFERENCES runs(id),
+                 from_repo TEXT NOT NULL,
+                 to_repo TEXT NOT NULL,
+                 target TEXT,
+                 source_snapshot TEXT NOT NULL,
+                 snapshot TEXT NOT NULL,
+                 present INTEGER NOT NULL,
+                 bytes_read INTEGER NOT NULL,
+                 bytes_added INTEGER NOT NULL,
+                 bytes_stored INTEGER NOT NULL,
+                 duration_ms INTEGER NOT NULL
+             );
              CREATE INDEX IF NOT EXISTS runs_by_plan ON runs(plan, started);",
         )
         .map_err(|e| sql(path, e))?;
@@ -109,11 +139,12 @@ impl History {
         errors.extend(
             report.upkeep.iter().filter_map(|u| u.error.as_ref().map(|e| format!("{}: {e}", u.repository))),
         );
+        errors.extend(report.copies.iter().filter_map(copy_error));
         let (saved, failed) = (run.saved().len(), run.failed().len());
         let status = match (saved, failed) {
             (0, _) => "failed",
             (_, f) if f > 0 => "partial",
-            _ if report.upkeep.iter().any(|u| u.error.is_some()) => "partial",
+            _ if report.upkeep.iter().any(|u| u.error.is_some()) || report.copy_failed() => "partial",
             _ if run.warned() => "warnings",
             _ => "ok",
         };
@@ -162,6 +193,42 @@ impl History {
             )
             .map_err(|e| sql(&path, e))?;
         }
+        for c in &report.copies {
+            insert_copies(&tx, id, c).map_err(|e| sql(&path, e))?;
+        }
+        tx.commit().map_err(|e| sql(&path, e))?;
+        Ok(id)
+    }
+
+    /// Records a `kura copy` that ran from `started` to `finished`.
+    pub fn record_copy(
+        &mut self,
+        report: &CopyReport,
+        started: DateTime<Utc>,
+        finished: DateTime<Utc>,
+    ) -> Result<i64, RunError> {
+        let path = self.path().to_path_buf();
+        let errors: Vec<String> = copy_error(report).into_iter().collect();
+        let status = match (&report.error, report.copied.is_empty()) {
+            (None, _) => "ok",
+            (Some(_), true) => "failed",
+            (Some(_), false) => "partial",
+        };
+        let tx = self.db.transaction().map_err(|e| sql(&path, e))?;
+        tx.execute(
+            "INSERT INTO runs (kind, started, finished, duration_ms, status, errors)
+             VALUES ('copy', ?1, ?2, ?3, ?4, ?5)",
+            params![
+                started.to_rfc3339(),
+                finished.to_rfc3339(),
+                (finished - started).num_milliseconds(),
+                status,
+                serde_json::to_string(&errors).expect("strings serialize"),
+            ],
+        )
+        .map_err(|e| sql(&path, e))?;
+        let id = tx.last_insert_rowid();
+        insert_copies(&tx, id, report).map_err(|e| sql(&path, e))?;
         tx.commit().map_err(|e| sql(&path, e))?;
         Ok(id)
     }
@@ -192,6 +259,7 @@ impl History {
                     bytes_pruned: r.get(9)?,
                     errors: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
                     targets: Vec::new(),
+                    copies: Vec::new(),
                 })
             })
             .map_err(|e| sql(&path, e))?;
@@ -226,8 +294,65 @@ impl History {
                 e.targets.push(row.map_err(|e| sql(&path, e))?);
             }
         }
+        let mut q = self
+            .db
+            .prepare(
+                "SELECT from_repo, to_repo, target, source_snapshot, snapshot, present, bytes_read, bytes_added,
+                        bytes_stored, duration_ms
+                 FROM run_copies WHERE run_id = ?1 ORDER BY rowid",
+            )
+            .map_err(|e| sql(&path, e))?;
+        for e in &mut out {
+            let rows = q
+                .query_map(params![e.id], |r| {
+                    Ok(CopyEntry {
+                        from: r.get(0)?,
+                        to: r.get(1)?,
+                        target: r.get(2)?,
+                        source_snapshot: r.get(3)?,
+                        snapshot: r.get(4)?,
+                        present: r.get(5)?,
+                        bytes_read: r.get(6)?,
+                        bytes_added: r.get(7)?,
+                        bytes_stored: r.get(8)?,
+                        duration_ms: r.get(9)?,
+                    })
+                })
+                .map_err(|e| sql(&path, e))?;
+            for row in rows {
+                e.copies.push(row.map_err(|e| sql(&path, e))?);
+            }
+        }
         Ok(out)
     }
+}
+
+fn copy_error(c: &CopyReport) -> Option<String> {
+    c.error.as_ref().map(|e| format!("copy {} → {}: {e}", c.from, c.to))
+}
+
+fn insert_copies(tx: &rusqlite::Transaction, id: i64, c: &CopyReport) -> rusqlite::Result<()> {
+    for s in &c.copied {
+        tx.execute(
+            "INSERT INTO run_copies (run_id, from_repo, to_repo, target, source_snapshot, snapshot, present,
+                                     bytes_read, bytes_added, bytes_stored, duration_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                id,
+                c.from,
+                c.to,
+                s.target,
+                s.source.to_hex(),
+                s.id.to_hex(),
+                s.present,
+                s.stats.bytes_read as i64,
+                s.stats.bytes_new as i64,
+                s.stats.bytes_stored as i64,
+                s.stats.duration_ms as i64
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -260,6 +385,7 @@ mod tests {
         PlanReport {
             plan: plan.into(),
             run: RunReport { run: Id::random(), time: at.parse().unwrap(), targets },
+            copies: Vec::new(),
             upkeep: Vec::new(),
         }
     }

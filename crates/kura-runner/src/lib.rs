@@ -6,6 +6,7 @@
 //! [`Event`]s through a [`Sink`] the caller provides. Nothing here prints:
 //! the binary renders events and reports, a daemon will record them.
 pub mod backup;
+pub mod copy;
 pub mod error;
 pub mod event;
 pub mod history;

@@ -1,6 +1,7 @@
-//! A plan run once (`kura run PLAN`, and later each slot of `kura serve`):
-//! never two at once, one run over the plan's targets, then retention of
-//! their snapshots and, if the plan says so, a prune, each repository once.
+//! A plan run once (`kura run PLAN`, and each slot of `kura serve`): never
+//! two at once, one run over the plan's targets, then copies to its
+//! `copy_to` repositories, then retention of its snapshots and, if the plan
+//! says so, a prune, each repository once.
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,8 +12,9 @@ use kura_repo::prune::{prune, PruneOptions, PruneReport};
 use serde::Serialize;
 
 use crate::backup::{backup_run, BackupRequest, RunReport};
+use crate::copy::{copy_between, label, CopyReport, CopyRequest};
 use crate::retention::{self, Scope};
-use crate::{Context, Repos, RunError};
+use crate::{Context, RepoSpec, Repos, RunError};
 
 /// Held while a plan runs: an exclusive `flock` on
 /// `STATE_DIR/plan-NAME.lock`, which the kernel drops when the process
@@ -64,10 +66,21 @@ pub struct Upkeep {
 pub struct PlanReport {
     pub plan: String,
     pub run: RunReport,
+    /// One per source repository and `copy_to` repository.
+    pub copies: Vec<CopyReport>,
     pub upkeep: Vec<Upkeep>,
 }
 
-/// Runs `plan` once, under its lock.
+impl PlanReport {
+    /// Whether a copy failed: its snapshots are safe in the source, but
+    /// the second copy the plan promises is missing.
+    pub fn copy_failed(&self) -> bool {
+        self.copies.iter().any(|c| c.error.is_some())
+    }
+}
+
+/// Runs `plan` once, under its lock: the backups, then the copies, then
+/// retention and prune in every repository involved.
 pub async fn run_plan(
     ctx: &Context,
     repos: &Repos,
@@ -77,33 +90,94 @@ pub async fn run_plan(
 ) -> Result<PlanReport, RunError> {
     let _lock = PlanLock::acquire(state_dir, &plan.name, ctx)?;
     let targets = plan.targets.iter().map(|n| cfg.target(n)).collect::<Result<Vec<_>, _>>()?;
-    let run = backup_run(ctx, repos, cfg, &targets, &BackupRequest::default()).await;
+    let written_to = match &plan.repository {
+        Some(r) => Some(RepoSpec::configured(cfg, r, ctx.retry.clone())?),
+        None => None,
+    };
+    let req =
+        BackupRequest { plan: Some(plan.name.clone()), repository: written_to.clone(), ..Default::default() };
+    let run = backup_run(ctx, repos, cfg, &targets, &req).await;
+    // Each repository once, with the plan's targets that write to it.
+    let mut by_repo: BTreeMap<String, (RepoSpec, Vec<String>)> = BTreeMap::new();
+    for t in &targets {
+        let spec = match &written_to {
+            Some(s) => Ok(s.clone()),
+            None => repos.spec_for(cfg, t),
+        };
+        if let Ok(spec) = spec {
+            by_repo.entry(spec.url.clone()).or_insert_with(|| (spec, Vec::new())).1.push(t.name.clone());
+        }
+    }
+    let scope = |names: &[String]| Scope {
+        targets: names.to_vec(),
+        // Only this host's: another host's follow its own plan.
+        host: Some(ctx.hostname.clone()),
+        plan: Some(plan.name.clone()),
+    };
+    let mut copies = Vec::new();
+    let mut upkeep_of: BTreeMap<String, (RepoSpec, Vec<String>)> = by_repo.clone();
+    for to in &plan.copy_to {
+        let to = RepoSpec::configured(cfg, to, ctx.retry.clone())?;
+        for (from, names) in by_repo.values() {
+            let report = match copy_kept(ctx, repos, from, &to, plan, scope(names)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    CopyReport { from: label(from), to: label(&to), copied: Vec::new(), error: Some(e) }
+                }
+            };
+            copies.push(report);
+            upkeep_of
+                .entry(to.url.clone())
+                .or_insert_with(|| (to.clone(), Vec::new()))
+                .1
+                .extend(names.clone());
+        }
+    }
     let mut upkeep = Vec::new();
     if !plan.keep.is_empty() || plan.prune {
-        // Each repository once, with the plan's targets that write to it.
-        let mut by_repo: BTreeMap<String, (crate::RepoSpec, Vec<String>)> = BTreeMap::new();
-        for t in &targets {
-            if let Ok(spec) = repos.spec_for(cfg, t) {
-                by_repo.entry(spec.url.clone()).or_insert_with(|| (spec, Vec::new())).1.push(t.name.clone());
-            }
-        }
-        for (url, (spec, names)) in by_repo {
+        for (url, (spec, names)) in upkeep_of {
             let name = spec.name.clone().unwrap_or(url);
             let mut u = Upkeep { repository: name, forgotten: Vec::new(), pruned: None, error: None };
-            // Only this host's snapshots: another host's follow its own plan.
-            let scope = Scope { targets: names, host: Some(ctx.hostname.clone()) };
-            if let Err(e) = keep_and_prune(repos, &spec, plan, scope, &mut u).await {
+            if let Err(e) = keep_and_prune(repos, &spec, plan, scope(&names), &mut u).await {
                 u.error = Some(e.to_string());
             }
             upkeep.push(u);
         }
     }
-    Ok(PlanReport { plan: plan.name.clone(), run, upkeep })
+    Ok(PlanReport { plan: plan.name.clone(), run, copies, upkeep })
+}
+
+/// Copies the plan's snapshots that `from` holds and its retention keeps
+/// (copying what is about to be forgotten would be wasted) and that `to`
+/// lacks: a copy that failed last night is made up tonight.
+async fn copy_kept(
+    ctx: &Context,
+    repos: &Repos,
+    from: &RepoSpec,
+    to: &RepoSpec,
+    plan: &Plan,
+    scope: Scope,
+) -> Result<CopyReport, RunError> {
+    let only = if plan.keep.is_empty() {
+        None
+    } else {
+        let src = repos.open(from).await?;
+        let verdicts = retention::judge(&src, &plan.keep, &scope).await?;
+        Some(verdicts.iter().filter(|v| v.kept()).map(|v| v.id).collect())
+    };
+    let req = CopyRequest {
+        snapshots: Vec::new(),
+        plan: scope.plan,
+        targets: scope.targets,
+        host: scope.host,
+        only,
+    };
+    copy_between(ctx, repos, from, to, &req).await
 }
 
 async fn keep_and_prune(
     repos: &Repos,
-    spec: &crate::RepoSpec,
+    spec: &RepoSpec,
     plan: &Plan,
     scope: Scope,
     u: &mut Upkeep,

@@ -160,13 +160,7 @@ impl Repos {
         // The config first: a missing or newer repository says so before
         // anyone is asked for a password.
         Repository::read_config(store.as_ref()).await?;
-        let password = self.unlock.password(spec)?;
-        let repo = Repository::open(store, &password).await.map_err(|e| match e {
-            e @ kura_repo::RepoError::WrongPassword { .. } => {
-                RunError::WrongPassword { from: self.unlock.describe(spec), source: e }
-            }
-            e => e.into(),
-        })?;
+        let repo = self.unlock_store(spec, store).await?;
         let repo = repo.with_clock(self.clock.clone());
         let level = self.unlock.compression.unwrap_or(spec.compression);
         let repo = Arc::new(match level {
@@ -175,6 +169,48 @@ impl Repos {
         });
         opened.insert(spec.url.clone(), repo.clone());
         Ok(repo)
+    }
+}
+
+impl Repos {
+    /// Opens the repository in `store` with the first password that fits:
+    /// the caller's sources, then the repository's own (a copy's
+    /// destination has its own password while the caller's is the
+    /// source's), or the prompt when there are none.
+    async fn unlock_store(
+        &self,
+        spec: &RepoSpec,
+        store: Arc<dyn kura_store::Store>,
+    ) -> Result<Repository, RunError> {
+        let sources: Vec<&Source> = self.unlock.sources_for(spec).collect();
+        let wrong = |e, tried: &[&Source]| RunError::WrongPassword {
+            from: match tried {
+                [] => "the password came from the prompt".to_string(),
+                [one] => format!("the password came from {}", one.describe()),
+                many => format!(
+                    "the passwords came from {}",
+                    many.iter().map(|s| s.describe()).collect::<Vec<_>>().join(", then ")
+                ),
+            },
+            source: e,
+        };
+        if sources.is_empty() {
+            let password = self.unlock.password(spec)?;
+            return Repository::open(store, &password).await.map_err(|e| match e {
+                e @ kura_repo::RepoError::WrongPassword { .. } => wrong(e, &[]),
+                e => e.into(),
+            });
+        }
+        let mut refused = None;
+        for src in &sources {
+            let password = password::read(src)?;
+            match Repository::open(store.clone(), &password).await {
+                Ok(r) => return Ok(r),
+                Err(e @ kura_repo::RepoError::WrongPassword { .. }) => refused = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(wrong(refused.expect("at least one source was tried"), &sources))
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Scope {
     /// Only these targets (none: every snapshot).
     pub targets: Vec<String>,
     pub host: Option<String>,
+    /// Only snapshots this plan's runs made (format.md §11).
+    pub plan: Option<String>,
 }
 
 /// Every snapshot in scope with its verdict, groups in name order, newest
@@ -66,6 +68,9 @@ pub async fn judge(repo: &Repository, keep: &Keep, scope: &Scope) -> Result<Vec<
             continue;
         }
         if scope.host.as_ref().is_some_and(|h| *h != s.hostname) {
+            continue;
+        }
+        if scope.plan.is_some() && scope.plan != s.plan {
             continue;
         }
         groups.entry((s.hostname.clone(), group)).or_default().push((id, s.time));

@@ -70,6 +70,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Remove snapshots (their data goes with the next prunes).
     Forget(ForgetArgs),
+    /// Copy snapshots to another repository (re-encrypted for it, only what it lacks, each checked there).
+    Copy(CopyArgs),
     /// Run a plan of kura.toml once (for cron or a systemd timer): its targets, then its retention and prune.
     Run(RunArgs),
     /// Print crontab lines or systemd units that run the plans of kura.toml on their schedules.
@@ -291,6 +293,30 @@ pub struct ScheduleArgs {
     /// Only this plan.
     #[arg(long)]
     pub plan: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Snapshot ids (unique prefixes); none: every snapshot the other flags select.
+    pub snapshots: Vec<String>,
+    /// The repository to copy from: a name in kura.toml or a location (default: --repo, or with --plan where the plan writes).
+    #[arg(long, value_name = "REPO")]
+    pub from: Option<String>,
+    /// The repository to copy to: a name in kura.toml or a location.
+    #[arg(long, value_name = "REPO")]
+    pub to: String,
+    /// Only snapshots this plan's runs made.
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Only this target's snapshots (repeatable).
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Only this host's snapshots.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// The destination's password, when it differs from the source's and kura.toml does not give it.
+    #[arg(long, env = "KURA_TO_PASSWORD_FILE", value_name = "FILE")]
+    pub to_password_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

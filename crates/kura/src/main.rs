@@ -84,6 +84,7 @@ fn main() -> ExitCode {
             Command::Verify(a) => commands::verify::run(&cli.global, a).await,
             Command::Forget(a) => commands::forget::run(&cli.global, a).await,
             Command::Run(a) => commands::run::run(&cli.global, a).await,
+            Command::Copy(a) => commands::copy::run(&cli.global, a).await,
             Command::Schedule(a) => commands::schedule::run(&cli.global, a),
             Command::History(a) => commands::history::run(&cli.global, a),
             Command::Prune(a) => commands::prune::run(&cli.global, a).await,

@@ -63,6 +63,28 @@ impl Sink for Cli {
             Event::Restored { restored, .. } => restored_lines(g, &restored),
             Event::KeptRemoved { name, .. } => say(g, format!("removed the older kept copy {name}")),
             Event::Warning { message, .. } => tracing::warn!("{message}"),
+            Event::Copied { to, copied: c, .. } if self.per_target => {
+                let what = format!(
+                    "snapshot {}{} of {}",
+                    c.source.short(),
+                    c.target.as_ref().map(|t| format!(" ({t})")).unwrap_or_default(),
+                    c.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
+                );
+                if c.present {
+                    say(g, format!("{what}: already in {to} as {}", c.id.short()));
+                } else {
+                    say(
+                        g,
+                        format!(
+                            "{what}: copied to {to} as {} (read {}, {} new, {:.1}s)",
+                            c.id.short(),
+                            human_bytes(c.stats.bytes_read),
+                            human_bytes(c.stats.bytes_new),
+                            c.stats.duration_ms as f64 / 1000.0
+                        ),
+                    );
+                }
+            }
             // Failures and the run's end are rendered from the report.
             _ => {}
         }

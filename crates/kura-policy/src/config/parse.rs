@@ -24,7 +24,7 @@ pub(super) fn parse_named(
     let mut unresolved = Vec::new();
     let repositories = repositories(root.remove("repository"), env, &mut unresolved)?;
     let targets = targets(root.remove("target"), env, &repositories, kept_default, &mut unresolved)?;
-    let plans = plans(root.remove("plan"), env, &targets, &mut unresolved)?;
+    let plans = plans(root.remove("plan"), env, &targets, &repositories, &mut unresolved)?;
     Ok(Config { repositories, targets, plans, unresolved })
 }
 
@@ -98,6 +98,7 @@ fn plans(
     v: Option<toml::Value>,
     env: &dyn Fn(&str) -> Option<String>,
     targets: &BTreeMap<String, Target>,
+    repositories: &BTreeMap<String, RepositoryConfig>,
     unresolved: &mut Vec<Unresolved>,
 ) -> Result<BTreeMap<String, Plan>, ConfigError> {
     let mut plans = BTreeMap::new();
@@ -110,7 +111,14 @@ fn plans(
             unresolved.iter().filter(|u| u.section == "target").map(|u| u.name.clone()).collect();
         let Some(t) = expanded(v, "plan", &name, None, env, unresolved)? else { continue };
         let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
-        plans.insert(name.clone(), super::plans::plan(&name, t, targets, &waiting)?);
+        // A repository whose variable is unset is still a name the plan
+        // may use; it fails when the plan runs.
+        let repos: Vec<&str> = repositories
+            .keys()
+            .map(String::as_str)
+            .chain(unresolved.iter().filter(|u| u.section == "repository").map(|u| u.name.as_str()))
+            .collect();
+        plans.insert(name.clone(), super::plans::plan(&name, t, targets, &waiting, &repos)?);
     }
     Ok(plans)
 }

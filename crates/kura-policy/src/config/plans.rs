@@ -24,9 +24,18 @@ pub struct Plan {
     pub keep: Keep,
     /// Prune after retention.
     pub prune: bool,
+    /// Where every target of the plan writes, instead of its own
+    /// repository.
+    pub repository: Option<String>,
+    /// Repositories each run's snapshots are copied to, verified, after the
+    /// run (format.md §11.3); the plan's retention applies there too.
+    pub copy_to: Vec<String>,
+    /// Whether `kura serve` runs the plan once after downtime that made it
+    /// miss its slot.
+    pub catch_up: bool,
 }
 
-const KEYS: &str = "schedule, targets, keep, prune";
+const KEYS: &str = "schedule, targets, keep, prune, repository, copy_to, catch_up";
 const KEEP_KEYS: &str = "last, hourly, daily, weekly, monthly, yearly, within";
 
 pub(super) fn plan(
@@ -34,6 +43,7 @@ pub(super) fn plan(
     mut t: toml::Table,
     targets: &BTreeMap<String, Target>,
     unresolved_targets: &[&str],
+    repositories: &[&str],
 ) -> Result<Plan, ConfigError> {
     let place = format!("plan.{name}");
     // The name becomes a file name (the plan's lock, unit names): a plain
@@ -88,10 +98,60 @@ pub(super) fn plan(
         Some(toml::Value::Boolean(b)) => b,
         Some(_) => return Err(invalid(format!("{place}.prune"), "must be true or false")),
     };
+    let known_repository = |at: String, r: &str| {
+        if repositories.contains(&r) {
+            Ok(())
+        } else {
+            Err(invalid(
+                at,
+                format!(
+                    "no repository named {r:?} (configured: {})",
+                    if repositories.is_empty() { "none".into() } else { repositories.join(", ") }
+                ),
+            ))
+        }
+    };
+    let repository = match t.remove("repository") {
+        None => None,
+        Some(toml::Value::String(r)) => {
+            known_repository(format!("{place}.repository"), &r)?;
+            Some(r)
+        }
+        Some(_) => return Err(invalid(format!("{place}.repository"), "must be a repository name")),
+    };
+    let copy_to: Vec<String> = match t.remove("copy_to") {
+        None => Vec::new(),
+        Some(toml::Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                toml::Value::String(s) => {
+                    known_repository(format!("{place}.copy_to"), &s)?;
+                    Ok(s)
+                }
+                _ => Err(invalid(format!("{place}.copy_to"), "must be a list of repository names")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(invalid(format!("{place}.copy_to"), "must be a list of repository names")),
+    };
+    let written: Vec<&str> = match &repository {
+        Some(r) => vec![r.as_str()],
+        None => names.iter().filter_map(|n| targets.get(n)).map(|t| t.repository.as_str()).collect(),
+    };
+    if let Some(r) = copy_to.iter().find(|r| written.contains(&r.as_str())) {
+        return Err(invalid(
+            format!("{place}.copy_to"),
+            format!("names {r:?}, a repository the plan writes to"),
+        ));
+    }
+    let catch_up = match t.remove("catch_up") {
+        None => true,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(_) => return Err(invalid(format!("{place}.catch_up"), "must be true or false")),
+    };
     if let Some(k) = t.keys().next() {
         return Err(invalid(format!("{place}.{k}"), format!("unknown key (known: {KEYS})")));
     }
-    Ok(Plan { name: name.to_string(), schedule, targets: names, keep, prune })
+    Ok(Plan { name: name.to_string(), schedule, targets: names, keep, prune, repository, copy_to, catch_up })
 }
 
 fn keep(place: &str, t: toml::Table) -> Result<Keep, ConfigError> {

@@ -214,8 +214,17 @@ fn plans_parse_and_their_mistakes_name_their_place() {
         ),
         (
             "schedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\ncopy_to = [\"offsite\"]\n",
-            "plan.p.copy_to: unknown key",
+            "plan.p.copy_to: no repository named \"offsite\" (configured: main)",
         ),
+        (
+            "schedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\nrepository = \"main\"\ncopy_to = [\"main\"]\n",
+            "plan.p.copy_to: names \"main\", a repository the plan writes to",
+        ),
+        (
+            "schedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\ncatch_up = 1\n",
+            "plan.p.catch_up: must be true or false",
+        ),
+        ("schedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\nevery = 1\n", "plan.p.every: unknown key"),
     ] {
         let err = Config::parse(&format!("{base}[plan.p]\n{plan}"), &env).unwrap_err().to_string();
         assert!(err.contains(says), "{plan}: {err}");

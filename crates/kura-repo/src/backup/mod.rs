@@ -73,6 +73,8 @@ pub struct BackupOptions {
     pub time: Option<chrono::DateTime<chrono::Utc>>,
     /// What produced the content; defaults to `files` or `stream`.
     pub source: Option<String>,
+    /// The plan whose run this is (format.md §11).
+    pub plan: Option<String>,
     /// Called with each file's path after it was looked at and before it is
     /// opened: tests use it to race the backup deterministically.
     pub before_open: Option<PathHook>,
@@ -95,6 +97,7 @@ impl BackupOptions {
         snap.tags = self.tags.clone();
         snap.target = self.target.clone();
         snap.run = self.run;
+        snap.plan = self.plan.clone();
         snap.source = Some(self.source.clone().unwrap_or_else(|| default_source.to_string()));
         if let Some(t) = self.time {
             snap.time = t;

@@ -26,7 +26,7 @@ fn keep(a: &ForgetArgs, base: Keep) -> Result<Keep, Failure> {
 }
 
 pub async fn run(g: &Global, a: &ForgetArgs) -> Result<u8, Failure> {
-    let mut scope = Scope { targets: a.targets.clone(), host: a.host.clone() };
+    let mut scope = Scope { targets: a.targets.clone(), host: a.host.clone(), plan: None };
     // A plan's targets are judged in their own repository.
     let mut repo = None;
     let keep = match &a.plan {
@@ -38,8 +38,16 @@ pub async fn run(g: &Global, a: &ForgetArgs) -> Result<u8, Failure> {
                     .hint("a plan is a [plan.NAME] section with schedule, targets and keep")
             })?;
             scope.targets = plan.targets.clone();
-            let first = super::find_target(&cfg, &plan.targets[0])?;
-            repo = Some(super::open_repo_for(g, &cfg, first).await?);
+            scope.plan = Some(name.clone());
+            // --repo picks one of the plan's repositories (a copy_to one,
+            // say); else where the plan writes.
+            repo = Some(match (&g.repo, &plan.repository) {
+                (Some(_), _) => super::open_repo(g).await?,
+                (None, Some(r)) => super::open_named(g, &cfg, r).await?,
+                (None, None) => {
+                    super::open_repo_for(g, &cfg, super::find_target(&cfg, &plan.targets[0])?).await?
+                }
+            });
             // What `kura run` of the plan would judge: this host's.
             scope.host = Some(a.host.clone().unwrap_or_else(super::hostname));
             let k = keep(a, plan.keep)?;

@@ -43,15 +43,21 @@ pub fn run(g: &Global, a: &HistoryArgs) -> Result<u8, Failure> {
     for r in &runs {
         let read: i64 = r.targets.iter().map(|t| t.bytes_read).sum();
         let added: i64 = r.targets.iter().map(|t| t.bytes_added).sum();
-        let targets: Vec<String> = r
+        let mut targets: Vec<String> = r
             .targets
             .iter()
             .map(|t| if t.ok { t.target.clone() } else { format!("{} FAILED", t.target) })
             .collect();
+        let mut to: Vec<&str> = r.copies.iter().map(|c| c.to.as_str()).collect();
+        to.dedup();
+        for repo in to {
+            let n = r.copies.iter().filter(|c| c.to == repo && !c.present).count();
+            targets.push(format!("{n} copied to {repo}"));
+        }
         outln!(
             "{:<16}  {:<10}  {:<8}  {:>8.1}  {:>10}  {:>10}  {}",
             r.started.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
-            r.plan.as_deref().unwrap_or("-"),
+            r.plan.as_deref().unwrap_or(if r.kind == "copy" { "(copy)" } else { "-" }),
             r.status,
             r.duration_ms as f64 / 1000.0,
             human_bytes(read.max(0) as u64),

@@ -1,5 +1,6 @@
 //! One module per command. Shared here: finding and opening the repository.
 pub mod backup;
+pub mod copy;
 pub mod demo;
 pub mod dump;
 pub mod forget;
@@ -243,6 +244,33 @@ pub async fn open_repo(g: &Global) -> Result<Arc<Repository>, Failure> {
     let cfg = config_for_repo(g)?;
     let spec = repository_spec(g, cfg.as_ref(), None)?;
     Ok(repos(g, cfg.as_ref())?.open(&spec).await?)
+}
+
+/// Opens the repository kura.toml configures as `name`.
+pub async fn open_named(g: &Global, cfg: &Config, name: &str) -> Result<Arc<Repository>, Failure> {
+    let spec = RepoSpec::configured(cfg, name, retry_policy()?)?;
+    Ok(repos(g, Some(cfg))?.open(&spec).await?)
+}
+
+/// A repository given on the command line: a name kura.toml configures,
+/// or a location.
+pub fn spec_of(cfg: Option<&Config>, text: &str) -> Result<RepoSpec, Failure> {
+    if !is_bare_name(text) {
+        return Ok(RepoSpec::at(text, retry_policy()?));
+    }
+    match cfg {
+        Some(c) if c.repositories.contains_key(text) || c.unresolved_named("repository", text).is_some() => {
+            Ok(RepoSpec::configured(c, text, retry_policy()?)?)
+        }
+        _ => {
+            let known = cfg.map(|c| c.repositories.keys().cloned().collect::<Vec<_>>().join(", "));
+            Err(Failure::new(format!(
+                "{text:?} is neither a repository configured in kura.toml{} nor a path",
+                known.filter(|k| !k.is_empty()).map(|k| format!(" (configured: {k})")).unwrap_or_default()
+            ))
+            .hint(format!("for a directory here, write ./{text}")))
+        }
+    }
 }
 
 /// Opens the repository a configured target backs up into.

@@ -54,10 +54,17 @@ pub async fn run(g: &Global, a: &RunArgs) -> Result<u8, Failure> {
             u.error.as_deref().unwrap_or_default()
         );
     }
+    for c in report.copies.iter().filter(|c| c.error.is_some()) {
+        let e = c.error.as_ref().expect("filtered");
+        crate::output::errln!("kura: copy {} → {}: {e}", c.from, c.to);
+        if let Some(h) = e.hint() {
+            crate::output::errln!("hint: {h}");
+        }
+    }
     let exit = match (saved.is_empty(), failed.is_empty()) {
         (true, _) => code::FAILED,
         (false, false) => code::PARTIAL,
-        (false, true) if !upkeep_failed.is_empty() => code::PARTIAL,
+        (false, true) if !upkeep_failed.is_empty() || report.copy_failed() => code::PARTIAL,
         (false, true) if run.warned() => code::PARTIAL_BACKUP,
         (false, true) => code::OK,
     };
@@ -74,7 +81,7 @@ pub async fn run(g: &Global, a: &RunArgs) -> Result<u8, Failure> {
             .collect();
         print_json(&serde_json::json!({
             "plan": report.plan, "run": (!saved.is_empty()).then_some(run.run), "time": run.time,
-            "targets": targets, "retention": report.upkeep, "exit_code": exit,
+            "targets": targets, "copies": report.copies, "retention": report.upkeep, "exit_code": exit,
         }));
     } else {
         let mut line = format!(
@@ -86,6 +93,12 @@ pub async fn run(g: &Global, a: &RunArgs) -> Result<u8, Failure> {
         );
         if !failed.is_empty() {
             line += &format!(" (FAILED {})", failed.join(", "));
+        }
+        for c in &report.copies {
+            line += &match &c.error {
+                None => format!("; copied {} to {}", c.new_copies(), c.to),
+                Some(_) => format!("; copy to {} FAILED after {}", c.to, c.new_copies()),
+            };
         }
         if !plan.keep.is_empty() {
             line += &format!("; retention forgot {forgotten} snapshot(s)");

@@ -16,7 +16,8 @@ pub async fn run(g: &Global, a: &BackupArgs) -> Result<u8, Failure> {
     let targets = a.targets.iter().map(|n| super::find_target(&cfg, n)).collect::<Result<Vec<_>, _>>()?;
     let ctx = super::context(g)?;
     let repos = super::repos(g, Some(&cfg))?;
-    let req = BackupRequest { host: a.host.clone(), tags: a.tags.clone(), force: a.force };
+    let req =
+        BackupRequest { host: a.host.clone(), tags: a.tags.clone(), force: a.force, ..Default::default() };
     let report = backup_run(&ctx, &repos, &cfg, &targets, &req).await;
 
     let mut rows = Vec::new();

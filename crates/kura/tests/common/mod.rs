@@ -43,6 +43,8 @@ impl Kura {
             }
         }
         c.env("KURA_REPOSITORY", &self.repo)
+            // Run history and plan locks stay in the scratch directory.
+            .env("KURA_STATE_DIR", self.dir.path().join("state"))
             .env("KURA_PASSWORD", PASSWORD)
             .env("KURA_TEST_INSECURE_KDF", "1")
             .env("KURA_STORAGE_RETRIES", "3")

@@ -1,6 +1,8 @@
-//! Retention through the real binary: `kura forget --keep-*` on snapshots
-//! taken at different times (a clock moved back per backup), previewed with
-//! the rule that keeps each one, then applied per target.
+//! Plans through the real binary: retention (`kura forget --keep-*`,
+//! `--plan`) on snapshots taken at different times (a clock moved back per
+//! run), previewed with the rule that keeps each one, then applied per
+//! target; `kura run` with its lock, history and copies to a second
+//! repository; `kura copy`, also killed and resumed; `kura schedule`.
 mod common;
 
 use common::*;
@@ -177,12 +179,29 @@ fn with_configs(plans: &str) -> Kura {
 
 #[test]
 fn forget_plan_dry_run_previews_the_plans_rules_and_a_change_to_them() {
-    let k = with_configs(
-        "[plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\"]\nkeep = { daily = 3 }\n",
-    );
+    // Six runs of a plan that kept everything, then the plan gains a rule:
+    // the preview judges the real list, and only the plan's snapshots.
+    let mut k = with_configs("[plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\"]\n");
+    let state = k.path("state");
     for d in (0..6).rev() {
-        backup_at(&k, "configs", d);
+        let out = k
+            .cmd(&["run", "daily"])
+            .env("KURA_STATE_DIR", &state)
+            .env("KURA_TEST_CLOCK_OFFSET_SECS", (-d * DAY).to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
     }
+    // A manual backup of the same target: not the plan's to forget.
+    backup_at(&k, "configs", 10);
+    let conf = k.path("etc");
+    config(
+        &mut k,
+        &format!(
+            "[target.configs]\ntype = \"files\"\npaths = [\"{}\"]\n[plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\"]\nkeep = {{ daily = 3 }}\n",
+            conf.display()
+        ),
+    );
     let count = |v: &serde_json::Value| {
         v["snapshots"]
             .as_array()
@@ -192,10 +211,13 @@ fn forget_plan_dry_run_previews_the_plans_rules_and_a_change_to_them() {
             .count()
     };
     let plan = k.json(&["forget", "--plan", "daily", "--dry-run"]);
+    assert_eq!(plan["snapshots"].as_array().unwrap().len(), 6, "the manual backup is not judged: {plan}");
     assert_eq!(count(&plan), 3, "{plan}");
     let changed = k.json(&["forget", "--plan", "daily", "--keep-daily", "5", "--dry-run"]);
     assert_eq!(count(&changed), 5, "--keep-daily 5 previews the change: {changed}");
-    assert_eq!(k.snapshot_ids().len(), 6, "previews forget nothing");
+    assert_eq!(k.snapshot_ids().len(), 7, "previews forget nothing");
+    k.ok(&["forget", "--plan", "daily"]);
+    assert_eq!(k.snapshot_ids().len(), 4, "three of the plan's and the manual one");
 }
 
 #[test]
@@ -226,4 +248,159 @@ fn schedule_prints_crontab_lines_that_run_and_systemd_timers_on_the_same_times()
     assert!(units.contains("OnCalendar=Sun *-*-* 03:00:00") && units.contains("Persistent=true"), "{units}");
     assert!(units.contains("ExecStart=") && units.contains(" run weekly"), "{units}");
     assert!(!units.contains("run daily"), "--plan limits the units: {units}");
+}
+
+const OFFSITE_PASSWORD: &str = "a different password for the offsite copy";
+
+/// A SQLite database and a config folder, targets `app_db` and `configs`
+/// in `main`, a second repository `offsite` with its own password file,
+/// and `plans`; both repositories initialised.
+fn with_offsite(plans: &str) -> Kura {
+    let mut k = Kura::new();
+    let (conf, db) = (k.path("etc"), k.path("app.db"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("app.conf"), b"workers = 4\n").unwrap();
+    std::fs::write(conf.join("big.bin"), noise(3_000_000, 5)).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("CREATE TABLE t(v); INSERT INTO t VALUES ('first');").unwrap();
+    drop(c);
+    let (pw, offsite) = (k.path("offsite.pw"), k.path("offsite"));
+    std::fs::write(&pw, OFFSITE_PASSWORD).unwrap();
+    config(
+        &mut k,
+        &format!(
+            "[repository.offsite]\nurl = \"{}\"\npassword_file = \"{}\"\n\
+             [target.configs]\ntype = \"files\"\npaths = [\"{}\"]\n[target.app_db]\ntype = \"sqlite\"\npath = \"{}\"\n{plans}",
+            offsite.display(),
+            pw.display(),
+            conf.display(),
+            db.display()
+        ),
+    );
+    k.ok(&["init", "--repository", "main"]);
+    // The offsite repository's own password: its password_file.
+    let out = k.cmd(&["init", "--repository", "offsite"]).env_remove("KURA_PASSWORD").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    k
+}
+
+#[test]
+fn a_plan_copies_each_run_to_its_second_repository_and_keeps_its_retention_in_both() {
+    let k = with_offsite(
+        "[plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"app_db\", \"configs\"]\ncopy_to = [\"offsite\"]\nkeep = { daily = 2 }\nprune = true\n",
+    );
+    let state = k.path("state");
+    let run_at = |days_ago: i64| {
+        let out = k
+            .cmd(&["run", "daily"])
+            .env("KURA_STATE_DIR", &state)
+            .env("KURA_TEST_CLOCK_OFFSET_SECS", (-days_ago * DAY).to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    for d in [3, 2, 1] {
+        let line = run_at(d);
+        assert!(line.contains("saved 2 of 2 target(s); copied 2 to offsite"), "{line}");
+    }
+    let snaps = |repo: &str| {
+        let v = k.json(&["snapshots", "--repo", repo]);
+        v.as_array().unwrap().clone()
+    };
+    let (main, offsite) = (snaps("main"), snaps("offsite"));
+    assert_eq!(main.len(), 4, "daily = 2 per target: {main:?}");
+    assert_eq!(offsite.len(), 4, "the same rule at the copy: {offsite:?}");
+    // The same snapshots, by run and target, under other ids.
+    let key = |s: &serde_json::Value| {
+        (s["run"].as_str().unwrap().to_string(), s["target"].as_str().unwrap().to_string())
+    };
+    let mut a: Vec<_> = main.iter().map(key).collect();
+    let mut b: Vec<_> = offsite.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    assert!(main.iter().all(|m| offsite.iter().all(|o| o["id"] != m["id"])));
+
+    // The copy restores on its own, with its own password only.
+    let newest = offsite
+        .iter()
+        .filter(|s| s["target"] == "configs")
+        .max_by_key(|s| s["time"].as_str().unwrap().to_string())
+        .unwrap();
+    let out = k
+        .cmd(&[
+            "restore",
+            newest["id"].as_str().unwrap(),
+            "--target",
+            k.path("back").to_str().unwrap(),
+            "--repo",
+            "offsite",
+        ])
+        .env_remove("KURA_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_same_tree(&k.path("etc"), &restored(&k.path("back"), &k.path("etc")));
+    k.ok(&["verify", "--repo", "offsite", "--read-data"]);
+
+    // Copying again by hand finds everything there already.
+    let again = k.json(&["copy", "--from", "main", "--to", "offsite", "--plan", "daily"]);
+    let copied = again["copy"]["copied"].as_array().unwrap();
+    assert_eq!(copied.len(), 4, "{again}");
+    assert!(copied.iter().all(|c| c["present"] == true), "{again}");
+
+    // The history records each run's copies.
+    let history = k.cmd(&["history", "--json"]).env("KURA_STATE_DIR", &state).output().unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let runs = history.as_array().unwrap();
+    assert_eq!(runs.len(), 4, "three plan runs and the copy: {history}");
+    let plan_runs: Vec<_> = runs.iter().filter(|r| r["kind"] == "backup").collect();
+    assert!(
+        plan_runs.iter().all(|r| r["copies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["present"] == false)
+            .count()
+            == 2),
+        "{history}"
+    );
+}
+
+#[test]
+fn a_copy_killed_at_any_moment_is_finished_by_the_next_and_never_leaves_a_half_copy_visible() {
+    let k = with_offsite("");
+    // Three snapshots of each target, the data changing between them.
+    for i in 0..3 {
+        std::fs::write(k.path("etc/big.bin"), noise(16_000_000, 10 + i)).unwrap();
+        k.ok(&["backup", "--target", "configs", "--target", "app_db"]);
+    }
+    let source = k.json(&["snapshots", "--repo", "main"]).as_array().unwrap().len();
+    assert_eq!(source, 6);
+    let copy = || k.cmd(&["copy", "--from", "main", "--to", "offsite"]);
+    let mut step = rng(7);
+    let mut killed = 0;
+    for _ in 0..4 {
+        let out = kill_after(copy(), 15 + step(100));
+        killed += usize::from(out.status.code().is_none());
+        // Whatever is visible at the destination is whole.
+        let v = k.json(&["verify", "--repo", "offsite"]);
+        assert_eq!(v["ok"], true, "after {:?}: {v}", out.status);
+    }
+    assert!(killed >= 2, "the kills landed after the copies finished: make the data larger");
+    let out = copy().output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let offsite = k.json(&["snapshots", "--repo", "offsite"]);
+    assert_eq!(offsite.as_array().unwrap().len(), source, "{offsite}");
+    k.ok(&["verify", "--repo", "offsite", "--read-data"]);
+    let done = k.json(&["copy", "--from", "main", "--to", "offsite"]);
+    assert!(done["copy"]["copied"].as_array().unwrap().iter().all(|c| c["present"] == true), "{done}");
+
+    // Same repository, unknown names: refused with what to do.
+    let out = k.run(&["copy", "--from", "main", "--to", "main"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--from and --to are the same repository"), "{}", stderr(&out));
+    let out = k.run(&["copy", "--from", "main", "--to", "elsewhere"]);
+    assert!(stderr(&out).contains("\"elsewhere\" is neither a repository configured in kura.toml (configured: main, offsite) nor a path"), "{}", stderr(&out));
 }
