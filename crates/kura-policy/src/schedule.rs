@@ -4,12 +4,17 @@
 //! month, month, day of week; each `*`, a number, a range `a-b`, a list
 //! `a,b`, a step `*/n` or `a-b/n`; months and days may be named (`JAN`,
 //! `SUN`); day of week 0 and 7 are Sunday. As in cron, when both day of
-//! month and day of week are restricted, a day matching either fires.
+//! month and day of week are restricted, a day matching either fires. A
+//! sixth field in front gives seconds (`*/5 * * * * *`), for schedules
+//! finer than a minute under `kura serve` (and its tests); cron and systemd
+//! timers printed by `kura schedule` keep their minute granularity.
 use chrono::{Datelike, Duration, NaiveDateTime, Timelike};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
     text: String,
+    /// Seconds of a matching minute it fires at (second 0 for five fields).
+    seconds: u64,
     minutes: u64,
     hours: u32,
     days: u32,
@@ -75,11 +80,19 @@ fn field(text: &str, name: &str, lo: u32, hi: u32, names: &[&str], names_from: u
 impl Schedule {
     pub fn parse(text: &str) -> Result<Schedule, String> {
         let fields: Vec<&str> = text.split_whitespace().collect();
-        let [min, hour, dom, mon, dow] = fields.as_slice() else {
+        let (sec, rest) = match fields.as_slice() {
+            [sec, rest @ ..] if fields.len() == 6 => (Some(*sec), rest),
+            all => (None, all),
+        };
+        let [min, hour, dom, mon, dow] = rest else {
             return Err(format!(
                 "{text:?} has {} fields; a schedule has five: minute hour day-of-month month day-of-week (e.g. \"0 2 * * *\")",
                 fields.len()
             ));
+        };
+        let seconds = match sec {
+            Some(s) => field(s, "second", 0, 59, &[], 0)?,
+            None => 1,
         };
         let mut weekdays = field(dow, "day of week", 0, 7, &WEEKDAYS, 0)?;
         if weekdays & (1 << 7) != 0 {
@@ -87,6 +100,7 @@ impl Schedule {
         }
         Ok(Schedule {
             text: text.to_string(),
+            seconds,
             minutes: field(min, "minute", 0, 59, &[], 0)?,
             hours: field(hour, "hour", 0, 23, &[], 0)? as u32,
             days: field(dom, "day of month", 1, 31, &[], 0)? as u32,
@@ -118,10 +132,26 @@ impl Schedule {
             && self.minutes & (1 << t.minute()) != 0
     }
 
-    /// The first minute after `t` at which the schedule fires, within the
+    /// The first moment after `t` at which the schedule fires, within the
     /// next five years (`None`: never, such as `0 0 31 2 *`).
     pub fn next_after(&self, t: NaiveDateTime) -> Option<NaiveDateTime> {
-        let mut m = t.with_second(0)?.with_nanosecond(0)? + Duration::minutes(1);
+        let minute = t.with_second(0)?.with_nanosecond(0)?;
+        if self.fires_at(minute) {
+            if let Some(s) = (t.second() + 1..60).find(|s| self.seconds & (1 << s) != 0) {
+                return minute.with_second(s);
+            }
+        }
+        let m = self.next_minute_after(minute)?;
+        m.with_second(self.seconds.trailing_zeros())
+    }
+
+    /// Whether the schedule has a seconds field (finer than cron).
+    pub fn has_seconds(&self) -> bool {
+        self.seconds != 1
+    }
+
+    fn next_minute_after(&self, t: NaiveDateTime) -> Option<NaiveDateTime> {
+        let mut m = t + Duration::minutes(1);
         let end = t + Duration::days(5 * 366);
         while m < end {
             if self.months & (1 << m.month()) == 0 || !self.day_matches(m) {
@@ -168,7 +198,12 @@ impl Schedule {
                 format!("{} ", days.join(","))
             }
         };
-        let time = format!("{}:{}:00", list(self.hours as u64, 0, 23, 2), list(self.minutes, 0, 59, 2));
+        let time = format!(
+            "{}:{}:{}",
+            list(self.hours as u64, 0, 23, 2),
+            list(self.minutes, 0, 59, 2),
+            list(self.seconds, 0, 59, 2)
+        );
         let months = list(self.months as u64, 1, 12, 2);
         let days = list(self.days as u64, 1, 31, 2);
         if self.days_restricted && self.weekdays_restricted {
@@ -209,6 +244,24 @@ mod tests {
             Some(at("2028-02-29 00:00"))
         );
         assert_eq!(Schedule::parse("0 0 31 2 *").unwrap().next_after(at("2026-03-01 00:00")), None, "never");
+    }
+
+    #[test]
+    fn a_sixth_field_in_front_gives_seconds() {
+        let t = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap();
+        let every5 = Schedule::parse("*/5 * * * * *").unwrap();
+        assert!(every5.has_seconds());
+        assert_eq!(every5.next_after(t("2026-12-02 10:00:03")), Some(t("2026-12-02 10:00:05")));
+        assert_eq!(every5.next_after(t("2026-12-02 10:00:57")), Some(t("2026-12-02 10:01:00")));
+        let at30 = Schedule::parse("30 0 2 * * *").unwrap();
+        assert_eq!(at30.next_after(t("2026-12-02 02:00:30")), Some(t("2026-12-03 02:00:30")));
+        assert_eq!(at30.on_calendar(), ["*-*-* 02:00:30"]);
+        // Five fields fire at second 0, also from inside a matching minute.
+        let daily = Schedule::parse("0 2 * * *").unwrap();
+        assert!(!daily.has_seconds());
+        assert_eq!(daily.next_after(t("2026-12-02 02:00:00")), Some(t("2026-12-03 02:00:00")));
+        assert_eq!(daily.next_after(t("2026-12-02 01:59:59")), Some(t("2026-12-02 02:00:00")));
+        assert!(Schedule::parse("60 * * * * *").unwrap_err().contains("second: 60 is outside 0-59"));
     }
 
     #[test]

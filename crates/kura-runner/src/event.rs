@@ -68,6 +68,13 @@ pub enum Event {
         to: String,
         copied: crate::copy::CopiedSnapshot,
     },
+    /// A plan's slot came while its previous run was still going: not
+    /// doubled, recorded.
+    SlotMissed {
+        plan: String,
+        slot: DateTime<Utc>,
+        reason: String,
+    },
     /// Something the user should know that does not fail the work.
     Warning {
         target: String,

@@ -233,6 +233,50 @@ impl History {
         Ok(id)
     }
 
+    /// Records what a daemon did instead of a run: a slot `missed` because
+    /// the plan's previous run was still going, or a run `abandoned` at
+    /// shutdown.
+    pub fn record_event(
+        &mut self,
+        kind: &str,
+        plan: &str,
+        started: DateTime<Utc>,
+        finished: DateTime<Utc>,
+        error: &str,
+    ) -> Result<i64, RunError> {
+        let path = self.path().to_path_buf();
+        self.db
+            .execute(
+                "INSERT INTO runs (kind, plan, started, finished, duration_ms, status, errors)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?1, ?6)",
+                params![
+                    kind,
+                    plan,
+                    started.to_rfc3339(),
+                    finished.to_rfc3339(),
+                    (finished - started).num_milliseconds(),
+                    serde_json::to_string(&[error]).expect("strings serialize"),
+                ],
+            )
+            .map_err(|e| sql(&path, e))?;
+        Ok(self.db.last_insert_rowid())
+    }
+
+    /// When the newest recorded run of `plan` started (a run, not a missed
+    /// slot): where a daemon's catch-up counts missed slots from.
+    pub fn last_started(&self, plan: &str) -> Result<Option<DateTime<Utc>>, RunError> {
+        let path = self.path().to_path_buf();
+        let newest: Option<String> = self
+            .db
+            .query_row(
+                "SELECT max(started) FROM runs WHERE plan = ?1 AND kind = 'backup'",
+                params![plan],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql(&path, e))?;
+        Ok(newest.and_then(|s| s.parse().ok()))
+    }
+
     /// The newest `limit` runs, of one plan or all, newest first.
     pub fn list(&self, plan: Option<&str>, limit: usize) -> Result<Vec<Entry>, RunError> {
         let path = self.path().to_path_buf();

@@ -18,6 +18,7 @@ pub mod repos;
 pub mod restore;
 pub mod retention;
 pub mod select;
+pub mod serve;
 pub mod units;
 
 use std::sync::Arc;

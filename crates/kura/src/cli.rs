@@ -74,6 +74,8 @@ pub enum Command {
     Copy(CopyArgs),
     /// Run a plan of kura.toml once (for cron or a systemd timer): its targets, then its retention and prune.
     Run(RunArgs),
+    /// Run every plan of kura.toml on its schedule, as a daemon (SIGHUP reloads kura.toml, SIGTERM stops).
+    Serve(ServeArgs),
     /// Print crontab lines or systemd units that run the plans of kura.toml on their schedules.
     Schedule(ScheduleArgs),
     /// The runs of plans this machine recorded, newest first.
@@ -317,6 +319,13 @@ pub struct CopyArgs {
     /// The destination's password, when it differs from the source's and kura.toml does not give it.
     #[arg(long, env = "KURA_TO_PASSWORD_FILE", value_name = "FILE")]
     pub to_password_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// On SIGTERM, how long running plans may take to finish before they are abandoned (nothing half-written becomes visible).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub grace: String,
 }
 
 #[derive(Args, Debug)]

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         Command::Prune(a) => cli.global.compression = a.compression.clone(),
         _ => {}
     }
-    output::init_logging(&cli.global);
+    output::init_logging(&cli.global, matches!(cli.command, Command::Serve(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -85,6 +85,7 @@ fn main() -> ExitCode {
             Command::Forget(a) => commands::forget::run(&cli.global, a).await,
             Command::Run(a) => commands::run::run(&cli.global, a).await,
             Command::Copy(a) => commands::copy::run(&cli.global, a).await,
+            Command::Serve(a) => commands::serve::run(&cli.global, a).await,
             Command::Schedule(a) => commands::schedule::run(&cli.global, a),
             Command::History(a) => commands::history::run(&cli.global, a),
             Command::Prune(a) => commands::prune::run(&cli.global, a).await,
@@ -94,6 +95,11 @@ fn main() -> ExitCode {
             Command::Demo(a) => commands::demo::run(&cli.global, a).await,
         }
     });
+    // The command has its result. A blocking task still running is work
+    // it abandoned (a daemon's run past its grace, reading a dump that is
+    // no longer wanted): waiting for it would hold the exit hostage, and
+    // stopping it is as safe as a kill (format.md §12).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {

@@ -252,10 +252,13 @@ pub fn say(g: &Global, line: impl Display) {
     }
 }
 
-pub fn init_logging(g: &Global) {
+/// `daemon`: the log is the output (kura serve), so runs are logged at
+/// info by default.
+pub fn init_logging(g: &Global, daemon: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match (g.quiet, g.verbose) {
         (true, _) => "error",
+        (false, 0) if daemon => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, 2) => "debug",
@@ -268,10 +271,11 @@ pub fn init_logging(g: &Global) {
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
-    if g.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.with_target(false).without_time().init();
+    match (g.log_format.as_str(), daemon) {
+        ("json", _) => builder.json().init(),
+        // The journal and log files want times on a daemon's lines.
+        (_, true) => builder.with_target(false).init(),
+        _ => builder.with_target(false).without_time().init(),
     }
 }
 

@@ -404,3 +404,211 @@ fn a_copy_killed_at_any_moment_is_finished_by_the_next_and_never_leaves_a_half_c
     let out = k.run(&["copy", "--from", "main", "--to", "elsewhere"]);
     assert!(stderr(&out).contains("\"elsewhere\" is neither a repository configured in kura.toml (configured: main, offsite) nor a path"), "{}", stderr(&out));
 }
+
+/// A running `kura serve`, killed if the test ends early.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Daemon {
+    fn start(k: &Kura, grace: &str) -> Daemon {
+        let child = k
+            .cmd(&["serve", "--grace", grace, "--log-format", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start kura serve");
+        Daemon(child)
+    }
+
+    fn signal(&self, sig: &str) {
+        let st = std::process::Command::new("kill").args([sig, &self.0.id().to_string()]).status().unwrap();
+        assert!(st.success());
+    }
+
+    /// Waits for it to exit (at most `secs`); returns its exit status and
+    /// its log.
+    fn wait(mut self, secs: u64) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(st) = self.0.try_wait().unwrap() {
+                let mut log = String::new();
+                use std::io::Read;
+                self.0.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+                return (st, log);
+            }
+            assert!(std::time::Instant::now() < deadline, "kura serve did not exit within {secs}s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+fn history(k: &Kura) -> Vec<serde_json::Value> {
+    let v = k.json(&["history", "--limit", "1000"]);
+    v.as_array().unwrap().clone()
+}
+
+fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "waited {secs}s for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_runs_each_plan_on_its_schedule_never_doubles_a_slow_one_and_stops_when_told() {
+    let mut k = Kura::new();
+    let db = k.path("app.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("CREATE TABLE t(v); INSERT INTO t VALUES (1);").unwrap();
+    drop(c);
+    config(
+        &mut k,
+        &format!(
+            "[target.app_db]\ntype = \"sqlite\"\npath = \"{}\"\n\
+             [target.slow]\ntype = \"command\"\nbackup = \"sleep 1.6; echo slow\"\n\
+             [plan.fast]\nschedule = \"* * * * * *\"\ntargets = [\"app_db\"]\n\
+             [plan.slowly]\nschedule = \"* * * * * *\"\ntargets = [\"slow\"]\n",
+            db.display()
+        ),
+    );
+    k.init();
+    let d = Daemon::start(&k, "30s");
+    wait_for("two runs of the slow plan", 20, || {
+        history(&k).iter().filter(|r| r["plan"] == "slowly" && r["kind"] == "backup").count() >= 2
+    });
+    // SIGHUP with a broken config: refused, the old one keeps running.
+    let cfg = k.path("kura.toml");
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        good.replace(
+            "schedule = \"* * * * * *\"\ntargets = [\"app_db\"]",
+            "schedule = \"every day\"\ntargets = [\"app_db\"]",
+        ),
+    )
+    .unwrap();
+    d.signal("-HUP");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let fast_runs =
+        |k: &Kura| history(k).iter().filter(|r| r["plan"] == "fast" && r["kind"] == "backup").count();
+    let before = fast_runs(&k);
+    wait_for("the old config to keep running", 10, || fast_runs(&k) >= before + 2);
+    // SIGHUP with a good one that adds a plan: it runs.
+    std::fs::write(&cfg, format!("{good}[plan.added]\nschedule = \"* * * * * *\"\ntargets = [\"app_db\"]\n"))
+        .unwrap();
+    d.signal("-HUP");
+    wait_for("the added plan to run", 10, || history(&k).iter().any(|r| r["plan"] == "added"));
+    d.signal("-TERM");
+    let (status, log) = d.wait(10);
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("the new configuration is invalid; keeping the one loaded"), "{log}");
+    let runs = history(&k);
+    let of = |plan: &str, kind: &str| -> Vec<&serde_json::Value> {
+        runs.iter().filter(|r| r["plan"] == plan && r["kind"] == kind).collect()
+    };
+    assert!(of("fast", "backup").len() >= 3, "{runs:?}");
+    assert!(
+        of("fast", "backup").iter().chain(of("slowly", "backup").iter()).all(|r| r["status"] == "ok"),
+        "{runs:?}"
+    );
+    // The slow plan's slots that came while it ran were recorded, not run.
+    assert!(!of("slowly", "missed").is_empty(), "{runs:?}");
+    for plan in ["fast", "slowly"] {
+        let mut spans: Vec<(String, String)> = of(plan, "backup")
+            .iter()
+            .map(|r| {
+                (r["started"].as_str().unwrap().to_string(), r["finished"].as_str().unwrap().to_string())
+            })
+            .collect();
+        spans.sort();
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "{plan}: two runs overlapped: {w:?}");
+        }
+    }
+    // Every run's snapshot is there, and names its plan.
+    let snaps = k.json(&["snapshots"]);
+    let named = |p: &str| snaps.as_array().unwrap().iter().filter(|s| s["plan"] == p).count();
+    assert_eq!(named("fast"), of("fast", "backup").len(), "{snaps}");
+    assert_eq!(named("added"), of("added", "backup").len(), "{snaps}");
+    assert_eq!(named("slowly"), of("slowly", "backup").len(), "{snaps}");
+    // The log is structured: one JSON object a line.
+    let finished: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "plan run finished")
+        .collect();
+    assert!(finished.len() >= 5, "{log}");
+    assert!(
+        finished.iter().all(|v| v["fields"]["status"] == "ok" && v["fields"]["plan"].is_string()),
+        "{log}"
+    );
+}
+
+#[test]
+fn serve_abandons_a_run_past_its_grace_and_after_a_kill_catches_up_exactly_once() {
+    let mut k = Kura::new();
+    let (delay, started) = (k.path("delay"), k.path("started"));
+    std::fs::write(&delay, "0").unwrap();
+    // Once a year: any run in this test is a catch-up.
+    config(
+        &mut k,
+        &format!(
+            "[target.slow]\ntype = \"command\"\nbackup = \"touch {}; sleep $(cat {}); echo data\"\n\
+             [plan.yearly]\nschedule = \"0 0 1 1 *\"\ntargets = [\"slow\"]\ncatch_up = true\n",
+            started.display(),
+            delay.display()
+        ),
+    );
+    k.init();
+    // The last run two years ago: slots have passed since.
+    let out = k
+        .cmd(&["run", "yearly"])
+        .env("KURA_TEST_CLOCK_OFFSET_SECS", (-730 * DAY).to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let backups = |k: &Kura| history(k).iter().filter(|r| r["kind"] == "backup").count();
+    assert_eq!(backups(&k), 1);
+
+    // Caught up at start, and stopped mid-run past a short grace.
+    std::fs::write(&delay, "30").unwrap();
+    let _ = std::fs::remove_file(&started);
+    let mut d = Daemon::start(&k, "1s");
+    wait_for("the catch-up run to start", 20, || started.exists() || d.0.try_wait().unwrap().is_some());
+    assert!(started.exists(), "{:?}", d.wait(1));
+    d.signal("-TERM");
+    let (status, log) = d.wait(10);
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("abandoned at shutdown"), "{log}");
+    assert_eq!(backups(&k), 1, "the abandoned run recorded no backup");
+    assert!(history(&k).iter().any(|r| r["kind"] == "abandoned" && r["plan"] == "yearly"));
+    assert_eq!(k.snapshot_ids().len(), 1, "nothing of the abandoned run is visible");
+
+    // Killed mid-run: the slot is still owed.
+    let _ = std::fs::remove_file(&started);
+    let d = Daemon::start(&k, "30s");
+    wait_for("the catch-up run to start again", 20, || started.exists());
+    d.signal("-KILL");
+    let _ = d.wait(10);
+    assert_eq!(k.snapshot_ids().len(), 1);
+
+    // Restarted: the missed slots are run once, not once each.
+    std::fs::write(&delay, "0").unwrap();
+    let d = Daemon::start(&k, "30s");
+    wait_for("the catch-up run", 20, || backups(&k) == 2);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    d.signal("-TERM");
+    let (status, log) = d.wait(10);
+    assert!(status.success(), "{log}");
+    assert_eq!(backups(&k), 2, "exactly one catch-up: {:?}", history(&k));
+    assert_eq!(k.snapshot_ids().len(), 2);
+    let v = k.json(&["verify"]);
+    assert_eq!(v["ok"], true, "{v}");
+}

@@ -14,6 +14,7 @@ pub mod repair;
 pub mod restore;
 pub mod run;
 pub mod schedule;
+pub mod serve;
 pub mod snapshots;
 pub mod target_backup;
 pub mod target_restore;

@@ -29,6 +29,14 @@ pub fn run(g: &Global, a: &ScheduleArgs) -> Result<u8, Failure> {
         )
     };
     if a.cron {
+        if let Some(p) = plans.iter().find(|p| p.schedule.has_seconds()) {
+            return Err(Failure::new(format!(
+                "plan {} fires at seconds ({:?}); cron counts whole minutes",
+                p.name,
+                p.schedule.text()
+            ))
+            .hint("use --systemd, or run the plans with `kura serve`"));
+        }
         outln!(
             "# kura plans, from {} (install with: crontab -e, or into /etc/cron.d/kura with a user field)",
             config.display()

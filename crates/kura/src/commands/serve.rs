@@ -1,0 +1,140 @@
+//! `kura serve`: the daemon. Runs every plan of kura.toml on its schedule
+//! (`kura_runner::serve`); SIGHUP reloads the config (an invalid one is
+//! refused and the old one kept); SIGTERM or SIGINT stops starting runs and
+//! lets running ones finish within `--grace`, then abandons them (nothing
+//! half-written becomes visible). Under systemd with `Type=notify` it says
+//! when it is ready, reloading and stopping.
+use kura_runner::serve::{serve, Control, ServeOptions};
+use kura_runner::{Event, Sink};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::{Global, ServeArgs};
+use crate::output::{code, Failure};
+
+/// Events as structured log lines: a daemon has no terminal.
+struct Log;
+
+impl Sink for Log {
+    fn event(&self, event: Event) {
+        match event {
+            Event::TargetSaved { target, id, summary, warnings } => tracing::info!(
+                target_name = %target,
+                snapshot = %id.short(),
+                bytes = summary.bytes,
+                bytes_new = summary.bytes_new,
+                warnings = warnings.len(),
+                "target saved"
+            ),
+            Event::TargetFailed { target, error, .. } => {
+                tracing::error!(target_name = %target, %error, "target failed")
+            }
+            Event::Copied { to, copied, .. } if !copied.present => tracing::info!(
+                to = %to,
+                snapshot = %copied.source.short(),
+                copy = %copied.id.short(),
+                bytes_new = copied.stats.bytes_new,
+                "snapshot copied"
+            ),
+            Event::Warning { target, message } => tracing::warn!(target_name = %target, "{message}"),
+            _ => {}
+        }
+    }
+}
+
+/// Tells systemd (`Type=notify`) what the daemon is doing, when it runs
+/// under it; nothing otherwise.
+fn notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &a));
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Asks the programs abandoned runs started (a dump, a user's command) to
+/// stop: a pg_dump left running would hold its transaction open for
+/// nothing.
+fn stop_children() {
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else { continue };
+        // After the command name, which may hold spaces, in parentheses.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid == Some(me.as_str()) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                tracing::info!(
+                    pid = pid.as_raw_nonzero().get(),
+                    "stopping a program an abandoned run started"
+                );
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+    }
+}
+
+pub async fn run(g: &Global, a: &ServeArgs) -> Result<u8, Failure> {
+    let grace = kura_policy::parse_duration(&a.grace).map_err(|e| Failure::new(format!("--grace: {e}")))?;
+    let cfg = super::require_config(g)?;
+    if cfg.plans.is_empty() {
+        return Err(Failure::new("kura.toml has no plans for kura serve to run")
+            .hint("add a [plan.NAME] section with schedule and targets"));
+    }
+    let ctx = kura_runner::Context { sink: std::sync::Arc::new(Log), ..super::context(g)? };
+    let global = g.clone();
+    let make_repos: kura_runner::serve::MakeRepos = Box::new(move |cfg| {
+        super::repos(&global, Some(cfg)).unwrap_or_else(|f| {
+            tracing::error!("{}", f.message);
+            kura_runner::Repos::new(Default::default(), super::clock(), Default::default())
+        })
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let signals = |k: SignalKind| signal(k).map_err(|e| Failure::new(format!("cannot watch signals: {e}")));
+    let (mut term, mut int, mut hup) = (
+        signals(SignalKind::terminate())?,
+        signals(SignalKind::interrupt())?,
+        signals(SignalKind::hangup())?,
+    );
+    let g2 = g.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    notify("RELOADING=1");
+                    match super::load_config(&g2) {
+                        Ok(Some(cfg)) => {
+                            let _ = tx.send(Control::Reload(Box::new(cfg))).await;
+                        }
+                        Ok(None) => tracing::error!("the configuration file is gone; keeping the one loaded"),
+                        Err(f) => tracing::error!(
+                            "the new configuration is invalid; keeping the one loaded: {}",
+                            f.message
+                        ),
+                    }
+                    notify("READY=1");
+                }
+            }
+        }
+        notify("STOPPING=1");
+        let _ = tx.send(Control::Stop { grace }).await;
+    });
+    notify("READY=1");
+    // Stopping when asked is success, also when a run had to be abandoned:
+    // that is logged and recorded in the history, and the next run
+    // proceeds.
+    let stopped = serve(ctx, cfg, make_repos, ServeOptions { state_dir: super::state_dir() }, rx).await?;
+    if !stopped.abandoned.is_empty() {
+        stop_children();
+    }
+    Ok(code::OK)
+}
