@@ -27,13 +27,26 @@ pub enum Selector {
 pub async fn snapshots_and_damage(
     repo: &Repository,
     t: &Target,
+    plan: Option<&str>,
 ) -> Result<(Vec<(Id, Snapshot)>, Vec<(Id, RepoError)>), RunError> {
     let (all, bad) = repo.snapshots().await?;
-    Ok((all.into_iter().filter(|(_, s)| s.target.as_deref() == Some(t.name.as_str())).collect(), bad))
+    Ok((
+        all.into_iter()
+            .filter(|(_, s)| s.target.as_deref() == Some(t.name.as_str()))
+            .filter(|(_, s)| plan.is_none() || s.plan.as_deref() == plan)
+            .collect(),
+        bad,
+    ))
 }
 
-pub async fn snapshots_of(repo: &Repository, t: &Target) -> Result<Vec<(Id, Snapshot)>, RunError> {
-    Ok(snapshots_and_damage(repo, t).await?.0)
+/// A target's snapshots, oldest first; only those a run of `plan` made
+/// when one is given.
+pub async fn snapshots_of(
+    repo: &Repository,
+    t: &Target,
+    plan: Option<&str>,
+) -> Result<Vec<(Id, Snapshot)>, RunError> {
+    Ok(snapshots_and_damage(repo, t, plan).await?.0)
 }
 
 /// The snapshot of `target` that `selector` names.
@@ -41,8 +54,9 @@ pub async fn pick(
     repo: &Repository,
     target: &Target,
     selector: &Selector,
+    plan: Option<&str>,
 ) -> Result<(Id, Snapshot), RunError> {
-    let (mine, bad) = snapshots_and_damage(repo, target).await?;
+    let (mine, bad) = snapshots_and_damage(repo, target, plan).await?;
     if matches!(selector, Selector::Latest) {
         repo.refuse_newer_damage(mine.last().map(|(_, s)| s.time), &bad).await?;
     }

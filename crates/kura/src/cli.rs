@@ -200,6 +200,9 @@ pub struct RestoreArgs {
     /// Target restores: this snapshot of the target.
     #[arg(long = "snapshot")]
     pub from: Option<String>,
+    /// Target restores: only snapshots this plan's runs made, from the repository it writes to; with --component, only the plan's targets.
+    #[arg(long)]
+    pub plan: Option<String>,
     /// Target restores: write to this path instead of the live one (the live copy is untouched).
     #[arg(long)]
     pub into: Option<PathBuf>,

@@ -612,3 +612,52 @@ fn serve_abandons_a_run_past_its_grace_and_after_a_kill_catches_up_exactly_once(
     let v = k.json(&["verify"]);
     assert_eq!(v["ok"], true, "{v}");
 }
+
+#[test]
+fn restore_by_plan_takes_that_plans_runs_and_targets_only() {
+    let k = with_offsite(
+        "[plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\n\
+         [plan.weekly]\nschedule = \"0 3 * * SUN\"\ntargets = [\"app_db\", \"configs\"]\ncopy_to = [\"offsite\"]\n",
+    );
+    let run_at = |plan: &str, days_ago: i64| {
+        let out = k
+            .cmd(&["run", plan])
+            .env("KURA_TEST_CLOCK_OFFSET_SECS", (-days_ago * DAY).to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    run_at("weekly", 10);
+    run_at("daily", 9);
+    run_at("daily", 1);
+    let runs = |v: &serde_json::Value| -> String { v["run"].as_str().unwrap().to_string() };
+    let snaps = k.json(&["snapshots"]);
+    let run_of = |plan: &str| -> Vec<String> {
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["plan"] == plan)
+            .map(|s| s["run"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let weekly_run = run_of("weekly")[0].clone();
+    // Without --plan: the newest run, daily's (configs from before it).
+    let any = k.json(&["restore", "--component", "all", "--dry-run"]);
+    assert_ne!(runs(&any), weekly_run, "{any}");
+    // With it: the weekly run, both its targets from it.
+    let weekly = k.json(&["restore", "--plan", "weekly", "--component", "all", "--dry-run"]);
+    assert_eq!(runs(&weekly), weekly_run, "{weekly}");
+    let targets = weekly["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2);
+    assert!(targets.iter().all(|t| t["from_run"] == true), "{weekly}");
+    // --plan daily --component all: only daily's target.
+    let daily = k.json(&["restore", "--plan", "daily", "--component", "all", "--dry-run"]);
+    assert_eq!(daily["targets"].as_array().unwrap().len(), 1, "{daily}");
+    let out = k.run(&["restore", "--plan", "monthly", "--component", "all", "--dry-run"]);
+    assert!(
+        stderr(&out).contains("no plan named \"monthly\" in kura.toml (configured: daily, weekly)"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -50,6 +50,9 @@ pub struct RestoreRequest {
     pub force: bool,
     /// Directory restores only; refused here.
     pub overwrite: bool,
+    /// Only snapshots a run of this plan made, from the repository it
+    /// writes to; a component restore takes the plan's targets only.
+    pub plan: Option<kura_policy::Plan>,
 }
 
 impl Default for RestoreRequest {
@@ -68,11 +71,32 @@ impl Default for RestoreRequest {
             end: None,
             force: false,
             overwrite: false,
+            plan: None,
         }
     }
 }
 
 impl RestoreRequest {
+    /// The plan's name, when the restore is limited to one.
+    pub fn plan_name(&self) -> Option<&str> {
+        self.plan.as_ref().map(|p| p.name.as_str())
+    }
+
+    /// The repository `target`'s snapshots are read from: the plan's, when
+    /// it names one, else the target's.
+    pub async fn repository(
+        &self,
+        ctx: &crate::Context,
+        repos: &crate::Repos,
+        cfg: &kura_policy::Config,
+        target: &kura_policy::Target,
+    ) -> Result<std::sync::Arc<kura_repo::Repository>, crate::RunError> {
+        match self.plan.as_ref().and_then(|p| p.repository.as_ref()) {
+            Some(r) => repos.open(&crate::RepoSpec::configured(cfg, r, ctx.retry.clone())?).await,
+            None => repos.for_target(cfg, target).await,
+        }
+    }
+
     /// Whether the target's hooks run: always in place; `into` a new place
     /// only when asked.
     pub fn runs_hooks(&self) -> bool {

@@ -24,8 +24,8 @@ pub async fn plan(
     req: &RestoreRequest,
 ) -> Result<RestorePlan, RunError> {
     let object_opts = flag_options(req, target)?;
-    let repo = repos.for_target(cfg, target).await?;
-    let (id, snap) = crate::select::pick(&repo, target, selector).await?;
+    let repo = req.repository(ctx, repos, cfg, target).await?;
+    let (id, snap) = crate::select::pick(&repo, target, selector, req.plan_name()).await?;
     prepare(ctx, req, target, repo, id, snap, object_opts).await
 }
 
@@ -82,8 +82,12 @@ pub async fn plan_component(
             "set the variable, or restore the other targets one by one with --target",
         ));
     }
-    let chosen: Vec<&Target> =
-        cfg.targets.values().filter(|t| component == "all" || t.component == component).collect();
+    let chosen: Vec<&Target> = cfg
+        .targets
+        .values()
+        .filter(|t| component == "all" || t.component == component)
+        .filter(|t| req.plan.as_ref().is_none_or(|p| p.targets.contains(&t.name)))
+        .collect();
     if chosen.is_empty() {
         let mut known: Vec<&str> = cfg.targets.values().map(|t| t.component.as_str()).collect();
         known.sort();
@@ -95,8 +99,8 @@ pub async fn plan_component(
     }
     let mut found = Vec::new();
     for t in &chosen {
-        let repo = repos.for_target(cfg, t).await?;
-        let snaps = crate::select::snapshots_of(&repo, t).await?;
+        let repo = req.repository(ctx, repos, cfg, t).await?;
+        let snaps = crate::select::snapshots_of(&repo, t, req.plan_name()).await?;
         found.push((*t, repo, snaps));
     }
     let lists: Vec<&[(Id, Snapshot)]> = found.iter().map(|(_, _, s)| s.as_slice()).collect();

@@ -19,7 +19,7 @@ pub async fn run(g: &Global, a: &DumpArgs) -> Result<u8, Failure> {
     let cfg = super::require_config(g)?;
     let t = super::find_target(&cfg, name)?;
     let repo = super::open_repo_for(g, &cfg, t).await?;
-    let mine = kura_runner::select::snapshots_of(&repo, t).await?;
+    let mine = kura_runner::select::snapshots_of(&repo, t, None).await?;
     let wanted = a.snapshot.as_deref().unwrap_or("latest").to_ascii_lowercase();
     let found = if wanted == "latest" {
         mine.last()

@@ -20,8 +20,8 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     let target = std::path::PathBuf::from(a.target.as_deref().ok_or_else(|| {
         Failure::new("restoring a snapshot needs --target DIR").hint("the directory to restore into")
     })?);
-    if a.component.is_some() {
-        return Err(Failure::new("--component restores configured targets; drop the snapshot id"));
+    if a.component.is_some() || a.plan.is_some() {
+        return Err(Failure::new("--component and --plan restore configured targets; drop the snapshot id"));
     }
     let repo = super::open_repo(g).await?;
     let (id, snap) = repo.find_snapshot(spec).await?;

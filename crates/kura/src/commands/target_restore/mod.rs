@@ -45,8 +45,19 @@ fn selector(a: &RestoreArgs) -> Result<Selector, Failure> {
     })
 }
 
-fn request(a: &RestoreArgs) -> Result<RestoreRequest, Failure> {
+fn request(a: &RestoreArgs, cfg: &Config) -> Result<RestoreRequest, Failure> {
+    let plan = match &a.plan {
+        Some(name) => Some(cfg.plans.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = cfg.plans.keys().map(String::as_str).collect();
+            Failure::new(format!(
+                "no plan named {name:?} in kura.toml (configured: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+        })?),
+        None => None,
+    };
     Ok(RestoreRequest {
+        plan,
         into: a.into.clone(),
         tables: a.tables.clone(),
         database: a.database.clone(),
@@ -116,7 +127,7 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
         Failure::new("restore needs --target NAME or --component C").hint("`kura restore --help` shows both")
     })?;
     let t = super::find_target(&cfg, name)?;
-    let (ctx, req) = (super::context(g)?, request(a)?);
+    let (ctx, req) = (super::context(g)?, request(a, &cfg)?);
     let repos = super::repos(g, Some(&cfg))?;
     let p = restore::plan(&ctx, &repos, &cfg, t, &selector(a)?, &req).await?;
     show_plan(g, &req, &p);
@@ -152,7 +163,7 @@ async fn run_component(g: &Global, a: &RestoreArgs, cfg: &Config, component: &st
     if a.target.is_some() {
         return Err(Failure::new("give --target or --component, not both"));
     }
-    let (ctx, req) = (super::context(g)?, request(a)?);
+    let (ctx, req) = (super::context(g)?, request(a, cfg)?);
     let repos = super::repos(g, Some(cfg))?;
     let plan = restore::plan_component(&ctx, &repos, cfg, component, &selector(a)?, &req).await?;
     say(g, format!("restoring component {component} as of run {}:", plan.run.short()));
