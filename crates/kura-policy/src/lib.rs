@@ -23,7 +23,7 @@ pub mod retention;
 pub mod schedule;
 
 pub use config::{
-    literal_secrets, parse_compression, parse_duration, CommandTarget, Config, ConfigError, FilesTarget,
-    KeptPolicy, MysqlTarget, ObjectStoreTarget, Plan, PostgresTarget, RepositoryConfig, S3Options,
-    SqliteTarget, Target, TargetKind, COMPONENTS,
+    check, literal_secrets, parse_compression, parse_duration, CommandTarget, Config, ConfigError,
+    FilesTarget, KeptPolicy, MysqlTarget, ObjectStoreTarget, Plan, PostgresTarget, Problem, RepositoryConfig,
+    S3Options, Severity, SqliteTarget, Target, TargetKind, COMPONENTS,
 };

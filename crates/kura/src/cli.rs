@@ -74,6 +74,9 @@ pub enum Command {
     Copy(CopyArgs),
     /// Run a plan of kura.toml once (for cron or a systemd timer): its targets, then its retention and prune.
     Run(RunArgs),
+    /// Check kura.toml and list every problem with its line (`kura config check`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run every plan of kura.toml on its schedule, as a daemon (SIGHUP reloads kura.toml, SIGTERM stops).
     Serve(ServeArgs),
     /// Print crontab lines or systemd units that run the plans of kura.toml on their schedules.
@@ -322,6 +325,12 @@ pub struct CopyArgs {
     /// The destination's password, when it differs from the source's and kura.toml does not give it.
     #[arg(long, env = "KURA_TO_PASSWORD_FILE", value_name = "FILE")]
     pub to_password_file: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Every problem of the config, each with its line, column and a hint; exit 1 if any is an error.
+    Check,
 }
 
 #[derive(Args, Debug)]

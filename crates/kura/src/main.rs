@@ -86,6 +86,7 @@ fn main() -> ExitCode {
             Command::Run(a) => commands::run::run(&cli.global, a).await,
             Command::Copy(a) => commands::copy::run(&cli.global, a).await,
             Command::Serve(a) => commands::serve::run(&cli.global, a).await,
+            Command::Config(c) => commands::config::run(&cli.global, c),
             Command::Schedule(a) => commands::schedule::run(&cli.global, a),
             Command::History(a) => commands::history::run(&cli.global, a),
             Command::Prune(a) => commands::prune::run(&cli.global, a).await,

@@ -661,3 +661,46 @@ fn restore_by_plan_takes_that_plans_runs_and_targets_only() {
         stderr(&out)
     );
 }
+
+#[test]
+fn config_check_lists_every_mistake_with_its_line_and_a_hint() {
+    let mut k = Kura::new();
+    config(
+        &mut k,
+        "[target.app_db]\ntype = \"sqlite\"\npath = \"/srv/app.db\"\n\
+         [plan.daily]\nschedule = \"0 2 * *\"\ntargets = [\"app_db\"]\ncopy_to = [\"offsite\"]\n\
+         [plan.weekly]\nschedule = \"0 2 * * SUN\"\ntargets = [\"app_db\"]\nretain = 3\n",
+    );
+    let out = k.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let cfg = k.path("kura.toml").display().to_string();
+    // Lines count the repository section config() puts first.
+    assert!(
+        text.contains(&format!("{cfg}:8:1: error: plan.daily.schedule: \"0 2 * *\" has 4 fields")),
+        "{text}"
+    );
+    assert!(text.contains("  hint: five cron fields"), "{text}");
+    assert!(text.contains(&format!("{cfg}:14:1: error: plan.weekly.retain: unknown key")), "{text}");
+    let json = k.cmd(&["config", "check", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 2, "{v}");
+
+    // Fixed, the two plans now meet at Sunday 02:00: a warning, exit 0.
+    std::fs::write(
+        k.path("kura.toml"),
+        format!(
+            "[repository.main]\nurl = \"{}\"\n[target.app_db]\ntype = \"sqlite\"\npath = \"/srv/app.db\"\n\
+             [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\n\
+             [plan.weekly]\nschedule = \"0 2 * * SUN\"\ntargets = [\"app_db\"]\n",
+            k.repo
+        ),
+    )
+    .unwrap();
+    let text = k.ok(&["config", "check"]);
+    assert!(
+        text.contains("warning: plan.weekly.schedule: plans daily and weekly both back up app_db"),
+        "{text}"
+    );
+}

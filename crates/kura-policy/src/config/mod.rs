@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+mod check;
 mod parse;
 mod plans;
 mod secrets;
@@ -16,6 +17,7 @@ mod values;
 pub use secrets::literal_secrets;
 use values::{de_duration, expand_value, section};
 
+pub use check::{check, Problem, Severity};
 pub use plans::Plan;
 pub use values::{parse_compression, parse_duration};
 

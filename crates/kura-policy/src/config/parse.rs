@@ -13,19 +13,55 @@ pub(super) fn parse_named(
     name: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-        path: name.to_string(),
-        message: e.to_string(),
-    })?;
-    if let Some(key) = root.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
-        return Err(invalid(key.as_str(), format!("unknown section (known: {})", SECTIONS.join(", "))));
+    let (cfg, problems) = parse_collecting(text, name, env);
+    match (cfg, problems.into_iter().next()) {
+        (Some(cfg), None) => Ok(cfg),
+        (_, Some(first)) => Err(first),
+        (None, None) => unreachable!("a config that did not parse has a problem"),
     }
-    let kept_default = kept_section(root.remove("kept"))?;
+}
+
+/// Parses on past a section that is wrong, so that every problem is
+/// found (`kura config check`). A section that failed is treated as
+/// absent-but-named by what refers to it, so one mistake is reported
+/// once, not again by every section naming it. The config is returned
+/// when the text is valid TOML; it is usable only without problems.
+pub(super) fn parse_collecting(
+    text: &str,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (Option<Config>, Vec<ConfigError>) {
+    let mut root: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let e: toml::de::Error = e;
+            return (None, vec![ConfigError::Syntax { path: name.to_string(), message: e.to_string() }]);
+        }
+    };
+    let mut problems = Vec::new();
+    let unknown: Vec<String> = root.keys().filter(|k| !SECTIONS.contains(&k.as_str())).cloned().collect();
+    for key in unknown {
+        root.remove(&key);
+        problems.push(invalid(key.as_str(), format!("unknown section (known: {})", SECTIONS.join(", "))));
+    }
+    let kept_default = kept_section(root.remove("kept")).unwrap_or_else(|e| {
+        problems.push(e);
+        KeptPolicy::default()
+    });
     let mut unresolved = Vec::new();
-    let repositories = repositories(root.remove("repository"), env, &mut unresolved)?;
-    let targets = targets(root.remove("target"), env, &repositories, kept_default, &mut unresolved)?;
-    let plans = plans(root.remove("plan"), env, &targets, &repositories, &mut unresolved)?;
-    Ok(Config { repositories, targets, plans, unresolved })
+    let repositories = repositories(root.remove("repository"), env, &mut unresolved, &mut problems);
+    let targets =
+        targets(root.remove("target"), env, &repositories, kept_default, &mut unresolved, &mut problems);
+    let plans = plans(root.remove("plan"), env, &targets, &repositories, &mut unresolved, &mut problems);
+    // Sections that failed were listed as waiting (see `broken`); they are
+    // problems, not unresolved variables.
+    unresolved.retain(|u| !u.error.is_empty());
+    (Some(Config { repositories, targets, plans, unresolved }), problems)
+}
+
+/// Notes a section that failed, so that what names it does not fail too.
+fn broken(unresolved: &mut Vec<Unresolved>, section: &'static str, name: &str) {
+    unresolved.push(Unresolved { section, name: name.to_string(), component: None, error: String::new() });
 }
 
 /// `[kept]`: the defaults of every target's `kept_last` / `kept_within`.
@@ -72,25 +108,39 @@ fn repositories(
     v: Option<toml::Value>,
     env: &dyn Fn(&str) -> Option<String>,
     unresolved: &mut Vec<Unresolved>,
-) -> Result<BTreeMap<String, RepositoryConfig>, ConfigError> {
+    problems: &mut Vec<ConfigError>,
+) -> BTreeMap<String, RepositoryConfig> {
     let mut repositories = BTreeMap::new();
-    let Some(v) = v else { return Ok(repositories) };
+    let Some(v) = v else { return repositories };
     let toml::Value::Table(t) = v else {
-        return Err(invalid("repository", "must be a table of repositories"));
+        problems.push(invalid("repository", "must be a table of repositories"));
+        return repositories;
     };
     for (rname, v) in t {
         let place = format!("repository.{rname}");
-        let Some(t) = expanded(v, "repository", &rname, None, env, unresolved)? else { continue };
-        let repo: RepositoryConfig = section(&place, t)?;
-        if repo.password_file.is_some() && repo.password_command.is_some() {
-            return Err(invalid(place, "give password_file or password_command, not both"));
+        let one = |unresolved: &mut Vec<Unresolved>| -> Result<Option<RepositoryConfig>, ConfigError> {
+            let Some(t) = expanded(v, "repository", &rname, None, env, unresolved)? else { return Ok(None) };
+            let repo: RepositoryConfig = section(&place, t)?;
+            if repo.password_file.is_some() && repo.password_command.is_some() {
+                return Err(invalid(&place, "give password_file or password_command, not both"));
+            }
+            if let Some(c) = &repo.compression {
+                parse_compression(c).map_err(|e| invalid(format!("{place}.compression"), e))?;
+            }
+            Ok(Some(repo))
+        };
+        match one(unresolved) {
+            Ok(Some(repo)) => {
+                repositories.insert(rname, repo);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                problems.push(e);
+                broken(unresolved, "repository", &rname);
+            }
         }
-        if let Some(c) = &repo.compression {
-            parse_compression(c).map_err(|e| invalid(format!("{place}.compression"), e))?;
-        }
-        repositories.insert(rname, repo);
     }
-    Ok(repositories)
+    repositories
 }
 
 /// `[plan.NAME]` sections.
@@ -100,16 +150,25 @@ fn plans(
     targets: &BTreeMap<String, Target>,
     repositories: &BTreeMap<String, RepositoryConfig>,
     unresolved: &mut Vec<Unresolved>,
-) -> Result<BTreeMap<String, Plan>, ConfigError> {
+    problems: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Plan> {
     let mut plans = BTreeMap::new();
-    let Some(v) = v else { return Ok(plans) };
+    let Some(v) = v else { return plans };
     let toml::Value::Table(t) = v else {
-        return Err(invalid("plan", "must be a table of plans"));
+        problems.push(invalid("plan", "must be a table of plans"));
+        return plans;
     };
     for (name, v) in t {
         let waiting: Vec<String> =
             unresolved.iter().filter(|u| u.section == "target").map(|u| u.name.clone()).collect();
-        let Some(t) = expanded(v, "plan", &name, None, env, unresolved)? else { continue };
+        let t = match expanded(v, "plan", &name, None, env, unresolved) {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
         let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
         // A repository whose variable is unset is still a name the plan
         // may use; it fails when the plan runs.
@@ -118,9 +177,14 @@ fn plans(
             .map(String::as_str)
             .chain(unresolved.iter().filter(|u| u.section == "repository").map(|u| u.name.as_str()))
             .collect();
-        plans.insert(name.clone(), super::plans::plan(&name, t, targets, &waiting, &repos)?);
+        match super::plans::plan(&name, t, targets, &waiting, &repos) {
+            Ok(p) => {
+                plans.insert(name.clone(), p);
+            }
+            Err(e) => problems.push(e),
+        }
     }
-    Ok(plans)
+    plans
 }
 
 /// A target's component as far as its unexpanded text tells, for an
@@ -141,19 +205,33 @@ fn targets(
     repositories: &BTreeMap<String, RepositoryConfig>,
     kept_default: KeptPolicy,
     unresolved: &mut Vec<Unresolved>,
-) -> Result<BTreeMap<String, Target>, ConfigError> {
+    problems: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Target> {
     let mut targets = BTreeMap::new();
-    let Some(v) = v else { return Ok(targets) };
+    let Some(v) = v else { return targets };
     let toml::Value::Table(t) = v else {
-        return Err(invalid("target", "must be a table of targets"));
+        problems.push(invalid("target", "must be a table of targets"));
+        return targets;
     };
     for (tname, v) in t {
         let component = raw_component(&v);
-        let Some(t) = expanded(v, "target", &tname, component, env, unresolved)? else { continue };
-        let target = target(&tname, t, repositories, kept_default, unresolved)?;
-        targets.insert(tname, target);
+        let one = match expanded(v, "target", &tname, component, env, unresolved) {
+            Ok(Some(t)) => target(&tname, t, repositories, kept_default, unresolved).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match one {
+            Ok(Some(target)) => {
+                targets.insert(tname, target);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                problems.push(e);
+                broken(unresolved, "target", &tname);
+            }
+        }
     }
-    Ok(targets)
+    targets
 }
 
 fn target(

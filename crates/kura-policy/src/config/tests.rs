@@ -237,3 +237,76 @@ fn plans_parse_and_their_mistakes_name_their_place() {
     .to_string();
     assert!(err.contains("a plan's name is letters, digits, - and _ only"), "{err}");
 }
+
+#[test]
+fn check_lists_every_problem_with_its_line_and_column() {
+    let text = r#"[repository.main]
+url = "/r"
+[repository.offsite]
+url = "${OFFSITE_URL}"
+
+[target.app_db]
+type = "sqlite"
+path = "/a.db"
+[target.logs]
+type = "files"
+paths = ["/var/log/app"]
+changed_within = "7 days"
+[target.typo]
+type = "sqlite"
+pathh = "/b.db"
+
+[plan.daily]
+schedule = "0 25 * * *"
+targets = ["app_db"]
+[plan.weekly]
+schedule = "0 3 * * SUN"
+targets = ["app_db", "logs"]
+[plan.other]
+schedule = "0 5 * * *"
+targets = ["nope"]
+[plan.nightly]
+schedule = "0 3 * * *"
+targets = ["app_db"]
+copy_to = ["offsite"]
+[plan.quiet]
+schedule = "0 4 * * *"
+targets = ["app_db"]
+keep = {}
+"#;
+    let now = chrono::NaiveDate::from_ymd_opt(2026, 12, 2).unwrap().and_hms_opt(12, 0, 0).unwrap();
+    let problems = check(text, "kura.toml", &env, now);
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            let (line, col, place) =
+                (p.line.unwrap_or(0), p.column.unwrap_or(0), p.place.as_deref().unwrap_or("-"));
+            format!("{line}:{col} {:?} {place}: {}", p.severity, p.message)
+        })
+        .collect();
+    let want = [
+        "4:1 Error repository.offsite.url: environment variable OFFSITE_URL is not set",
+        "12:1 Error target.logs.changed_within: \"7 days\" is not a duration",
+        "15:1 Error unknown field `pathh`",
+        "18:1 Error hour: 25 is outside 0-23",
+        "21:1 Warning plans nightly and weekly both back up app_db at 2026-12-06 03:00",
+        "25:1 Error no target named \"nope\"",
+        "33:1 Error keeps nothing but the newest snapshot",
+    ];
+    assert_eq!(problems.len(), want.len(), "{lines:#?}");
+    for (got, want) in lines.iter().zip(want) {
+        let (at, what) = want.split_once(' ').unwrap();
+        assert!(
+            got.starts_with(at) && got.contains(what.split_once(' ').unwrap().1),
+            "{got} / {want}\n{lines:#?}"
+        );
+    }
+    // The first problem is what loading reports; a config without
+    // problems checks clean.
+    assert!(Config::parse(text, &env).is_err());
+    let clean = "[repository.main]\nurl = \"/r\"\n[target.a]\ntype = \"sqlite\"\npath = \"/a.db\"\n";
+    assert!(check(clean, "kura.toml", &env, now).is_empty());
+    let broken = check("[plan\nx = 1\n", "kura.toml", &env, now);
+    assert_eq!(broken.len(), 1);
+    assert_eq!(broken[0].line, Some(1), "{broken:?}");
+}

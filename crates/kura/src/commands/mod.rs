@@ -1,5 +1,6 @@
 //! One module per command. Shared here: finding and opening the repository.
 pub mod backup;
+pub mod config;
 pub mod copy;
 pub mod demo;
 pub mod dump;
