@@ -128,6 +128,16 @@ impl Repos {
     /// The spec of the repository `target` writes to: its own, when the
     /// config has it, else the fallback.
     pub fn spec_for(&self, cfg: &Config, target: &Target) -> Result<RepoSpec, RunError> {
+        if target.repository.is_empty() {
+            return Err(RunError::usage_hint(
+                format!(
+                    "target {} names no repository, and kura.toml has several ({}) and none called main",
+                    target.name,
+                    names(cfg).join(", ")
+                ),
+                "add repository = \"NAME\" to the target, or run it through a plan that names one",
+            ));
+        }
         if cfg.repositories.contains_key(&target.repository)
             || cfg.unresolved_named("repository", &target.repository).is_some()
         {

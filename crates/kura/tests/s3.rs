@@ -106,3 +106,76 @@ fn encryption_and_storage_class_go_with_every_write() {
     let gcs = k.cmd(&["snapshots", "--repo", "gcs://b/p?storage_class=NEARLINE"]).output().unwrap();
     assert!(stderr(&gcs).contains("unknown option \"storage_class\""), "{}", stderr(&gcs));
 }
+
+#[test]
+fn a_daily_plan_on_s3_with_encryption_copies_each_run_to_a_second_bucket_and_keeps_its_retention() {
+    let moto = MotoServer::start();
+    moto.create_bucket("primary");
+    moto.create_bucket("kura-dr");
+    let mut k = Kura::with_repo("unused", moto.env());
+    k.env.retain(|(n, _)| n != "KURA_REPOSITORY");
+    let db = k.path("app.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("CREATE TABLE orders(id INTEGER PRIMARY KEY, total INT); INSERT INTO orders(total) VALUES (10), (20);")
+        .unwrap();
+    let pw = k.path("dr.pw");
+    std::fs::write(&pw, "the dr bucket's own password").unwrap();
+    let cfg = k.path("kura.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository.primary]\nurl = \"s3://primary/prod?region=us-east-1\"\nsse = \"AES256\"\nstorage_class = \"STANDARD_IA\"\n\
+             [repository.offsite]\nurl = \"s3://kura-dr/prod?region=us-east-1&sse=AES256\"\npassword_file = \"{}\"\n\
+             [target.app_db]\ntype = \"sqlite\"\npath = \"{}\"\n\
+             [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\nrepository = \"primary\"\ncopy_to = [\"offsite\"]\nkeep = {{ daily = 2 }}\nprune = true\n",
+            pw.display(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
+    k.ok(&["init", "--repository", "primary"]);
+    let o = k.cmd(&["init", "--repository", "offsite"]).env_remove("KURA_PASSWORD").output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for days_ago in [2, 1, 0] {
+        c.execute("INSERT INTO orders(total) VALUES (?1)", [days_ago]).unwrap();
+        let o = k
+            .cmd(&["run", "daily"])
+            .env("KURA_TEST_CLOCK_OFFSET_SECS", (-days_ago * 86_400).to_string())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let line = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(line.contains("copied 1 to offsite"), "{line}");
+    }
+    let count = |repo: &str| k.json(&["snapshots", "--repo", repo]).as_array().unwrap().len();
+    assert_eq!((count("primary"), count("offsite")), (2, 2), "daily = 2 in both");
+    // Every object of the copy was written encrypted at rest.
+    let heads = s3_headers(&moto, "kura-dr", "prod/");
+    assert!(heads.len() >= 5, "{heads:?}");
+    assert!(heads.iter().all(|h| h.contains(" AES256 ")), "{heads:?}");
+    // The copy alone restores today's database.
+    let newest = k.json(&["snapshots", "--repo", "offsite"]);
+    let id = newest.as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_string();
+    let out = k.path("restored");
+    let o = k
+        .cmd(&["restore", &id, "--target", out.to_str().unwrap(), "--repo", "offsite"])
+        .env_remove("KURA_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let file =
+        common::files_under(&out).into_iter().find(|p| p.extension().is_some_and(|e| e == "db")).unwrap();
+    let n: i64 = rusqlite::Connection::open(file)
+        .unwrap()
+        .query_row("SELECT count(*) FROM orders", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 5);
+    let v = k
+        .cmd(&["verify", "--repo", "offsite", "--read-data", "--json"])
+        .env_remove("KURA_PASSWORD")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+}

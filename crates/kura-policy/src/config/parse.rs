@@ -53,6 +53,21 @@ pub(super) fn parse_collecting(
     let targets =
         targets(root.remove("target"), env, &repositories, kept_default, &mut unresolved, &mut problems);
     let plans = plans(root.remove("plan"), env, &targets, &repositories, &mut unresolved, &mut problems);
+    // A target that names no repository where several are configured and
+    // none is main writes where a plan sends it; without such a plan it
+    // has nowhere to go.
+    for t in targets.values().filter(|t| t.repository.is_empty()) {
+        let sent = plans.values().any(|p| p.repository.is_some() && p.targets.contains(&t.name));
+        if !sent {
+            problems.push(invalid(
+                format!("target.{}.repository", t.name),
+                format!(
+                    "no repository named \"main\" (configured: {}); name one, or back the target up through a plan with `repository`",
+                    join(repositories.keys())
+                ),
+            ));
+        }
+    }
     // Sections that failed were listed as waiting (see `broken`); they are
     // problems, not unresolved variables.
     unresolved.retain(|u| !u.error.is_empty());
@@ -273,13 +288,21 @@ fn target(
         }
     }
     let kind = target_kind(&kind_name, &place, t)?;
+    let given = repository.is_some();
     let repository = match repository {
         Some(r) => r,
         None if repositories.len() == 1 => repositories.keys().next().expect("one").clone(),
+        // Several and none called main: a plan's `repository` may say
+        // where the target goes; used without one it is an error then.
+        None if repositories.len() > 1 && !repositories.contains_key("main") => String::new(),
         None => "main".to_string(),
     };
     let waiting = unresolved.iter().any(|u| u.section == "repository" && u.name == repository);
-    if !repositories.is_empty() && !repositories.contains_key(&repository) && !waiting {
+    if (given || !repository.is_empty())
+        && !repositories.is_empty()
+        && !repositories.contains_key(&repository)
+        && !waiting
+    {
         return Err(invalid(
             format!("{place}.repository"),
             format!("no repository named {repository:?} (configured: {})", join(repositories.keys())),

@@ -25,7 +25,11 @@ pub async fn run(g: &Global, a: &CopyArgs) -> Result<u8, Failure> {
             Some(r) => r.clone(),
             None => {
                 let c = cfg.as_ref().expect("a plan comes from a config");
-                super::find_target(c, &p.targets[0])?.repository.clone()
+                let r = super::find_target(c, &p.targets[0])?.repository.clone();
+                if r.is_empty() {
+                    return Err(Failure::new("the plan's targets name no repository").hint("give --from NAME"));
+                }
+                r
             }
         },
         (None, None, None) => {
