@@ -262,6 +262,48 @@ impl History {
         Ok(self.db.last_insert_rowid())
     }
 
+    /// Whether the run with this id is recorded.
+    pub fn knows_run(&self, run: &str) -> Result<bool, RunError> {
+        let path = self.path().to_path_buf();
+        let n: i64 = self
+            .db
+            .query_row("SELECT count(*) FROM runs WHERE run = ?1", params![run], |r| r.get(0))
+            .map_err(|e| sql(&path, e))?;
+        Ok(n > 0)
+    }
+
+    /// Records a run read back from a repository's snapshots (`kura history
+    /// rebuild`): what the snapshots say, no errors (a failed target left
+    /// no snapshot to tell of it).
+    pub fn record_rebuilt(&mut self, run: &RebuiltRun) -> Result<i64, RunError> {
+        let path = self.path().to_path_buf();
+        let tx = self.db.transaction().map_err(|e| sql(&path, e))?;
+        tx.execute(
+            "INSERT INTO runs (kind, plan, run, started, finished, duration_ms, status, errors)
+             VALUES ('backup', ?1, ?2, ?3, ?4, ?5, ?6, '[]')",
+            params![
+                run.plan,
+                run.run,
+                run.started.to_rfc3339(),
+                run.finished.to_rfc3339(),
+                (run.finished - run.started).num_milliseconds(),
+                if run.targets.iter().any(|t| t.warnings > 0) { "warnings" } else { "ok" },
+            ],
+        )
+        .map_err(|e| sql(&path, e))?;
+        let id = tx.last_insert_rowid();
+        for t in &run.targets {
+            tx.execute(
+                "INSERT INTO run_targets (run_id, target, ok, snapshot, files, bytes_read, bytes_added, bytes_stored, warnings, error)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, NULL)",
+                params![id, t.target, t.snapshot, t.files, t.bytes_read, t.bytes_added, t.bytes_stored, t.warnings],
+            )
+            .map_err(|e| sql(&path, e))?;
+        }
+        tx.commit().map_err(|e| sql(&path, e))?;
+        Ok(id)
+    }
+
     /// When the newest recorded run of `plan` started (a run, not a missed
     /// slot): where a daemon's catch-up counts missed slots from.
     pub fn last_started(&self, plan: &str) -> Result<Option<DateTime<Utc>>, RunError> {
@@ -369,6 +411,86 @@ impl History {
         }
         Ok(out)
     }
+}
+
+/// A run as a repository's snapshots tell it.
+#[derive(Debug, Clone)]
+pub struct RebuiltRun {
+    pub plan: Option<String>,
+    pub run: String,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub targets: Vec<TargetEntry>,
+}
+
+/// What `kura history rebuild` did.
+#[derive(Debug, Default, Serialize)]
+pub struct Rebuilt {
+    pub repositories: Vec<String>,
+    /// Runs found in the snapshots and added to the history.
+    pub added: usize,
+    /// Runs the history already held.
+    pub known: usize,
+    /// Repositories that could not be read, with why.
+    pub errors: Vec<String>,
+}
+
+/// Rebuilds the history of runs from the snapshots of `specs` (the
+/// repositories of kura.toml): every run id not yet recorded becomes a
+/// run, its snapshots its targets. Copies (snapshots with `copied_from`)
+/// are their source's run, not runs of their own.
+pub async fn rebuild(
+    history: &mut History,
+    repos: &crate::Repos,
+    specs: &[crate::RepoSpec],
+) -> Result<Rebuilt, RunError> {
+    use std::collections::BTreeMap;
+    let mut out = Rebuilt::default();
+    let mut runs: BTreeMap<String, RebuiltRun> = BTreeMap::new();
+    for spec in specs {
+        let name = crate::copy::label(spec);
+        let repo = match repos.open(spec).await {
+            Ok(r) => r,
+            Err(e) => {
+                out.errors.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let (snaps, _) = repo.snapshots().await?;
+        out.repositories.push(name);
+        for (id, s) in snaps {
+            let (Some(run), None) = (s.run, &s.copied_from) else { continue };
+            let entry = runs.entry(run.to_hex()).or_insert_with(|| RebuiltRun {
+                plan: s.plan.clone(),
+                run: run.to_hex(),
+                started: s.time,
+                finished: s.time,
+                targets: Vec::new(),
+            });
+            let end = s.time + chrono::Duration::milliseconds(s.summary.duration_ms as i64);
+            entry.finished = entry.finished.max(end);
+            entry.targets.push(TargetEntry {
+                target: s.target.clone().unwrap_or_else(|| s.paths.join(" ")),
+                ok: true,
+                snapshot: Some(id.to_hex()),
+                files: s.summary.files as i64,
+                bytes_read: s.summary.bytes as i64,
+                bytes_added: s.summary.bytes_new as i64,
+                bytes_stored: s.summary.bytes_stored as i64,
+                warnings: s.warnings.len() as i64,
+                error: None,
+            });
+        }
+    }
+    for run in runs.values() {
+        if history.knows_run(&run.run)? {
+            out.known += 1;
+        } else {
+            history.record_rebuilt(run)?;
+            out.added += 1;
+        }
+    }
+    Ok(out)
 }
 
 fn copy_error(c: &CopyReport) -> Option<String> {

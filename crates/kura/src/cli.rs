@@ -280,8 +280,16 @@ pub struct VerifyArgs {
     pub read_data_subset: Option<String>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+pub enum HistoryCommand {
+    /// Rebuild a lost history from the snapshots of every repository in kura.toml (adds the runs it lacks).
+    Rebuild,
+}
+
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
+    #[command(subcommand)]
+    pub command: Option<HistoryCommand>,
     /// Only this plan's runs.
     #[arg(long)]
     pub plan: Option<String>,

@@ -88,7 +88,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => commands::serve::run(&cli.global, a).await,
             Command::Config(c) => commands::config::run(&cli.global, c),
             Command::Schedule(a) => commands::schedule::run(&cli.global, a),
-            Command::History(a) => commands::history::run(&cli.global, a),
+            Command::History(a) => commands::history::run(&cli.global, a).await,
             Command::Prune(a) => commands::prune::run(&cli.global, a).await,
             Command::Key(a) => commands::key::run(&cli.global, a).await,
             Command::Repair(a) => commands::repair::run(&cli.global, a).await,

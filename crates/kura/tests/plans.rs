@@ -366,6 +366,21 @@ fn a_plan_copies_each_run_to_its_second_repository_and_keeps_its_retention_in_bo
             == 2),
         "{history}"
     );
+
+    // The history lost: rebuilt from the snapshots, the two runs retention
+    // kept (the copies are those runs' copies, not runs of their own).
+    std::fs::remove_file(state.join("history.db")).unwrap();
+    let rebuilt = k.json(&["history", "rebuild"]);
+    assert_eq!((rebuilt["added"].as_u64(), rebuilt["known"].as_u64()), (Some(2), Some(0)), "{rebuilt}");
+    let runs = k.json(&["history"]);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(
+        runs.iter().all(|r| r["plan"] == "daily" && r["targets"].as_array().unwrap().len() == 2),
+        "{runs:?}"
+    );
+    let again = k.json(&["history", "rebuild"]);
+    assert_eq!((again["added"].as_u64(), again["known"].as_u64()), (Some(0), Some(2)), "{again}");
 }
 
 #[test]

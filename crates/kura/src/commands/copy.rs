@@ -27,7 +27,9 @@ pub async fn run(g: &Global, a: &CopyArgs) -> Result<u8, Failure> {
                 let c = cfg.as_ref().expect("a plan comes from a config");
                 let r = super::find_target(c, &p.targets[0])?.repository.clone();
                 if r.is_empty() {
-                    return Err(Failure::new("the plan's targets name no repository").hint("give --from NAME"));
+                    return Err(
+                        Failure::new("the plan's targets name no repository").hint("give --from NAME")
+                    );
                 }
                 r
             }

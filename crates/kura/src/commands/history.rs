@@ -2,11 +2,14 @@
 //! (`STATE_DIR/history.db`), newest first.
 use chrono::Local;
 
-use crate::cli::{Global, HistoryArgs};
+use crate::cli::{Global, HistoryArgs, HistoryCommand};
 use crate::output::{human_bytes, outln, print_json, say, Failure};
 
-pub fn run(g: &Global, a: &HistoryArgs) -> Result<u8, Failure> {
+pub async fn run(g: &Global, a: &HistoryArgs) -> Result<u8, Failure> {
     let path = super::state_dir().join("history.db");
+    if let Some(HistoryCommand::Rebuild) = a.command {
+        return rebuild(g, &path).await;
+    }
     if !path.exists() {
         if g.json {
             print_json(&serde_json::json!([]));
@@ -69,4 +72,34 @@ pub fn run(g: &Global, a: &HistoryArgs) -> Result<u8, Failure> {
         }
     }
     Ok(0)
+}
+
+/// `kura history rebuild`: the runs the repositories' snapshots tell of,
+/// added to the history where it lacks them.
+async fn rebuild(g: &Global, path: &std::path::Path) -> Result<u8, Failure> {
+    let specs = match super::configured_repositories(g, None)? {
+        Some(specs) => specs,
+        None => vec![super::open_store_settings(g)?.1],
+    };
+    let cfg = super::load_config(g)?;
+    let repos = super::repos(g, cfg.as_ref())?;
+    let mut h = kura_runner::history::History::open(path)?;
+    let done = kura_runner::history::rebuild(&mut h, &repos, &specs).await?;
+    for e in &done.errors {
+        crate::output::errln!("kura: {e}");
+    }
+    if g.json {
+        print_json(&done);
+    } else {
+        say(
+            g,
+            format!(
+                "history rebuilt from {}: {} run(s) added, {} already recorded",
+                done.repositories.join(", "),
+                done.added,
+                done.known
+            ),
+        );
+    }
+    Ok(if done.errors.is_empty() { 0 } else { crate::output::code::PARTIAL })
 }
