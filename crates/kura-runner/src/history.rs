@@ -66,6 +66,16 @@ pub struct History {
     db: Connection,
 }
 
+/// Makes the state directory (plan locks, history) private to its owner
+/// when it does not exist yet.
+pub fn make_state_dir(dir: &Path) -> Result<(), RunError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| sql(dir, e))
+}
+
 fn sql(path: &Path, e: impl std::fmt::Display) -> RunError {
     RunError::History { path: path.to_path_buf(), message: e.to_string() }
 }
@@ -74,9 +84,16 @@ impl History {
     /// Opens (and makes, the first time) the history at `path`.
     pub fn open(path: &Path) -> Result<History, RunError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| sql(path, e))?;
+            make_state_dir(dir)?;
         }
-        let db = Connection::open(path).map_err(|e| sql(path, e))?;
+        // Not through a symlink (SQLITE_OPEN_NOFOLLOW), for the same reason
+        // as the plan locks.
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let db = Connection::open_with_flags(path, flags).map_err(|e| sql(path, e))?;
         db.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| sql(path, e))?;
         db.execute_batch(
             "PRAGMA journal_mode = WAL;

@@ -26,14 +26,18 @@ pub struct PlanLock {
 
 impl PlanLock {
     pub fn acquire(state_dir: &Path, plan: &str, ctx: &Context) -> Result<PlanLock, RunError> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| RunError::from(kura_repo::RepoError::io(state_dir, e)))?;
+        crate::history::make_state_dir(state_dir)?;
         let path = state_dir.join(format!("plan-{plan}.lock"));
+        // Never through a symlink: a state directory others can write must
+        // not let them aim the lock at a file of their choosing.
+        use std::os::unix::fs::OpenOptionsExt;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| RunError::from(kura_repo::RepoError::io(&path, e)))?;
         if kura_repo::try_lock(&file).is_err() {

@@ -719,3 +719,25 @@ fn config_check_lists_every_mistake_with_its_line_and_a_hint() {
         "{text}"
     );
 }
+
+#[test]
+fn a_plan_lock_or_history_planted_as_a_symlink_is_refused_not_followed() {
+    let k = with_configs("[plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\"]\n");
+    let state = k.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let victim = k.path("victim");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, state.join("plan-daily.lock")).unwrap();
+    let out = k.run(&["run", "daily"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+    assert_eq!(k.snapshot_ids().len(), 0, "nothing ran");
+
+    std::fs::remove_file(state.join("plan-daily.lock")).unwrap();
+    std::os::unix::fs::symlink(&victim, state.join("history.db")).unwrap();
+    let out = k.run(&["run", "daily"]);
+    // The backup stands; the history is not written through the link.
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("history"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+}
