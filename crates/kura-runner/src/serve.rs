@@ -111,6 +111,8 @@ pub async fn serve(
     // Plan name → when its running run started.
     let mut running: HashMap<String, DateTime<Utc>> = HashMap::new();
     let mut tasks: JoinSet<(String, DateTime<Utc>, Result<PlanReport, RunError>)> = JoinSet::new();
+    // Task → plan, to free a plan whose run panicked.
+    let mut names: HashMap<tokio::task::Id, String> = HashMap::new();
     tracing::info!(plans = plans.len(), "kura serve started");
     loop {
         let now = ctx.clock.now();
@@ -128,10 +130,11 @@ pub async fn serve(
             running.insert(name.clone(), now);
             let (ctx, repos, cfg, plan, state) =
                 (ctx.clone(), repos.clone(), cfg.clone(), s.plan.clone(), opts.state_dir.clone());
-            tasks.spawn(async move {
+            let handle = tasks.spawn(async move {
                 let r = run_plan(&ctx, &repos, &cfg, &plan, &state).await;
                 (plan.name.clone(), now, r)
             });
+            names.insert(handle.id(), name);
         }
         let wake = plans.iter().filter_map(|s| s.next).min();
         let sleep = wake
@@ -142,12 +145,21 @@ pub async fn serve(
             .min(Duration::from_secs(60));
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok((name, started, result)) = done {
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => match done {
+                Ok((id, (name, started, result))) => {
+                    names.remove(&id);
                     running.remove(&name);
                     finished(&ctx, &history_path, &name, started, result);
                 }
-            }
+                // A run that panicked: logged, and its plan free to run at
+                // its next slot.
+                Err(e) => {
+                    if let Some(name) = names.remove(&e.id()) {
+                        tracing::error!(plan = %name, error = %e, "the plan's run stopped unexpectedly");
+                        running.remove(&name);
+                    }
+                }
+            },
             msg = control.recv() => match msg {
                 Some(Control::Reload(new)) => {
                     tracing::info!(plans = new.plans.len(), "configuration reloaded");
