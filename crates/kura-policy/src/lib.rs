@@ -21,6 +21,7 @@
 mod config;
 pub mod retention;
 pub mod schedule;
+pub mod zone;
 
 pub use config::{
     check, literal_secrets, parse_compression, parse_duration, CommandTarget, Config, ConfigError,

@@ -117,6 +117,7 @@ pub async fn run_plan(
         // Only this host's: another host's follow its own plan.
         host: Some(ctx.hostname.clone()),
         plan: Some(plan.name.clone()),
+        zone: plan.zone.clone(),
     };
     let mut copies = Vec::new();
     let mut upkeep_of: BTreeMap<String, (RepoSpec, Vec<String>)> = by_repo.clone();

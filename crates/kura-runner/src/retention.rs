@@ -3,7 +3,7 @@
 //! what no rule keeps forgotten.
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Local, Utc};
+use chrono::{DateTime, Utc};
 use kura_format::Id;
 use kura_policy::retention::{decide, Keep, Reason};
 use kura_repo::Repository;
@@ -42,6 +42,8 @@ pub struct Scope {
     pub host: Option<String>,
     /// Only snapshots this plan's runs made (format.md §11).
     pub plan: Option<String>,
+    /// The wall clock days, weeks and months are counted on (the plan's).
+    pub zone: kura_policy::zone::Zone,
 }
 
 /// Every snapshot in scope with its verdict, groups in name order, newest
@@ -75,7 +77,7 @@ pub async fn judge(repo: &Repository, keep: &Keep, scope: &Scope) -> Result<Vec<
         }
         groups.entry((s.hostname.clone(), group)).or_default().push((id, s.time));
     }
-    let local = |t: DateTime<Utc>| t.with_timezone(&Local).naive_local();
+    let local = |t: DateTime<Utc>| scope.zone.local(t);
     let mut out = Vec::new();
     for ((host, group), mut members) in groups {
         members.sort_by_key(|m| std::cmp::Reverse(m.1));

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use kura_policy::{Config, Plan};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -48,28 +48,10 @@ pub struct Stopped {
     pub abandoned: Vec<String>,
 }
 
-/// A moment of local wall-clock time as an instant. A time that does not
-/// exist (skipped by a DST change) is taken as the first instant after the
-/// gap; one that exists twice, as the first of the two, so a slot fires
-/// once.
-fn instant(t: NaiveDateTime) -> DateTime<Utc> {
-    let mut t = t;
-    for _ in 0..4 {
-        if let Some(x) = Local.from_local_datetime(&t).earliest() {
-            return x.with_timezone(&Utc);
-        }
-        t += chrono::Duration::minutes(30);
-    }
-    Local.from_utc_datetime(&t).with_timezone(&Utc)
-}
-
-fn local(t: DateTime<Utc>) -> NaiveDateTime {
-    t.with_timezone(&Local).naive_local()
-}
-
-/// The next slot of `plan` after `after`.
+/// The next slot of `plan` after `after`, on the plan's wall clock (a
+/// slot in a DST gap or fold fires once: `kura_policy::zone`).
 fn next_slot(plan: &Plan, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    plan.schedule.next_after(local(after)).map(instant)
+    plan.schedule.next_after(plan.zone.local(after)).map(|t| plan.zone.instant(t))
 }
 
 struct Scheduled {

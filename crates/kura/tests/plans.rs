@@ -248,6 +248,22 @@ fn schedule_prints_crontab_lines_that_run_and_systemd_timers_on_the_same_times()
     assert!(units.contains("OnCalendar=Sun *-*-* 03:00:00") && units.contains("Persistent=true"), "{units}");
     assert!(units.contains("ExecStart=") && units.contains(" run weekly"), "{units}");
     assert!(!units.contains("run daily"), "--plan limits the units: {units}");
+
+    // A plan on another zone's clock: systemd says so, cron cannot.
+    let mut k = k;
+    let conf = k.path("etc");
+    config(
+        &mut k,
+        &format!(
+            "[target.configs]\ntype = \"files\"\npaths = [\"{}\"]\n[plan.tokyo]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\"]\ntimezone = \"Asia/Tokyo\"\n",
+            conf.display()
+        ),
+    );
+    let units = k.ok(&["schedule", "--systemd"]);
+    assert!(units.contains("OnCalendar=*-*-* 02:00:00 Asia/Tokyo"), "{units}");
+    let out = k.run(&["schedule", "--cron"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("plan tokyo runs on Asia/Tokyo's clock"), "{}", stderr(&out));
 }
 
 const OFFSITE_PASSWORD: &str = "a different password for the offsite copy";

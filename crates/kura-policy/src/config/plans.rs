@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use super::{invalid, parse_duration, ConfigError, Target};
 use crate::retention::Keep;
 use crate::schedule::Schedule;
+use crate::zone::Zone;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -33,9 +34,12 @@ pub struct Plan {
     /// Whether `kura serve` runs the plan once after downtime that made it
     /// miss its slot.
     pub catch_up: bool,
+    /// The wall clock its schedule and its retention's days, weeks and
+    /// months are read on.
+    pub zone: Zone,
 }
 
-const KEYS: &str = "schedule, targets, keep, prune, repository, copy_to, catch_up";
+const KEYS: &str = "schedule, targets, keep, prune, repository, copy_to, catch_up, timezone";
 const KEEP_KEYS: &str = "last, hourly, daily, weekly, monthly, yearly, within";
 
 pub(super) fn plan(
@@ -148,10 +152,29 @@ pub(super) fn plan(
         Some(toml::Value::Boolean(b)) => b,
         Some(_) => return Err(invalid(format!("{place}.catch_up"), "must be true or false")),
     };
+    let zone = match t.remove("timezone") {
+        None => Zone::Machine,
+        Some(toml::Value::String(z)) => {
+            Zone::named(&z).map_err(|e| invalid(format!("{place}.timezone"), e))?
+        }
+        Some(_) => {
+            return Err(invalid(format!("{place}.timezone"), "must be a zone name like \"Asia/Tokyo\""))
+        }
+    };
     if let Some(k) = t.keys().next() {
         return Err(invalid(format!("{place}.{k}"), format!("unknown key (known: {KEYS})")));
     }
-    Ok(Plan { name: name.to_string(), schedule, targets: names, keep, prune, repository, copy_to, catch_up })
+    Ok(Plan {
+        name: name.to_string(),
+        schedule,
+        targets: names,
+        keep,
+        prune,
+        repository,
+        copy_to,
+        catch_up,
+        zone,
+    })
 }
 
 fn keep(place: &str, t: toml::Table) -> Result<Keep, ConfigError> {

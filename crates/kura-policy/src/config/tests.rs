@@ -225,6 +225,14 @@ fn plans_parse_and_their_mistakes_name_their_place() {
             "plan.p.catch_up: must be true or false",
         ),
         ("schedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\nevery = 1\n", "plan.p.every: unknown key"),
+        (
+            "schedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\ntimezone = \"Mars/Olympus\"\n",
+            "plan.p.timezone: unknown time zone \"Mars/Olympus\"",
+        ),
+        (
+            "schedule = \"0 2 * * *\"\ntargets = [\"app_db\"]\ntimezone = \"../../etc/passwd\"\n",
+            "plan.p.timezone: \"../../etc/passwd\" is not a time zone name",
+        ),
     ] {
         let err = Config::parse(&format!("{base}[plan.p]\n{plan}"), &env).unwrap_err().to_string();
         assert!(err.contains(says), "{plan}: {err}");

@@ -26,7 +26,7 @@ fn keep(a: &ForgetArgs, base: Keep) -> Result<Keep, Failure> {
 }
 
 pub async fn run(g: &Global, a: &ForgetArgs) -> Result<u8, Failure> {
-    let mut scope = Scope { targets: a.targets.clone(), host: a.host.clone(), plan: None };
+    let mut scope = Scope { targets: a.targets.clone(), host: a.host.clone(), ..Scope::default() };
     // A plan's targets are judged in their own repository.
     let mut repo = None;
     let keep = match &a.plan {
@@ -39,6 +39,7 @@ pub async fn run(g: &Global, a: &ForgetArgs) -> Result<u8, Failure> {
             })?;
             scope.targets = plan.targets.clone();
             scope.plan = Some(name.clone());
+            scope.zone = plan.zone.clone();
             // --repo picks one of the plan's repositories (a copy_to one,
             // say); else where the plan writes.
             repo = Some(match (&g.repo, &plan.repository) {

@@ -29,6 +29,14 @@ pub fn run(g: &Global, a: &ScheduleArgs) -> Result<u8, Failure> {
         )
     };
     if a.cron {
+        if let Some(p) = plans.iter().find(|p| p.zone.name().is_some()) {
+            return Err(Failure::new(format!(
+                "plan {} runs on {}'s clock; cron runs every line on the machine's",
+                p.name,
+                p.zone.name().unwrap_or_default()
+            ))
+            .hint("use --systemd (OnCalendar takes a zone), or run the plans with `kura serve`"));
+        }
         if let Some(p) = plans.iter().find(|p| p.schedule.has_seconds()) {
             return Err(Failure::new(format!(
                 "plan {} fires at seconds ({:?}); cron counts whole minutes",
@@ -55,7 +63,8 @@ pub fn run(g: &Global, a: &ScheduleArgs) -> Result<u8, Failure> {
         outln!("[Service]\nType=oneshot\nExecStart={}\nNice=10\nIOSchedulingClass=idle\n", command(p));
         outln!("# /etc/systemd/system/kura-{}.timer", p.name);
         outln!("[Unit]\nDescription=kura plan {} ({})\n\n[Timer]", p.name, p.schedule.text());
-        for c in p.schedule.on_calendar() {
+        let zone = p.zone.name().map(|z| format!(" {z}")).unwrap_or_default();
+        for c in p.schedule.on_calendar().into_iter().map(|c| c + &zone) {
             outln!("OnCalendar={c}");
         }
         outln!("Persistent=true\n\n[Install]\nWantedBy=timers.target\n");
