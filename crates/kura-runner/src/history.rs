@@ -32,6 +32,8 @@ pub struct Entry {
     pub bytes_pruned: i64,
     pub errors: Vec<String>,
     pub copies: Vec<CopyEntry>,
+    /// The repository of a `verify`, `prune` or `forget` run on its own.
+    pub repository: Option<String>,
 }
 
 /// One snapshot a run copied to another repository (or found there).
@@ -138,7 +140,36 @@ impl History {
              CREATE INDEX IF NOT EXISTS runs_by_plan ON runs(plan, started);",
         )
         .map_err(|e| sql(path, e))?;
+        // Added after the first release of the table: older files gain it.
+        if db.prepare("SELECT repository FROM runs LIMIT 0").is_err() {
+            db.execute_batch("ALTER TABLE runs ADD COLUMN repository TEXT").map_err(|e| sql(path, e))?;
+        }
         Ok(History { db })
+    }
+
+    /// Records a repository operation run on its own (`kura verify`,
+    /// `kura prune`, `kura forget`): monitoring asks when the last verify
+    /// passed.
+    pub fn record_operation(&mut self, op: &Operation) -> Result<i64, RunError> {
+        let path = self.path().to_path_buf();
+        self.db
+            .execute(
+                "INSERT INTO runs (kind, repository, started, finished, duration_ms, status, forgotten, bytes_pruned, errors)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    op.kind,
+                    op.repository,
+                    op.started.to_rfc3339(),
+                    op.finished.to_rfc3339(),
+                    (op.finished - op.started).num_milliseconds(),
+                    op.status,
+                    op.forgotten as i64,
+                    op.bytes_pruned as i64,
+                    serde_json::to_string(&op.errors).expect("strings serialize"),
+                ],
+            )
+            .map_err(|e| sql(&path, e))?;
+        Ok(self.db.last_insert_rowid())
     }
 
     fn path(&self) -> &Path {
@@ -342,7 +373,8 @@ impl History {
         let mut q = self
             .db
             .prepare(
-                "SELECT id, kind, plan, run, started, finished, duration_ms, status, forgotten, bytes_pruned, errors
+                "SELECT id, kind, plan, run, started, finished, duration_ms, status, forgotten, bytes_pruned, errors,
+                        repository
                  FROM runs WHERE (?1 IS NULL OR plan = ?1) ORDER BY started DESC, id DESC LIMIT ?2",
             )
             .map_err(|e| sql(&path, e))?;
@@ -363,6 +395,7 @@ impl History {
                     errors: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
                     targets: Vec::new(),
                     copies: Vec::new(),
+                    repository: r.get(11)?,
                 })
             })
             .map_err(|e| sql(&path, e))?;
@@ -428,6 +461,21 @@ impl History {
         }
         Ok(out)
     }
+}
+
+/// A repository operation outside a plan, for [`History::record_operation`].
+#[derive(Debug, Clone)]
+pub struct Operation {
+    /// `verify`, `prune` or `forget`.
+    pub kind: &'static str,
+    pub repository: String,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    /// `ok`, `damage` (verify found problems) or `failed`.
+    pub status: &'static str,
+    pub forgotten: u64,
+    pub bytes_pruned: u64,
+    pub errors: Vec<String>,
 }
 
 /// A run as a repository's snapshots tell it.

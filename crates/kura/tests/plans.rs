@@ -370,7 +370,10 @@ fn a_plan_copies_each_run_to_its_second_repository_and_keeps_its_retention_in_bo
     let history = k.cmd(&["history", "--json"]).env("KURA_STATE_DIR", &state).output().unwrap();
     let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
     let runs = history.as_array().unwrap();
-    assert_eq!(runs.len(), 4, "three plan runs and the copy: {history}");
+    let kinds: Vec<&str> = runs.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["copy", "verify", "backup", "backup", "backup"], "newest first: {history}");
+    assert_eq!(runs[1]["status"], "ok");
+    assert!(runs[1]["repository"].as_str().unwrap().ends_with("offsite"), "{history}");
     let plan_runs: Vec<_> = runs.iter().filter(|r| r["kind"] == "backup").collect();
     assert!(
         plan_runs.iter().all(|r| r["copies"]

@@ -75,6 +75,7 @@ pub async fn run(g: &Global, a: &ForgetArgs) -> Result<u8, Failure> {
         Some(r) => r,
         None => super::open_repo(g).await?,
     };
+    let started = repo.now();
     let ids = if by_policy {
         let verdicts = retention::judge(&repo, &keep, &scope).await?;
         show(g, &verdicts, a.dry_run);
@@ -93,6 +94,16 @@ pub async fn run(g: &Global, a: &ForgetArgs) -> Result<u8, Failure> {
         kura_repo::prune::forget(&repo, &ids).await?;
         ids
     };
+    super::record_operation(kura_runner::history::Operation {
+        kind: "forget",
+        repository: repo.store().location(),
+        started,
+        finished: repo.now(),
+        status: "ok",
+        forgotten: ids.len() as u64,
+        bytes_pruned: 0,
+        errors: Vec::new(),
+    });
     if g.json && !a.prune {
         print_json(&serde_json::json!({ "forgotten": ids }));
     }

@@ -351,3 +351,16 @@ pub fn parse_duration(s: &str) -> Result<chrono::Duration, Failure> {
     let d = kura_policy::parse_duration(s).map_err(|e| Failure::new(e).hint("use e.g. 30s, 10m, 2h, 7d"))?;
     chrono::Duration::from_std(d).map_err(|_| Failure::new(format!("{s:?} is too long a duration")))
 }
+
+/// Records a `verify`, `prune` or `forget` in this machine's run history;
+/// a history that cannot be written is a warning, never a failed command.
+pub fn record_operation(op: kura_runner::history::Operation) {
+    match kura_runner::history::History::open(&state_dir().join("history.db")) {
+        Ok(mut h) => {
+            if let Err(e) = h.record_operation(&op) {
+                tracing::warn!("{e}");
+            }
+        }
+        Err(e) => tracing::warn!("{e}"),
+    }
+}

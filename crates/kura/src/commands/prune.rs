@@ -29,7 +29,21 @@ fn options(a: &PruneArgs) -> Result<PruneOptions, Failure> {
 
 pub async fn run_with(g: &Global, repo: &Arc<Repository>, a: &PruneArgs) -> Result<u8, Failure> {
     let opts = options(a)?;
-    let r = prune(repo, &opts).await?;
+    let started = repo.now();
+    let r = prune(repo, &opts).await;
+    if !a.dry_run {
+        super::record_operation(kura_runner::history::Operation {
+            kind: "prune",
+            repository: repo.store().location(),
+            started,
+            finished: repo.now(),
+            status: if r.is_ok() { "ok" } else { "failed" },
+            forgotten: 0,
+            bytes_pruned: r.as_ref().map_or(0, |r| r.bytes_deleted),
+            errors: r.as_ref().err().map(|e| e.to_string()).into_iter().collect(),
+        });
+    }
+    let r = r?;
     if g.json {
         print_json(&r);
         return Ok(0);

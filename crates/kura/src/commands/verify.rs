@@ -24,8 +24,26 @@ pub async fn run(g: &Global, a: &VerifyArgs) -> Result<u8, Failure> {
     let repo = super::open_repo(g).await?;
     let counters = Arc::new(Counters::default());
     let progress = Progress::start(g, "verify", counters.clone(), None);
+    let started = repo.now();
     let report = verify(&repo, &VerifyOptions { read_data }, counters).await;
     progress.finish();
+    super::record_operation(kura_runner::history::Operation {
+        kind: "verify",
+        repository: repo.store().location(),
+        started,
+        finished: repo.now(),
+        status: match &report {
+            Ok(r) if r.ok() => "ok",
+            Ok(_) => "damage",
+            Err(_) => "failed",
+        },
+        forgotten: 0,
+        bytes_pruned: 0,
+        errors: match &report {
+            Ok(r) => r.errors.iter().map(|p| format!("{}: {}", p.object, p.message)).collect(),
+            Err(e) => vec![e.to_string()],
+        },
+    });
     let report = report?;
     if g.json {
         print_json(&serde_json::json!({ "ok": report.ok(), "report": report }));
