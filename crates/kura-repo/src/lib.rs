@@ -28,6 +28,7 @@ pub mod verify;
 pub use error::{is_transient_io, KeyRefusal, RepoError, Result};
 pub use repository::{InitOptions, Repository};
 pub use saver::Counters;
+pub use session::SessionGuard;
 
 /// Takes an exclusive `flock` on `file` without waiting. The kernel drops
 /// it when the process dies, however it dies: held, it marks a temporary

@@ -306,7 +306,9 @@ async fn delete_marked(
     let mut done_markers = Vec::new();
     for (mid, m) in &view.markers {
         let ripe = m.created + opts.grace < now;
-        let blocked = view.sessions.iter().any(|s| s.started < m.created + opts.grace);
+        // At or before: stores give times in whole seconds, and a session
+        // begun in the marker's second may not have seen what it marks.
+        let blocked = view.sessions.iter().any(|s| s.started <= m.created + opts.grace);
         if !ripe || blocked {
             report.markers_waiting += 1;
             continue;

@@ -60,3 +60,21 @@ pub fn object_store(
         retry.clone(),
     )?)
 }
+
+/// A session (format.md §13) held while an operation reads a repository,
+/// so that no prune deletes what it still reads. A repository this host
+/// may only read (a read-only offsite key) cannot hold one: the operation
+/// goes on unprotected, with a warning.
+pub async fn hold(
+    ctx: &Context,
+    repo: &Arc<kura_repo::Repository>,
+    kind: &str,
+) -> Option<kura_repo::SessionGuard> {
+    match kura_repo::SessionGuard::start(repo, kind, &ctx.hostname).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot write a session into the repository; a prune running meanwhile could remove data this {kind} reads");
+            None
+        }
+    }
+}

@@ -760,3 +760,38 @@ fn a_plan_lock_or_history_planted_as_a_symlink_is_refused_not_followed() {
     assert!(stderr(&out).contains("history"), "{}", stderr(&out));
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
 }
+
+#[test]
+fn a_snapshot_forgotten_and_pruned_while_a_restore_reads_it_stays_readable_until_the_restore_ends() {
+    let k = Kura::new();
+    k.init();
+    let src = k.path("src");
+    make_tree(&src);
+    let id = k.backup(&[&src]);
+    let (gate, out) = (k.path("gate"), k.path("out"));
+    // The restore stops after making directories, before any content.
+    let restore = k
+        .cmd(&["restore", &id, "--target", out.to_str().unwrap()])
+        .env("KURA_TEST_RESTORE_GATE", &gate)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the restore to reach its gate", 20, || gate.with_extension("waiting").exists());
+    // Retention forgets the snapshot; prune marks its packs and, a grace
+    // of zero later, would delete them: the restore's session stops it.
+    k.ok(&["forget", &id]);
+    k.ok(&["prune", "--grace", "0s"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let held = k.json(&["prune", "--grace", "0s"]);
+    assert_eq!(held["packs_deleted"], 0, "{held}");
+    assert!(held["markers_waiting"].as_u64().unwrap() >= 1, "{held}");
+    std::fs::write(&gate, b"").unwrap();
+    let done = restore.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert_same_tree(&src, &restored(&out, &src));
+    // The restore over, its session gone: the space comes back.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let freed = k.json(&["prune", "--grace", "0s"]);
+    assert!(freed["packs_deleted"].as_u64().unwrap() >= 1, "{freed}");
+}

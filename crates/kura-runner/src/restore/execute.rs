@@ -41,12 +41,19 @@ pub async fn execute(
             return Err(e.context("nothing was restored"));
         }
     }
+    // While it reads, a session keeps a concurrent prune from deleting
+    // what it reads, even when retention forgets the snapshot meanwhile
+    // (format.md §13).
+    let session = crate::hold(ctx, &plan.repo, "restore").await;
     // A stop already asked for wins: the restore does not begin.
     let result = tokio::select! {
         biased;
         signal = stopped(stop) => Err(RunError::Interrupted { signal }),
         r = restore_kind(ctx, plan, req) => r,
     };
+    if let Some(s) = session {
+        s.finish().await;
+    }
     let post = post.as_ref().map(|h| hooks::run(sink, "post_restore", h));
     let restored = result?;
     let mut kept_removed = Vec::new();

@@ -35,7 +35,12 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
     let counters = Arc::new(Counters::default());
     let total = if a.include.is_empty() { Some(snap.summary.bytes) } else { None };
     let progress = Progress::start(g, "restore", counters.clone(), total);
+    // A session keeps a concurrent prune off what the restore reads.
+    let session = kura_runner::hold(&super::context(g)?, &repo, "restore").await;
     let report = restore(&repo, snap.tree, &target, &opts, counters).await;
+    if let Some(s) = session {
+        s.finish().await;
+    }
     progress.finish();
     let report = report?;
     if g.json {
