@@ -68,6 +68,16 @@ pub struct History {
     db: Connection,
 }
 
+/// Opens the history at `path` and writes to it with `write`; a history
+/// that cannot be opened or written is a warning, never a failed run (the
+/// history is this machine's notebook; the repositories hold the truth).
+pub fn note(path: &Path, write: impl FnOnce(&mut History) -> Result<i64, RunError>) {
+    let written = History::open(path).and_then(|mut h| write(&mut h));
+    if let Err(e) = written {
+        tracing::warn!("{e}");
+    }
+}
+
 /// Makes the state directory (plan locks, history) private to its owner
 /// when it does not exist yet.
 pub fn make_state_dir(dir: &Path) -> Result<(), RunError> {
@@ -188,14 +198,8 @@ impl History {
             report.upkeep.iter().filter_map(|u| u.error.as_ref().map(|e| format!("{}: {e}", u.repository))),
         );
         errors.extend(report.copies.iter().filter_map(copy_error));
-        let (saved, failed) = (run.saved().len(), run.failed().len());
-        let status = match (saved, failed) {
-            (0, _) => "failed",
-            (_, f) if f > 0 => "partial",
-            _ if report.upkeep.iter().any(|u| u.error.is_some()) || report.copy_failed() => "partial",
-            _ if run.warned() => "warnings",
-            _ => "ok",
-        };
+        let saved = run.saved().len();
+        let status = report.status();
         let forgotten: usize = report.upkeep.iter().map(|u| u.forgotten.len()).sum();
         let pruned: u64 =
             report.upkeep.iter().filter_map(|u| u.pruned.as_ref()).map(|p| p.bytes_deleted).sum();

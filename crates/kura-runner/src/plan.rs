@@ -81,6 +81,20 @@ impl PlanReport {
     pub fn copy_failed(&self) -> bool {
         self.copies.iter().any(|c| c.error.is_some())
     }
+
+    /// How the run ended, as the history records and the daemon logs it:
+    /// `failed` (nothing saved), `partial` (a target, a copy or the
+    /// retention failed), `warnings`, or `ok`.
+    pub fn status(&self) -> &'static str {
+        let (saved, failed) = (self.run.saved().len(), self.run.failed().len());
+        match (saved, failed) {
+            (0, _) => "failed",
+            (_, f) if f > 0 => "partial",
+            _ if self.upkeep.iter().any(|u| u.error.is_some()) || self.copy_failed() => "partial",
+            _ if self.run.warned() => "warnings",
+            _ => "ok",
+        }
+    }
 }
 
 /// Runs `plan` once, under its lock: the backups, then the copies, then
@@ -140,8 +154,8 @@ pub async fn run_plan(
     }
     let mut upkeep = Vec::new();
     if !plan.keep.is_empty() || plan.prune {
-        for (url, (spec, names)) in upkeep_of {
-            let name = spec.name.clone().unwrap_or(url);
+        for (spec, names) in upkeep_of.into_values() {
+            let name = label(&spec);
             let mut u = Upkeep { repository: name, forgotten: Vec::new(), pruned: None, error: None };
             if let Err(e) = keep_and_prune(repos, &spec, plan, scope(&names), &mut u).await {
                 u.error = Some(e.to_string());

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::event::Event;
-use crate::history::History;
+use crate::history::{self, History};
 use crate::plan::{run_plan, PlanReport};
 use crate::{Context, Repos, RunError};
 
@@ -191,15 +191,15 @@ async fn stop(
     let mut out = Stopped::default();
     for (name, started) in running {
         tracing::warn!(plan = %name, "abandoned at shutdown: its unfinished snapshots were not written");
-        if let Ok(mut h) = History::open(history_path) {
-            let _ = h.record_event(
+        history::note(history_path, |h| {
+            h.record_event(
                 "abandoned",
                 &name,
                 started,
                 ctx.clock.now(),
                 "kura serve stopped before the run finished; nothing of it became visible",
-            );
-        }
+            )
+        });
         out.abandoned.push(name);
     }
     tracing::info!("kura serve stopped");
@@ -209,14 +209,7 @@ async fn stop(
 fn missed(ctx: &Context, history_path: &std::path::Path, plan: &str, slot: DateTime<Utc>, why: &str) {
     tracing::warn!(plan = %plan, slot = %slot, "missed a slot: {why}");
     ctx.sink.event(Event::SlotMissed { plan: plan.to_string(), slot, reason: why.to_string() });
-    match History::open(history_path) {
-        Ok(mut h) => {
-            if let Err(e) = h.record_event("missed", plan, slot, slot, why) {
-                tracing::warn!("{e}");
-            }
-        }
-        Err(e) => tracing::warn!("{e}"),
-    }
+    history::note(history_path, |h| h.record_event("missed", plan, slot, slot, why));
 }
 
 /// Logs a finished run and records it.
@@ -231,12 +224,7 @@ fn finished(
         Ok(report) => {
             let run = &report.run;
             let (saved, failed) = (run.saved(), run.failed());
-            let status = match (saved.is_empty(), failed.is_empty()) {
-                (true, _) => "failed",
-                (false, false) => "partial",
-                _ if report.copy_failed() || report.upkeep.iter().any(|u| u.error.is_some()) => "partial",
-                _ => "ok",
-            };
+            let status = report.status();
             tracing::info!(
                 plan = %plan,
                 run = %run.run.short(),
@@ -253,14 +241,7 @@ fn finished(
                     tracing::error!(plan = %plan, target = %t.target, error = %f.error, "target failed");
                 }
             }
-            match History::open(history_path) {
-                Ok(mut h) => {
-                    if let Err(e) = h.record_plan(&report, ctx.clock.now()) {
-                        tracing::warn!("{e}");
-                    }
-                }
-                Err(e) => tracing::warn!("{e}"),
-            }
+            history::note(history_path, |h| h.record_plan(&report, ctx.clock.now()));
         }
         // Run by `kura run` from cron at the same time: its lock says so.
         Err(RunError::PlanRunning { holder, .. }) => {

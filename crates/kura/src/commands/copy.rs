@@ -64,14 +64,9 @@ pub async fn run(g: &Global, a: &CopyArgs) -> Result<u8, Failure> {
     let started = ctx.clock.now();
     let report = copy_between(&ctx, &repos, &from, &to, &req).await?;
     // As `kura run` does: a history that cannot be written loses no copy.
-    match kura_runner::history::History::open(&super::state_dir().join("history.db")) {
-        Ok(mut h) => {
-            if let Err(e) = h.record_copy(&report, started, ctx.clock.now()) {
-                tracing::warn!("{e}");
-            }
-        }
-        Err(e) => tracing::warn!("{e}"),
-    }
+    kura_runner::history::note(&super::state_dir().join("history.db"), |h| {
+        h.record_copy(&report, started, ctx.clock.now())
+    });
     let new = report.new_copies();
     let exit = if report.error.is_some() { code::FAILED } else { code::OK };
     if g.json {

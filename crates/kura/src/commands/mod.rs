@@ -355,12 +355,5 @@ pub fn parse_duration(s: &str) -> Result<chrono::Duration, Failure> {
 /// Records a `verify`, `prune` or `forget` in this machine's run history;
 /// a history that cannot be written is a warning, never a failed command.
 pub fn record_operation(op: kura_runner::history::Operation) {
-    match kura_runner::history::History::open(&state_dir().join("history.db")) {
-        Ok(mut h) => {
-            if let Err(e) = h.record_operation(&op) {
-                tracing::warn!("{e}");
-            }
-        }
-        Err(e) => tracing::warn!("{e}"),
-    }
+    kura_runner::history::note(&state_dir().join("history.db"), |h| h.record_operation(&op));
 }

@@ -26,14 +26,7 @@ pub async fn run(g: &Global, a: &RunArgs) -> Result<u8, Failure> {
     let report = kura_runner::plan::run_plan(&ctx, &repos, &cfg, plan, &state).await?;
     // The history is this machine's record; failing to write it loses no
     // backup, so it is a warning, not a failed run.
-    match kura_runner::history::History::open(&state.join("history.db")) {
-        Ok(mut h) => {
-            if let Err(e) = h.record_plan(&report, ctx.clock.now()) {
-                tracing::warn!("{e}");
-            }
-        }
-        Err(e) => tracing::warn!("{e}"),
-    }
+    kura_runner::history::note(&state.join("history.db"), |h| h.record_plan(&report, ctx.clock.now()));
 
     let run = &report.run;
     let (saved, failed) = (run.saved(), run.failed());
