@@ -22,4 +22,30 @@ pub mod sqlite;
 mod swap;
 
 pub use error::SourceError;
+
+/// Called with a step's name as a restore passes it, so a test can stop
+/// the process exactly there (a kill -9 between two statements of a swap);
+/// does nothing unless set.
+#[derive(Clone, Default)]
+pub struct Step(Option<std::sync::Arc<StepFn>>);
+
+type StepFn = dyn Fn(&str) + Send + Sync;
+
+impl Step {
+    pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Step {
+        Step(Some(std::sync::Arc::new(f)))
+    }
+
+    pub fn reached(&self, name: &str) {
+        if let Some(f) = &self.0 {
+            f(name)
+        }
+    }
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Step(set)" } else { "Step(none)" })
+    }
+}
 pub use swap::{backup_name, Swap};

@@ -269,8 +269,13 @@ fn killed_restores_always_leave_whole_tables() {
         if out.status.code().is_none() {
             killed += 1;
         }
-        let name = db.sql("shop", "SELECT name FROM users WHERE id = 1");
-        let orders = db.sql("shop", "SELECT COUNT(*) FROM orders");
+        // A killed kura's client may still be finishing its statement;
+        // both tables are then read in one statement, one state.
+        wait_quiet(&db);
+        let both =
+            db.sql("shop", "SELECT (SELECT name FROM users WHERE id = 1), (SELECT COUNT(*) FROM orders)");
+        let (name, orders) = both.split_once('\t').unwrap();
+        let (name, orders) = (name.to_string(), orders.to_string());
         let restored = name.ends_with("Zoë");
         assert!(restored || name == format!("damaged {trial}"), "trial {trial}: {name}");
         assert_eq!(
@@ -312,8 +317,113 @@ fn killed_restores_always_leave_whole_tables() {
     assert!(db.sql("shop", "SELECT name FROM users WHERE id = 1").ends_with("Zoë"));
     assert_eq!(db.sql("shop", "SELECT COUNT(*) FROM orders"), "3000");
     assert_eq!(db.sql("mysql", scratch), "0", "partial copies of killed restores are swept");
+    assert_programs_whole(&db, "shop");
     eprintln!("{killed} of 8 restores killed midway");
     assert!(killed > 0, "no restore was interrupted: the test proved nothing");
+}
+
+/// Waits until no other session runs a statement or holds a connection:
+/// what a killed kura left running has ended.
+fn wait_quiet(db: &MariaDb) {
+    db.wait_until(
+        "(SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Daemon')) = 0",
+    );
+}
+
+/// The schema's trigger, view, function and enabled event are all there.
+fn assert_programs_whole(db: &MariaDb, schema: &str) {
+    let count = |what: &str, col: &str| {
+        db.sql("mysql", &format!("SELECT COUNT(*) FROM information_schema.{what} WHERE {col} = '{schema}'"))
+    };
+    assert_eq!(count("TRIGGERS", "TRIGGER_SCHEMA"), "1", "{schema}: the trigger");
+    assert_eq!(count("VIEWS", "TABLE_SCHEMA"), "1", "{schema}: the view");
+    assert_eq!(count("ROUTINES", "ROUTINE_SCHEMA"), "1", "{schema}: the function");
+    assert_eq!(count("EVENTS", "EVENT_SCHEMA"), "1", "{schema}: the event");
+}
+
+/// A restore killed between any two statements of its swap (whole, or
+/// chosen tables in place) is undone if its tables had not moved, finished
+/// if they had, by the next kura to back the database up: no trigger,
+/// view, routine or event is lost either way, and nothing is half-done.
+#[test]
+fn a_swap_killed_between_any_two_statements_is_undone_or_finished() {
+    let (db, k) = setup();
+    k.ok(&["backup", "--target", "shop_db"]);
+    // Each recovery is followed by a backup of the damaged state: every
+    // restore takes this first one.
+    let good = k.json(&["snapshots"])[0]["id"].as_str().unwrap().to_string();
+    let scratch =
+        "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'shop\\_kura\\_restore\\_%'";
+    let kept = "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'shop\\_bak\\_%'";
+    let cases: [(&str, &[&str], bool); 6] = [
+        ("mysql-journal", &[], false),
+        ("mysql-dropped", &[], false),
+        ("mysql-renamed", &[], true),
+        ("mysql-programs", &[], true),
+        ("mysql-journal", &["--table", "users"], false),
+        ("mysql-copied", &["--table", "users"], true),
+    ];
+    for (i, (step, extra, finished)) in cases.into_iter().enumerate() {
+        db.sql("shop", &format!("UPDATE users SET name = 'damaged {i}' WHERE id = 1"));
+        let kept_before = db.sql("mysql", kept);
+        let gate = k.path(&format!("gate-{i}"));
+        let mut cmd = k.cmd(&["restore", "--target", "shop_db", "--snapshot", &good, "--yes"]);
+        cmd.args(extra).env("KURA_TEST_STEP_GATE", format!("{step}:{}", gate.display()));
+        let mut child =
+            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !gate.with_extension("waiting").exists() {
+            assert!(Instant::now() < deadline, "{step}: the restore never reached the step");
+            assert!(child.try_wait().unwrap().is_none(), "{step}: the restore ended before the step");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_quiet(&db);
+        assert_eq!(
+            db.sql("mysql", scratch),
+            "1",
+            "{step}: the interrupted restore's scratch database is left"
+        );
+
+        // The next backup finds the journal and finishes or undoes the swap
+        // before it dumps.
+        let out = k.cmd(&["backup", "--target", "shop_db"]).output().unwrap();
+        assert!(out.status.success(), "{step}: {}", stderr(&out));
+        let said = stderr(&out);
+        assert!(
+            said.contains(if finished { "now finished" } else { "is as it was" }),
+            "{step}: the recovery is reported: {said}"
+        );
+        assert_eq!(db.sql("mysql", scratch), "0", "{step}: the scratch database is gone");
+        assert_programs_whole(&db, "shop");
+        let name = db.sql("shop", "SELECT name FROM users WHERE id = 1");
+        assert_eq!(name.ends_with("Zoë"), finished, "{step}: {name}");
+        assert_eq!(db.sql("shop", "SELECT COUNT(*) FROM orders"), "3000", "{step}");
+        assert_eq!(
+            db.sql("shop", "SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'shop'"),
+            "ENABLED",
+            "{step}: the live event runs"
+        );
+        if finished && extra.is_empty() {
+            let bak = db.sql(
+                "mysql",
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'shop\\_bak\\_%' ORDER BY SCHEMA_NAME DESC LIMIT 1",
+            );
+            assert_programs_whole(&db, &bak);
+            assert_eq!(db.sql(&bak, "SELECT name FROM users WHERE id = 1"), format!("damaged {i}"));
+            assert_eq!(event_status(&db, &bak), "DISABLED", "{step}: the kept copy's event is off");
+        }
+        if finished {
+            assert_ne!(db.sql("mysql", kept), kept_before, "{step}: the replaced tables are kept");
+        } else {
+            assert_eq!(db.sql("mysql", kept), kept_before, "{step}: nothing was replaced, nothing is kept");
+        }
+    }
+    // The dump the last backup made holds everything: a restore of it is
+    // whole.
+    k.ok(&["restore", "--target", "shop_db", "--yes"]);
+    assert_programs_whole(&db, "shop");
 }
 
 /// The lock name kura holds on a scratch database while restoring into it

@@ -236,6 +236,7 @@ async fn restore_kind(
                 tables: &req.tables,
                 keep_old,
                 lock_timeout: req.lock_timeout,
+                step: &req.step,
             };
             let r = kura_sources::mysql::restore(&repo, snap.tree, &snap.paths, &my.url, &how).await?;
             Ok(vec![emit(Restored::Mysql {

@@ -53,6 +53,8 @@ pub struct RestoreRequest {
     /// Only snapshots a run of this plan made, from the repository it
     /// writes to; a component restore takes the plan's targets only.
     pub plan: Option<kura_policy::Plan>,
+    /// Called at the named steps of a database swap (tests stop there).
+    pub step: kura_sources::Step,
 }
 
 impl Default for RestoreRequest {
@@ -72,6 +74,7 @@ impl Default for RestoreRequest {
             force: false,
             overwrite: false,
             plan: None,
+            step: kura_sources::Step::default(),
         }
     }
 }

@@ -16,6 +16,9 @@
 //! `NAME_bak_YYYYMMDD_HHMM`. A single-table restore copies the live table
 //! into that database before replacing it: renaming one table across
 //! databases would leave foreign keys pointing at the wrong database.
+//! Either way the definitions a swap drops are first written to a journal
+//! in the scratch database, so a swap killed midway is undone or finished
+//! by the next restore or backup (see [`journal`]).
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -272,11 +275,6 @@ impl Conn {
         Ok(held)
     }
 
-    fn lock_is_free(&self, name: &str) -> Result<bool, SourceError> {
-        let rows = self.query(&format!("SELECT IS_FREE_LOCK({})", quote_literal(name)))?;
-        Ok(rows.first().and_then(|r| r.first()).is_some_and(|v| v == "1"))
-    }
-
     pub(crate) fn exec(&self, db: Option<&str>, script: &str) -> Result<(), SourceError> {
         self.run(db, script).map(|_| ())
     }
@@ -414,9 +412,17 @@ pub async fn backup(
 ) -> Result<BackupResult, SourceError> {
     let conn = Conn::new(MyUrl::parse(raw_url)?)?;
     let t = tables.to_vec();
-    let (conn, info) = tokio::task::spawn_blocking(move || preflight(&conn, &t).map(|i| (conn, i)))
-        .await
-        .map_err(|e| SourceError::Refused(e.to_string()))??;
+    let (conn, info) = tokio::task::spawn_blocking(move || {
+        // A restore of this database killed during its swap is finished
+        // (or undone) first: a dump without its triggers would be kept
+        // for as long as the backup is.
+        if let Err(e) = restore::sweep_scratch_databases(&conn, &conn.url.dbname) {
+            tracing::warn!("could not check for interrupted restores of {}: {e}", conn.url.dbname);
+        }
+        preflight(&conn, &t).map(|i| (conn, i))
+    })
+    .await
+    .map_err(|e| SourceError::Refused(e.to_string()))??;
     let mut cmd = conn.command(DUMP_TOOLS)?;
     let tool = cmd.get_program().to_string_lossy().rsplit('/').next().unwrap_or("mysqldump").to_string();
     cmd.args([
@@ -457,6 +463,7 @@ pub async fn backup(
     Ok(result?)
 }
 
+mod journal;
 mod objects;
 mod restore;
 pub use restore::{dump_order, restore, MyRestore, MyRestored};

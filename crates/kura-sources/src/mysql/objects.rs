@@ -2,16 +2,18 @@
 //! definitions, triggers, views, routines and events recreated with the
 //! session settings they were made with, and the swap itself (the whole
 //! database in one RENAME TABLE, or chosen tables replaced in place).
+use super::journal::{Journal, Phase};
 use super::*;
+use crate::Step;
 
 /// A trigger, view, routine or event, as the statement that recreates it.
 pub(super) struct Definition {
-    name: String,
+    pub(super) name: String,
     /// Statements that give the session the settings the object was
     /// created with (character set, sql_mode, time zone): the server
     /// records them with the object, and a dump compares them.
-    session: String,
-    create: String,
+    pub(super) session: String,
+    pub(super) create: String,
 }
 
 /// The session settings of a SHOW CREATE row, given the columns holding
@@ -40,8 +42,8 @@ pub(super) fn session_of(
 pub(super) struct Objects {
     /// Base tables (and sequences): what RENAME TABLE moves.
     pub(super) tables: Vec<String>,
-    views: Vec<Definition>,
-    triggers: Vec<Definition>,
+    pub(super) views: Vec<Definition>,
+    pub(super) triggers: Vec<Definition>,
 }
 
 pub(super) fn definitions(conn: &Conn, db: &str) -> Result<Objects, SourceError> {
@@ -163,47 +165,39 @@ pub(super) fn move_programs(conn: &Conn, from: &str, to: &str) -> Result<(), Sou
 }
 
 /// Whole-database swap: the live tables go to `bak`, the fresh ones take
-/// their place, in one atomic RENAME TABLE.
-pub(super) fn swap_databases(
-    conn: &Conn,
-    fresh: &str,
-    live: &str,
-    bak: &str,
-    limit: u64,
-) -> Result<(), SourceError> {
-    let Objects { tables: live_tables, views: live_views, triggers: live_triggers } =
-        definitions(conn, live)?;
-    let Objects { tables: fresh_tables, views: fresh_views, triggers: fresh_triggers } =
-        definitions(conn, fresh)?;
+/// their place, in one atomic RENAME TABLE. The journal, written first,
+/// holds every definition dropped on the way, so a swap interrupted at any
+/// statement is undone or finished by [`super::journal::recover`].
+pub(super) fn swap_databases(conn: &Conn, j: &Journal, limit: u64, step: &Step) -> Result<(), SourceError> {
     // Bounded, in case a session took a lock since the wait: a RENAME
     // queued behind it would stall every new query on those tables.
     let mut drops = format!("SET SESSION lock_wait_timeout = {limit};\n");
-    for (db, views, triggers) in [(live, &live_views, &live_triggers), (fresh, &fresh_views, &fresh_triggers)]
-    {
-        for t in triggers.iter() {
+    for (db, defs) in [(&j.live, &j.live_defs), (&j.fresh, &j.fresh_defs)] {
+        for t in defs.triggers.iter() {
             drops.push_str(&format!("DROP TRIGGER {}.{};\n", quote_ident(db), quote_ident(&t.name)));
         }
-        for v in views.iter() {
+        for v in defs.views.iter() {
             drops.push_str(&format!("DROP VIEW {}.{};\n", quote_ident(db), quote_ident(&v.name)));
         }
     }
     conn.exec(None, &drops)?;
+    step.reached("mysql-dropped");
     let mut renames = Vec::new();
-    for t in &live_tables {
+    for t in &j.live_defs.tables {
         renames.push(format!(
             "{}.{} TO {}.{}",
-            quote_ident(live),
+            quote_ident(&j.live),
             quote_ident(t),
-            quote_ident(bak),
+            quote_ident(&j.bak),
             quote_ident(t)
         ));
     }
-    for t in &fresh_tables {
+    for t in &j.fresh_defs.tables {
         renames.push(format!(
             "{}.{} TO {}.{}",
-            quote_ident(fresh),
+            quote_ident(&j.fresh),
             quote_ident(t),
-            quote_ident(live),
+            quote_ident(&j.live),
             quote_ident(t)
         ));
     }
@@ -211,15 +205,49 @@ pub(super) fn swap_databases(
         let rename = format!("SET SESSION lock_wait_timeout = {limit};\nRENAME TABLE {}", renames.join(", "));
         if let Err(e) = conn.exec(None, &rename) {
             // Nothing moved: put the dropped definitions back where they were.
-            let _ = recreate(conn, live, live, &live_views, &live_triggers);
-            let _ = recreate(conn, fresh, fresh, &fresh_views, &fresh_triggers);
+            let _ = replace_definitions(conn, &j.live, &j.live, &j.live_defs);
+            let _ = replace_definitions(conn, &j.fresh, &j.fresh, &j.fresh_defs);
             return Err(e);
         }
     }
-    recreate(conn, live, bak, &live_views, &live_triggers)?;
-    recreate(conn, fresh, live, &fresh_views, &fresh_triggers)?;
-    move_programs(conn, live, bak)?;
-    move_programs(conn, fresh, live)
+    step.reached("mysql-renamed");
+    finish_swap(conn, j, step)
+}
+
+/// The rest of a swap once the tables have moved: each side's triggers and
+/// views recreated where its tables now are, then routines and events
+/// (the live ones to `bak` first, which the journal records, so that a
+/// rerun never mistakes the fresh ones for them). Safe to run again.
+pub(super) fn finish_swap(conn: &Conn, j: &Journal, step: &Step) -> Result<(), SourceError> {
+    replace_definitions(conn, &j.live, &j.bak, &j.live_defs)?;
+    replace_definitions(conn, &j.fresh, &j.live, &j.fresh_defs)?;
+    if j.phase < Phase::ProgramsAside {
+        move_programs(conn, &j.live, &j.bak)?;
+        j.set_phase(conn, Phase::ProgramsAside)?;
+        step.reached("mysql-programs");
+    }
+    move_programs(conn, &j.fresh, &j.live)
+}
+
+/// Drops the triggers and views `defs` names in `db` if they are there,
+/// then recreates them from their definitions in `from`.
+pub(super) fn replace_definitions(
+    conn: &Conn,
+    from: &str,
+    db: &str,
+    defs: &Objects,
+) -> Result<(), SourceError> {
+    let mut drops = String::new();
+    for t in &defs.triggers {
+        drops.push_str(&format!("DROP TRIGGER IF EXISTS {}.{};\n", quote_ident(db), quote_ident(&t.name)));
+    }
+    for v in &defs.views {
+        drops.push_str(&format!("DROP VIEW IF EXISTS {}.{};\n", quote_ident(db), quote_ident(&v.name)));
+    }
+    if !drops.is_empty() {
+        conn.exec(None, &drops)?;
+    }
+    recreate(conn, from, db, &defs.views, &defs.triggers)
 }
 
 /// Keeps a copy of each chosen live table (its rows and columns; not its

@@ -2,8 +2,10 @@
 //! with the live one in one atomic `RENAME TABLE` (or only the chosen
 //! tables replaced), after waiting, for a bounded time, until no other
 //! session holds the live tables; events of kept and scratch copies off.
+use super::journal::{recover, Journal, Phase, Recovered};
 use super::objects::*;
 use super::*;
+use crate::Step;
 
 #[derive(Debug)]
 pub struct MyRestored {
@@ -29,6 +31,8 @@ pub struct MyRestore<'a> {
     /// How long to wait for other sessions' locks on the live tables before
     /// giving up with nothing changed.
     pub lock_timeout: std::time::Duration,
+    /// Named steps of the swap, for tests that kill the process there.
+    pub step: &'a Step,
 }
 
 /// The files of a snapshot that make up the dump, in the order that
@@ -82,19 +86,35 @@ fn spawn_blocking_err(e: tokio::task::JoinError) -> SourceError {
 
 /// Restores a dump made by [`backup`]: into a fresh database, checked, then
 /// swapped in (or left under `into`, the live database untouched).
-/// Drops the scratch databases of restores of `live` that were killed
-/// midway: only ever partial copies, never swapped in. One whose restore is
-/// still running is recognised by its held lock and left alone.
-fn sweep_scratch_databases(c: &Conn, live: &str) -> Result<(), SourceError> {
+/// Deals with the scratch databases of restores of `live` that were killed
+/// midway: one without a journal is only a partial copy, never swapped in,
+/// and is dropped; one with a journal had begun its swap, which is undone
+/// or finished (see [`super::journal`]). One whose restore is still running
+/// is recognised by its held lock and left alone.
+pub(super) fn sweep_scratch_databases(c: &Conn, live: &str) -> Result<(), SourceError> {
     let pattern = format!("{}\\_kura\\_restore\\_%", crate::kept::like_escape(live));
     let rows = c.query(&format!(
         "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE {}",
         quote_literal(&pattern)
     ))?;
     for db in rows.iter().filter_map(|r| r.first()) {
-        if c.lock_is_free(&scratch_lock(db))? {
-            c.exec(None, &format!("DROP DATABASE IF EXISTS {}", quote_ident(db)))?;
-            tracing::info!(database = %db, "dropped the partial copy of an interrupted restore");
+        // Taken for the recovery, so that two kuras never work on one.
+        let Ok(_lock) = c.hold_lock(&scratch_lock(db)) else { continue };
+        match recover(c, db) {
+            Ok(Recovered::Dropped) => {
+                tracing::info!(database = %db, "dropped the partial copy of an interrupted restore")
+            }
+            Ok(Recovered::Undone) => tracing::warn!(
+                database = %db,
+                "a restore of {live} was interrupted before its swap: {live} is as it was, its triggers and views recreated"
+            ),
+            Ok(Recovered::Finished { bak }) => tracing::warn!(
+                database = %db,
+                "a restore of {live} was interrupted during its swap, which is now finished; the replaced tables are in {bak}"
+            ),
+            Err(e) => {
+                tracing::warn!(database = %db, "could not recover the interrupted restore in {db}: {e}")
+            }
         }
     }
     Ok(())
@@ -107,7 +127,8 @@ pub async fn restore(
     raw_url: &str,
     how: &MyRestore<'_>,
 ) -> Result<MyRestored, SourceError> {
-    let MyRestore { into, tables, keep_old, lock_timeout } = *how;
+    let MyRestore { into, tables, keep_old, lock_timeout, step } = *how;
+    let step = step.clone();
     let parts = parts_of(files);
     if parts.is_empty() {
         return Err(SourceError::Refused("this snapshot holds no MySQL dump".into()));
@@ -224,6 +245,7 @@ pub async fn restore(
     let selected_objects: Vec<String> = if tables.is_empty() { objects } else { tables.to_vec() };
     let info_c = (info.charset.clone(), info.collation.clone());
     let deadline = std::time::Instant::now() + lock_timeout;
+    let enabled_c = enabled.clone();
     let swapped = tokio::task::spawn_blocking(move || -> Result<Option<Vec<String>>, SourceError> {
         // Nothing is changed until no other session holds the live tables.
         let live_tables = definitions(&c, &l)?.tables;
@@ -246,11 +268,29 @@ pub async fn restore(
             c.exec(None, &create(&b))?;
         }
         let limit = deadline.saturating_duration_since(std::time::Instant::now()).as_secs().max(1);
+        let journal = Journal {
+            live: l.clone(),
+            bak: b.clone(),
+            fresh: f.clone(),
+            whole: !partial,
+            phase: Phase::Begun,
+            live_defs: definitions(&c, &l)?,
+            fresh_defs: definitions(&c, &f)?,
+            objects: selected_objects.clone(),
+            events: enabled_c,
+        };
+        journal.write(&c)?;
+        step.reached("mysql-journal");
         if partial {
             copy_tables_aside(&c, &l, &b, &selected_objects)?;
+            journal.set_phase(&c, Phase::Copied)?;
+            step.reached("mysql-copied");
             replace_in_place(&c, &f, &l, &selected_objects, limit)?;
+            // Done now: replacing again would undo the application's
+            // writes since.
+            journal.set_phase(&c, Phase::Done)?;
         } else {
-            swap_databases(&c, &f, &l, &b, limit)?;
+            swap_databases(&c, &journal, limit, &step)?;
         }
         if !had_live {
             // Nothing was replaced: there is nothing to keep.
@@ -270,14 +310,25 @@ pub async fn restore(
         }
         Err(e) => {
             return Err(SourceError::Refused(format!(
-                "{e}; the restored copy is in database {fresh} and the previous tables in {bak}"
+                "{e}; the restored copy is in database {fresh} and the previous tables in {bak}; \
+                 the next restore or backup of {live} undoes or finishes the swap"
             )))
         }
     };
     let c = conn.clone();
     // A partial restore moved no events: the live ones stay as they are.
     let (l, on) = (live.clone(), if partial { Vec::new() } else { enabled.clone() });
-    tokio::task::spawn_blocking(move || enable_events(&c, &l, &on)).await.map_err(spawn_blocking_err)??;
+    let (f, whole) = (fresh.clone(), !partial);
+    tokio::task::spawn_blocking(move || {
+        enable_events(&c, &l, &on)?;
+        if whole {
+            // Done: the fresh database is dropped next, journal and all.
+            c.exec(None, &format!("DROP DATABASE {}", quote_ident(&f)))?;
+        }
+        Ok::<_, SourceError>(())
+    })
+    .await
+    .map_err(spawn_blocking_err)??;
     // Whole: the fresh database is empty now. Partial: it only proved the
     // tables load; the live database holds them now.
     drop_fresh(&conn);
@@ -293,7 +344,7 @@ pub async fn restore(
 }
 
 /// Disables the enabled events of `db`; returns their names.
-fn disable_events(conn: &Conn, db: &str) -> Result<Vec<String>, SourceError> {
+pub(super) fn disable_events(conn: &Conn, db: &str) -> Result<Vec<String>, SourceError> {
     let rows = conn.query(&format!(
         "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {} AND STATUS = 'ENABLED'",
         quote_literal(db)
@@ -305,7 +356,7 @@ fn disable_events(conn: &Conn, db: &str) -> Result<Vec<String>, SourceError> {
     Ok(names)
 }
 
-fn enable_events(conn: &Conn, db: &str, names: &[String]) -> Result<(), SourceError> {
+pub(super) fn enable_events(conn: &Conn, db: &str, names: &[String]) -> Result<(), SourceError> {
     for e in names {
         alter_event(conn, db, e, "ENABLE")?;
     }

@@ -71,6 +71,27 @@ fn request(a: &RestoreArgs, cfg: &Config) -> Result<RestoreRequest, Failure> {
         end: a.end.as_deref().map(|s| parse_day(s, true)).transpose()?,
         force: a.force,
         overwrite: a.overwrite,
+        step: step_gate(),
+    })
+}
+
+/// `KURA_TEST_STEP_GATE=STEP:PATH`: when a database restore reaches STEP
+/// (say `mysql-renamed`), it creates `PATH.waiting` and waits until `PATH`
+/// exists, so a test can kill it exactly between two statements.
+fn step_gate() -> kura_sources::Step {
+    let Some((at, gate)) = std::env::var("KURA_TEST_STEP_GATE")
+        .ok()
+        .and_then(|v| v.split_once(':').map(|(s, p)| (s.to_string(), std::path::PathBuf::from(p))))
+    else {
+        return kura_sources::Step::default();
+    };
+    kura_sources::Step::new(move |step| {
+        if step == at {
+            let _ = std::fs::write(gate.with_extension("waiting"), b"");
+            while !gate.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
     })
 }
 
