@@ -25,6 +25,6 @@ pub mod zone;
 
 pub use config::{
     check, literal_secrets, parse_compression, parse_duration, CommandTarget, Config, ConfigError,
-    FilesTarget, KeptPolicy, MysqlTarget, ObjectStoreTarget, Plan, PostgresTarget, Problem, RepositoryConfig,
-    S3Options, Severity, SqliteTarget, Target, TargetKind, COMPONENTS,
+    FilesTarget, KeptPolicy, MonitorConfig, MysqlTarget, ObjectStoreTarget, Plan, PostgresTarget, Problem,
+    RepositoryConfig, S3Options, Severity, SqliteTarget, Target, TargetKind, COMPONENTS,
 };

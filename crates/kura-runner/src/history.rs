@@ -371,6 +371,21 @@ impl History {
         Ok(newest.and_then(|s| s.parse().ok()))
     }
 
+    /// How many backup runs of `plan` ended well (`ok` or `warnings`) and
+    /// how many did not (`partial` or `failed`).
+    pub fn counts(&self, plan: &str) -> Result<(u64, u64), RunError> {
+        let path = self.path().to_path_buf();
+        self.db
+            .query_row(
+                "SELECT count(*) FILTER (WHERE status IN ('ok', 'warnings')),
+                        count(*) FILTER (WHERE status IN ('partial', 'failed'))
+                 FROM runs WHERE plan = ?1 AND kind = 'backup'",
+                params![plan],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|e| sql(&path, e))
+    }
+
     /// The newest `limit` runs, of one plan or all, newest first.
     pub fn list(&self, plan: Option<&str>, limit: usize) -> Result<Vec<Entry>, RunError> {
         let path = self.path().to_path_buf();

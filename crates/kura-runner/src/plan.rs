@@ -56,6 +56,35 @@ impl PlanLock {
     }
 }
 
+/// Since when a run of `plan` has held its lock, if one does: read from
+/// the kernel's table of locks (`/proc/locks`), never by taking the lock,
+/// which would make a run starting at that instant fail.
+pub fn running_since(state_dir: &Path, plan: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = state_dir.join(format!("plan-{plan}.lock"));
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+    let held = locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"FLOCK")
+            && f.get(5).is_some_and(|id| {
+                let mut p = id.split(':');
+                let (ma, mi, ino) = (p.next(), p.next(), p.next());
+                ma.and_then(|v| u32::from_str_radix(v, 16).ok()) == Some(major)
+                    && mi.and_then(|v| u32::from_str_radix(v, 16).ok()) == Some(minor)
+                    && ino.and_then(|v| v.parse::<u64>().ok()) == Some(meta.ino())
+            })
+    });
+    if !held {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    Some(text.split_once(" since ").map(|(_, t)| t.trim().to_string()).unwrap_or_default())
+}
+
 /// One repository's retention and prune after the run.
 #[derive(Debug, Serialize)]
 pub struct Upkeep {

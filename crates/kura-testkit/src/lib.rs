@@ -12,6 +12,6 @@ mod servers;
 pub use conformance::{check_headers, run_conformance, run_conformance_with, Capabilities};
 pub use proxy::CutProxy;
 pub use servers::{
-    closed_port, reserve_port, AzuriteServer, GcsEmulator, Hold, MariaDb, MotoServer, MyHold, PgServer,
-    PortLease, AZURITE_ACCOUNT, AZURITE_KEY,
+    closed_port, http, reserve_port, AzuriteServer, GcsEmulator, Hold, MariaDb, MotoServer, MyHold, PgServer,
+    PortLease, Prometheus, AZURITE_ACCOUNT, AZURITE_KEY,
 };

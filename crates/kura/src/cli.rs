@@ -83,6 +83,8 @@ pub enum Command {
     Schedule(ScheduleArgs),
     /// The runs of plans this machine recorded, newest first.
     History(HistoryArgs),
+    /// Whether every plan's newest good backup (and its copies) is fresh: exit 0 when healthy, 1 when not.
+    Health(HealthArgs),
     /// Reclaim the space of data no snapshot uses.
     Prune(PruneArgs),
     /// Manage the passwords (keys) that open the repository.
@@ -339,6 +341,13 @@ pub struct CopyArgs {
 pub enum ConfigCommand {
     /// Every problem of the config, each with its line, column and a hint; exit 1 if any is an error.
     Check,
+}
+
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// Only this plan.
+    #[arg(long)]
+    pub plan: Option<String>,
 }
 
 #[derive(Args, Debug)]

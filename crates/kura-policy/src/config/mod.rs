@@ -52,10 +52,22 @@ pub struct Config {
     pub repositories: BTreeMap<String, RepositoryConfig>,
     pub targets: BTreeMap<String, Target>,
     pub plans: BTreeMap<String, Plan>,
+    pub monitor: MonitorConfig,
     /// Sections naming an environment variable that is not set. They do
     /// not stop the rest of the file from working: the error comes when
     /// one of them is used.
     pub unresolved: Vec<Unresolved>,
+}
+
+/// `[monitor]`: what `kura serve` answers on HTTP (health, metrics).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MonitorConfig {
+    /// `host:port` to listen on; unset, `kura serve` does not listen.
+    pub listen: Option<String>,
+    /// A bearer token a request must carry (`token = "${VAR}"`, or
+    /// `token_file`); unset, anyone who can connect may read.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
 }
 
 /// A repository or target whose `${VAR}` could not be resolved.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::*;
 
 /// The sections kura.toml may have.
-const SECTIONS: &[&str] = &["repository", "target", "kept", "plan"];
+const SECTIONS: &[&str] = &["repository", "target", "kept", "plan", "monitor"];
 
 pub(super) fn parse_named(
     text: &str,
@@ -48,6 +48,10 @@ pub(super) fn parse_collecting(
         problems.push(e);
         KeptPolicy::default()
     });
+    let monitor = monitor_section(root.remove("monitor"), env).unwrap_or_else(|e| {
+        problems.push(e);
+        MonitorConfig::default()
+    });
     let mut unresolved = Vec::new();
     let repositories = repositories(root.remove("repository"), env, &mut unresolved, &mut problems);
     let targets =
@@ -71,7 +75,7 @@ pub(super) fn parse_collecting(
     // Sections that failed were listed as waiting (see `broken`); they are
     // problems, not unresolved variables.
     unresolved.retain(|u| !u.error.is_empty());
-    (Some(Config { repositories, targets, plans, unresolved }), problems)
+    (Some(Config { repositories, targets, plans, monitor, unresolved }), problems)
 }
 
 /// Notes a section that failed, so that what names it does not fail too.
@@ -92,6 +96,40 @@ fn kept_section(v: Option<toml::Value>) -> Result<KeptPolicy, ConfigError> {
         }
         Some(_) => Err(invalid("kept", "must be a table (last = 3, within = \"30d\")")),
     }
+}
+
+/// `[monitor]`: listen address and token.
+fn monitor_section(
+    v: Option<toml::Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<MonitorConfig, ConfigError> {
+    let Some(mut v) = v else { return Ok(MonitorConfig::default()) };
+    // A token from a variable that is unset is an error here, not a
+    // monitor left open to anyone.
+    expand_value(&mut v, "monitor", env)?;
+    let toml::Value::Table(mut t) = v else {
+        return Err(invalid("monitor", "must be a table (listen = \"127.0.0.1:9780\")"));
+    };
+    let mut text = |key: &str| match t.remove(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(format!("monitor.{key}"), "must be a string")),
+    };
+    let listen = text("listen")?;
+    if let Some(l) = &listen {
+        l.parse::<std::net::SocketAddr>().map_err(|_| {
+            invalid("monitor.listen", format!("{l:?} is not host:port like \"127.0.0.1:9780\""))
+        })?;
+    }
+    let token = text("token")?.filter(|s| !s.is_empty());
+    let token_file = text("token_file")?.map(PathBuf::from);
+    if token.is_some() && token_file.is_some() {
+        return Err(invalid("monitor", "set token or token_file, not both"));
+    }
+    if let Some(k) = t.keys().next() {
+        return Err(invalid(format!("monitor.{k}"), "unknown key (known: listen, token, token_file)"));
+    }
+    Ok(MonitorConfig { listen, token, token_file })
 }
 
 /// Expands a section's `${VAR}`s; a section whose variable is unset is set

@@ -37,9 +37,12 @@ pub struct Plan {
     /// The wall clock its schedule and its retention's days, weeks and
     /// months are read on.
     pub zone: Zone,
+    /// How old the newest good backup may be before the plan is unhealthy;
+    /// unset, it follows the schedule (see `kura_monitor`).
+    pub max_age: Option<std::time::Duration>,
 }
 
-const KEYS: &str = "schedule, targets, keep, prune, repository, copy_to, catch_up, timezone";
+const KEYS: &str = "schedule, targets, keep, prune, repository, copy_to, catch_up, timezone, max_age";
 const KEEP_KEYS: &str = "last, hourly, daily, weekly, monthly, yearly, within";
 
 pub(super) fn plan(
@@ -161,10 +164,18 @@ pub(super) fn plan(
             return Err(invalid(format!("{place}.timezone"), "must be a zone name like \"Asia/Tokyo\""))
         }
     };
+    let max_age = match t.remove("max_age") {
+        None => None,
+        Some(toml::Value::String(s)) => {
+            Some(parse_duration(&s).map_err(|e| invalid(format!("{place}.max_age"), e))?)
+        }
+        Some(_) => return Err(invalid(format!("{place}.max_age"), "must be a duration like \"48h\"")),
+    };
     if let Some(k) = t.keys().next() {
         return Err(invalid(format!("{place}.{k}"), format!("unknown key (known: {KEYS})")));
     }
     Ok(Plan {
+        max_age,
         name: name.to_string(),
         schedule,
         targets: names,

@@ -16,12 +16,14 @@ mod gcs;
 mod mariadb;
 mod moto;
 mod postgres;
+mod prometheus;
 
 pub use azurite::{AzuriteServer, AZURITE_ACCOUNT, AZURITE_KEY};
 pub use gcs::GcsEmulator;
 pub use mariadb::{MariaDb, MyHold};
 pub use moto::MotoServer;
 pub use postgres::{Hold, PgServer};
+pub use prometheus::Prometheus;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -172,7 +174,7 @@ pub(crate) fn lookup(env: Vec<(String, String)>) -> impl Fn(&str) -> Option<Stri
 
 /// A raw HTTP/1.1 request, enough to set a test server up without pulling an
 /// HTTP client into the test kit. Returns the whole reply, or the error.
-pub(crate) fn http(port: u16, method: &str, path: &str, headers: &str) -> std::io::Result<String> {
+pub fn http(port: u16, method: &str, path: &str, headers: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(

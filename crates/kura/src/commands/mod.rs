@@ -5,6 +5,7 @@ pub mod copy;
 pub mod demo;
 pub mod dump;
 pub mod forget;
+pub mod health;
 pub mod history;
 pub mod init;
 pub mod kept;

@@ -81,6 +81,30 @@ fn stop_children() {
     }
 }
 
+/// Starts answering `[monitor] listen` (health, metrics), when set. The
+/// address and token are read once: a reload changes the plans the
+/// answers are about, not where they are given.
+async fn listen(cfg: &kura_policy::Config) -> Result<Option<std::sync::Arc<kura_monitor::Monitor>>, Failure> {
+    let Some(addr) = &cfg.monitor.listen else { return Ok(None) };
+    let token = super::health::monitor_token(cfg)?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Failure::new(format!("cannot listen on {addr}: {e}"))
+            .hint("[monitor] listen: pick a free address and port")
+    })?;
+    if token.is_none() && !listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(false) {
+        tracing::warn!(%addr, "the monitor answers anyone who can connect: set [monitor] token_file");
+    }
+    let clock = super::clock();
+    let monitor = std::sync::Arc::new(kura_monitor::Monitor::new(
+        cfg.clone(),
+        super::state_dir(),
+        std::sync::Arc::new(move || clock.now()),
+    ));
+    tracing::info!(%addr, "monitor listening: /health, /health/PLAN, /metrics");
+    tokio::spawn(kura_monitor::http::serve(listener, token, monitor.clone()));
+    Ok(Some(monitor))
+}
+
 pub async fn run(g: &Global, a: &ServeArgs) -> Result<u8, Failure> {
     let grace = kura_policy::parse_duration(&a.grace).map_err(|e| Failure::new(format!("--grace: {e}")))?;
     let cfg = super::require_config(g)?;
@@ -96,6 +120,7 @@ pub async fn run(g: &Global, a: &ServeArgs) -> Result<u8, Failure> {
             kura_runner::Repos::new(Default::default(), super::clock(), Default::default())
         })
     });
+    let monitor = listen(&cfg).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let signals = |k: SignalKind| signal(k).map_err(|e| Failure::new(format!("cannot watch signals: {e}")));
     let (mut term, mut int, mut hup) = (
@@ -113,6 +138,9 @@ pub async fn run(g: &Global, a: &ServeArgs) -> Result<u8, Failure> {
                     notify("RELOADING=1");
                     match super::load_config(&g2) {
                         Ok(Some(cfg)) => {
+                            if let Some(m) = &monitor {
+                                m.reload(cfg.clone());
+                            }
                             let _ = tx.send(Control::Reload(Box::new(cfg))).await;
                         }
                         Ok(None) => tracing::error!("the configuration file is gone; keeping the one loaded"),
