@@ -8,6 +8,7 @@
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod publish;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kura_testkit::{http, reserve_port, Prometheus};
+use kura_testkit::{closed_port, http, reserve_port, Prometheus, Pushgateway};
 
 const TOKEN: &str = "s3cret-monitor-token";
 
@@ -171,6 +171,51 @@ fn health_turns_unhealthy_exactly_when_a_backup_goes_stale_and_prometheus_scrape
     drop(lease);
 }
 
+#[test]
+fn kura_run_pushes_its_metrics_to_a_pushgateway_and_a_textfile_and_an_outage_fails_no_backup() {
+    let gateway = Pushgateway::start();
+    let mut k = Kura::new();
+    let conf = k.path("etc");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("app.conf"), b"workers = 4\n").unwrap();
+    let textfile = k.path("kura.prom");
+    let setup = |k: &mut Kura, port: u16| {
+        config(
+            k,
+            &format!(
+                "[target.configs]\ntype = \"files\"\npaths = [\"{}\"]\n\
+                 [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\"]\n\
+                 [monitor]\npushgateway = \"http://127.0.0.1:{port}\"\npushgateway_job = \"backups\"\ntextfile = \"{}\"\n",
+                conf.display(),
+                textfile.display()
+            ),
+        )
+    };
+    setup(&mut k, gateway.port);
+    k.init();
+    k.ok(&["run", "daily"]);
+    let pushed = gateway.metrics();
+    let line = pushed
+        .lines()
+        .find(|l| l.starts_with("kura_backup_success_total{") && l.contains("plan=\"daily\""))
+        .unwrap_or_else(|| panic!("no pushed kura_backup_success_total in\n{pushed}"));
+    assert!(line.contains("job=\"backups\"") && line.ends_with(" 1"), "{line}");
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    assert!(text.contains("kura_backup_success_total{plan=\"daily\"} 1"), "{text}");
+    let lint = std::process::Command::new("promtool").args(["check", "metrics"]).output_with_stdin(&text);
+    assert!(lint.0.success(), "{}", lint.1);
+
+    // The gateway is gone: the backup still succeeds, the run says why
+    // its metrics did not go out, and the textfile is still written.
+    let closed = closed_port();
+    setup(&mut k, closed.port);
+    let out = k.cmd(&["run", "daily"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pushgateway http://127.0.0.1:"), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    assert!(text.contains("kura_backup_success_total{plan=\"daily\"} 2"), "{text}");
+}
+
 trait OutputWithStdin {
     fn output_with_stdin(&mut self, input: &str) -> (std::process::ExitStatus, String);
 }
@@ -179,6 +224,7 @@ impl OutputWithStdin for std::process::Command {
     fn output_with_stdin(&mut self, input: &str) -> (std::process::ExitStatus, String) {
         use std::io::Write;
         let mut child = self
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -60,7 +60,7 @@ pub struct Config {
 }
 
 /// `[monitor]`: what `kura serve` answers on HTTP (health, metrics).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MonitorConfig {
     /// `host:port` to listen on; unset, `kura serve` does not listen.
     pub listen: Option<String>,
@@ -68,6 +68,26 @@ pub struct MonitorConfig {
     /// `token_file`); unset, anyone who can connect may read.
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// A Pushgateway `kura run` pushes its metrics to after each run
+    /// (`http://user:password@host:9091`), under job `pushgateway_job`
+    /// and instance = this host.
+    pub pushgateway: Option<String>,
+    pub pushgateway_job: String,
+    /// A node-exporter textfile `kura run` rewrites after each run.
+    pub textfile: Option<PathBuf>,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> MonitorConfig {
+        MonitorConfig {
+            listen: None,
+            token: None,
+            token_file: None,
+            pushgateway: None,
+            pushgateway_job: "kura".into(),
+            textfile: None,
+        }
+    }
 }
 
 /// A repository or target whose `${VAR}` could not be resolved.

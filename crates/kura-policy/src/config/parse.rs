@@ -126,10 +126,24 @@ fn monitor_section(
     if token.is_some() && token_file.is_some() {
         return Err(invalid("monitor", "set token or token_file, not both"));
     }
-    if let Some(k) = t.keys().next() {
-        return Err(invalid(format!("monitor.{k}"), "unknown key (known: listen, token, token_file)"));
+    let pushgateway = text("pushgateway")?;
+    if let Some(u) = &pushgateway {
+        if !u.starts_with("http://") && !u.starts_with("https://") {
+            return Err(invalid("monitor.pushgateway", format!("{u:?} is not an http:// or https:// URL")));
+        }
     }
-    Ok(MonitorConfig { listen, token, token_file })
+    let pushgateway_job = text("pushgateway_job")?.unwrap_or_else(|| "kura".into());
+    if pushgateway_job.is_empty() || pushgateway_job.contains('/') {
+        return Err(invalid("monitor.pushgateway_job", "must be a name without /"));
+    }
+    let textfile = text("textfile")?.map(PathBuf::from);
+    if let Some(k) = t.keys().next() {
+        return Err(invalid(
+            format!("monitor.{k}"),
+            "unknown key (known: listen, token, token_file, pushgateway, pushgateway_job, textfile)",
+        ));
+    }
+    Ok(MonitorConfig { listen, token, token_file, pushgateway, pushgateway_job, textfile })
 }
 
 /// Expands a section's `${VAR}`s; a section whose variable is unset is set

@@ -23,7 +23,7 @@ pub use gcs::GcsEmulator;
 pub use mariadb::{MariaDb, MyHold};
 pub use moto::MotoServer;
 pub use postgres::{Hold, PgServer};
-pub use prometheus::Prometheus;
+pub use prometheus::{Prometheus, Pushgateway};
 
 use std::fs::File;
 use std::io::{Read, Write};

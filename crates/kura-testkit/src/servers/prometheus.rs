@@ -63,3 +63,42 @@ impl Prometheus {
         reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(reply)
     }
 }
+
+/// A Prometheus Pushgateway (Debian's `prometheus-pushgateway`).
+pub struct Pushgateway {
+    _child: ServerProcess,
+    pub port: u16,
+    _lease: super::PortLease,
+    _dir: tempfile::TempDir,
+}
+
+impl Pushgateway {
+    pub fn start() -> Pushgateway {
+        require("prometheus-pushgateway", "apt-get install prometheus-pushgateway");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("log");
+        let (lease, child) = start_with_retries("prometheus-pushgateway", &log, |lease| {
+            let (out, err) = log_file(&log);
+            let mut child = Command::new("prometheus-pushgateway")
+                .arg(format!("--web.listen-address=127.0.0.1:{}", lease.port))
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("start prometheus-pushgateway");
+            // Only a Pushgateway serves its own push_time_seconds family.
+            let ready = wait_ready(&mut child, || {
+                http(lease.port, "GET", "/metrics", "")
+                    .map(|r| r.contains("pushgateway_build_info"))
+                    .unwrap_or(false)
+            });
+            let child = ServerProcess(child);
+            ready.map(|()| (lease, child))
+        });
+        Pushgateway { port: lease.port, _child: child, _lease: lease, _dir: dir }
+    }
+
+    /// What it exposes: the pushed groups' metrics among its own.
+    pub fn metrics(&self) -> String {
+        http(self.port, "GET", "/metrics", "").expect("read the pushgateway's metrics")
+    }
+}

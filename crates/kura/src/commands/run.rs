@@ -27,6 +27,10 @@ pub async fn run(g: &Global, a: &RunArgs) -> Result<u8, Failure> {
     // The history is this machine's record; failing to write it loses no
     // backup, so it is a warning, not a failed run.
     kura_runner::history::note(&state.join("history.db"), |h| h.record_plan(&report, ctx.clock.now()));
+    // Cron leaves nothing running to be scraped: the metrics go out now.
+    for problem in kura_monitor::publish::publish(&cfg, &state, ctx.clock.now(), &ctx.hostname).await {
+        tracing::warn!("{problem}");
+    }
 
     let run = &report.run;
     let (saved, failed) = (run.saved(), run.failed());
