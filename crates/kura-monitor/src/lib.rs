@@ -5,10 +5,15 @@
 //! runner writes and never a remote repository.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod publish;
+pub mod report;
+mod send;
+mod smtp;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -24,6 +29,14 @@ pub use http::{Handler, Response};
 pub enum MonitorError {
     #[error(transparent)]
     History(#[from] kura_runner::RunError),
+    #[error("alert state in {path}: {message}")]
+    Store { path: PathBuf, message: String },
+}
+
+impl MonitorError {
+    fn store(path: &std::path::Path, e: impl std::fmt::Display) -> MonitorError {
+        MonitorError::Store { path: path.to_path_buf(), message: e.to_string() }
+    }
 }
 
 pub type Now = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -51,6 +64,18 @@ impl Monitor {
     }
 }
 
+/// Bytes for people: `1.2 GB` (powers of 1000, as storage is billed).
+pub fn size(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= 1e12 => format!("{:.1} TB", n / 1e12),
+        n if n >= 1e9 => format!("{:.1} GB", n / 1e9),
+        n if n >= 1e6 => format!("{:.1} MB", n / 1e6),
+        n if n >= 1e3 => format!("{:.1} kB", n / 1e3),
+        n => format!("{n} B"),
+    }
+}
+
 fn health_response(h: &Health) -> Response {
     Response::json(if h.healthy() { 200 } else { 503 }, h)
 }
@@ -67,12 +92,8 @@ impl Handler for Monitor {
             "/health" => {
                 assess(&cfg, &self.state_dir, None, now).map(|h| health_response(&h)).unwrap_or_else(failed)
             }
-            "/metrics" => assess(&cfg, &self.state_dir, None, now)
-                .map(|h| Response {
-                    status: 200,
-                    content_type: metrics::CONTENT_TYPE,
-                    body: metrics::render(&cfg, &h),
-                })
+            "/metrics" => metrics::gather(&cfg, &self.state_dir, now)
+                .map(|body| Response { status: 200, content_type: metrics::CONTENT_TYPE, body })
                 .unwrap_or_else(failed),
             p => match p.strip_prefix("/health/") {
                 Some(plan) if cfg.plans.contains_key(plan) => assess(&cfg, &self.state_dir, Some(plan), now)

@@ -45,6 +45,49 @@ fn write_family(out: &mut String, f: &Family) {
     }
 }
 
+/// What `/metrics` answers: every plan's health and runs, and the
+/// notifications' state, from the state directory.
+pub fn gather(
+    cfg: &Config,
+    state_dir: &std::path::Path,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, crate::MonitorError> {
+    let health = crate::assess(cfg, state_dir, None, now)?;
+    let open = crate::notify::open_alerts(state_dir)?.open;
+    let failures = crate::notify::delivery_failures(state_dir)?;
+    let history = kura_runner::history::History::open(&state_dir.join("history.db"))?;
+    let sizes = history.repository_sizes(now)?;
+    let mut text = render(cfg, &health);
+    let mut stored = Family::new(
+        "kura_repository_stored_bytes",
+        "gauge",
+        "What the repository held when a run of this host last measured it (its packs' bytes).",
+    );
+    for (repo, s) in &sizes {
+        if let Some((_, b)) = s.last() {
+            stored.add(vec![("repository", repo.clone())], *b as f64);
+        }
+    }
+    write_family(&mut text, &stored);
+    let mut alerts =
+        Family::new("kura_alerts_open", "gauge", "Problems told of and not yet resolved, by level.");
+    for level in ["critical", "warning"] {
+        alerts
+            .add(vec![("level", level.to_string())], open.iter().filter(|a| a.level == level).count() as f64);
+    }
+    let mut undelivered = Family::new(
+        "kura_notification_failures_total",
+        "counter",
+        "Notifications that could not be delivered after their retries, by channel.",
+    );
+    for name in cfg.notify.keys() {
+        undelivered.add(vec![("channel", name.clone())], failures.get(name).copied().unwrap_or(0) as f64);
+    }
+    write_family(&mut text, &alerts);
+    write_family(&mut text, &undelivered);
+    Ok(text)
+}
+
 /// The metrics of `health`, labelled by plan, target and repository.
 pub fn render(cfg: &Config, health: &Health) -> String {
     let mut build = Family::new("kura_build_info", "gauge", "The running kura's version (always 1).");

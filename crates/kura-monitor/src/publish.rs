@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kura_policy::Config;
 
-use crate::{assess, metrics};
+use crate::metrics;
 
 /// Publishes where `[monitor]` says; returns what failed, as warnings:
 /// monitoring never fails a backup.
@@ -18,8 +18,8 @@ pub async fn publish(cfg: &Config, state_dir: &Path, now: DateTime<Utc>, host: &
     if m.pushgateway.is_none() && m.textfile.is_none() {
         return Vec::new();
     }
-    let text = match assess(cfg, state_dir, None, now) {
-        Ok(h) => metrics::render(cfg, &h),
+    let text = match metrics::gather(cfg, state_dir, now) {
+        Ok(t) => t,
         Err(e) => return vec![format!("metrics not published: {e}")],
     };
     let mut problems = Vec::new();

@@ -24,7 +24,8 @@ pub mod schedule;
 pub mod zone;
 
 pub use config::{
-    check, literal_secrets, parse_compression, parse_duration, CommandTarget, Config, ConfigError,
-    FilesTarget, KeptPolicy, MonitorConfig, MysqlTarget, ObjectStoreTarget, Plan, PostgresTarget, Problem,
-    RepositoryConfig, S3Options, Severity, SqliteTarget, Target, TargetKind, COMPONENTS,
+    check, literal_secrets, parse_compression, parse_duration, AlertRules, Channel, ChannelKind,
+    CommandTarget, Config, ConfigError, FilesTarget, KeptPolicy, Level, MonitorConfig, MysqlTarget,
+    ObjectStoreTarget, Plan, PostgresTarget, Problem, RepositoryConfig, S3Options, Severity, SqliteTarget,
+    Target, TargetKind, COMPONENTS,
 };

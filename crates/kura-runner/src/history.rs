@@ -62,6 +62,10 @@ pub struct TargetEntry {
     pub bytes_stored: i64,
     pub warnings: i64,
     pub error: Option<String>,
+    /// Files new since the parent snapshot, and files changed: what the
+    /// ransomware canary compares with the target's usual.
+    pub files_new: i64,
+    pub files_changed: i64,
 }
 
 pub struct History {
@@ -147,12 +151,24 @@ impl History {
                  bytes_stored INTEGER NOT NULL,
                  duration_ms INTEGER NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS repository_sizes (
+                 repository TEXT NOT NULL,
+                 at TEXT NOT NULL,
+                 bytes INTEGER NOT NULL
+             );
              CREATE INDEX IF NOT EXISTS runs_by_plan ON runs(plan, started);",
         )
         .map_err(|e| sql(path, e))?;
         // Added after the first release of the table: older files gain it.
         if db.prepare("SELECT repository FROM runs LIMIT 0").is_err() {
             db.execute_batch("ALTER TABLE runs ADD COLUMN repository TEXT").map_err(|e| sql(path, e))?;
+        }
+        if db.prepare("SELECT files_new FROM run_targets LIMIT 0").is_err() {
+            db.execute_batch(
+                "ALTER TABLE run_targets ADD COLUMN files_new INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE run_targets ADD COLUMN files_changed INTEGER NOT NULL DEFAULT 0;",
+            )
+            .map_err(|e| sql(path, e))?;
         }
         Ok(History { db })
     }
@@ -228,8 +244,9 @@ impl History {
                 Err(f) => (false, None, Default::default(), 0, Some(f.error.to_string())),
             };
             tx.execute(
-                "INSERT INTO run_targets (run_id, target, ok, snapshot, files, bytes_read, bytes_added, bytes_stored, warnings, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO run_targets (run_id, target, ok, snapshot, files, bytes_read, bytes_added, bytes_stored, warnings, error,
+                                          files_new, files_changed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     id,
                     t.target,
@@ -240,7 +257,9 @@ impl History {
                     s.bytes_new as i64,
                     s.bytes_stored as i64,
                     warnings as i64,
-                    error
+                    error,
+                    s.files_new as i64,
+                    s.files_changed as i64
                 ],
             )
             .map_err(|e| sql(&path, e))?;
@@ -248,8 +267,42 @@ impl History {
         for c in &report.copies {
             insert_copies(&tx, id, c).map_err(|e| sql(&path, e))?;
         }
+        for s in &report.sizes {
+            tx.execute(
+                "INSERT INTO repository_sizes (repository, at, bytes) VALUES (?1, ?2, ?3)",
+                params![s.repository, finished.to_rfc3339(), s.bytes as i64],
+            )
+            .map_err(|e| sql(&path, e))?;
+        }
         tx.commit().map_err(|e| sql(&path, e))?;
         Ok(id)
+    }
+
+    /// Each repository's measured sizes since `since`, oldest first, and
+    /// its newest size whenever measured.
+    pub fn repository_sizes(&self, since: DateTime<Utc>) -> Result<SizeSeries, RunError> {
+        let path = self.path().to_path_buf();
+        let mut q = self
+            .db
+            .prepare(
+                "SELECT repository, at, bytes FROM repository_sizes
+                 WHERE at >= ?1 OR rowid IN (SELECT max(rowid) FROM repository_sizes GROUP BY repository)
+                 ORDER BY at",
+            )
+            .map_err(|e| sql(&path, e))?;
+        let rows = q
+            .query_map(params![since.to_rfc3339()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })
+            .map_err(|e| sql(&path, e))?;
+        let mut out = SizeSeries::new();
+        for row in rows {
+            let (repo, at, bytes) = row.map_err(|e| sql(&path, e))?;
+            if let Ok(at) = at.parse() {
+                out.entry(repo).or_default().push((at, bytes.max(0) as u64));
+            }
+        }
+        Ok(out)
     }
 
     /// Records a `kura copy` that ran from `started` to `finished`.
@@ -346,9 +399,21 @@ impl History {
         let id = tx.last_insert_rowid();
         for t in &run.targets {
             tx.execute(
-                "INSERT INTO run_targets (run_id, target, ok, snapshot, files, bytes_read, bytes_added, bytes_stored, warnings, error)
-                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, NULL)",
-                params![id, t.target, t.snapshot, t.files, t.bytes_read, t.bytes_added, t.bytes_stored, t.warnings],
+                "INSERT INTO run_targets (run_id, target, ok, snapshot, files, bytes_read, bytes_added, bytes_stored, warnings, error,
+                                          files_new, files_changed)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, ?10)",
+                params![
+                    id,
+                    t.target,
+                    t.snapshot,
+                    t.files,
+                    t.bytes_read,
+                    t.bytes_added,
+                    t.bytes_stored,
+                    t.warnings,
+                    t.files_new,
+                    t.files_changed
+                ],
             )
             .map_err(|e| sql(&path, e))?;
         }
@@ -425,7 +490,8 @@ impl History {
         let mut q = self
             .db
             .prepare(
-                "SELECT target, ok, snapshot, files, bytes_read, bytes_added, bytes_stored, warnings, error
+                "SELECT target, ok, snapshot, files, bytes_read, bytes_added, bytes_stored, warnings, error,
+                        files_new, files_changed
                  FROM run_targets WHERE run_id = ?1 ORDER BY rowid",
             )
             .map_err(|e| sql(&path, e))?;
@@ -442,6 +508,8 @@ impl History {
                         bytes_stored: r.get(6)?,
                         warnings: r.get(7)?,
                         error: r.get(8)?,
+                        files_new: r.get(9)?,
+                        files_changed: r.get(10)?,
                     })
                 })
                 .map_err(|e| sql(&path, e))?;
@@ -481,6 +549,9 @@ impl History {
         Ok(out)
     }
 }
+
+/// Each repository's measured sizes, oldest first.
+pub type SizeSeries = std::collections::BTreeMap<String, Vec<(DateTime<Utc>, u64)>>;
 
 /// A repository operation outside a plan, for [`History::record_operation`].
 #[derive(Debug, Clone)]
@@ -563,6 +634,8 @@ pub async fn rebuild(
                 bytes_stored: s.summary.bytes_stored as i64,
                 warnings: s.warnings.len() as i64,
                 error: None,
+                files_new: s.summary.files_new as i64,
+                files_changed: s.summary.files_changed as i64,
             });
         }
     }
@@ -633,6 +706,7 @@ mod tests {
             });
         }
         PlanReport {
+            sizes: Vec::new(),
             plan: plan.into(),
             run: RunReport { run: Id::random(), time: at.parse().unwrap(), targets },
             copies: Vec::new(),

@@ -102,6 +102,8 @@ pub struct PlanReport {
     /// One per source repository and `copy_to` repository.
     pub copies: Vec<CopyReport>,
     pub upkeep: Vec<Upkeep>,
+    /// Each repository's size after the run.
+    pub sizes: Vec<RepositorySize>,
 }
 
 impl PlanReport {
@@ -181,6 +183,7 @@ pub async fn run_plan(
                 .extend(names.clone());
         }
     }
+    let upkeep_sizes = upkeep_of.clone();
     let mut upkeep = Vec::new();
     if !plan.keep.is_empty() || plan.prune {
         for (spec, names) in upkeep_of.into_values() {
@@ -192,7 +195,27 @@ pub async fn run_plan(
             upkeep.push(u);
         }
     }
-    Ok(PlanReport { plan: plan.name.clone(), run, copies, upkeep })
+    // What each repository holds now, for the metrics and reports: one
+    // listing per run, so that no scrape ever lists a bucket.
+    let mut sizes = Vec::new();
+    for (spec, _) in upkeep_sizes.into_values() {
+        let measured = match repos.open(&spec).await {
+            Ok(repo) => repo.list_packs().await.map(|p| p.values().sum::<u64>()).map_err(RunError::from),
+            Err(e) => Err(e),
+        };
+        match measured {
+            Ok(bytes) => sizes.push(RepositorySize { repository: label(&spec), bytes }),
+            Err(e) => tracing::warn!(repository = %label(&spec), "cannot measure the repository: {e}"),
+        }
+    }
+    Ok(PlanReport { plan: plan.name.clone(), run, copies, upkeep, sizes })
+}
+
+/// The bytes of every pack a repository holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepositorySize {
+    pub repository: String,
+    pub bytes: u64,
 }
 
 /// Copies the plan's snapshots that `from` holds and its retention keeps

@@ -13,5 +13,6 @@ pub use conformance::{check_headers, run_conformance, run_conformance_with, Capa
 pub use proxy::CutProxy;
 pub use servers::{
     closed_port, http, reserve_port, AzuriteServer, GcsEmulator, Hold, MariaDb, MotoServer, MyHold, PgServer,
-    PortLease, Prometheus, Pushgateway, AZURITE_ACCOUNT, AZURITE_KEY,
+    PortLease, Prometheus, Pushgateway, Received, Receiver, SmtpServer, AZURITE_ACCOUNT, AZURITE_KEY,
+    SMTP_PASSWORD, SMTP_USER,
 };

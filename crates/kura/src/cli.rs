@@ -85,6 +85,10 @@ pub enum Command {
     History(HistoryArgs),
     /// Whether every plan's newest good backup (and its copies) is fresh: exit 0 when healthy, 1 when not.
     Health(HealthArgs),
+    /// Each plan's health, next run, last runs' sizes and copies; open problems; notifications not delivered.
+    Status,
+    /// Storage, growth and projected cost per repository; success rate, sizes, dedup and compression, run-time trend per plan.
+    Report(ReportArgs),
     /// Reclaim the space of data no snapshot uses.
     Prune(PruneArgs),
     /// Manage the passwords (keys) that open the repository.
@@ -341,6 +345,19 @@ pub struct CopyArgs {
 pub enum ConfigCommand {
     /// Every problem of the config, each with its line, column and a hint; exit 1 if any is an error.
     Check,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The window: runs and sizes recorded this long ago or later.
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    pub since: String,
+    /// markdown, json or html (one self-contained file with charts).
+    #[arg(long, default_value = "markdown")]
+    pub format: String,
+    /// Write to this file instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -90,6 +90,8 @@ fn main() -> ExitCode {
             Command::Schedule(a) => commands::schedule::run(&cli.global, a),
             Command::History(a) => commands::history::run(&cli.global, a).await,
             Command::Health(a) => commands::health::run(&cli.global, a),
+            Command::Status => commands::status::run(&cli.global),
+            Command::Report(a) => commands::report::run(&cli.global, a),
             Command::Prune(a) => commands::prune::run(&cli.global, a).await,
             Command::Key(a) => commands::key::run(&cli.global, a).await,
             Command::Repair(a) => commands::repair::run(&cli.global, a).await,

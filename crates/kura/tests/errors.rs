@@ -326,7 +326,7 @@ fn catalogue_of_configuration_mistakes_and_their_messages() {
     let my_at = format!("MySQL at 127.0.0.1:{cp}");
     let cases: Vec<Case> = vec![
         ("broken TOML", format!("{repo}[target.x\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["TOML parse error at line 4", "hint: see the configuration section of README.md"]),
-        ("unknown section", format!("{repo}[targets.x]\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["targets: unknown section (known: repository, target, kept, plan)"]),
+        ("unknown section", format!("{repo}[targets.x]\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["targets: unknown section (known: repository, target, kept, plan, monitor, alerts, notify)"]),
         ("unknown key", format!("{repo}{files}colour = \"red\"\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["target.x: unknown field `colour`, expected one of `paths`"]),
         ("unknown target type", format!("{repo}[target.x]\ntype = \"oracle\"\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["target.x.type: unknown target type \"oracle\" (known: sqlite, files, postgres, mysql, command, object_store)"]),
         ("bad duration", format!("{repo}{files}changed_within = \"3 parsecs\"\n"), vec!["backup", "--target", "x"], vec![], 1, vec!["target.x.changed_within: \"3 parsecs\" is not a duration (use e.g. 30s, 15m, 24h, 7d)"]),

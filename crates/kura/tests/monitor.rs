@@ -139,8 +139,46 @@ fn health_turns_unhealthy_exactly_when_a_backup_goes_stale_and_prometheus_scrape
         "kura_run_in_progress{plan=\"daily\"} 0",
         "kura_backup_read_bytes{plan=\"daily\",target=\"configs\",repository=\"main\"} 200012",
         "kura_backup_files{plan=\"daily\",target=\"configs\",repository=\"main\"} 2",
+        "kura_repository_stored_bytes{repository=\"main\"} ",
+        "kura_alerts_open{level=\"critical\"} 0",
     ] {
         assert!(metrics.contains(want), "{want} missing from\n{metrics}");
+    }
+
+    // The shipped alert rules and dashboard: valid, their unit tests pass,
+    // and every metric they name is one kura serves.
+    let contrib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib");
+    for args in
+        [&["check", "rules", "prometheus-alerts.yml"][..], &["test", "rules", "prometheus-alerts.test.yml"]]
+    {
+        let out = std::process::Command::new("promtool").args(args).current_dir(&contrib).output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+    }
+    for file in ["prometheus-alerts.yml", "grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(contrib.join(file)).unwrap();
+        if file.ends_with(".json") {
+            serde_json::from_str::<serde_json::Value>(&text).expect("the dashboard is JSON");
+        }
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("kura_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
+            rest = &rest[i + name.len()..];
+            if name == "kura_" {
+                continue;
+            }
+            assert!(
+                metrics.contains(&format!("# TYPE {name} ")),
+                "{file} names {name}, which kura does not serve"
+            );
+        }
     }
 
     // A run stuck holding the plan's lock for longer than the limit.
@@ -236,4 +274,265 @@ impl OutputWithStdin for std::process::Command {
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
         )
     }
+}
+
+/// A tree of `n` compressible text files under `dir`.
+fn text_tree(dir: &std::path::Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        let line = format!("row {i}: the quick brown fox jumps over the lazy dog\n");
+        std::fs::write(dir.join(format!("doc-{i:03}.txt")), line.repeat(400 + i)).unwrap();
+    }
+}
+
+/// Every file under `dir` overwritten in place with random bytes of its
+/// size, as ransomware encrypting in place would leave it.
+fn encrypt_in_place(dir: &std::path::Path) {
+    for (i, e) in std::fs::read_dir(dir).unwrap().flatten().enumerate() {
+        let len = e.metadata().unwrap().len() as usize;
+        std::fs::write(e.path(), noise(len, 1000 + i as u64)).unwrap();
+    }
+}
+
+#[test]
+fn notifications_tell_a_problem_once_remind_while_it_lasts_and_tell_its_end() {
+    let hooks = kura_testkit::Receiver::start();
+    let mail = kura_testkit::SmtpServer::start();
+    let mut k = Kura::new();
+    let data = k.path("data");
+    text_tree(&data, 30);
+    let missing = k.path("gone");
+    let write_config = |k: &mut Kura, path: &std::path::Path| {
+        config(
+            k,
+            &format!(
+                "[target.data]\ntype = \"files\"\npaths = [\"{}\"]\n\
+                 [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"data\"]\n\
+                 [alerts]\nremind_every = \"1h\"\n\
+                 [notify.slack]\ntype = \"slack\"\nurl = \"{}\"\n\
+                 [notify.hook]\ntype = \"webhook\"\nurl = \"{}\"\nlevels = [\"critical\", \"warning\", \"info\"]\n\
+                 body = '{{\"text\": \"{{{{status}}}} {{{{level}}}} {{{{plan}}}}: {{{{summary}}}}\", \"host\": \"{{{{host}}}}\"}}'\n\
+                 [notify.mail]\ntype = \"email\"\nsmtp = \"smtp://{}:{}@localhost:{}\"\nfrom = \"kura@example.org\"\nto = [\"ops@example.org\"]\n\
+                 [notify.ping]\ntype = \"ping\"\nurl = \"{}\"\n\
+                 [notify.broken]\ntype = \"webhook\"\nurl = \"{}\"\n",
+                path.display(),
+                hooks.url("/slack/T0/B0/secret"),
+                hooks.url("/hook"),
+                kura_testkit::SMTP_USER,
+                kura_testkit::SMTP_PASSWORD,
+                mail.port,
+                hooks.url("/ping/5c1b0d3e"),
+                hooks.url("/down"),
+            ),
+        );
+    };
+    write_config(&mut k, &data);
+    // The SMTP server's own certificate, trusted for STARTTLS.
+    k.env.push(("SSL_CERT_FILE".into(), mail.cert().display().to_string()));
+    hooks.fail("/down", 503);
+    k.init();
+
+    // A good first run: pings paired by their run id, nothing to tell.
+    k.ok(&["run", "daily"]);
+    let pings = hooks.on("/ping/");
+    assert_eq!(pings.len(), 2, "{pings:?}");
+    assert!(pings[0].path.starts_with("/ping/5c1b0d3e/start?rid="), "{pings:?}");
+    let rid = pings[0].path.split("rid=").nth(1).unwrap().to_string();
+    assert_eq!(pings[1].path, format!("/ping/5c1b0d3e?rid={rid}"));
+    assert!(hooks.on("/slack/").is_empty());
+
+    // The target's directory is gone: the run fails. One critical message
+    // on every channel that takes it, and a /fail ping with the error.
+    write_config(&mut k, &missing);
+    let out = k.cmd(&["run", "daily"]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let slack = hooks.on("/slack/");
+    assert_eq!(slack.len(), 1, "{slack:?}: {}", stderr(&out));
+    let text = serde_json::from_str::<serde_json::Value>(&slack[0].body).unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.starts_with("[CRITICAL] kura on ") && text.contains("the last run of daily failed"),
+        "{text}"
+    );
+    let hook = hooks.on("/hook");
+    let last: serde_json::Value = serde_json::from_str(&hook.last().unwrap().body).unwrap();
+    assert!(
+        last["text"].as_str().unwrap().starts_with("failed critical daily: the last run of daily failed"),
+        "{last}"
+    );
+    let fail = hooks.on("/ping/5c1b0d3e/fail");
+    assert_eq!(fail.len(), 1);
+    assert!(fail[0].body.contains("data"), "the ping carries the error: {}", fail[0].body);
+    let mails = mail.messages();
+    assert_eq!(mails.len(), 1, "{mails:?} {}", k.json(&["status"]));
+    assert!(mails[0].contains("X-Auth: True") && mails[0].contains("X-TLS: True"), "{}", mails[0]);
+    assert!(
+        mails[0].contains("Subject: [CRITICAL] kura on") && mails[0].contains("the last run of daily failed")
+    );
+    // The broken channel's failure is recorded, the run's exit code is
+    // the backup's own.
+    let status = k.json(&["status"]);
+    assert!(status["undelivered"].as_array().unwrap().iter().any(|u| u["channel"] == "broken"), "{status}");
+    assert_eq!(status["alerts"][0]["key"], "failed:daily", "{status}");
+
+    // Failing again: the same problem, not told again within the hour...
+    k.cmd(&["run", "daily"]).output().unwrap();
+    assert_eq!(hooks.on("/slack/").len(), 1);
+    // ...but reminded once it has lasted an hour.
+    k.cmd(&["run", "daily"]).env("KURA_TEST_CLOCK_OFFSET_SECS", "3700").output().unwrap();
+    let slack = hooks.on("/slack/");
+    assert_eq!(slack.len(), 2, "{slack:?}");
+    assert!(slack[1].body.contains("[STILL CRITICAL]"), "{}", slack[1].body);
+
+    // Back: one recovery message; info (the run's size) only where asked.
+    // (On the clock the reminder ran on, so that runs stay in order.)
+    k.env.push(("KURA_TEST_CLOCK_OFFSET_SECS".into(), "3700".into()));
+    write_config(&mut k, &data);
+    k.ok(&["run", "daily"]);
+    let slack = hooks.on("/slack/");
+    assert_eq!(slack.len(), 3, "{slack:?}");
+    assert!(slack[2].body.contains("[RESOLVED]"), "{}", slack[2].body);
+    let hook = hooks.on("/hook");
+    assert!(hook.iter().any(|h| h.body.contains("success info daily: daily saved 1 target(s)")), "{hook:?}");
+    assert_eq!(mail.messages().len(), 3, "critical, its reminder, its recovery");
+    assert!(k.json(&["status"])["alerts"].as_array().unwrap().is_empty());
+
+    // An ordinary day: two files edited. Nothing to say beyond info.
+    std::fs::write(data.join("doc-001.txt"), b"edited\n").unwrap();
+    std::fs::write(data.join("doc-002.txt"), b"edited too\n").unwrap();
+    k.ok(&["run", "daily"]);
+    assert_eq!(hooks.on("/slack/").len(), 3, "an ordinary change raises nothing");
+
+    // Every file encrypted in place: the canary names the target.
+    encrypt_in_place(&data);
+    k.ok(&["run", "daily"]);
+    let slack = hooks.on("/slack/");
+    assert_eq!(slack.len(), 4, "{slack:?}");
+    assert!(
+        slack[3].body.contains("possible ransomware") && slack[3].body.contains("files of data changed"),
+        "{}",
+        slack[3].body
+    );
+
+    // Most of the data deleted: the size warning.
+    for i in 0..25 {
+        std::fs::remove_file(data.join(format!("doc-{i:03}.txt"))).unwrap();
+    }
+    k.ok(&["run", "daily"]);
+    let slack = hooks.on("/slack/");
+    assert!(
+        slack.iter().any(|s| s.body.contains("[WARNING]") && s.body.contains("the backup of data read")),
+        "{slack:?}"
+    );
+}
+
+#[test]
+fn the_daemon_tells_of_a_backup_going_stale_once_and_of_its_end() {
+    let hooks = kura_testkit::Receiver::start();
+    let mut k = Kura::new();
+    let data = k.path("data");
+    text_tree(&data, 3);
+    config(
+        &mut k,
+        &format!(
+            "[target.data]\ntype = \"files\"\npaths = [\"{}\"]\n\
+             [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"data\"]\n\
+             [alerts]\nalert_after = \"3s\"\ncheck_every = \"1s\"\n\
+             [notify.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
+            data.display(),
+            hooks.url("/hook")
+        ),
+    );
+    k.init();
+    k.ok(&["run", "daily"]);
+    let _daemon = Daemon(
+        k.cmd(&["serve"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let got = hooks.wait_for("/hook", 1, 30);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let m: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!((m["status"].as_str(), m["level"].as_str()), (Some("firing"), Some("critical")), "{m}");
+    assert!(m["summary"].as_str().unwrap().starts_with("no successful backup of daily for"), "{m}");
+    // Checked every second, told once.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hooks.on("/hook").len(), 1);
+    k.ok(&["run", "daily"]);
+    let got = hooks.wait_for("/hook", 2, 30);
+    let m: serde_json::Value = serde_json::from_str(&got[1].body).unwrap();
+    assert_eq!(m["status"], "resolved", "{m}");
+}
+
+#[test]
+fn report_measures_each_repository_projects_its_cost_and_quota_and_budget_warn() {
+    let hooks = kura_testkit::Receiver::start();
+    let k = {
+        let mut k = Kura::new();
+        let data = k.path("data");
+        text_tree(&data, 12);
+        let cfg = k.path("kura.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[repository.main]\nurl = \"{}\"\nprice_per_gb_month = 2000.0\nquota = \"1kB\"\n\
+                 [target.data]\ntype = \"files\"\npaths = [\"{}\"]\n\
+                 [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"data\"]\n\
+                 [alerts]\nbudget = 0.01\n\
+                 [notify.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
+                k.repo,
+                data.display(),
+                hooks.url("/hook")
+            ),
+        )
+        .unwrap();
+        k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
+        k.init();
+        k
+    };
+    k.ok(&["run", "daily"]);
+    std::fs::write(k.path("data/doc-000.txt"), b"changed\n").unwrap();
+    k.ok(&["run", "daily"]);
+
+    // The repository's size is its packs' bytes, measured after each run.
+    let packs: u64 = files_under(&std::path::Path::new(&k.repo).join("data"))
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    let r = k.json(&["report"]);
+    let main = &r["repositories"][0];
+    assert_eq!(main["repository"], "main");
+    assert_eq!(main["stored_bytes"], packs, "{r}");
+    let cost = main["monthly_cost"].as_f64().unwrap();
+    assert!((cost - packs as f64 / 1e9 * 2000.0).abs() < 1e-9, "{r}");
+    let daily = &r["plans"][0];
+    assert_eq!((daily["runs"].as_u64(), daily["succeeded"].as_u64()), (Some(2), Some(2)), "{r}");
+    assert_eq!(daily["success_rate"], 1.0);
+    let t = &daily["targets"][0];
+    assert_eq!(t["target"], "data");
+    assert!(t["dedup_ratio"].as_f64().unwrap() > 1.5, "the second run found most data there: {r}");
+    assert!(t["compression_ratio"].as_f64().unwrap() > 2.0, "text compresses: {r}");
+
+    let md = k.ok(&["report", "--format", "markdown"]);
+    assert!(md.contains("| main | ") && md.contains("### daily"), "{md}");
+    let html_path = k.path("report.html");
+    k.ok(&["report", "--format", "html", "--output", html_path.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(
+        html.starts_with("<!doctype html>") && html.matches("<svg").count() == 4,
+        "one chart for the repository, three for the plan"
+    );
+    for external in ["<script", "src=", "href=", "@import"] {
+        assert!(!html.contains(external), "the report is self-contained: {external}");
+    }
+
+    // Above its quota and the budget: one warning each, once.
+    let hook = hooks.on("/hook");
+    let said: Vec<String> = hook.iter().map(|h| h.body.clone()).collect();
+    assert_eq!(said.iter().filter(|b| b.contains("above its quota of 1.0 kB")).count(), 1, "{said:?}");
+    assert_eq!(said.iter().filter(|b| b.contains("above the budget of 0.01")).count(), 1, "{said:?}");
 }

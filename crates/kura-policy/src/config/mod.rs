@@ -10,6 +10,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 mod check;
+mod notify;
 mod parse;
 mod plans;
 mod secrets;
@@ -18,6 +19,7 @@ pub use secrets::literal_secrets;
 use values::{de_duration, expand_value, section};
 
 pub use check::{check, Problem, Severity};
+pub use notify::{AlertRules, Channel, ChannelKind, Level};
 pub use plans::Plan;
 pub use values::{parse_compression, parse_duration};
 
@@ -53,6 +55,9 @@ pub struct Config {
     pub targets: BTreeMap<String, Target>,
     pub plans: BTreeMap<String, Plan>,
     pub monitor: MonitorConfig,
+    pub alerts: AlertRules,
+    /// `[notify.NAME]` channels, by name.
+    pub notify: BTreeMap<String, Channel>,
     /// Sections naming an environment variable that is not set. They do
     /// not stop the rest of the file from working: the error comes when
     /// one of them is used.
@@ -153,6 +158,13 @@ pub struct RepositoryConfig {
     /// or a zstd level (see [`parse_compression`]).
     #[serde(default)]
     pub compression: Option<String>,
+    /// What the storage costs per GB (10^9 bytes) and month, for `kura
+    /// report`'s projection and the `[alerts] budget`.
+    #[serde(default)]
+    pub price_per_gb_month: Option<f64>,
+    /// A warning when the repository holds more than this (`50GB`).
+    #[serde(default, deserialize_with = "values::de_size")]
+    pub quota: Option<u64>,
     #[serde(flatten)]
     pub s3: S3Options,
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::*;
 
 /// The sections kura.toml may have.
-const SECTIONS: &[&str] = &["repository", "target", "kept", "plan", "monitor"];
+const SECTIONS: &[&str] = &["repository", "target", "kept", "plan", "monitor", "alerts", "notify"];
 
 pub(super) fn parse_named(
     text: &str,
@@ -52,6 +52,11 @@ pub(super) fn parse_collecting(
         problems.push(e);
         MonitorConfig::default()
     });
+    let alerts = super::notify::alerts_section(root.remove("alerts")).unwrap_or_else(|e| {
+        problems.push(e);
+        AlertRules::default()
+    });
+    let notify = super::notify::notify_section(root.remove("notify"), env, &mut problems);
     let mut unresolved = Vec::new();
     let repositories = repositories(root.remove("repository"), env, &mut unresolved, &mut problems);
     let targets =
@@ -75,7 +80,7 @@ pub(super) fn parse_collecting(
     // Sections that failed were listed as waiting (see `broken`); they are
     // problems, not unresolved variables.
     unresolved.retain(|u| !u.error.is_empty());
-    (Some(Config { repositories, targets, plans, monitor, unresolved }), problems)
+    (Some(Config { repositories, targets, plans, monitor, alerts, notify, unresolved }), problems)
 }
 
 /// Notes a section that failed, so that what names it does not fail too.

@@ -11,6 +11,37 @@ pub(super) fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Opti
     parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
 }
 
+pub(super) fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_size(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// `500MB`, `50GB`, `1TB` (powers of 1000), `20GiB` (of 1024); a bare
+/// number is bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size (use e.g. 500MB, 50GB, 1TB)"))?;
+    let per: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("{s:?} is not a size (use e.g. 500MB, 50GB, 1TB)")),
+    };
+    let bytes = n * per;
+    if !bytes.is_finite() || !(0.0..=1e18).contains(&bytes) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
 /// A compression choice as a zstd level: `auto` is the repository's own
 /// (`None`), `off` stores blobs uncompressed (0), `fast` is level 1, `max`
 /// level 19, and a number from 1 to 22 is that level. Used by the config

@@ -17,6 +17,8 @@ mod mariadb;
 mod moto;
 mod postgres;
 mod prometheus;
+mod receiver;
+mod smtp;
 
 pub use azurite::{AzuriteServer, AZURITE_ACCOUNT, AZURITE_KEY};
 pub use gcs::GcsEmulator;
@@ -24,6 +26,8 @@ pub use mariadb::{MariaDb, MyHold};
 pub use moto::MotoServer;
 pub use postgres::{Hold, PgServer};
 pub use prometheus::{Prometheus, Pushgateway};
+pub use receiver::{Received, Receiver};
+pub use smtp::{SmtpServer, SMTP_PASSWORD, SMTP_USER};
 
 use std::fs::File;
 use std::io::{Read, Write};

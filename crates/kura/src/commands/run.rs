@@ -23,13 +23,39 @@ pub async fn run(g: &Global, a: &RunArgs) -> Result<u8, Failure> {
     let repos = super::repos(g, Some(&cfg))?;
     let started = std::time::Instant::now();
     let state = super::state_dir();
-    let report = kura_runner::plan::run_plan(&ctx, &repos, &cfg, plan, &state).await?;
+    let rid = kura_monitor::notify::run_id();
+    kura_monitor::notify::ping_start(&cfg, &rid).await;
+    let report = match kura_runner::plan::run_plan(&ctx, &repos, &cfg, plan, &state).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Busy (another run holds the plan) is not a failed backup.
+            if !matches!(e, kura_runner::RunError::PlanRunning { .. }) {
+                kura_monitor::notify::ping_end(&cfg, &rid, false, &e.to_string()).await;
+            }
+            return Err(e.into());
+        }
+    };
     // The history is this machine's record; failing to write it loses no
     // backup, so it is a warning, not a failed run.
     kura_runner::history::note(&state.join("history.db"), |h| h.record_plan(&report, ctx.clock.now()));
-    // Cron leaves nothing running to be scraped: the metrics go out now.
+    // Cron leaves nothing running to be scraped: the metrics go out now,
+    // and what the run changed in the open problems is told.
     for problem in kura_monitor::publish::publish(&cfg, &state, ctx.clock.now(), &ctx.hostname).await {
         tracing::warn!("{problem}");
+    }
+    let ok = report.status() == "ok" || report.status() == "warnings";
+    let errors: Vec<String> = report
+        .run
+        .targets
+        .iter()
+        .filter_map(|t| t.result.as_ref().err().map(|f| format!("{}: {}", t.target, f.error)))
+        .collect();
+    kura_monitor::notify::ping_end(&cfg, &rid, ok, &errors.join("\n")).await;
+    if !cfg.notify.is_empty() {
+        if let Err(e) = kura_monitor::notify::tick(&cfg, &state, ctx.clock.now(), &ctx.hostname, false).await
+        {
+            tracing::warn!("notifications: {e}");
+        }
     }
 
     let run = &report.run;

@@ -105,6 +105,29 @@ async fn listen(cfg: &kura_policy::Config) -> Result<Option<std::sync::Arc<kura_
     Ok(Some(monitor))
 }
 
+/// Checks for problems and tells of them (`kura_monitor::notify`) every
+/// `[alerts] check_every`, whether or not a run just ended: a backup that
+/// went stale because nothing ran is the problem most worth telling.
+async fn check_loop(live: std::sync::Arc<std::sync::RwLock<kura_policy::Config>>, host: String) {
+    let state = super::state_dir();
+    loop {
+        let cfg = live.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let every = cfg.alerts.check_every.unwrap_or(std::time::Duration::from_secs(30));
+        if !cfg.notify.is_empty() {
+            let now = super::clock().now();
+            match kura_monitor::notify::tick(&cfg, &state, now, &host, true).await {
+                Ok(r) => {
+                    for m in &r.messages {
+                        tracing::info!(status = ?m.status, level = m.level.name(), key = %m.key, "{}", m.summary);
+                    }
+                }
+                Err(e) => tracing::warn!("notifications: {e}"),
+            }
+        }
+        tokio::time::sleep(every.max(std::time::Duration::from_secs(1))).await;
+    }
+}
+
 pub async fn run(g: &Global, a: &ServeArgs) -> Result<u8, Failure> {
     let grace = kura_policy::parse_duration(&a.grace).map_err(|e| Failure::new(format!("--grace: {e}")))?;
     let cfg = super::require_config(g)?;
@@ -121,6 +144,8 @@ pub async fn run(g: &Global, a: &ServeArgs) -> Result<u8, Failure> {
         })
     });
     let monitor = listen(&cfg).await?;
+    let live = std::sync::Arc::new(std::sync::RwLock::new(cfg.clone()));
+    tokio::spawn(check_loop(live.clone(), super::context(g)?.hostname));
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let signals = |k: SignalKind| signal(k).map_err(|e| Failure::new(format!("cannot watch signals: {e}")));
     let (mut term, mut int, mut hup) = (
@@ -141,6 +166,7 @@ pub async fn run(g: &Global, a: &ServeArgs) -> Result<u8, Failure> {
                             if let Some(m) = &monitor {
                                 m.reload(cfg.clone());
                             }
+                            *live.write().unwrap_or_else(|e| e.into_inner()) = cfg.clone();
                             let _ = tx.send(Control::Reload(Box::new(cfg))).await;
                         }
                         Ok(None) => tracing::error!("the configuration file is gone; keeping the one loaded"),

@@ -1,0 +1,310 @@
+//! The alert rules: which problems are open now, read from the run
+//! history. Each problem has a stable key (rule, plan, target), so that
+//! [`crate::notify`] can tell a problem that starts from one that lasts
+//! and one that ends. The rules:
+//!
+//! - critical: a plan's newest run failed (in part or whole); no
+//!   successful backup for `alert_after` (or the plan's health limit); a
+//!   copy repository behind by as long; a run holding its lock for as
+//!   long; the ransomware canary.
+//! - warning: a target's backup read less than `size_drop` of its
+//!   previous one; a run took `slow_factor` × the median of the last
+//!   `slow_runs`; a slot came while the previous run was still going.
+use chrono::{DateTime, Duration, Utc};
+use kura_policy::{AlertRules, Config, Level, Plan};
+use kura_runner::history::{Entry, History, TargetEntry};
+use serde::Serialize;
+
+use crate::health::{human, max_age, plan_health};
+use crate::MonitorError;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// `rule:plan[:target]`: the same problem keeps its key.
+    pub key: String,
+    pub level: Level,
+    pub plan: String,
+    pub target: Option<String>,
+    pub summary: String,
+}
+
+fn alert(rule: &str, level: Level, plan: &str, target: Option<&str>, summary: String) -> Alert {
+    let key = match target {
+        Some(t) => format!("{rule}:{plan}:{t}"),
+        None => format!("{rule}:{plan}"),
+    };
+    Alert { key, level, plan: plan.to_string(), target: target.map(str::to_string), summary }
+}
+
+fn good(e: &Entry) -> bool {
+    e.kind == "backup" && (e.status == "ok" || e.status == "warnings")
+}
+
+/// Every open problem of every plan.
+pub fn evaluate(
+    cfg: &Config,
+    history: &History,
+    state_dir: &std::path::Path,
+    now: DateTime<Utc>,
+) -> Result<Vec<Alert>, MonitorError> {
+    let mut out = Vec::new();
+    for plan in cfg.plans.values() {
+        let running = kura_runner::plan::running_since(state_dir, &plan.name);
+        out.extend(plan_alerts(&cfg.alerts, history, plan, now, running)?);
+    }
+    out.extend(repository_alerts(cfg, history, now)?);
+    Ok(out)
+}
+
+/// A repository above its `quota`; all of them above the `budget`.
+fn repository_alerts(
+    cfg: &Config,
+    history: &History,
+    now: DateTime<Utc>,
+) -> Result<Vec<Alert>, MonitorError> {
+    let sizes = history.repository_sizes(now)?;
+    let latest = |name: &str| sizes.get(name).and_then(|s| s.last()).map(|(_, b)| *b);
+    let mut out = Vec::new();
+    let mut cost = 0.0;
+    for (name, r) in &cfg.repositories {
+        let Some(bytes) = latest(name) else { continue };
+        if let Some(q) = r.quota.filter(|q| bytes > *q) {
+            out.push(Alert {
+                key: format!("quota:{name}"),
+                level: Level::Warning,
+                plan: String::new(),
+                target: Some(name.clone()),
+                summary: format!(
+                    "repository {name} holds {}, above its quota of {}",
+                    crate::size(bytes),
+                    crate::size(q)
+                ),
+            });
+        }
+        cost += bytes as f64 / 1e9 * r.price_per_gb_month.unwrap_or(0.0);
+    }
+    if let Some(b) = cfg.alerts.budget.filter(|b| cost > *b) {
+        out.push(Alert {
+            key: "budget".into(),
+            level: Level::Warning,
+            plan: String::new(),
+            target: None,
+            summary: format!(
+                "the repositories cost {cost:.2} a month at their sizes now, above the budget of {b:.2}"
+            ),
+        });
+    }
+    Ok(out)
+}
+
+pub fn plan_alerts(
+    rules: &AlertRules,
+    history: &History,
+    plan: &Plan,
+    now: DateTime<Utc>,
+    running: Option<String>,
+) -> Result<Vec<Alert>, MonitorError> {
+    let name = plan.name.as_str();
+    let mut out = Vec::new();
+    // Newest first: runs, and what the daemon recorded instead of a run.
+    let all = history.list(Some(name), 200)?;
+    let runs: Vec<&Entry> = all.iter().filter(|e| e.kind == "backup").collect();
+    let limit =
+        rules.alert_after.and_then(|d| Duration::from_std(d).ok()).unwrap_or_else(|| max_age(plan, now));
+
+    if let Some(last) = runs.first().filter(|e| !good(e)) {
+        let why = if last.errors.is_empty() { last.status.clone() } else { last.errors.join("; ") };
+        out.push(alert(
+            "failed",
+            Level::Critical,
+            name,
+            None,
+            format!("the last run of {name} failed: {why}"),
+        ));
+    }
+    let health = plan_health(history, plan, now, running)?;
+    // Only once the plan has run at all: a plan just added is not yet
+    // late (its health says "no backup yet" meanwhile).
+    let first_seen = runs.last().map(|e| e.started);
+    let stale = match (health.last_backup, first_seen) {
+        (Some(t), _) => {
+            (now - t > limit).then(|| format!("no successful backup of {name} for {}", human(now - t)))
+        }
+        (None, Some(first)) if now - first > limit => {
+            Some(format!("no successful backup of {name} since its first run {} ago", human(now - first)))
+        }
+        _ => None,
+    };
+    if let Some(s) = stale {
+        out.push(alert("stale", Level::Critical, name, None, format!("{s} (limit {})", human(limit))));
+    }
+    for (repo, c) in &health.copies {
+        let behind = match c.last_copy {
+            Some(t) => (now - t > limit)
+                .then(|| format!("the copy of {name} to {repo} is {} behind", human(now - t))),
+            None => first_seen
+                .filter(|f| now - *f > limit)
+                .map(|_| format!("nothing of {name} has been copied to {repo}")),
+        };
+        if let Some(b) = behind {
+            out.push(alert("copy", Level::Critical, name, Some(repo), b));
+        }
+    }
+    if let Some(since) = &health.running_since {
+        let started =
+            chrono::NaiveDateTime::parse_from_str(since, "%Y-%m-%d %H:%M:%S UTC").ok().map(|t| t.and_utc());
+        if let Some(s) = started.filter(|s| now - *s > limit) {
+            out.push(alert(
+                "stuck",
+                Level::Critical,
+                name,
+                None,
+                format!("a run of {name} has been going since {since}, {} ago", human(now - s)),
+            ));
+        }
+    }
+    if all.first().is_some_and(|e| e.kind == "missed") {
+        out.push(alert(
+            "overrun",
+            Level::Warning,
+            name,
+            None,
+            format!("a run of {name} was still going when its next slot came"),
+        ));
+    }
+
+    let good_runs: Vec<&Entry> = runs.iter().copied().filter(|e| good(e)).collect();
+    if let Some(newest) = runs.first().filter(|e| good(e)) {
+        // Slow: against the median of the runs before it.
+        let before: Vec<i64> =
+            runs.iter().skip(1).filter(|e| good(e)).take(rules.slow_runs).map(|e| e.duration_ms).collect();
+        if before.len() >= 3 {
+            let mut sorted = before.clone();
+            sorted.sort_unstable();
+            let median = sorted[sorted.len() / 2];
+            if median > 0 && newest.duration_ms as f64 > rules.slow_factor * median as f64 {
+                out.push(alert(
+                    "slow",
+                    Level::Warning,
+                    name,
+                    None,
+                    format!(
+                        "the last run of {name} took {}, {:.1}× the median of its last {} ({})",
+                        human(Duration::milliseconds(newest.duration_ms)),
+                        newest.duration_ms as f64 / median as f64,
+                        before.len(),
+                        human(Duration::milliseconds(median))
+                    ),
+                ));
+            }
+        }
+        for t in newest.targets.iter().filter(|t| t.ok) {
+            let history_of: Vec<&TargetEntry> = good_runs
+                .iter()
+                .skip(1)
+                .filter_map(|e| e.targets.iter().find(|x| x.ok && x.target == t.target))
+                .collect();
+            if let Some(prev) = history_of.first() {
+                if prev.bytes_read > 0 && (t.bytes_read as f64) < rules.size_drop * prev.bytes_read as f64 {
+                    out.push(alert(
+                        "size",
+                        Level::Warning,
+                        name,
+                        Some(&t.target),
+                        format!(
+                            "the backup of {} read {} bytes, {:.0}% of the {} before it",
+                            t.target,
+                            t.bytes_read,
+                            100.0 * t.bytes_read as f64 / prev.bytes_read as f64,
+                            prev.bytes_read
+                        ),
+                    ));
+                }
+            }
+            if rules.canary {
+                if let Some(summary) = canary(t, &history_of) {
+                    out.push(alert("canary", Level::Critical, name, Some(&t.target), summary));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The share of a target's files a backup found new or changed.
+fn churn(t: &TargetEntry) -> f64 {
+    if t.files <= 0 {
+        return 0.0;
+    }
+    (t.files_new + t.files_changed) as f64 / t.files as f64
+}
+
+/// Files encrypted in place (or renamed to their encrypted copies) look
+/// like this: most of a target's files new or changed at once, where its
+/// usual run changes few; most of what was read new data; and that data
+/// not compressing (encrypted bytes are random). A database dump changes
+/// wholesale every run, so the comparison is with the target's own usual,
+/// never an absolute rule.
+fn canary(t: &TargetEntry, before: &[&TargetEntry]) -> Option<String> {
+    // Enough of a history to know the usual, and enough files to judge.
+    if before.len() < 2 || t.files < 10 || t.bytes_read <= 0 || t.bytes_added <= 0 {
+        return None;
+    }
+    let share = churn(t);
+    let mut usual: Vec<f64> = before.iter().take(10).map(|b| churn(b)).collect();
+    usual.sort_by(|a, b| a.total_cmp(b));
+    let usual = usual[usual.len() / 2];
+    let new_share = t.bytes_added as f64 / t.bytes_read as f64;
+    let stored_share = t.bytes_stored as f64 / t.bytes_added as f64;
+    let fires =
+        share >= 0.5 && usual < 0.2 && share >= 3.0 * usual && new_share >= 0.5 && stored_share >= 0.9;
+    fires.then(|| {
+        format!(
+            "possible ransomware: {:.0}% of the files of {} changed at once (usually {:.0}%), and the new data does not compress \
+             ({:.0}% of it stored); check the machine before retention replaces the good backups",
+            100.0 * share,
+            t.target,
+            100.0 * usual,
+            100.0 * stored_share.min(1.0)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(files: i64, new: i64, changed: i64, read: i64, added: i64, stored: i64) -> TargetEntry {
+        TargetEntry {
+            target: "uploads".into(),
+            ok: true,
+            snapshot: None,
+            files,
+            bytes_read: read,
+            bytes_added: added,
+            bytes_stored: stored,
+            warnings: 0,
+            error: None,
+            files_new: new,
+            files_changed: changed,
+        }
+    }
+
+    #[test]
+    fn the_canary_knows_a_targets_usual() {
+        let day = target(1000, 5, 10, 100_000_000, 2_000_000, 600_000);
+        let before = [&day, &day, &day];
+        // Everything rewritten, random bytes: fires.
+        let encrypted = target(1000, 0, 990, 100_000_000, 99_000_000, 99_500_000);
+        assert!(canary(&encrypted, &before).unwrap().contains("99% of the files of uploads"));
+        // Everything rewritten but compressible (a mass re-format): silent.
+        assert!(canary(&target(1000, 0, 990, 100_000_000, 99_000_000, 20_000_000), &before).is_none());
+        // An ordinary day: silent.
+        assert!(canary(&target(1000, 8, 12, 100_000_000, 3_000_000, 900_000), &before).is_none());
+        // A database dump changes wholesale every run: its usual is 100%.
+        let dump = target(12, 0, 12, 50_000_000, 40_000_000, 45_000_000);
+        assert!(canary(&dump, &[&dump, &dump]).is_none());
+        // Not enough history to know the usual.
+        assert!(canary(&encrypted, &[&day]).is_none());
+    }
+}
