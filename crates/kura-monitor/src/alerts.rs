@@ -83,6 +83,28 @@ fn repository_alerts(
         }
         cost += bytes as f64 / 1e9 * r.price_per_gb_month.unwrap_or(0.0);
     }
+    if let Some(min) = cfg.alerts.min_free {
+        for (name, r) in &cfg.repositories {
+            let Ok(kura_store::StoreUrl::Local(path)) = kura_store::StoreUrl::parse(&r.url) else { continue };
+            // The repository's own directory, or the nearest that exists.
+            let Some(dir) = std::path::Path::new(&path).ancestors().find(|p| p.exists()) else { continue };
+            let Ok(fs) = rustix::fs::statvfs(dir) else { continue };
+            let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+            if free < min {
+                out.push(Alert {
+                    key: format!("space:{name}"),
+                    level: Level::Critical,
+                    plan: String::new(),
+                    target: Some(name.clone()),
+                    summary: format!(
+                        "repository {name} has {} free on its disk, below {}: the next backups may fail",
+                        crate::size(free),
+                        crate::size(min)
+                    ),
+                });
+            }
+        }
+    }
     if let Some(b) = cfg.alerts.budget.filter(|b| cost > *b) {
         out.push(Alert {
             key: "budget".into(),

@@ -417,7 +417,7 @@ fn decide(
                     bytes(read),
                     bytes(stored),
                     crate::health::human(chrono::Duration::milliseconds(e.duration_ms))
-                )
+                ) + &retention(e.forgotten, e.bytes_pruned)
             } else {
                 format!("{plan} {}: {}", e.status, e.errors.join("; "))
             };
@@ -445,6 +445,15 @@ fn decide(
     }
     tx.commit()?;
     Ok((messages, ended))
+}
+
+/// What the run's retention did, when it did anything.
+fn retention(forgotten: i64, pruned: i64) -> String {
+    match (forgotten, pruned) {
+        (0, 0) => String::new(),
+        (f, 0) => format!("; retention forgot {f} snapshot(s)"),
+        (f, p) => format!("; retention forgot {f} snapshot(s), prune freed {}", bytes(p)),
+    }
 }
 
 fn bytes(n: i64) -> String {

@@ -33,7 +33,7 @@ fn parse(url: &str) -> Result<Server, String> {
     let (user, password) = match userinfo {
         Some(u) => {
             let (a, b) = u.split_once(':').unwrap_or((u, ""));
-            (Some(decode(a)), Some(decode(b)))
+            (Some(kura_store::percent_decode(a)), Some(kura_store::percent_decode(b)))
         }
         None => (None, None),
     };
@@ -45,25 +45,6 @@ fn parse(url: &str) -> Result<Server, String> {
         return Err("no host".into());
     }
     Ok(Server { implicit_tls, host: host.trim_matches(['[', ']']).to_string(), port, user, password })
-}
-
-/// `%40` and friends in a URL's user and password.
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 struct Session<S> {

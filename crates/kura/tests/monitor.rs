@@ -21,6 +21,13 @@ impl Drop for Daemon {
     }
 }
 
+impl Daemon {
+    fn start(k: &Kura) -> Daemon {
+        let quiet = || std::process::Stdio::null();
+        Daemon(k.cmd(&["serve"]).stdout(quiet()).stderr(quiet()).spawn().expect("start kura serve"))
+    }
+}
+
 fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while !cond() {
@@ -75,13 +82,7 @@ fn health_turns_unhealthy_exactly_when_a_backup_goes_stale_and_prometheus_scrape
     // The weekly plan's limit follows its schedule: 1.25 weeks.
     assert_eq!(h["plans"]["weekly"]["max_age_seconds"], 7 * 86_400 * 5 / 4);
 
-    let _daemon = Daemon(
-        k.cmd(&["serve"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _daemon = Daemon::start(&k);
     wait_for("the monitor to listen", 30, || http(port, "GET", "/", "").is_ok());
     // Without the token, or with a wrong one: 401 and no detail.
     for token in [None, Some("wrong")] {
@@ -447,13 +448,7 @@ fn the_daemon_tells_of_a_backup_going_stale_once_and_of_its_end() {
     );
     k.init();
     k.ok(&["run", "daily"]);
-    let _daemon = Daemon(
-        k.cmd(&["serve"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _daemon = Daemon::start(&k);
     let got = hooks.wait_for("/hook", 1, 30);
     assert_eq!(got.len(), 1, "{got:?}");
     let m: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
@@ -482,7 +477,7 @@ fn report_measures_each_repository_projects_its_cost_and_quota_and_budget_warn()
                 "[repository.main]\nurl = \"{}\"\nprice_per_gb_month = 2000.0\nquota = \"1kB\"\n\
                  [target.data]\ntype = \"files\"\npaths = [\"{}\"]\n\
                  [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"data\"]\n\
-                 [alerts]\nbudget = 0.01\n\
+                 [alerts]\nbudget = 0.01\nmin_free = \"1000TB\"\n\
                  [notify.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
                 k.repo,
                 data.display(),
@@ -535,4 +530,6 @@ fn report_measures_each_repository_projects_its_cost_and_quota_and_budget_warn()
     let said: Vec<String> = hook.iter().map(|h| h.body.clone()).collect();
     assert_eq!(said.iter().filter(|b| b.contains("above its quota of 1.0 kB")).count(), 1, "{said:?}");
     assert_eq!(said.iter().filter(|b| b.contains("above the budget of 0.01")).count(), 1, "{said:?}");
+    // A disk that cannot hold the next backups: critical.
+    assert!(said.iter().any(|b| b.contains("free on its disk, below 1000.0 TB") && b.contains("critical")), "{said:?}");
 }

@@ -75,6 +75,10 @@ pub struct AlertRules {
     /// × `price_per_gb_month`) is above this.
     #[serde(default)]
     pub budget: Option<f64>,
+    /// Critical when the filesystem of a local repository has less free
+    /// space than this (`10GB`): the next backups would fail on it.
+    #[serde(default, deserialize_with = "super::values::de_size")]
+    pub min_free: Option<u64>,
 }
 
 fn half_minute() -> Option<Duration> {
@@ -108,6 +112,7 @@ impl Default for AlertRules {
             canary: true,
             check_every: half_minute(),
             budget: None,
+            min_free: None,
         }
     }
 }
