@@ -295,6 +295,98 @@ fn canary(t: &TargetEntry, before: &[&TargetEntry]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kura_format::snapshot::Summary;
+    use kura_format::Id;
+    use kura_runner::backup::{RunReport, Saved, TargetFailure, TargetOutcome};
+    use kura_runner::plan::PlanReport;
+
+    /// Records a run of plan `p` that started at `at`, took `secs`, and
+    /// read `bytes` of target `data` (or failed).
+    fn record(h: &mut History, at: &str, secs: i64, bytes: Option<u64>) {
+        let time: DateTime<Utc> = at.parse().unwrap();
+        let result = match bytes {
+            Some(b) => Ok(Saved {
+                id: Id::random(),
+                summary: Summary {
+                    files: 100,
+                    files_changed: 2,
+                    bytes: b,
+                    bytes_new: b / 50,
+                    bytes_stored: b / 200,
+                    ..Default::default()
+                },
+                warnings: Vec::new(),
+            }),
+            None => {
+                Err(TargetFailure { error: kura_runner::RunError::usage("the disk is gone"), opening: false })
+            }
+        };
+        let report = PlanReport {
+            plan: "p".into(),
+            run: RunReport {
+                run: Id::random(),
+                time,
+                targets: vec![TargetOutcome { target: "data".into(), result }],
+            },
+            copies: Vec::new(),
+            upkeep: Vec::new(),
+            sizes: Vec::new(),
+        };
+        h.record_plan(&report, time + Duration::seconds(secs)).unwrap();
+    }
+
+    fn plan() -> Plan {
+        let text =
+            "[repository.main]\nurl = \"/tmp/r\"\n[target.data]\ntype = \"files\"\npaths = [\"/tmp\"]\n\
+                    [plan.p]\nschedule = \"0 2 * * *\"\ntargets = [\"data\"]\n";
+        Config::parse(text, &|_| None).unwrap().plans["p"].clone()
+    }
+
+    fn keys(h: &History, at: &str) -> Vec<String> {
+        let now: DateTime<Utc> = at.parse().unwrap();
+        let mut k: Vec<String> = plan_alerts(&AlertRules::default(), h, &plan(), now, None)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.key)
+            .collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn each_rule_fires_on_its_case_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(&dir.path().join("history.db")).unwrap();
+        for day in 1..=5 {
+            record(&mut h, &format!("2026-11-0{day}T02:00:00Z"), 60, Some(1_000_000));
+        }
+        assert!(keys(&h, "2026-11-05T03:00:00Z").is_empty(), "five ordinary days");
+        // 30 h after the last good run (a daily plan's limit): stale.
+        assert_eq!(keys(&h, "2026-11-06T08:01:00Z"), Vec::<String>::new(), "exactly at the limit");
+        assert_eq!(keys(&h, "2026-11-06T08:02:00Z"), ["stale:p"]);
+        // Three times the median run time: slow.
+        record(&mut h, "2026-11-06T02:00:00Z", 200, Some(1_000_000));
+        assert_eq!(keys(&h, "2026-11-06T03:00:00Z"), ["slow:p"]);
+        // Less than half of the previous size: size.
+        record(&mut h, "2026-11-07T02:00:00Z", 60, Some(400_000));
+        assert_eq!(keys(&h, "2026-11-07T03:00:00Z"), ["size:p:data"]);
+        // A failed run: failed, and the others judge the last good run.
+        record(&mut h, "2026-11-08T02:00:00Z", 5, None);
+        assert_eq!(keys(&h, "2026-11-08T03:00:00Z"), ["failed:p"]);
+        // The daemon found the previous run still going at a slot.
+        h.record_event(
+            "missed",
+            "p",
+            "2026-11-08T04:00:00Z".parse().unwrap(),
+            "2026-11-08T04:00:00Z".parse().unwrap(),
+            "still going",
+        )
+        .unwrap();
+        assert_eq!(keys(&h, "2026-11-08T05:00:00Z"), ["failed:p", "overrun:p"]);
+        // Back to normal: nothing.
+        record(&mut h, "2026-11-09T02:00:00Z", 60, Some(1_000_000));
+        assert!(keys(&h, "2026-11-09T03:00:00Z").is_empty());
+    }
 
     fn target(files: i64, new: i64, changed: i64, read: i64, added: i64, stored: i64) -> TargetEntry {
         TargetEntry {

@@ -531,5 +531,8 @@ fn report_measures_each_repository_projects_its_cost_and_quota_and_budget_warn()
     assert_eq!(said.iter().filter(|b| b.contains("above its quota of 1.0 kB")).count(), 1, "{said:?}");
     assert_eq!(said.iter().filter(|b| b.contains("above the budget of 0.01")).count(), 1, "{said:?}");
     // A disk that cannot hold the next backups: critical.
-    assert!(said.iter().any(|b| b.contains("free on its disk, below 1000.0 TB") && b.contains("critical")), "{said:?}");
+    assert!(
+        said.iter().any(|b| b.contains("free on its disk, below 1000.0 TB") && b.contains("critical")),
+        "{said:?}"
+    );
 }
