@@ -185,7 +185,16 @@ pub fn plan_alerts(
             ));
         }
     }
-    if all.first().is_some_and(|e| e.kind == "missed") {
+    if let Some(d) = all.iter().find(|e| e.kind == "drill").filter(|d| d.status != "ok") {
+        out.push(alert(
+            "drill",
+            Level::Critical,
+            name,
+            None,
+            format!("the restore drill of {name} failed: {}", d.errors.join("; ")),
+        ));
+    }
+    if all.iter().find(|e| e.kind != "drill").is_some_and(|e| e.kind == "missed") {
         out.push(alert(
             "overrun",
             Level::Warning,
@@ -401,6 +410,7 @@ mod tests {
             error: None,
             files_new: new,
             files_changed: changed,
+            duration_ms: 0,
         }
     }
 

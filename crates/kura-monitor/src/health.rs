@@ -56,10 +56,23 @@ pub struct PlanHealth {
     /// When the run holding the plan's lock started.
     pub running_since: Option<String>,
     pub copies: BTreeMap<String, CopyHealth>,
+    /// The newest restore drill, and the newest that passed (its time is
+    /// the plan's measured RTO).
+    pub last_drill: Option<DrillHealth>,
+    pub last_good_drill: Option<DrillHealth>,
     pub reasons: Vec<String>,
     /// The newest good run, for metrics.
     #[serde(skip)]
     pub last_good: Option<Entry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillHealth {
+    pub finished: DateTime<Utc>,
+    pub ok: bool,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,8 +123,21 @@ pub fn plan_health(
     running_since: Option<String>,
 ) -> Result<PlanHealth, MonitorError> {
     let limit = max_age(plan, now);
-    let runs: Vec<Entry> =
-        history.list(Some(&plan.name), RUNS_READ)?.into_iter().filter(|e| e.kind == "backup").collect();
+    let all = history.list(Some(&plan.name), RUNS_READ)?;
+    let drills: Vec<&Entry> = all.iter().filter(|e| e.kind == "drill").collect();
+    let last_drill = drills.first().map(|d| DrillHealth {
+        finished: d.finished,
+        ok: d.status == "ok",
+        seconds: d.duration_ms as f64 / 1000.0,
+        errors: d.errors.clone(),
+    });
+    let last_good_drill = drills.iter().find(|d| d.status == "ok").map(|d| DrillHealth {
+        finished: d.finished,
+        ok: true,
+        seconds: d.duration_ms as f64 / 1000.0,
+        errors: Vec::new(),
+    });
+    let runs: Vec<Entry> = all.iter().filter(|e| e.kind == "backup").cloned().collect();
     let (backup_count, failure_count) = history.counts(&plan.name)?;
     let good = |e: &&Entry| e.status == "ok" || e.status == "warnings";
     let last_good = runs.iter().find(good).cloned();
@@ -165,6 +191,8 @@ pub fn plan_health(
         last_duration_seconds: runs.first().map(|e| e.duration_ms as f64 / 1000.0),
         running_since,
         copies,
+        last_drill,
+        last_good_drill,
         reasons,
         last_good,
     })

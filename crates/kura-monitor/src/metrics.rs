@@ -138,8 +138,30 @@ pub fn render(cfg: &Config, health: &Health) -> String {
         "gauge",
         "When the newest run that copied the plan's snapshots to the repository finished.",
     );
+    let mut drill_ok = Family::new(
+        "kura_restore_drill_last_success_timestamp_seconds",
+        "gauge",
+        "When the plan's newest passing restore drill finished.",
+    );
+    let mut drill_time = Family::new(
+        "kura_restore_drill_duration_seconds",
+        "gauge",
+        "How long the plan's newest passing restore drill took: its measured RTO.",
+    );
+    let mut drill_status = Family::new(
+        "kura_restore_drill_last_status",
+        "gauge",
+        "1 when the plan's newest restore drill passed.",
+    );
     for (name, p) in &health.plans {
         let plan = || vec![("plan", name.clone())];
+        if let Some(d) = &p.last_good_drill {
+            drill_ok.add(plan(), d.finished.timestamp() as f64);
+            drill_time.add(plan(), d.seconds);
+        }
+        if let Some(d) = &p.last_drill {
+            drill_status.add(plan(), if d.ok { 1.0 } else { 0.0 });
+        }
         healthy.add(plan(), if p.reasons.is_empty() { 1.0 } else { 0.0 });
         max_age.add(plan(), p.max_age_seconds as f64);
         if let Some(t) = p.last_backup {
@@ -190,6 +212,9 @@ pub fn render(cfg: &Config, health: &Health) -> String {
         &failures,
         &running,
         &copy,
+        &drill_ok,
+        &drill_time,
+        &drill_status,
     ] {
         write_family(&mut out, f);
     }

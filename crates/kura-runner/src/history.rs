@@ -66,6 +66,8 @@ pub struct TargetEntry {
     /// ransomware canary compares with the target's usual.
     pub files_new: i64,
     pub files_changed: i64,
+    /// A drill's restore time for this target (0 for backups).
+    pub duration_ms: i64,
 }
 
 pub struct History {
@@ -162,6 +164,10 @@ impl History {
         // Added after the first release of the table: older files gain it.
         if db.prepare("SELECT repository FROM runs LIMIT 0").is_err() {
             db.execute_batch("ALTER TABLE runs ADD COLUMN repository TEXT").map_err(|e| sql(path, e))?;
+        }
+        if db.prepare("SELECT duration_ms FROM run_targets LIMIT 0").is_err() {
+            db.execute_batch("ALTER TABLE run_targets ADD COLUMN duration_ms INTEGER NOT NULL DEFAULT 0")
+                .map_err(|e| sql(path, e))?;
         }
         if db.prepare("SELECT files_new FROM run_targets LIMIT 0").is_err() {
             db.execute_batch(
@@ -303,6 +309,51 @@ impl History {
             }
         }
         Ok(out)
+    }
+
+    /// Records a restore drill: one row per target with its restore time.
+    pub fn record_drill(&mut self, report: &crate::drill::DrillReport) -> Result<i64, RunError> {
+        let path = self.path().to_path_buf();
+        let errors: Vec<String> = report
+            .targets
+            .iter()
+            .filter_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.target)))
+            .collect();
+        let tx = self.db.transaction().map_err(|e| sql(&path, e))?;
+        tx.execute(
+            "INSERT INTO runs (kind, plan, started, finished, duration_ms, status, errors)
+             VALUES ('drill', ?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                report.plan,
+                report.started.to_rfc3339(),
+                report.finished.to_rfc3339(),
+                (report.finished - report.started).num_milliseconds(),
+                report.status(),
+                serde_json::to_string(&errors).expect("strings serialize"),
+            ],
+        )
+        .map_err(|e| sql(&path, e))?;
+        let id = tx.last_insert_rowid();
+        for t in &report.targets {
+            tx.execute(
+                "INSERT INTO run_targets (run_id, target, ok, snapshot, files, bytes_read, bytes_added, bytes_stored, warnings, error,
+                                          duration_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, 0, ?7, ?8)",
+                params![
+                    id,
+                    t.target,
+                    t.ok(),
+                    t.snapshot,
+                    t.files as i64,
+                    t.bytes as i64,
+                    t.error,
+                    (t.seconds * 1000.0) as i64
+                ],
+            )
+            .map_err(|e| sql(&path, e))?;
+        }
+        tx.commit().map_err(|e| sql(&path, e))?;
+        Ok(id)
     }
 
     /// Records a `kura copy` that ran from `started` to `finished`.
@@ -491,7 +542,7 @@ impl History {
             .db
             .prepare(
                 "SELECT target, ok, snapshot, files, bytes_read, bytes_added, bytes_stored, warnings, error,
-                        files_new, files_changed
+                        files_new, files_changed, duration_ms
                  FROM run_targets WHERE run_id = ?1 ORDER BY rowid",
             )
             .map_err(|e| sql(&path, e))?;
@@ -510,6 +561,7 @@ impl History {
                         error: r.get(8)?,
                         files_new: r.get(9)?,
                         files_changed: r.get(10)?,
+                        duration_ms: r.get(11)?,
                     })
                 })
                 .map_err(|e| sql(&path, e))?;
@@ -636,6 +688,7 @@ pub async fn rebuild(
                 error: None,
                 files_new: s.summary.files_new as i64,
                 files_changed: s.summary.files_changed as i64,
+                duration_ms: 0,
             });
         }
     }

@@ -10,6 +10,7 @@
 mod child;
 pub mod command;
 mod db;
+pub mod drill;
 mod error;
 pub mod files;
 pub mod kept;

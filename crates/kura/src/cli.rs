@@ -87,6 +87,8 @@ pub enum Command {
     Health(HealthArgs),
     /// Each plan's health, next run, last runs' sizes and copies; open problems; notifications not delivered.
     Status,
+    /// Restore drills: each target's newest snapshot restored into a scratch place, checked, timed, removed.
+    Drill(DrillArgs),
     /// Storage, growth and projected cost per repository; success rate, sizes, dedup and compression, run-time trend per plan.
     Report(ReportArgs),
     /// Reclaim the space of data no snapshot uses.
@@ -358,6 +360,19 @@ pub struct ReportArgs {
     /// Write to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DrillArgs {
+    /// Drill this plan's targets (from the repository it writes to).
+    #[arg(long, conflicts_with_all = ["targets", "all"])]
+    pub plan: Option<String>,
+    /// Drill this target (repeatable).
+    #[arg(long = "target", conflicts_with = "all")]
+    pub targets: Vec<String>,
+    /// Drill every plan, one after the other.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Args, Debug)]

@@ -536,3 +536,115 @@ fn report_measures_each_repository_projects_its_cost_and_quota_and_budget_warn()
         "{said:?}"
     );
 }
+
+#[test]
+fn a_drill_restores_checks_times_and_removes_its_copy_and_a_failing_one_says_why() {
+    let hooks = kura_testkit::Receiver::start();
+    let mut k = Kura::new();
+    let data = k.path("data");
+    text_tree(&data, 20);
+    std::fs::write(data.join("big.bin"), noise(8_000_000, 7)).unwrap();
+    let db = k.path("app.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) INSERT INTO users(name) SELECT 'u' || i FROM n;").unwrap();
+    drop(c);
+    let write = |k: &mut Kura, check: &str| {
+        config(
+            k,
+            &format!(
+                "[target.data]\ntype = \"files\"\npaths = [\"{}\"]\n\
+                 [target.app_db]\ntype = \"sqlite\"\npath = \"{}\"\nchecks = [\"SELECT count(*) >= 50 FROM users\", \"{check}\"]\n\
+                 [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"data\", \"app_db\"]\n\
+                 [notify.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
+                data.display(),
+                db.display(),
+                hooks.url("/hook")
+            ),
+        )
+    };
+    write(&mut k, "SELECT count(*) = 50 FROM users");
+    k.init();
+    k.ok(&["run", "daily"]);
+    let drills = k.path("state/drills");
+
+    let r = k.json(&["drill", "--plan", "daily"]);
+    let targets = r[0]["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2, "{r}");
+    for t in targets {
+        assert!(t["error"].is_null(), "{r}");
+        assert!(t["seconds"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(targets[0]["files"], 21, "every file of the snapshot: {r}");
+    let checks: Vec<&str> =
+        targets[1]["checks"].as_array().unwrap().iter().map(|c| c["what"].as_str().unwrap()).collect();
+    assert_eq!(
+        checks,
+        [
+            "PRAGMA integrity_check",
+            "the schema's objects are there",
+            "SELECT count(*) >= 50 FROM users",
+            "SELECT count(*) = 50 FROM users"
+        ]
+    );
+    let left: Vec<_> = std::fs::read_dir(&drills)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "pending")
+        .collect();
+    assert!(left.is_empty(), "the scratch copies are gone: {left:?}");
+    let status = k.json(&["status"]);
+    let drill = &status["plans"]["daily"]["last_good_drill"];
+    assert!(drill["seconds"].as_f64().unwrap() > 0.0, "the measured restore time is kept: {status}");
+
+    // A check that fails: exit 1, the check named, a critical alert.
+    write(&mut k, "SELECT count(*) > 1000 FROM users");
+    let out = k.cmd(&["drill", "--plan", "daily"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .contains("FAIL  app_db: check failed: SELECT count(*) > 1000 FROM users (answered \"0\")"),
+        "{}",
+        stderr(&out)
+    );
+    let hook = hooks.on("/hook");
+    assert!(
+        hook.iter()
+            .any(|h| h.body.contains("the restore drill of daily failed") && h.body.contains("critical")),
+        "{hook:?}"
+    );
+    assert!(
+        std::fs::read_dir(&drills).unwrap().flatten().all(|e| e.file_name() == "pending"),
+        "removed after a failure too"
+    );
+
+    // A damaged pack: the drill fails on it and says so.
+    write(&mut k, "SELECT count(*) = 50 FROM users");
+    let packs = files_under(&std::path::Path::new(&k.repo).join("data"));
+    let biggest = packs.iter().max_by_key(|p| p.metadata().unwrap().len()).unwrap();
+    let mut bytes = std::fs::read(biggest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(biggest, bytes).unwrap();
+    let out = k.cmd(&["drill", "--target", "data"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("FAIL  data:"), "{}", stderr(&out));
+
+    // Killed midway: the next drill removes what it left.
+    let mut killed = false;
+    for ms in [20, 40, 60, 80, 100, 130, 160, 200, 250, 300, 400, 500] {
+        kill_after(k.cmd(&["drill", "--target", "app_db", "--target", "data"]), ms);
+        if std::fs::read_dir(&drills).unwrap().flatten().any(|e| e.file_name() != "pending") {
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "no drill was caught with its copy in place: the test proved nothing");
+    let out = k.cmd(&["drill", "--target", "app_db"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("left by an interrupted drill"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(std::fs::read_dir(&drills).unwrap().flatten().all(|e| e.file_name() == "pending"));
+}

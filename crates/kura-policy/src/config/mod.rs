@@ -244,6 +244,9 @@ pub struct Target {
     /// Which of its kept copies a restore leaves behind (`kept_last`,
     /// `kept_within`, over the `[kept]` section's defaults).
     pub kept: KeptPolicy,
+    /// Queries a restore drill runs in the restored copy of a database
+    /// target; each must answer true (`SELECT count(*) > 0 FROM users`).
+    pub checks: Vec<String>,
     pub kind: TargetKind,
 }
 

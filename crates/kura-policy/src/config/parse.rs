@@ -336,6 +336,17 @@ fn target(
     let post_restore = take(&mut t, "post_restore")?;
     let component = take(&mut t, "component")?;
     let kept = KeptPolicy::take(&mut t, &place, "kept_", kept_default)?;
+    let checks: Vec<String> = match t.remove("checks") {
+        None => Vec::new(),
+        Some(toml::Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                toml::Value::String(s) if !s.trim().is_empty() => Ok(s),
+                _ => Err(invalid(format!("{place}.checks"), "must be a list of SQL queries")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(invalid(format!("{place}.checks"), "must be a list of SQL queries")),
+    };
     if let Some(c) = &component {
         if !COMPONENTS.contains(&c.as_str()) {
             return Err(invalid(
@@ -345,6 +356,14 @@ fn target(
         }
     }
     let kind = target_kind(&kind_name, &place, t)?;
+    if !checks.is_empty()
+        && !matches!(kind, TargetKind::Sqlite(_) | TargetKind::Postgres(_) | TargetKind::Mysql(_))
+    {
+        return Err(invalid(
+            format!("{place}.checks"),
+            "checks are SQL: sqlite, postgres and mysql targets only",
+        ));
+    }
     let given = repository.is_some();
     let repository = match repository {
         Some(r) => r,
@@ -372,7 +391,16 @@ fn target(
         }
         .to_string()
     });
-    Ok(Target { name: tname.to_string(), component, repository, pre_restore, post_restore, kept, kind })
+    Ok(Target {
+        name: tname.to_string(),
+        component,
+        repository,
+        pre_restore,
+        post_restore,
+        kept,
+        checks,
+        kind,
+    })
 }
 
 /// The settings of one target type, checked.

@@ -230,7 +230,7 @@ impl Conn {
 
     /// Runs a script with the client, optionally in a database; returns the
     /// result rows (batch mode, fields unescaped).
-    fn run(&self, db: Option<&str>, script: &str) -> Result<Vec<Vec<String>>, SourceError> {
+    pub(crate) fn run(&self, db: Option<&str>, script: &str) -> Result<Vec<Vec<String>>, SourceError> {
         let database = db.map(|db| format!("--database={db}"));
         let mut child = self.client(database.as_deref(), Stdio::piped())?;
         let mut stdin = child.stdin.take().expect("piped");

@@ -60,11 +60,12 @@ pub async fn run(g: &Global, a: &HistoryArgs) -> Result<u8, Failure> {
         outln!(
             "{:<16}  {:<10}  {:<8}  {:>8.1}  {:>10}  {:>10}  {}",
             r.started.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
-            r.plan.clone().unwrap_or_else(|| if r.kind == "backup" {
-                "-".into()
-            } else {
-                format!("({})", r.kind)
-            }),
+            match (&r.plan, r.kind.as_str()) {
+                (Some(p), "backup") => p.clone(),
+                (Some(p), kind) => format!("{p} ({kind})"),
+                (None, "backup") => "-".into(),
+                (None, kind) => format!("({kind})"),
+            },
             r.status,
             r.duration_ms as f64 / 1000.0,
             human_bytes(read.max(0) as u64),

@@ -76,6 +76,17 @@ pub fn run(g: &Global) -> Result<u8, Failure> {
             let sizes: Vec<String> = p.size_trend.iter().map(|b| human_bytes(*b as u64)).collect();
             println!("  size        {}", sizes.join(" → "));
         }
+        match (&h.last_drill, &h.last_good_drill) {
+            (Some(d), good) => {
+                let when = d.finished.format("%Y-%m-%d %H:%M UTC");
+                let rto = good
+                    .as_ref()
+                    .map(|g| format!("; measured restore time {:.1}s", g.seconds))
+                    .unwrap_or_default();
+                println!("  last drill  {when}, {}{rto}", if d.ok { "passed" } else { "FAILED" });
+            }
+            (None, _) => println!("  last drill  never (kura drill --plan {name})"),
+        }
         for (repo, c) in &h.copies {
             let when =
                 c.last_copy.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or("never".into());

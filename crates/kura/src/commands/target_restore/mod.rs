@@ -117,7 +117,7 @@ fn confirm(g: &Global, a: &RestoreArgs, req: &RestoreRequest) -> Result<(), Fail
 
 /// SIGINT and SIGTERM, caught from now on: one that arrives while
 /// pre_restore runs still stops the restore before it starts.
-fn catch_signals() -> Stop {
+pub fn catch_signals() -> Stop {
     use tokio::signal::unix::{signal, SignalKind};
     let (tx, rx) = tokio::sync::watch::channel(None);
     if let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {

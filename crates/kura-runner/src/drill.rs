@@ -1,0 +1,320 @@
+//! Restore drills: each target's newest snapshot restored into a scratch
+//! place by the same path a real restore takes (`restore::plan` and
+//! `execute` with `into`), checked, timed, and removed. The time measured
+//! is the restore time a disaster would take: the real RTO.
+//!
+//! A drill never touches live data, never runs restore hooks and needs no
+//! confirmation. Scratch places are named before they are made in
+//! `STATE_DIR/drills/pending`, so a drill killed midway leaves nothing the
+//! next one does not remove; one drill runs at a time on a machine
+//! (`STATE_DIR/drill.lock`).
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use kura_policy::{Config, Plan, Target, TargetKind};
+use kura_sources::drill::Scratch;
+use serde::Serialize;
+
+use crate::restore::{self, RestoreRequest, Restored, Stop};
+use crate::{Context, Repos, RunError, Selector};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub what: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetDrill {
+    pub target: String,
+    pub snapshot: Option<String>,
+    /// Seconds from the start of the restore to a checked copy.
+    pub seconds: f64,
+    pub bytes: u64,
+    pub files: u64,
+    pub checks: Vec<Check>,
+    /// Why it failed: the restore's error, or the first failed check.
+    pub error: Option<String>,
+}
+
+impl TargetDrill {
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub plan: Option<String>,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub targets: Vec<TargetDrill>,
+    /// Scratch copies of earlier, interrupted drills removed first.
+    pub swept: Vec<String>,
+}
+
+impl DrillReport {
+    pub fn ok(&self) -> bool {
+        self.targets.iter().all(TargetDrill::ok)
+    }
+
+    pub fn status(&self) -> &'static str {
+        if self.ok() {
+            "ok"
+        } else {
+            "failed"
+        }
+    }
+}
+
+/// The scratch places this machine's drills made and have not removed,
+/// one per line: `path <path>`, `postgres <url>`, `mysql <database> <url>`.
+fn pending_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("drills").join("pending")
+}
+
+fn encode(s: &Scratch) -> String {
+    match s {
+        Scratch::Path(p) => format!("path {}", p.display()),
+        Scratch::Postgres(u) => format!("postgres {}", u.url),
+        Scratch::Mysql { url, database } => format!("mysql {database} {url}"),
+    }
+}
+
+fn decode(line: &str) -> Option<Scratch> {
+    let (kind, rest) = line.split_once(' ')?;
+    match kind {
+        "path" => Some(Scratch::Path(PathBuf::from(rest))),
+        "postgres" => kura_sources::postgres::PgUrl::parse(rest).ok().map(Scratch::Postgres),
+        "mysql" => rest.split_once(' ').map(|(d, u)| Scratch::Mysql { url: u.into(), database: d.into() }),
+        _ => None,
+    }
+}
+
+fn note_pending(state_dir: &Path, s: &Scratch, add: bool) -> Result<(), RunError> {
+    let path = pending_file(state_dir);
+    let io = |e| RunError::from(kura_repo::RepoError::io(&path, e));
+    let mut lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    let line = encode(s);
+    lines.retain(|l| *l != line);
+    if add {
+        lines.push(line);
+    }
+    // Written beside and renamed: a kill never leaves half a list.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, lines.join("\n") + "\n").map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
+/// Removes what interrupted drills left.
+fn sweep(state_dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(pending_file(state_dir)).unwrap_or_default();
+    let mut swept = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let Some(s) = decode(line) else { continue };
+        match kura_sources::drill::remove(&s) {
+            Ok(()) => {
+                let _ = note_pending(state_dir, &s, false);
+                swept.push(scratch_name(&s));
+            }
+            Err(e) => tracing::warn!("cannot remove an interrupted drill's copy {}: {e}", scratch_name(&s)),
+        }
+    }
+    swept
+}
+
+fn scratch_name(s: &Scratch) -> String {
+    match s {
+        Scratch::Path(p) => p.display().to_string(),
+        Scratch::Postgres(u) => u.dbname.clone(),
+        Scratch::Mysql { database, .. } => database.clone(),
+    }
+}
+
+/// Where a target's drill restores to, by kind; `None` for kinds a drill
+/// cannot restore beside the live copy.
+fn scratch_for(t: &Target, dir: &Path, stamp: &str) -> Result<Scratch, String> {
+    let name = format!("{}_kura_drill_{stamp}", t.name);
+    Ok(match &t.kind {
+        TargetKind::Files(_) | TargetKind::Sqlite(_) | TargetKind::Command(_) => {
+            Scratch::Path(dir.join(format!("{stamp}-{}", t.name)))
+        }
+        TargetKind::Postgres(pg) => {
+            if pg.databases.len() > 1 || pg.databases.iter().any(|d| d == "*") {
+                return Err("a target of several databases is drilled one database at a time, which kura does not do yet".into());
+            }
+            let url = kura_sources::postgres::PgUrl::parse(&pg.url).map_err(|e| e.to_string())?;
+            Scratch::Postgres(url.with_db(&name))
+        }
+        TargetKind::Mysql(my) => Scratch::Mysql { url: my.url.clone(), database: name },
+        _ => {
+            return Err(format!(
+                "{} targets are not drilled yet (restore one --into a scratch place by hand)",
+                t.kind.type_name()
+            ))
+        }
+    })
+}
+
+/// Drills `targets` (of `plan`, when given): one after the other, each
+/// removed before the next starts.
+pub async fn drill(
+    ctx: &Context,
+    repos: &Repos,
+    cfg: &Config,
+    plan: Option<&Plan>,
+    targets: &[Target],
+    state_dir: &Path,
+    stop: Stop,
+) -> Result<DrillReport, RunError> {
+    crate::history::make_state_dir(state_dir)?;
+    let dir = state_dir.join("drills");
+    crate::history::make_state_dir(&dir)?;
+    // ".drill": a name no plan can have (plan names have no dots).
+    let _lock = crate::plan::PlanLock::acquire(state_dir, ".drill", ctx)?;
+    let started = ctx.clock.now();
+    let swept = sweep(state_dir);
+    let mut out = Vec::new();
+    for t in targets {
+        let stamp = format!("{}_{:04x}", started.format("%Y%m%d_%H%M%S"), rand_u16());
+        let mut result = TargetDrill {
+            target: t.name.clone(),
+            snapshot: None,
+            seconds: 0.0,
+            bytes: 0,
+            files: 0,
+            checks: Vec::new(),
+            error: None,
+        };
+        let scratch = match scratch_for(t, &dir, &stamp) {
+            Ok(s) => s,
+            Err(why) => {
+                result.error = Some(why);
+                out.push(result);
+                continue;
+            }
+        };
+        note_pending(state_dir, &scratch, true)?;
+        let clock = Instant::now();
+        let done = drill_one(ctx, repos, cfg, plan, t, &scratch, stop.clone(), &mut result).await;
+        result.seconds = clock.elapsed().as_secs_f64();
+        if let Err(e) = done {
+            result.error = Some(e.to_string());
+        } else if let Some(c) = result.checks.iter().find(|c| !c.ok) {
+            result.error = Some(format!("check failed: {} ({})", c.what, c.detail));
+        }
+        match kura_sources::drill::remove(&scratch) {
+            Ok(()) => note_pending(state_dir, &scratch, false)?,
+            Err(e) => {
+                tracing::warn!(target_name = %t.name, "cannot remove the drill's copy {}: {e}", scratch_name(&scratch))
+            }
+        }
+        out.push(result);
+    }
+    Ok(DrillReport {
+        plan: plan.map(|p| p.name.clone()),
+        started,
+        finished: ctx.clock.now(),
+        targets: out,
+        swept,
+    })
+}
+
+fn rand_u16() -> u16 {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (n ^ (n >> 16) ^ std::process::id()) as u16
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drill_one(
+    ctx: &Context,
+    repos: &Repos,
+    cfg: &Config,
+    plan: Option<&Plan>,
+    t: &Target,
+    scratch: &Scratch,
+    stop: Stop,
+    result: &mut TargetDrill,
+) -> Result<(), RunError> {
+    let into = PathBuf::from(scratch_name(scratch));
+    let req = RestoreRequest { into: Some(into), plan: plan.cloned(), hooks: false, ..Default::default() };
+    let p = restore::plan(ctx, repos, cfg, t, &Selector::Latest, &req).await?;
+    result.snapshot = Some(p.id.to_hex());
+    let (want_files, want_bytes) = (p.snapshot.summary.files, p.snapshot.summary.bytes);
+    let report = restore::execute(ctx, p, &req, stop).await?;
+    for r in &report.restored {
+        match r {
+            Restored::Copy { files, bytes, .. } => {
+                result.files += files;
+                result.bytes += bytes;
+            }
+            Restored::Sqlite { bytes, integrity_check, .. } => {
+                result.bytes += bytes;
+                result.checks.push(Check {
+                    what: "PRAGMA integrity_check".into(),
+                    ok: *integrity_check == "ok",
+                    detail: integrity_check.to_string(),
+                });
+            }
+            Restored::Postgres { bytes, .. }
+            | Restored::Mysql { bytes, .. }
+            | Restored::Command { bytes, .. } => result.bytes += bytes,
+            _ => {}
+        }
+    }
+    if let TargetKind::Files(_) = t.kind {
+        // Every blob was authenticated as it was written; the count and
+        // size say nothing was left out.
+        let whole = result.files == want_files && result.bytes == want_bytes;
+        result.checks.push(Check {
+            what: "every file restored and verified".into(),
+            ok: whole,
+            detail: format!(
+                "{} of {} files, {} of {} bytes",
+                result.files, want_files, result.bytes, want_bytes
+            ),
+        });
+    }
+    if matches!(t.kind, TargetKind::Sqlite(_) | TargetKind::Postgres(_) | TargetKind::Mysql(_)) {
+        let s = scratch.clone();
+        let checks = t.checks.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let objects = kura_sources::drill::objects(&s);
+            let answers: Vec<_> =
+                checks.iter().map(|c| (c.clone(), kura_sources::drill::check(&s, c))).collect();
+            (objects, answers)
+        })
+        .await
+        .map_err(|e| RunError::usage(e.to_string()))?;
+        let (objects, answers) = found;
+        match objects {
+            Ok(n) => result.checks.push(Check {
+                what: "the schema's objects are there".into(),
+                ok: n > 0,
+                detail: format!("{n} tables, views, routines and triggers"),
+            }),
+            Err(e) => result.checks.push(Check {
+                what: "the schema's objects are there".into(),
+                ok: false,
+                detail: e.to_string(),
+            }),
+        }
+        for (sql, answer) in answers {
+            result.checks.push(match answer {
+                Ok((ok, said)) => Check { what: sql, ok, detail: format!("answered {said:?}") },
+                Err(e) => Check { what: sql, ok: false, detail: e.to_string() },
+            });
+        }
+    }
+    Ok(())
+}
