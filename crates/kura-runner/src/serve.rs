@@ -58,6 +58,14 @@ struct Scheduled {
     plan: Plan,
     /// The next slot to fire.
     next: Option<DateTime<Utc>>,
+    /// The next restore drill of the plan's targets.
+    drill: Option<DateTime<Utc>>,
+}
+
+/// The next drill slot of `plan` after `after`.
+fn next_drill(plan: &Plan, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let s = plan.drill.as_ref()?;
+    s.next_after(plan.zone.local(after)).map(|t| plan.zone.instant(t))
 }
 
 /// Where each plan's schedule stands: from `now`, or for a plan that
@@ -71,7 +79,7 @@ fn schedule_all(cfg: &Config, now: DateTime<Utc>, history: Option<&History>) -> 
                 (true, Some(h)) => h.last_started(&p.name).ok().flatten().filter(|t| *t < now).unwrap_or(now),
                 _ => now,
             };
-            Scheduled { plan: p.clone(), next: next_slot(p, from) }
+            Scheduled { plan: p.clone(), next: next_slot(p, from), drill: next_drill(p, now) }
         })
         .collect()
 }
@@ -118,7 +126,36 @@ pub async fn serve(
             });
             names.insert(handle.id(), name);
         }
-        let wake = plans.iter().filter_map(|s| s.next).min();
+        // Drills whose slot has come: each on its own task, recorded like
+        // `kura drill`; one already running (the drill lock) is a missed
+        // drill slot.
+        for s in &mut plans {
+            let Some(due) = s.drill.filter(|t| *t <= now) else { continue };
+            s.drill = next_drill(&s.plan, now);
+            tracing::info!(plan = %s.plan.name, slot = %due, "starting a scheduled restore drill");
+            let (ctx, repos, cfg, plan, state) =
+                (ctx.clone(), repos.clone(), cfg.clone(), s.plan.clone(), opts.state_dir.clone());
+            let history_path = history_path.clone();
+            tokio::spawn(async move {
+                let targets: Result<Vec<_>, _> =
+                    plan.targets.iter().map(|t| cfg.target(t).cloned()).collect();
+                let targets = match targets {
+                    Ok(t) => t,
+                    Err(e) => return tracing::error!(plan = %plan.name, "drill not started: {e}"),
+                };
+                // Never stopped from outside: a daemon stopping drops it,
+                // and the next drill sweeps its copy.
+                let (_keep, stop) = tokio::sync::watch::channel(None);
+                match crate::drill::drill(&ctx, &repos, &cfg, Some(&plan), &targets, &state, stop).await {
+                    Ok(report) => {
+                        tracing::info!(plan = %plan.name, status = report.status(), "restore drill finished");
+                        history::note(&history_path, |h| h.record_drill(&report));
+                    }
+                    Err(e) => tracing::error!(plan = %plan.name, "restore drill not run: {e}"),
+                }
+            });
+        }
+        let wake = plans.iter().flat_map(|s| [s.next, s.drill]).flatten().min();
         let sleep = wake
             .map(|w| (w - ctx.clock.now()).to_std().unwrap_or(Duration::ZERO))
             // Woken at least once a minute: a clock that jumped (a resumed

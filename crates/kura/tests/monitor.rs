@@ -439,7 +439,7 @@ fn the_daemon_tells_of_a_backup_going_stale_once_and_of_its_end() {
         &mut k,
         &format!(
             "[target.data]\ntype = \"files\"\npaths = [\"{}\"]\n\
-             [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"data\"]\n\
+             [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"data\"]\ndrill = \"*/2 * * * * *\"\n\
              [alerts]\nalert_after = \"3s\"\ncheck_every = \"1s\"\n\
              [notify.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
             data.display(),
@@ -457,6 +457,8 @@ fn the_daemon_tells_of_a_backup_going_stale_once_and_of_its_end() {
     // Checked every second, told once.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(hooks.on("/hook").len(), 1);
+    // Its drill schedule: drills run and are recorded.
+    wait_for("a scheduled drill", 30, || !k.json(&["status"])["plans"]["daily"]["last_good_drill"].is_null());
     k.ok(&["run", "daily"]);
     let got = hooks.wait_for("/hook", 2, 30);
     let m: serde_json::Value = serde_json::from_str(&got[1].body).unwrap();

@@ -518,3 +518,39 @@ fn a_restore_waits_for_locks_only_as_long_as_allowed_and_changes_nothing() {
     k.ok(&["restore", "--target", "shop_db", "--yes", "--lock-timeout", "30s"]);
     assert!(db.sql("shop", "SELECT name FROM users WHERE id = 1").ends_with("Zoë"));
 }
+
+#[test]
+fn a_drill_restores_into_a_scratch_database_checks_it_and_drops_it() {
+    let (db, k) = setup();
+    std::fs::write(
+        k.path("kura.toml"),
+        format!(
+            "[repository.main]\nurl = \"{}\"\n\n[target.shop_db]\ntype = \"mysql\"\nurl = \"{}\"\n\
+             checks = [\"SELECT count(*) = 3000 FROM orders\", \"SELECT count(*) FROM big_spenders\"]\n\
+             [plan.nightly]\nschedule = \"0 3 * * *\"\ntargets = [\"shop_db\"]\n",
+            k.repo,
+            db.url_with_password("shop")
+        ),
+    )
+    .unwrap();
+    k.ok(&["run", "nightly"]);
+    let before = db.dump_text("shop");
+    let scratch = "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '%kura\\_drill%'";
+    let r = k.json(&["drill", "--plan", "nightly"]);
+    let t = &r[0]["targets"][0];
+    assert!(t["error"].is_null(), "{r}");
+    assert!(t["checks"].as_array().unwrap().iter().all(|c| c["ok"] == true), "{r}");
+    assert_eq!(db.sql("mysql", scratch), "0", "the scratch database is dropped");
+    assert_same_text(&db.dump_text("shop"), &before, "a drill never touches the live database");
+
+    db.sql("shop", "DELETE FROM orders WHERE id > 10");
+    k.ok(&["run", "nightly"]);
+    let out = k.cmd(&["drill", "--plan", "nightly"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("check failed: SELECT count(*) = 3000 FROM orders (answered \"0\")"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(db.sql("mysql", scratch), "0", "dropped after a failure too");
+}

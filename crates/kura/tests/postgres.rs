@@ -591,3 +591,42 @@ fn a_restore_by_a_superuser_keeps_owners_grants_and_database_settings() {
     );
     app_works(&pg);
 }
+
+#[test]
+fn a_drill_restores_into_a_scratch_database_checks_it_and_drops_it() {
+    let (pg, k) = setup();
+    std::fs::write(
+        k.path("kura.toml"),
+        format!(
+            "[repository.main]\nurl = \"{}\"\n\n[target.app_db]\ntype = \"postgres\"\nurl = \"{}\"\n\
+             checks = [\"SELECT count(*) = 500 FROM users\", \"SELECT count(*) > 3000 FROM orders\"]\n\
+             [plan.nightly]\nschedule = \"0 3 * * *\"\ntargets = [\"app_db\"]\n",
+            k.repo,
+            pg.url("shop")
+        ),
+    )
+    .unwrap();
+    k.ok(&["run", "nightly"]);
+    let before = pg.dump_text("shop");
+    let scratch = "SELECT count(*) FROM pg_database WHERE datname LIKE '%kura\\_drill%'";
+    let r = k.json(&["drill", "--plan", "nightly"]);
+    let t = &r[0]["targets"][0];
+    assert!(t["error"].is_null(), "{r}");
+    let checks = t["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 3, "objects and the two checks: {r}");
+    assert!(checks.iter().all(|c| c["ok"] == true), "{r}");
+    assert_eq!(pg.psql("postgres", scratch), "0", "the scratch database is dropped");
+    assert_same_text(&pg.dump_text("shop"), &before, "a drill never touches the live database");
+
+    // Rows lost in the live database and backed up so: the drill says so.
+    pg.psql("shop", "DELETE FROM orders WHERE id > 100");
+    k.ok(&["run", "nightly"]);
+    let out = k.cmd(&["drill", "--plan", "nightly"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("check failed: SELECT count(*) > 3000 FROM orders (answered \"f\")"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(pg.psql("postgres", scratch), "0", "dropped after a failure too");
+}

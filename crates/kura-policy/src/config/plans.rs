@@ -40,9 +40,12 @@ pub struct Plan {
     /// How old the newest good backup may be before the plan is unhealthy;
     /// unset, it follows the schedule (see `kura_monitor`).
     pub max_age: Option<std::time::Duration>,
+    /// When `kura serve` runs a restore drill of the plan's targets (on
+    /// the plan's wall clock).
+    pub drill: Option<Schedule>,
 }
 
-const KEYS: &str = "schedule, targets, keep, prune, repository, copy_to, catch_up, timezone, max_age";
+const KEYS: &str = "schedule, targets, keep, prune, repository, copy_to, catch_up, timezone, max_age, drill";
 const KEEP_KEYS: &str = "last, hourly, daily, weekly, monthly, yearly, within";
 
 pub(super) fn plan(
@@ -171,11 +174,19 @@ pub(super) fn plan(
         }
         Some(_) => return Err(invalid(format!("{place}.max_age"), "must be a duration like \"48h\"")),
     };
+    let drill = match t.remove("drill") {
+        None => None,
+        Some(toml::Value::String(s)) => {
+            Some(Schedule::parse(&s).map_err(|e| invalid(format!("{place}.drill"), e))?)
+        }
+        Some(_) => return Err(invalid(format!("{place}.drill"), "must be a cron string like \"0 5 1 * *\"")),
+    };
     if let Some(k) = t.keys().next() {
         return Err(invalid(format!("{place}.{k}"), format!("unknown key (known: {KEYS})")));
     }
     Ok(Plan {
         max_age,
+        drill,
         name: name.to_string(),
         schedule,
         targets: names,

@@ -14,8 +14,11 @@ use crate::{hooks, Context, RunError};
 pub type Stop = tokio::sync::watch::Receiver<Option<&'static str>>;
 
 async fn stopped(mut stop: Stop) -> &'static str {
-    match stop.wait_for(|s| s.is_some()).await {
-        Ok(s) => s.expect("waited for a signal"),
+    // The guard `wait_for` returns is let go before anything else is
+    // awaited, so that a restore can run on a spawned task.
+    let signal = stop.wait_for(|s| s.is_some()).await.map(|s| s.expect("waited for a signal"));
+    match signal {
+        Ok(name) => name,
         // Nobody can stop this restore any more.
         Err(_) => std::future::pending().await,
     }
