@@ -194,6 +194,21 @@ pub fn plan_alerts(
             format!("the restore drill of {name} failed: {}", d.errors.join("; ")),
         ));
     }
+    if let (Some(rto), Some(d)) = (plan.rto, &health.last_good_drill) {
+        if d.seconds > rto.as_secs_f64() {
+            out.push(alert(
+                "rto",
+                Level::Warning,
+                name,
+                None,
+                format!(
+                    "the last restore drill of {name} took {}, above its RTO of {}",
+                    human(Duration::milliseconds((d.seconds * 1000.0) as i64)),
+                    human(Duration::from_std(rto).unwrap_or(Duration::MAX))
+                ),
+            ));
+        }
+    }
     if all.iter().find(|e| e.kind != "drill").is_some_and(|e| e.kind == "missed") {
         out.push(alert(
             "overrun",

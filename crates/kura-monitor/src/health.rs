@@ -60,10 +60,22 @@ pub struct PlanHealth {
     /// the plan's measured RTO).
     pub last_drill: Option<DrillHealth>,
     pub last_good_drill: Option<DrillHealth>,
+    /// The plan's objectives and whether the last good backup and the
+    /// last passing drill meet them (`None`: no objective, or nothing yet
+    /// to judge by).
+    pub objectives: Objectives,
     pub reasons: Vec<String>,
     /// The newest good run, for metrics.
     #[serde(skip)]
     pub last_good: Option<Entry>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Objectives {
+    pub rpo_seconds: Option<i64>,
+    pub rpo_met: Option<bool>,
+    pub rto_seconds: Option<i64>,
+    pub rto_met: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,7 +101,9 @@ impl Health {
 
 /// The limit a plan's newest good backup is held to.
 pub fn max_age(plan: &Plan, now: DateTime<Utc>) -> Duration {
-    if let Some(d) = plan.max_age {
+    // An RPO is the limit when no max_age says otherwise: a backup older
+    // than it has already lost more than may be lost.
+    if let Some(d) = plan.max_age.or(plan.rpo) {
         return Duration::from_std(d).unwrap_or(Duration::MAX);
     }
     // The largest gap among the next slots: a schedule of uneven gaps
@@ -176,7 +190,15 @@ pub fn plan_health(
             reasons.push(format!("a run has been going since {since}, {} ago", human(now - s)));
         }
     }
+    let secs = |d: std::time::Duration| d.as_secs() as i64;
+    let objectives = Objectives {
+        rpo_seconds: plan.rpo.map(secs),
+        rpo_met: plan.rpo.map(|r| age.is_some_and(|a| a.num_seconds() <= secs(r))),
+        rto_seconds: plan.rto.map(secs),
+        rto_met: plan.rto.and_then(|r| last_good_drill.as_ref().map(|d| d.seconds <= r.as_secs_f64())),
+    };
     Ok(PlanHealth {
+        objectives,
         status: if reasons.is_empty() { "healthy" } else { "unhealthy" },
         last_backup: last_good.as_ref().map(|e| e.finished),
         age_seconds: age.map(|a| a.num_seconds()),

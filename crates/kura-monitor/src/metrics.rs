@@ -153,8 +153,21 @@ pub fn render(cfg: &Config, health: &Health) -> String {
         "gauge",
         "1 when the plan's newest restore drill passed.",
     );
+    let mut objective = Family::new(
+        "kura_objective_met",
+        "gauge",
+        "1 when the plan meets its objective: rpo by its newest good backup, rto by its last passing drill.",
+    );
     for (name, p) in &health.plans {
         let plan = || vec![("plan", name.clone())];
+        for (which, met) in [("rpo", p.objectives.rpo_met), ("rto", p.objectives.rto_met)] {
+            if let Some(m) = met {
+                objective.add(
+                    vec![("plan", name.clone()), ("objective", which.to_string())],
+                    if m { 1.0 } else { 0.0 },
+                );
+            }
+        }
         if let Some(d) = &p.last_good_drill {
             drill_ok.add(plan(), d.finished.timestamp() as f64);
             drill_time.add(plan(), d.seconds);
@@ -215,6 +228,7 @@ pub fn render(cfg: &Config, health: &Health) -> String {
         &drill_ok,
         &drill_time,
         &drill_status,
+        &objective,
     ] {
         write_family(&mut out, f);
     }

@@ -113,10 +113,34 @@ fn note_pending(state_dir: &Path, s: &Scratch, add: bool) -> Result<(), RunError
     std::fs::rename(&tmp, &path).map_err(io)
 }
 
-/// Removes what interrupted drills left.
+/// Removes what interrupted drills left: the scratch places they named,
+/// and anything else in the drills folder (a restore's own temporary file
+/// beside its scratch copy), which only drills use, and only under the
+/// lock the caller holds.
 fn sweep(state_dir: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(pending_file(state_dir)).unwrap_or_default();
     let mut swept = Vec::new();
+    let dir = state_dir.join("drills");
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if e.file_name() == "pending" {
+            continue;
+        }
+        let listed =
+            text.lines().any(|l| decode(l).is_some_and(|s| matches!(&s, Scratch::Path(p) if *p == e.path())));
+        if listed {
+            continue;
+        }
+        let p = e.path();
+        let gone = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        match gone {
+            Ok(()) => swept.push(p.display().to_string()),
+            Err(err) => tracing::warn!("cannot remove {}: {err}", p.display()),
+        }
+    }
     for line in text.lines().filter(|l| !l.is_empty()) {
         let Some(s) = decode(line) else { continue };
         match kura_sources::drill::remove(&s) {

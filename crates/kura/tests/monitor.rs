@@ -556,7 +556,7 @@ fn a_drill_restores_checks_times_and_removes_its_copy_and_a_failing_one_says_why
             &format!(
                 "[target.data]\ntype = \"files\"\npaths = [\"{}\"]\n\
                  [target.app_db]\ntype = \"sqlite\"\npath = \"{}\"\nchecks = [\"SELECT count(*) >= 50 FROM users\", \"{check}\"]\n\
-                 [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"data\", \"app_db\"]\n\
+                 [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"data\", \"app_db\"]\nrpo = \"1h\"\nrto = \"0s\"\n\
                  [notify.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
                 data.display(),
                 db.display(),
@@ -598,6 +598,22 @@ fn a_drill_restores_checks_times_and_removes_its_copy_and_a_failing_one_says_why
     let status = k.json(&["status"]);
     let drill = &status["plans"]["daily"]["last_good_drill"];
     assert!(drill["seconds"].as_f64().unwrap() > 0.0, "the measured restore time is kept: {status}");
+    // Objectives: the backup is within its RPO; no restore takes 0 s, so
+    // the RTO is missed, and a warning says by how much.
+    let o = &status["plans"]["daily"]["objectives"];
+    assert_eq!((o["rpo_seconds"].as_i64(), o["rpo_met"].as_bool()), (Some(3600), Some(true)), "{status}");
+    assert_eq!((o["rto_seconds"].as_i64(), o["rto_met"].as_bool()), (Some(0), Some(false)), "{status}");
+    assert!(
+        hooks.on("/hook").iter().any(|h| h.body.contains("above its RTO of 0s")),
+        "{:?}",
+        hooks.on("/hook")
+    );
+    let later = k.cmd(&["status", "--json"]).env("KURA_TEST_CLOCK_OFFSET_SECS", "7200").output().unwrap();
+    let later: serde_json::Value = serde_json::from_slice(&later.stdout).unwrap();
+    assert_eq!(
+        later["plans"]["daily"]["objectives"]["rpo_met"], false,
+        "two hours on, the RPO of 1h is missed"
+    );
 
     // A check that fails: exit 1, the check named, a critical alert.
     write(&mut k, "SELECT count(*) > 1000 FROM users");

@@ -43,9 +43,14 @@ pub struct Plan {
     /// When `kura serve` runs a restore drill of the plan's targets (on
     /// the plan's wall clock).
     pub drill: Option<Schedule>,
+    /// Objectives: how much data may be lost (the age of the newest good
+    /// backup) and how long a restore may take (the last drill's time).
+    pub rpo: Option<std::time::Duration>,
+    pub rto: Option<std::time::Duration>,
 }
 
-const KEYS: &str = "schedule, targets, keep, prune, repository, copy_to, catch_up, timezone, max_age, drill";
+const KEYS: &str =
+    "schedule, targets, keep, prune, repository, copy_to, catch_up, timezone, max_age, drill, rpo, rto";
 const KEEP_KEYS: &str = "last, hourly, daily, weekly, monthly, yearly, within";
 
 pub(super) fn plan(
@@ -181,12 +186,22 @@ pub(super) fn plan(
         }
         Some(_) => return Err(invalid(format!("{place}.drill"), "must be a cron string like \"0 5 1 * *\"")),
     };
+    let mut objective = |key: &str| match t.remove(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => {
+            parse_duration(&s).map(Some).map_err(|e| invalid(format!("{place}.{key}"), e))
+        }
+        Some(_) => Err(invalid(format!("{place}.{key}"), "must be a duration like \"24h\"")),
+    };
+    let (rpo, rto) = (objective("rpo")?, objective("rto")?);
     if let Some(k) = t.keys().next() {
         return Err(invalid(format!("{place}.{k}"), format!("unknown key (known: {KEYS})")));
     }
     Ok(Plan {
         max_age,
         drill,
+        rpo,
+        rto,
         name: name.to_string(),
         schedule,
         targets: names,

@@ -87,6 +87,20 @@ pub fn run(g: &Global) -> Result<u8, Failure> {
             }
             (None, _) => println!("  last drill  never (kura drill --plan {name})"),
         }
+        let o = &h.objectives;
+        let judged = |met: Option<bool>| match met {
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+            None => "not judged yet",
+        };
+        if let Some(r) = o.rpo_seconds {
+            let r = kura_monitor::health::human(chrono::Duration::seconds(r));
+            println!("  RPO {r}: {}", judged(o.rpo_met));
+        }
+        if let Some(r) = o.rto_seconds {
+            let r = kura_monitor::health::human(chrono::Duration::seconds(r));
+            println!("  RTO {r}: {}", judged(o.rto_met));
+        }
         for (repo, c) in &h.copies {
             let when =
                 c.last_copy.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or("never".into());
