@@ -106,26 +106,11 @@ pub fn max_age(plan: &Plan, now: DateTime<Utc>) -> Duration {
     if let Some(d) = plan.max_age.or(plan.rpo) {
         return Duration::from_std(d).unwrap_or(Duration::MAX);
     }
-    // The largest gap among the next slots: a schedule of uneven gaps
-    // (weekdays only, the 1st of the month) is judged by its longest.
-    let mut at = now;
-    let mut largest = Duration::zero();
-    let mut prev: Option<DateTime<Utc>> = None;
-    for _ in 0..40 {
-        let Some(next) = plan.schedule.next_after(plan.zone.local(at)).map(|t| plan.zone.instant(t)) else {
-            break;
-        };
-        if let Some(p) = prev {
-            largest = largest.max(next - p);
-        }
-        prev = Some(next);
-        at = next;
-    }
-    if largest.is_zero() {
+    match plan.longest_gap(now) {
+        Some(gap) => gap * 5 / 4,
         // A schedule that fires once or never: a day.
-        return Duration::days(1);
+        None => Duration::days(1),
     }
-    largest * 5 / 4
 }
 
 /// A plan's health at `now`. `running_since` says whether a run holds

@@ -7,6 +7,7 @@
 //! the binary renders events and reports, a daemon will record them.
 pub mod backup;
 pub mod copy;
+pub mod doctor;
 pub mod drill;
 pub mod error;
 pub mod event;

@@ -89,6 +89,8 @@ pub enum Command {
     Status,
     /// Restore drills: each target's newest snapshot restored into a scratch place, checked, timed, removed.
     Drill(DrillArgs),
+    /// Pre-flight check of kura.toml and all it names: tools, credentials, repositories (a probe written and removed), free space, permissions, hooks, schedules, retention.
+    Doctor,
     /// Storage, growth and projected cost per repository; success rate, sizes, dedup and compression, run-time trend per plan.
     Report(ReportArgs),
     /// Reclaim the space of data no snapshot uses.

@@ -92,6 +92,7 @@ fn main() -> ExitCode {
             Command::Health(a) => commands::health::run(&cli.global, a),
             Command::Status => commands::status::run(&cli.global),
             Command::Drill(a) => commands::drill::run(&cli.global, a).await,
+            Command::Doctor => commands::doctor::run(&cli.global).await,
             Command::Report(a) => commands::report::run(&cli.global, a),
             Command::Prune(a) => commands::prune::run(&cli.global, a).await,
             Command::Key(a) => commands::key::run(&cli.global, a).await,

@@ -554,3 +554,40 @@ fn a_drill_restores_into_a_scratch_database_checks_it_and_drops_it() {
     );
     assert_eq!(db.sql("mysql", scratch), "0", "dropped after a failure too");
 }
+
+#[test]
+fn doctor_checks_the_servers_credentials_and_tools() {
+    let (db, k) = setup();
+    let line = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.contains("target shop_db"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let good = k.cmd(&["doctor"]).output().unwrap();
+    assert!(
+        line(&good).starts_with("OK    target shop_db: connected to"),
+        "{}",
+        String::from_utf8_lossy(&good.stdout)
+    );
+    let cfg = k.path("wrong.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository.main]\nurl = \"{}\"\n\n[target.shop_db]\ntype = \"mysql\"\nurl = \"mysql://root:Wr0ng-pw-77@127.0.0.1:{}/shop\"\n",
+            k.repo, db.port
+        ),
+    )
+    .unwrap();
+    let wrong = k.cmd(&["doctor"]).env("KURA_CONFIG", &cfg).output().unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        line(&wrong).starts_with("FAIL  target shop_db:") && line(&wrong).contains("Access denied"),
+        "{}",
+        line(&wrong)
+    );
+    let missing = k.cmd(&["doctor"]).env("KURA_MYSQL_BINDIR", "/nonexistent").output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("apt-get install mariadb-client"));
+}

@@ -795,3 +795,158 @@ fn a_snapshot_forgotten_and_pruned_while_a_restore_reads_it_stays_readable_until
     let freed = k.json(&["prune", "--grace", "0s"]);
     assert!(freed["packs_deleted"].as_u64().unwrap() >= 1, "{freed}");
 }
+
+/// `kura doctor`'s lines, as (verdict, check) pairs, and its exit code.
+fn doctor(k: &Kura) -> (Option<i32>, Vec<(String, String, String)>) {
+    // The repository's own password file, not the caller's variable.
+    let out = k.cmd(&["doctor", "--json"]).env_remove("KURA_PASSWORD").output().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    let lines = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["verdict"].as_str().unwrap().to_string(),
+                f["check"].as_str().unwrap().to_string(),
+                f["detail"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (out.status.code(), lines)
+}
+
+fn verdict_of(lines: &[(String, String, String)], check: &str) -> (String, String) {
+    let (v, _, d) =
+        lines.iter().find(|(_, c, _)| c == check).unwrap_or_else(|| panic!("no check {check} in {lines:?}"));
+    (v.clone(), d.clone())
+}
+
+#[test]
+fn doctor_passes_a_good_setup_and_catches_each_broken_precondition() {
+    let mut k = Kura::new();
+    let (conf, db, hook) = (k.path("etc"), k.path("app.db"), k.path("maintenance.sh"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("app.conf"), b"workers = 4\n").unwrap();
+    rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE t(v)").unwrap();
+    std::fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (pw, mnt) = (k.path("main.pw"), k.path("mnt"));
+    std::fs::write(&pw, PASSWORD).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = k.path("kura.toml");
+    k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
+    let write = |repo: &std::path::Path, extra_target: &str, plan_extra: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[repository.main]\nurl = \"{}\"\npassword_file = \"{}\"\n\
+                 [target.configs]\ntype = \"files\"\npaths = [\"{}\"]\npre_restore = \"{} --on\"\n\
+                 [target.app_db]\ntype = \"sqlite\"\npath = \"{}\"\n{extra_target}\n\
+                 [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\", \"app_db\"]\n{plan_extra}\n",
+                repo.display(),
+                pw.display(),
+                conf.display(),
+                hook.display(),
+                db.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    let repo = k.path("repo");
+    write(&repo, "", "");
+    k.ok(&["init", "--repository", "main"]);
+    k.ok(&["run", "daily"]);
+    let (code, lines) = doctor(&k);
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert!(lines.iter().all(|(v, _, _)| v == "OK"), "{lines:?}");
+    for check in [
+        "repository main",
+        "free space for main",
+        "target configs",
+        "target app_db",
+        "pre_restore hook of configs",
+        "schedule of plan daily",
+        "password file of main",
+    ] {
+        verdict_of(&lines, check);
+    }
+    assert!(
+        verdict_of(&lines, "schedule of plan daily").1.contains("next: "),
+        "the next fire times are shown"
+    );
+
+    // Each precondition broken in turn.
+    std::fs::write(&pw, "wrong horse").unwrap();
+    let (code, lines) = doctor(&k);
+    assert_eq!(code, Some(1));
+    assert_eq!(verdict_of(&lines, "repository main").0, "FAIL", "{lines:?}");
+    std::fs::write(&pw, PASSWORD).unwrap();
+
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(verdict_of(&doctor(&k).1, "password file of main").0, "WARN");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    std::fs::rename(&conf, k.path("etc.moved")).unwrap();
+    let (v, d) = verdict_of(&doctor(&k).1, "target configs");
+    assert_eq!(v, "FAIL");
+    assert!(d.contains("missing"), "{d}");
+    std::fs::rename(k.path("etc.moved"), &conf).unwrap();
+
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(verdict_of(&doctor(&k).1, "pre_restore hook of configs").0, "FAIL");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    std::fs::remove_file(&db).unwrap();
+    assert_eq!(verdict_of(&doctor(&k).1, "target app_db").0, "FAIL");
+    rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE t(v)").unwrap();
+
+    // A weekly plan that keeps only what is younger than a day.
+    write(&repo, "", "keep = { within = \"1d\" }\n[plan.weekly]\nschedule = \"0 3 * * 0\"\ntargets = [\"configs\"]\nkeep = { within = \"1d\" }");
+    let lines = doctor(&k).1;
+    assert_eq!(verdict_of(&lines, "retention of plan weekly").0, "FAIL", "{lines:?}");
+    assert_eq!(verdict_of(&lines, "retention of plan daily").0, "OK");
+
+    // A secret written into a config others can read.
+    write(&repo, "", "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("password_file = \"{}\"", pw.display()),
+        &format!("password_file = \"{}\"\ns3_secret_access_key = \"hunter2\"", pw.display()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let lines = doctor(&k).1;
+    if let Some((v, _, d)) = lines.iter().find(|(_, c, _)| c == "config file") {
+        assert_eq!(v, "FAIL", "{d}");
+    } else {
+        panic!("no config file check: {lines:?}");
+    }
+
+    // A repository that can be read but not written.
+    write(&repo, "", "");
+    let _ro = tmpfs(&mnt, "8m");
+    let small = mnt.join("repo");
+    write(&small, "", "");
+    k.ok(&["init", "--repository", "main"]);
+    let st = std::process::Command::new("mount")
+        .args(["-o", "remount,ro", mnt.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (v, d) = verdict_of(&doctor(&k).1, "repository main");
+    assert_eq!(v, "FAIL");
+    assert!(d.contains("refuses writes"), "{d}");
+    let st = std::process::Command::new("mount")
+        .args(["-o", "remount,rw", mnt.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    // Less free space than the last run stored.
+    std::fs::write(conf.join("big.bin"), noise(5_000_000, 9)).unwrap();
+    k.ok(&["run", "daily"]);
+    let (v, d) = verdict_of(&doctor(&k).1, "free space for main");
+    assert_eq!(v, "FAIL", "{d}");
+}

@@ -630,3 +630,36 @@ fn a_drill_restores_into_a_scratch_database_checks_it_and_drops_it() {
     );
     assert_eq!(pg.psql("postgres", scratch), "0", "dropped after a failure too");
 }
+
+#[test]
+fn doctor_checks_the_servers_credentials_and_tools() {
+    let (_pg, k) = setup();
+    let line = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.contains("target app_db"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let good = k.cmd(&["doctor"]).output().unwrap();
+    assert!(
+        line(&good).starts_with("OK    target app_db: connected to PostgreSQL"),
+        "{}",
+        String::from_utf8_lossy(&good.stdout)
+    );
+    let wrong = k.cmd(&["doctor"]).env("PGPASSWORD", "wrong").output().unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        line(&wrong).starts_with("FAIL  target app_db:")
+            && line(&wrong).contains("password authentication failed"),
+        "{}",
+        line(&wrong)
+    );
+    let missing = k.cmd(&["doctor"]).env("KURA_PG_BINDIR", "/nonexistent").output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&missing.stdout);
+    assert!(
+        text.contains("FAIL  target app_db:") && text.contains("apt-get install postgresql-client"),
+        "{text}"
+    );
+}

@@ -49,6 +49,30 @@ pub struct Plan {
     pub rto: Option<std::time::Duration>,
 }
 
+impl Plan {
+    /// The longest time between two of the plan's next 40 slots from
+    /// `from` (a schedule of uneven gaps, weekdays only or the 1st of the
+    /// month, is judged by its longest); `None` for one that fires once
+    /// or never.
+    pub fn longest_gap(&self, from: chrono::DateTime<chrono::Utc>) -> Option<chrono::Duration> {
+        let mut at = from;
+        let mut largest = chrono::Duration::zero();
+        let mut prev: Option<chrono::DateTime<chrono::Utc>> = None;
+        for _ in 0..40 {
+            let Some(next) = self.schedule.next_after(self.zone.local(at)).map(|t| self.zone.instant(t))
+            else {
+                break;
+            };
+            if let Some(p) = prev {
+                largest = largest.max(next - p);
+            }
+            prev = Some(next);
+            at = next;
+        }
+        (!largest.is_zero()).then_some(largest)
+    }
+}
+
 const KEYS: &str =
     "schedule, targets, keep, prune, repository, copy_to, catch_up, timezone, max_age, drill, rpo, rto";
 const KEEP_KEYS: &str = "last, hourly, daily, weekly, monthly, yearly, within";

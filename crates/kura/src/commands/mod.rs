@@ -3,6 +3,7 @@ pub mod backup;
 pub mod config;
 pub mod copy;
 pub mod demo;
+pub mod doctor;
 pub mod drill;
 pub mod dump;
 pub mod forget;
