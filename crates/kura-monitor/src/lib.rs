@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod drp;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -288,13 +288,25 @@ fn chart(title: &str, points: &[(DateTime<Utc>, f64)], unit: impl Fn(f64) -> Str
     svg
 }
 
-/// One HTML file, no external assets: tables and inline SVG charts.
-pub fn html(r: &Report) -> String {
-    let md_tables = markdown(r);
+/// Markdown as this crate writes it (headings, pipe tables, fenced code,
+/// paragraphs) as HTML, every text escaped.
+pub fn md_to_html(md: &str) -> String {
     let mut body = String::new();
-    // The tables, from the Markdown, as HTML.
-    let mut in_table = false;
-    for line in md_tables.lines() {
+    let (mut in_table, mut in_code) = (false, false);
+    for line in md.lines() {
+        if line.starts_with("```") {
+            body.push_str(if in_code { "</code></pre>" } else { "<pre><code>" });
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            let _ = writeln!(body, "{}", escape(line));
+            continue;
+        }
+        if in_table && !line.starts_with('|') {
+            body.push_str("</table>");
+            in_table = false;
+        }
         if let Some(h) = line.strip_prefix("### ") {
             let _ = write!(body, "<h3>{}</h3>", escape(h));
         } else if let Some(h) = line.strip_prefix("## ") {
@@ -315,19 +327,34 @@ pub fn html(r: &Report) -> String {
                 let _ = write!(body, "<{tag}>{}</{tag}>", escape(c));
             }
             body.push_str("</tr>");
-        } else {
-            if in_table {
-                body.push_str("</table>");
-                in_table = false;
-            }
-            if !line.trim().is_empty() {
-                let _ = write!(body, "<p>{}</p>", escape(line));
-            }
+        } else if let Some(item) = line.strip_prefix("- ") {
+            let _ = write!(body, "<p>• {}</p>", escape(item));
+        } else if !line.trim().is_empty() {
+            let _ = write!(body, "<p>{}</p>", escape(line));
         }
     }
     if in_table {
         body.push_str("</table>");
     }
+    body
+}
+
+/// A self-contained page around `body`.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>\
+         body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}}\
+         table{{border-collapse:collapse;margin:.5rem 0 1rem}}td,th{{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}}\
+         td:first-child,th:first-child{{text-align:left}}figure{{margin:1rem 0}}figcaption{{font-weight:600}}\
+         pre{{background:#f4f4f4;padding:.6rem;overflow-x:auto}}\
+         </style></head><body>{body}</body></html>\n",
+        escape(title)
+    )
+}
+
+/// One HTML file, no external assets: tables and inline SVG charts.
+pub fn html(r: &Report) -> String {
+    let mut body = md_to_html(&markdown(r));
     body.push_str("<h2>Over time</h2>");
     for x in &r.repositories {
         let pts: Vec<(DateTime<Utc>, f64)> = x.sizes.iter().map(|(t, b)| (*t, *b as f64)).collect();
@@ -341,13 +368,7 @@ pub fn html(r: &Report) -> String {
         body.push_str(&chart(&format!("{}: new bytes per run", p.plan), &added, |v| size(v as u64)));
         body.push_str(&chart(&format!("{}: run time", p.plan), &took, |v| format!("{v:.1}s")));
     }
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>kura report</title><style>\
-         body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}}\
-         table{{border-collapse:collapse;margin:.5rem 0 1rem}}td,th{{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}}\
-         td:first-child,th:first-child{{text-align:left}}figure{{margin:1rem 0}}figcaption{{font-weight:600}}\
-         </style></head><body>{body}</body></html>\n"
-    )
+    page("kura report", &body)
 }
 
 #[cfg(test)]

@@ -91,6 +91,8 @@ pub enum Command {
     Drill(DrillArgs),
     /// Pre-flight check of kura.toml and all it names: tools, credentials, repositories (a probe written and removed), free space, permissions, hooks, schedules, retention.
     Doctor,
+    /// The disaster-recovery plan for this config: what, where, when, objectives, where the secrets live, the restore commands per scenario.
+    Drp(DrpArgs),
     /// Storage, growth and projected cost per repository; success rate, sizes, dedup and compression, run-time trend per plan.
     Report(ReportArgs),
     /// Reclaim the space of data no snapshot uses.
@@ -375,6 +377,16 @@ pub struct DrillArgs {
     /// Drill every plan, one after the other.
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DrpArgs {
+    /// markdown or html (one self-contained file).
+    #[arg(long, default_value = "markdown")]
+    pub format: String,
+    /// Write to this file instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -93,6 +93,7 @@ fn main() -> ExitCode {
             Command::Status => commands::status::run(&cli.global),
             Command::Drill(a) => commands::drill::run(&cli.global, a).await,
             Command::Doctor => commands::doctor::run(&cli.global).await,
+            Command::Drp(a) => commands::drp::run(&cli.global, a),
             Command::Report(a) => commands::report::run(&cli.global, a),
             Command::Prune(a) => commands::prune::run(&cli.global, a).await,
             Command::Key(a) => commands::key::run(&cli.global, a).await,

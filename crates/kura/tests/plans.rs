@@ -950,3 +950,104 @@ fn doctor_passes_a_good_setup_and_catches_each_broken_precondition() {
     let (v, d) = verdict_of(&doctor(&k).1, "free space for main");
     assert_eq!(v, "FAIL", "{d}");
 }
+
+/// The shell lines of the fenced block after `heading` in `md`.
+fn commands_after(md: &str, heading: &str) -> Vec<String> {
+    let from = md.find(heading).unwrap_or_else(|| panic!("no {heading} in\n{md}"));
+    let rest = &md[from..];
+    let start = rest.find("```sh\n").expect("a command block") + 6;
+    let end = start + rest[start..].find("```").expect("its end");
+    rest[start..end].lines().map(str::to_string).collect()
+}
+
+#[test]
+fn drp_names_everything_and_its_restore_commands_work_as_printed() {
+    let mut k = Kura::new();
+    let (conf, db, pw) = (k.path("etc"), k.path("app.db"), k.path("main.pw"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("app.conf"), b"workers = 4\n").unwrap();
+    std::fs::write(conf.join("extra.conf"), b"debug = false\n").unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(v); INSERT INTO t VALUES ('one'), ('two');")
+        .unwrap();
+    std::fs::write(&pw, PASSWORD).unwrap();
+    let cfg = k.path("kura.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository.main]\nurl = \"{}\"\npassword_file = \"{}\"\n\
+             [target.configs]\ntype = \"files\"\ncomponent = \"configs\"\npaths = [\"{}\"]\n\
+             [target.app_db]\ntype = \"sqlite\"\npath = \"{}\"\n\
+             [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\", \"app_db\"]\nkeep = {{ daily = 7, weekly = 4 }}\nrpo = \"24h\"\nrto = \"1h\"\n",
+            k.repo,
+            pw.display(),
+            conf.display(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
+    k.init();
+    k.ok(&["run", "daily"]);
+    k.ok(&["drill", "--plan", "daily"]);
+    let md = k.ok(&["drp"]);
+    for want in [
+        "| configs | files | configs |",
+        "| app_db | sqlite | database |",
+        &format!("| main | {} | in the file {} |", k.repo, pw.display()),
+        "| daily | `0 2 * * *` | configs, app_db | 7 daily, 4 weekly | - | 1d | 1h |",
+        "(restored in ",
+        &format!("repository **main**: the file {}", pw.display()),
+    ] {
+        assert!(md.contains(want), "{want} missing from\n{md}");
+    }
+    assert!(!md.contains(PASSWORD), "never the secrets");
+    let html_path = k.path("drp.html");
+    k.ok(&["drp", "--format", "html", "--output", html_path.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.starts_with("<!doctype html>") && html.contains("<pre><code>kura --config"), "{html}");
+
+    // Run the commands as printed: `kura` on PATH, the password only in
+    // its file.
+    let bin = k.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kura"), bin.join("kura")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let run = |line: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", line])
+            .env("PATH", &path)
+            .env("KURA_STATE_DIR", k.path("state"))
+            .env("KURA_TEST_INSECURE_KDF", "1")
+            .env_remove("KURA_PASSWORD")
+            .env_remove("KURA_CONFIG")
+            .env_remove("KURA_REPOSITORY")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}: {}", stderr(&out));
+    };
+    // The database damaged: scenario 1.
+    rusqlite::Connection::open(&db).unwrap().execute_batch("DELETE FROM t").unwrap();
+    for line in commands_after(&md, "### 1.") {
+        run(&line);
+    }
+    let rows: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2, "scenario 1 restored the database");
+    // Everything gone: scenario 3.
+    std::fs::remove_dir_all(&conf).unwrap();
+    std::fs::remove_file(&db).unwrap();
+    for line in commands_after(&md, "### 3.") {
+        run(&line);
+    }
+    assert_eq!(std::fs::read(conf.join("app.conf")).unwrap(), b"workers = 4\n");
+    assert_eq!(std::fs::read(conf.join("extra.conf")).unwrap(), b"debug = false\n");
+    let rows: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2, "scenario 3 restored everything");
+}

@@ -5,6 +5,7 @@ pub mod copy;
 pub mod demo;
 pub mod doctor;
 pub mod drill;
+pub mod drp;
 pub mod dump;
 pub mod forget;
 pub mod health;
