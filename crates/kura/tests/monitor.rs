@@ -11,31 +11,6 @@ use kura_testkit::{closed_port, http, reserve_port, Prometheus, Pushgateway};
 
 const TOKEN: &str = "s3cret-monitor-token";
 
-/// A running `kura serve`, killed if the test ends early.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Daemon {
-    fn start(k: &Kura) -> Daemon {
-        let quiet = || std::process::Stdio::null();
-        Daemon(k.cmd(&["serve"]).stdout(quiet()).stderr(quiet()).spawn().expect("start kura serve"))
-    }
-}
-
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(std::time::Instant::now() < deadline, "waited {secs}s for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Status code and body of a GET.
 fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
@@ -82,7 +57,7 @@ fn health_turns_unhealthy_exactly_when_a_backup_goes_stale_and_prometheus_scrape
     // The weekly plan's limit follows its schedule: 1.25 weeks.
     assert_eq!(h["plans"]["weekly"]["max_age_seconds"], 7 * 86_400 * 5 / 4);
 
-    let _daemon = Daemon::start(&k);
+    let _daemon = Daemon::quiet(&k);
     wait_for("the monitor to listen", 30, || http(port, "GET", "/", "").is_ok());
     // Without the token, or with a wrong one: 401 and no detail.
     for token in [None, Some("wrong")] {
@@ -448,7 +423,7 @@ fn the_daemon_tells_of_a_backup_going_stale_once_and_of_its_end() {
     );
     k.init();
     k.ok(&["run", "daily"]);
-    let _daemon = Daemon::start(&k);
+    let _daemon = Daemon::quiet(&k);
     let got = hooks.wait_for("/hook", 1, 30);
     assert_eq!(got.len(), 1, "{got:?}");
     let m: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();

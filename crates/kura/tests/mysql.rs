@@ -45,6 +45,20 @@ fn setup() -> (MariaDb, Kura) {
     (db, k)
 }
 
+/// A config whose target has the wrong password (never in messages).
+fn wrong_password_config(k: &Kura, db: &MariaDb) -> std::path::PathBuf {
+    let cfg = k.path("wrong.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[repository.main]\nurl = \"{}\"\n\n[target.shop_db]\ntype = \"mysql\"\nurl = \"mysql://root:Wr0ng-pw-77@127.0.0.1:{}/shop\"\n",
+            k.repo, db.port
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 fn kept_db(db: &MariaDb) -> String {
     let kept = db.sql(
         "mysql",
@@ -179,15 +193,7 @@ fn mysql_single_table_restore_touches_only_that_table() {
 #[test]
 fn mysql_failures_are_clear_and_record_nothing() {
     let (mut db, k) = setup();
-    let cfg = k.path("wrong.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[repository.main]\nurl = \"{}\"\n\n[target.shop_db]\ntype = \"mysql\"\nurl = \"mysql://root:Wr0ng-pw-77@127.0.0.1:{}/shop\"\n",
-            k.repo, db.port
-        ),
-    )
-    .unwrap();
+    let cfg = wrong_password_config(&k, &db);
     let wrong = k.cmd(&["backup", "--target", "shop_db"]).env("KURA_CONFIG", &cfg).output().unwrap();
     assert_eq!(wrong.status.code(), Some(1));
     assert!(stderr(&wrong).contains("Access denied"), "{}", stderr(&wrong));
@@ -571,15 +577,7 @@ fn doctor_checks_the_servers_credentials_and_tools() {
         "{}",
         String::from_utf8_lossy(&good.stdout)
     );
-    let cfg = k.path("wrong.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[repository.main]\nurl = \"{}\"\n\n[target.shop_db]\ntype = \"mysql\"\nurl = \"mysql://root:Wr0ng-pw-77@127.0.0.1:{}/shop\"\n",
-            k.repo, db.port
-        ),
-    )
-    .unwrap();
+    let cfg = wrong_password_config(&k, &db);
     let wrong = k.cmd(&["doctor"]).env("KURA_CONFIG", &cfg).output().unwrap();
     assert_eq!(wrong.status.code(), Some(1));
     assert!(

@@ -439,60 +439,9 @@ fn a_copy_killed_at_any_moment_is_finished_by_the_next_and_never_leaves_a_half_c
     assert!(stderr(&out).contains("\"elsewhere\" is neither a repository configured in kura.toml (configured: main, offsite) nor a path"), "{}", stderr(&out));
 }
 
-/// A running `kura serve`, killed if the test ends early.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Daemon {
-    fn start(k: &Kura, grace: &str) -> Daemon {
-        let child = k
-            .cmd(&["serve", "--grace", grace, "--log-format", "json"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start kura serve");
-        Daemon(child)
-    }
-
-    fn signal(&self, sig: &str) {
-        let st = std::process::Command::new("kill").args([sig, &self.0.id().to_string()]).status().unwrap();
-        assert!(st.success());
-    }
-
-    /// Waits for it to exit (at most `secs`); returns its exit status and
-    /// its log.
-    fn wait(mut self, secs: u64) -> (std::process::ExitStatus, String) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        loop {
-            if let Some(st) = self.0.try_wait().unwrap() {
-                let mut log = String::new();
-                use std::io::Read;
-                self.0.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-                return (st, log);
-            }
-            assert!(std::time::Instant::now() < deadline, "kura serve did not exit within {secs}s");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-}
-
 fn history(k: &Kura) -> Vec<serde_json::Value> {
     let v = k.json(&["history", "--limit", "1000"]);
     v.as_array().unwrap().clone()
-}
-
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !cond() {
-        assert!(std::time::Instant::now() < deadline, "waited {secs}s for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 #[test]

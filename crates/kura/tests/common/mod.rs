@@ -329,3 +329,62 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A running `kura serve`, killed if the test ends early.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Daemon {
+    /// Logging JSON lines to a pipe that [`Daemon::wait`] reads.
+    pub fn start(k: &Kura, grace: &str) -> Daemon {
+        let child = k
+            .cmd(&["serve", "--grace", grace, "--log-format", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start kura serve");
+        Daemon(child)
+    }
+
+    /// Its output thrown away: for tests that only talk to it.
+    pub fn quiet(k: &Kura) -> Daemon {
+        let quiet = || Stdio::null();
+        Daemon(k.cmd(&["serve"]).stdout(quiet()).stderr(quiet()).spawn().expect("start kura serve"))
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = std::process::Command::new("kill").args([sig, &self.0.id().to_string()]).status().unwrap();
+        assert!(st.success());
+    }
+
+    /// Waits for it to exit (at most `secs`); returns its exit status and
+    /// its log.
+    pub fn wait(mut self, secs: u64) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(st) = self.0.try_wait().unwrap() {
+                let mut log = String::new();
+                use std::io::Read;
+                self.0.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+                return (st, log);
+            }
+            assert!(std::time::Instant::now() < deadline, "kura serve did not exit within {secs}s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after `secs`.
+pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "waited {secs}s for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
