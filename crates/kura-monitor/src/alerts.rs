@@ -228,7 +228,13 @@ pub fn plan_alerts(
             let mut sorted = before.clone();
             sorted.sort_unstable();
             let median = sorted[sorted.len() / 2];
-            if median > 0 && newest.duration_ms as f64 > rules.slow_factor * median as f64 {
+            // A minute's slack: runs of seconds vary by multiples for
+            // nothing (a cold cache, a busy disk).
+            let slower_by_a_minute = newest.duration_ms - median >= 60_000;
+            if median > 0
+                && slower_by_a_minute
+                && newest.duration_ms as f64 > rules.slow_factor * median as f64
+            {
                 out.push(alert(
                     "slow",
                     Level::Warning,

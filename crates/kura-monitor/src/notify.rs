@@ -272,13 +272,7 @@ pub async fn tick(
 /// A random UUID pairing a run's start ping with its end (`?rid=`).
 pub fn run_id() -> String {
     let mut b = [0u8; 16];
-    for (i, chunk) in b.chunks_mut(8).enumerate() {
-        let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
-        let mixed =
-            (nanos ^ (u64::from(std::process::id()) << 32) ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                .wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        chunk.copy_from_slice(&(mixed ^ (mixed >> 31)).to_le_bytes());
-    }
+    b.copy_from_slice(&kura_format::Id::random().as_bytes()[..16]);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use kura_policy::{Config, Plan, Target, TargetKind};
 use serde::Serialize;
 
+use crate::units::human_bytes;
 use crate::{Context, RepoSpec, Repos};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -154,8 +155,12 @@ fn free_space(cfg: &Config, name: &str, url: &str, state_dir: &Path) -> Option<F
         }
     }
     let check = format!("free space for {name}");
-    let text =
-        format!("{} free at {}; the last runs writing here stored {}", size(free), dir.display(), size(need));
+    let text = format!(
+        "{} free at {}; the last runs writing here stored {}",
+        human_bytes(free),
+        dir.display(),
+        human_bytes(need)
+    );
     Some(if free < need {
         finding(
             Verdict::Fail,
@@ -166,15 +171,6 @@ fn free_space(cfg: &Config, name: &str, url: &str, state_dir: &Path) -> Option<F
     } else {
         finding(Verdict::Ok, check, text, None)
     })
-}
-
-fn size(n: u64) -> String {
-    match n as f64 {
-        x if x >= 1e9 => format!("{:.1} GB", x / 1e9),
-        x if x >= 1e6 => format!("{:.1} MB", x / 1e6),
-        x if x >= 1e3 => format!("{:.1} kB", x / 1e3),
-        x => format!("{x} B"),
-    }
 }
 
 /// The source: its tools, its credentials, its files.

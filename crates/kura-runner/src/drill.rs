@@ -207,7 +207,8 @@ pub async fn drill(
     let swept = sweep(state_dir);
     let mut out = Vec::new();
     for t in targets {
-        let stamp = format!("{}_{:04x}", started.format("%Y%m%d_%H%M%S"), rand_u16());
+        let stamp =
+            format!("{}_{}", started.format("%Y%m%d_%H%M%S"), &kura_format::Id::random().to_hex()[..4]);
         let mut result = TargetDrill {
             target: t.name.clone(),
             snapshot: None,
@@ -249,14 +250,6 @@ pub async fn drill(
         targets: out,
         swept,
     })
-}
-
-fn rand_u16() -> u16 {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    (n ^ (n >> 16) ^ std::process::id()) as u16
 }
 
 #[allow(clippy::too_many_arguments)]
