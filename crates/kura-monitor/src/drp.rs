@@ -23,6 +23,12 @@ fn redact(url: &str) -> String {
     format!("{scheme}://{rest}")
 }
 
+/// A command's program alone: its arguments may carry a token.
+fn program(command: &str) -> String {
+    let first = command.split_whitespace().next().unwrap_or("");
+    format!("`{}`", first.rsplit('/').next().unwrap_or(first))
+}
+
 fn source(t: &Target) -> String {
     match &t.kind {
         TargetKind::Sqlite(s) => s.path.display().to_string(),
@@ -76,7 +82,7 @@ pub fn markdown(
     for (name, r) in &cfg.repositories {
         let pw = match (&r.password_file, &r.password_command) {
             (Some(f), _) => format!("in the file {}", f.display()),
-            (None, Some(c)) => format!("printed by `{c}`"),
+            (None, Some(c)) => format!("printed by its password_command ({})", program(c)),
             (None, None) => "from KURA_PASSWORD, or asked for".into(),
         };
         let _ = writeln!(o, "| {name} | {} | {pw} |", redact(&r.url));
@@ -140,7 +146,9 @@ pub fn markdown(
     for (name, r) in &cfg.repositories {
         let at = match (&r.password_file, &r.password_command) {
             (Some(f), _) => format!("the file {} (keep a copy off this machine)", f.display()),
-            (None, Some(c)) => format!("what `{c}` prints"),
+            (None, Some(_)) => format!(
+                "what repository.{name}.password_command in kura.toml prints (keep whatever it reads from available off this machine)"
+            ),
             (None, None) => "the KURA_PASSWORD the backups ran with (keep a copy off this machine)".into(),
         };
         let _ = writeln!(o, "- repository **{name}**: {at}");

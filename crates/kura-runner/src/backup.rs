@@ -173,7 +173,10 @@ async fn backup_target(
             kura_sources::object_store::backup(repo, store, &opts, counters).await?
         }
         TargetKind::Mysql(my) => {
-            kura_sources::mysql::backup(repo, &my.url, &my.tables, &opts, counters).await?
+            // A backup still runs without the key; it only cannot finish
+            // an interrupted restore's swap first.
+            let key = crate::journal_key(ctx).inspect_err(|e| tracing::warn!("{e}")).ok();
+            kura_sources::mysql::backup(repo, &my.url, &my.tables, key.as_ref(), &opts, counters).await?
         }
         other => {
             return Err(RunError::Unsupported(format!(

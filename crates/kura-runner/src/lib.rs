@@ -46,6 +46,15 @@ pub struct Context {
     pub root: bool,
     pub hostname: String,
     pub username: String,
+    /// This machine's own state: plan locks, the run history, the key
+    /// that signs MariaDB swap journals.
+    pub state_dir: std::path::PathBuf,
+}
+
+/// The key that signs this machine's MariaDB swap journals (see
+/// `kura_sources::mysql::JournalKey`), made on first use.
+pub fn journal_key(ctx: &Context) -> Result<kura_sources::mysql::JournalKey, RunError> {
+    Ok(kura_sources::mysql::JournalKey::load_or_create(&ctx.state_dir.join("keys").join("mysql-journal"))?)
 }
 
 /// The store an object_store target reads or restores into: its own

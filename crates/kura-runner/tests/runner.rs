@@ -62,6 +62,7 @@ component = "configs"
         root: false,
         hostname: "web-1".into(),
         username: "ops".into(),
+        state_dir: dir.path().join("state"),
     };
     Setup { dir, cfg, ctx, events, clock }
 }

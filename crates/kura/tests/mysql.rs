@@ -432,6 +432,90 @@ fn a_swap_killed_between_any_two_statements_is_undone_or_finished() {
     assert_programs_whole(&db, "shop");
 }
 
+/// Recovery runs a journal's SQL with the restoring user's rights, so a
+/// journal must be one this machine's kura signed: a tampered one (a
+/// trigger body that would run other SQL, a "kept" database name that
+/// would be dropped), or one read with another state directory's key, is
+/// reported and left alone; the genuine one, put back, is replayed.
+#[test]
+fn a_tampered_or_foreign_swap_journal_is_never_replayed() {
+    let (db, k) = setup();
+    k.ok(&["backup", "--target", "shop_db"]);
+    let good = k.json(&["snapshots"])[0]["id"].as_str().unwrap().to_string();
+    db.sql("mysql", "CREATE DATABASE victim; CREATE TABLE victim.precious (x INT); INSERT INTO victim.precious VALUES (7)");
+    let gate = k.path("gate");
+    let mut child = k
+        .cmd(&["restore", "--target", "shop_db", "--snapshot", &good, "--yes"])
+        .env("KURA_TEST_STEP_GATE", format!("mysql-dropped:{}", gate.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !gate.with_extension("waiting").exists() {
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "the restore never reached the step"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_quiet(&db);
+    let scratch = db.sql(
+        "mysql",
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'shop\\_kura\\_restore\\_%'",
+    );
+    let journal = format!("`{scratch}`._kura_swap_journal");
+    let triggers = "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'";
+    assert_eq!(db.sql("mysql", triggers), "0", "the swap had dropped the live trigger");
+    db.sql("mysql", &format!("CREATE DATABASE keep; CREATE TABLE keep.j AS SELECT * FROM {journal}"));
+
+    let tamper = [
+        format!(
+            "UPDATE {journal} SET body = CONCAT(body, ';\nCREATE TABLE shop.pwned (x INT)') WHERE kind = 'live-trigger'"
+        ),
+        format!("UPDATE {journal} SET name = 'victim' WHERE kind = 'bak'"),
+    ];
+    for (i, sql) in tamper.iter().enumerate() {
+        db.sql("mysql", sql);
+        let out = k.cmd(&["backup", "--target", "shop_db"]).output().unwrap();
+        assert!(out.status.success(), "{i}: the backup itself still runs: {}", stderr(&out));
+        let said = stderr(&out);
+        assert!(said.contains("not signed with this machine's key"), "{i}: {said}");
+        assert_eq!(
+            db.sql("mysql", &format!("SELECT COUNT(*) FROM {journal}")),
+            db.sql("mysql", "SELECT COUNT(*) FROM keep.j"),
+            "{i}: the journal is left as it is"
+        );
+        assert_eq!(
+            db.sql("victim", "SELECT x FROM precious"),
+            "7",
+            "{i}: nothing named by the journal was dropped"
+        );
+        assert_eq!(
+            db.sql("mysql", "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_NAME = 'pwned'"),
+            "0",
+            "{i}: the journal's SQL never ran"
+        );
+        db.sql("mysql", &format!("DELETE FROM {journal}; INSERT INTO {journal} SELECT * FROM keep.j"));
+    }
+
+    // Genuine, but this kura has another state directory: another key.
+    let other = k.path("other-state");
+    let out = k.cmd(&["backup", "--target", "shop_db"]).env("KURA_STATE_DIR", &other).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("another state directory"), "{}", stderr(&out));
+    assert_eq!(db.sql("mysql", triggers), "0", "not replayed with another key");
+
+    // The genuine journal with its own key: the swap is undone.
+    let out = k.cmd(&["backup", "--target", "shop_db"]).output().unwrap();
+    assert!(stderr(&out).contains("is as it was"), "{}", stderr(&out));
+    assert_programs_whole(&db, "shop");
+    assert_eq!(db.sql("victim", "SELECT x FROM precious"), "7");
+    db.sql("mysql", "DROP DATABASE keep; DROP DATABASE victim");
+}
+
 /// The lock name kura holds on a scratch database while restoring into it
 /// (FNV-1a of the name, as in kura_sources::mysql).
 fn scratch_lock(db: &str) -> String {

@@ -926,11 +926,13 @@ fn drp_names_everything_and_its_restore_commands_work_as_printed() {
         &cfg,
         format!(
             "[repository.main]\nurl = \"{}\"\npassword_file = \"{}\"\n\
+             [repository.spare]\nurl = \"{}\"\npassword_command = \"printf tok-9f8e7d\"\n\
              [target.configs]\ntype = \"files\"\ncomponent = \"configs\"\npaths = [\"{}\"]\n\
              [target.app_db]\ntype = \"sqlite\"\npath = \"{}\"\n\
              [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"configs\", \"app_db\"]\nkeep = {{ daily = 7, weekly = 4 }}\nrpo = \"24h\"\nrto = \"1h\"\n",
             k.repo,
             pw.display(),
+            k.path("spare").display(),
             conf.display(),
             db.display()
         ),
@@ -938,6 +940,8 @@ fn drp_names_everything_and_its_restore_commands_work_as_printed() {
     .unwrap();
     k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
     k.init();
+    let out = k.cmd(&["init", "--repo", "spare"]).env_remove("KURA_PASSWORD").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
     k.ok(&["run", "daily"]);
     k.ok(&["drill", "--plan", "daily"]);
     let md = k.ok(&["drp"]);
@@ -951,7 +955,9 @@ fn drp_names_everything_and_its_restore_commands_work_as_printed() {
     ] {
         assert!(md.contains(want), "{want} missing from\n{md}");
     }
-    assert!(!md.contains(PASSWORD), "never the secrets");
+    assert!(md.contains("| printed by its password_command (`printf`) |"), "{md}");
+    assert!(md.contains("repository.spare.password_command in kura.toml"), "{md}");
+    assert!(!md.contains(PASSWORD) && !md.contains("tok-9f8e7d"), "never the secrets");
     let html_path = k.path("drp.html");
     k.ok(&["drp", "--format", "html", "--output", html_path.to_str().unwrap()]);
     let html = std::fs::read_to_string(&html_path).unwrap();

@@ -4,7 +4,9 @@
 /// Where a config's text holds a secret written out rather than taken from
 /// the environment: a URL with a password in it (`mysql://app:pw@db/shop`),
 /// or a key named like a secret (`password`, `secret…`, `…token`, `…_key`)
-/// with a literal value. `${VAR}` references are not secrets in the file.
+/// with a literal value, or a query parameter named like one (`?token=`),
+/// or the URL of a notification channel, whose path is its secret (a Slack
+/// webhook, a healthchecks ping: whoever has it can post). `${VAR}` references are not secrets in the file.
 /// Places are named as in error messages (`target.shop.url`); the secret
 /// itself never appears in what this returns. Text that does not parse has
 /// no places: loading it reports the syntax error instead.
@@ -15,7 +17,11 @@ pub fn literal_secrets(text: &str) -> Vec<String> {
                 for (k, v) in t {
                     let here = if place.is_empty() { k.clone() } else { format!("{place}.{k}") };
                     if let toml::Value::String(s) = v {
-                        if !s.contains("${") && !s.is_empty() && (secret_key(k) || url_password(s)) {
+                        let capability = place.starts_with("notify.") && k == "url";
+                        if !s.contains("${")
+                            && !s.is_empty()
+                            && (secret_key(k) || url_password(s) || capability)
+                        {
                             out.push(here.clone());
                         }
                     }
@@ -37,17 +43,23 @@ pub fn literal_secrets(text: &str) -> Vec<String> {
             && !k.ends_with("_command")
             && (k.contains("password") || k.contains("secret") || k.ends_with("token") || k.ends_with("_key"))
     }
+    fn secret_param(k: &str) -> bool {
+        let k = k.to_ascii_lowercase();
+        ["password", "token", "secret", "key", "sig", "signature", "apikey", "api_key", "access_token"]
+            .iter()
+            .any(|s| k == *s || k.ends_with(&format!("_{s}")) || k.ends_with(&format!("-{s}")))
+    }
     fn url_password(s: &str) -> bool {
         let Some((_, rest)) = s.split_once("://") else { return false };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         let in_userinfo = authority
             .rsplit_once('@')
             .is_some_and(|(userinfo, _)| userinfo.split_once(':').is_some_and(|(_, p)| !p.is_empty()));
-        // libpq and the MySQL tools also take `?password=` in the query.
+        // libpq and the MySQL tools also take `?password=` in the query;
+        // webhooks and gateways take tokens and signatures there.
         let in_query = rest.split_once('?').is_some_and(|(_, q)| {
-            q.split(['&', '#']).any(|kv| {
-                kv.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty())
-            })
+            q.split(['&', '#'])
+                .any(|kv| kv.split_once('=').is_some_and(|(k, v)| !v.is_empty() && secret_param(k)))
         });
         in_userinfo || in_query
     }

@@ -145,8 +145,42 @@ url = "postgres://app@db/shop?sslmode=require&password=hunter3"
 type = "command"
 command = "dump"
 api_token = "abc123"
+
+[monitor]
+pushgateway = "http://ops:gw-pw@127.0.0.1:9091"
+
+[notify.slack]
+type = "slack"
+url = "https://hooks.slack.com/services/T0/B0/abcdef"
+
+[notify.hook]
+type = "webhook"
+url = "${HOOK_URL}"
+
+[notify.mail]
+type = "email"
+smtp = "smtp://kura:mail-pw@mail.example.org:587"
+from = "kura@example.org"
+to = ["ops@example.org"]
+
+[notify.plain]
+type = "webhook"
+url = "https://example.org/kura?sig=f00d&x=1"
 "#;
-    assert_eq!(literal_secrets(text), vec!["target.cmd.api_token", "target.query.url", "target.shop.url"]);
+    assert_eq!(
+        literal_secrets(text),
+        vec![
+            "monitor.pushgateway",
+            "notify.mail.smtp",
+            "notify.plain.url",
+            "notify.slack.url",
+            "target.cmd.api_token",
+            "target.query.url",
+            "target.shop.url"
+        ]
+    );
+    // An ordinary query parameter is not a secret.
+    assert!(literal_secrets("[target.t]\nurl = \"postgres://db/shop?sslmode=require&monkey=1\"\n").is_empty());
     assert!(literal_secrets("not [ toml").is_empty());
 }
 

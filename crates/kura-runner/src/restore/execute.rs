@@ -240,6 +240,7 @@ async fn restore_kind(
                 keep_old,
                 lock_timeout: req.lock_timeout,
                 step: &req.step,
+                journal_key: &crate::journal_key(ctx)?,
             };
             let r = kura_sources::mysql::restore(&repo, snap.tree, &snap.paths, &my.url, &how).await?;
             Ok(vec![emit(Restored::Mysql {

@@ -9,6 +9,15 @@
 //! free, and undoes or finishes the swap: undoes it if the RENAME had not
 //! happened (a RENAME is atomic, so the fresh tables are either all still
 //! in the scratch database or all gone), finishes it otherwise.
+//!
+//! Recovery runs the journal's SQL with the restoring user's rights, often
+//! root's, and a database user granted `app%` could create
+//! `app_kura_restore_x` and a journal in it. So every journal carries a
+//! keyed BLAKE3 MAC over all it says and the name of its database, with a
+//! key that never leaves this machine's state directory; a journal
+//! without a valid MAC is reported and left untouched, never replayed and
+//! never dropped (it may be the only record of a real swap made with
+//! another state directory).
 use super::objects::{finish_swap, replace_definitions, replace_in_place, Definition, Objects};
 use super::restore::{disable_events, enable_events};
 use super::*;
@@ -16,7 +25,84 @@ use super::*;
 /// Inside the scratch database; the restore's own tables were listed
 /// before it was made, so the RENAME never moves it.
 const TABLE: &str = "_kura_swap_journal";
-const VERSION: &str = "1";
+const VERSION: &str = "2";
+
+/// The key that signs swap journals: 32 random bytes in a file of this
+/// machine's state directory, readable by its owner only.
+#[derive(Clone)]
+pub struct JournalKey {
+    key: [u8; 32],
+    path: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for JournalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JournalKey({})", self.path.display())
+    }
+}
+
+impl JournalKey {
+    /// Reads the key at `path`, making it first if there is none. Two
+    /// processes making it at once agree: each writes a private temporary
+    /// file and links it into place, and the loser reads the winner's.
+    pub fn load_or_create(path: &std::path::Path) -> Result<JournalKey, SourceError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let refuse =
+            |why: String| SourceError::Refused(format!("the swap journal key {}: {why}", path.display()));
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let mode = std::fs::metadata(path).map_err(|e| refuse(e.to_string()))?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    return Err(refuse(format!(
+                        "readable or writable by others (mode {:o}); run chmod 600 on it",
+                        mode & 0o777
+                    )));
+                }
+                let mut key = [0u8; 32];
+                hex_decode(text.trim(), &mut key).ok_or_else(|| refuse("not 64 hex digits".into()))?;
+                return Ok(JournalKey { key, path: path.to_path_buf() });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(refuse(e.to_string())),
+        }
+        let dir = path.parent().ok_or_else(|| refuse("no parent directory".into()))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| refuse(format!("cannot create its directory: {e}")))?;
+        let key: [u8; 32] = rand::random();
+        let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = dir.join(format!(".{}.{}", rand::random::<u64>(), std::process::id()));
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes())?;
+            f.sync_all()?;
+            std::fs::hard_link(&tmp, path)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        match written {
+            Ok(()) => Ok(JournalKey { key, path: path.to_path_buf() }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => JournalKey::load_or_create(path),
+            Err(e) => Err(refuse(format!("cannot write it: {e}"))),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+fn hex_decode(text: &str, out: &mut [u8; 32]) -> Option<()> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(())
+}
 
 /// How far a swap got, as far as the journal needs to know: whether the
 /// RENAME happened is read from the tables themselves.
@@ -65,27 +151,30 @@ pub(super) struct Journal {
     /// Events enabled in the dump, disabled in the scratch copy: enabled
     /// again once in the live database.
     pub(super) events: Vec<String>,
+    pub(super) key: JournalKey,
 }
 
-fn row(kind: &str, name: &str, session: &str, body: &str) -> String {
-    format!(
-        "({}, {}, {}, {})",
-        quote_literal(kind),
-        quote_literal(name),
-        quote_literal(session),
-        quote_literal(body)
-    )
+type Row = [String; 4];
+
+fn row(kind: &str, name: &str, session: &str, body: &str) -> Row {
+    [kind.to_string(), name.to_string(), session.to_string(), body.to_string()]
+}
+
+fn sql_row(r: &Row) -> String {
+    format!("({})", r.iter().map(|f| quote_literal(f)).collect::<Vec<_>>().join(", "))
 }
 
 impl Journal {
-    /// Written in one statement: it is there whole or not at all.
-    pub(super) fn write(&self, conn: &Conn) -> Result<(), SourceError> {
+    /// Everything the journal says, in a fixed order: what is written and
+    /// what the MAC covers. Reading a journal back and listing its rows
+    /// again gives the same list, so a changed row changes the MAC.
+    fn rows(&self, phase: Phase) -> Vec<Row> {
         let mut rows = vec![
             row("version", VERSION, "", ""),
             row("live", &self.live, "", ""),
             row("bak", &self.bak, "", ""),
             row("mode", if self.whole { "whole" } else { "partial" }, "", ""),
-            row("phase", self.phase.name(), "", ""),
+            row("phase", phase.name(), "", ""),
         ];
         for (side, defs) in [("live", &self.live_defs), ("fresh", &self.fresh_defs)] {
             rows.extend(defs.tables.iter().map(|t| row(&format!("{side}-table"), t, "", "")));
@@ -97,6 +186,24 @@ impl Journal {
         }
         rows.extend(self.objects.iter().map(|o| row("object", o, "", "")));
         rows.extend(self.events.iter().map(|e| row("event", e, "", "")));
+        rows
+    }
+
+    /// Bound to the scratch database's name, so a journal copied into
+    /// another scratch database is not taken for that one's.
+    fn mac(&self, phase: Phase) -> String {
+        let mut h = blake3::Hasher::new_keyed(&self.key.key);
+        for field in std::iter::once(&self.fresh).chain(self.rows(phase).iter().flatten()) {
+            h.update(&(field.len() as u64).to_le_bytes());
+            h.update(field.as_bytes());
+        }
+        h.finalize().to_hex().to_string()
+    }
+
+    /// Written in one statement: it is there whole or not at all.
+    pub(super) fn write(&self, conn: &Conn) -> Result<(), SourceError> {
+        let mut rows: Vec<String> = self.rows(self.phase).iter().map(sql_row).collect();
+        rows.push(sql_row(&row("mac", &self.mac(self.phase), "", "")));
         let sql = format!(
             "SET NAMES utf8mb4;\nCREATE TABLE {t} (seq INT AUTO_INCREMENT PRIMARY KEY, kind VARCHAR(32) NOT NULL, \
              name LONGTEXT NOT NULL, session LONGTEXT NOT NULL, body LONGTEXT NOT NULL) \
@@ -108,20 +215,23 @@ impl Journal {
         conn.exec(Some(&self.fresh), &sql)
     }
 
+    /// The phase and the MAC change in one statement.
     pub(super) fn set_phase(&self, conn: &Conn, phase: Phase) -> Result<(), SourceError> {
         conn.exec(
             None,
             &format!(
-                "UPDATE {}.{} SET name = {} WHERE kind = 'phase'",
+                "UPDATE {}.{} SET name = CASE kind WHEN 'phase' THEN {} ELSE {} END WHERE kind IN ('phase', 'mac')",
                 quote_ident(&self.fresh),
                 quote_ident(TABLE),
-                quote_literal(phase.name())
+                quote_literal(phase.name()),
+                quote_literal(&self.mac(phase)),
             ),
         )
     }
 
-    /// The journal in scratch database `fresh`, if there is one.
-    fn read(conn: &Conn, fresh: &str) -> Result<Option<Journal>, SourceError> {
+    /// The journal in scratch database `fresh`, if there is one; an error
+    /// if it is not one this machine's key signed.
+    fn read(conn: &Conn, fresh: &str, key: &JournalKey) -> Result<Option<Journal>, SourceError> {
         let there = conn.query(&format!(
             "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
             quote_literal(fresh),
@@ -147,8 +257,10 @@ impl Journal {
             fresh_defs: empty(),
             objects: Vec::new(),
             events: Vec::new(),
+            key: key.clone(),
         };
         let mut version = None;
+        let mut mac = None;
         for r in rows {
             let [kind, name, session, body] = &r[..] else {
                 return Err(bad(format!("a row of {} fields", r.len())));
@@ -156,6 +268,7 @@ impl Journal {
             let def = || Definition { name: name.clone(), session: session.clone(), create: body.clone() };
             match kind.as_str() {
                 "version" => version = Some(name.clone()),
+                "mac" => mac = Some(name.clone()),
                 "live" => j.live = name.clone(),
                 "bak" => j.bak = name.clone(),
                 "mode" => j.whole = name == "whole",
@@ -172,6 +285,19 @@ impl Journal {
                 "event" => j.events.push(name.clone()),
                 other => return Err(bad(format!("unknown row kind {other}"))),
             }
+        }
+        let signed = mac.is_some_and(|m| {
+            // Compared as hashes: blake3's equality takes constant time.
+            blake3::Hash::from_hex(&m)
+                .is_ok_and(|m| blake3::Hash::from_hex(j.mac(j.phase)).is_ok_and(|w| w == m))
+        });
+        if !signed {
+            return Err(bad(format!(
+                "it is not signed with this machine's key ({}): it was not written by a kura restore here, \
+                 or by one with another state directory (KURA_STATE_DIR); it is left as it is, \
+                 not replayed and not dropped",
+                key.path().display()
+            )));
         }
         if version.as_deref() != Some(VERSION) {
             return Err(bad(format!("version {version:?}, this kura reads {VERSION}")));
@@ -196,9 +322,9 @@ pub(super) enum Recovered {
 
 /// Undoes or finishes the swap recorded in scratch database `fresh`, then
 /// drops it. The caller holds the scratch database's lock.
-pub(super) fn recover(conn: &Conn, fresh: &str) -> Result<Recovered, SourceError> {
+pub(super) fn recover(conn: &Conn, fresh: &str, key: &JournalKey) -> Result<Recovered, SourceError> {
     wait_for_statements_on(conn, fresh)?;
-    let Some(j) = Journal::read(conn, fresh)? else {
+    let Some(j) = Journal::read(conn, fresh, key)? else {
         drop_database(conn, fresh)?;
         return Ok(Recovered::Dropped);
     };

@@ -407,17 +407,27 @@ pub async fn backup(
     repo: &Arc<Repository>,
     raw_url: &str,
     tables: &[String],
+    journal_key: Option<&JournalKey>,
     opts: &BackupOptions,
     counters: Arc<Counters>,
 ) -> Result<BackupResult, SourceError> {
     let conn = Conn::new(MyUrl::parse(raw_url)?)?;
     let t = tables.to_vec();
+    let key = journal_key.cloned();
     let (conn, info) = tokio::task::spawn_blocking(move || {
         // A restore of this database killed during its swap is finished
         // (or undone) first: a dump without its triggers would be kept
         // for as long as the backup is.
-        if let Err(e) = restore::sweep_scratch_databases(&conn, &conn.url.dbname) {
-            tracing::warn!("could not check for interrupted restores of {}: {e}", conn.url.dbname);
+        match &key {
+            Some(key) => {
+                if let Err(e) = restore::sweep_scratch_databases(&conn, &conn.url.dbname, key) {
+                    tracing::warn!("could not check for interrupted restores of {}: {e}", conn.url.dbname);
+                }
+            }
+            None => tracing::warn!(
+                "interrupted restores of {} are not checked for: no swap journal key",
+                conn.url.dbname
+            ),
         }
         preflight(&conn, &t).map(|i| (conn, i))
     })
@@ -464,6 +474,7 @@ pub async fn backup(
 }
 
 mod journal;
+pub use journal::JournalKey;
 mod objects;
 mod restore;
 pub use restore::{dump_order, restore, MyRestore, MyRestored};

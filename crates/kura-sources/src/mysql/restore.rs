@@ -2,7 +2,7 @@
 //! with the live one in one atomic `RENAME TABLE` (or only the chosen
 //! tables replaced), after waiting, for a bounded time, until no other
 //! session holds the live tables; events of kept and scratch copies off.
-use super::journal::{recover, Journal, Phase, Recovered};
+use super::journal::{recover, Journal, JournalKey, Phase, Recovered};
 use super::objects::*;
 use super::*;
 use crate::Step;
@@ -33,6 +33,8 @@ pub struct MyRestore<'a> {
     pub lock_timeout: std::time::Duration,
     /// Named steps of the swap, for tests that kill the process there.
     pub step: &'a Step,
+    /// Signs the swap's journal, and checks those of interrupted swaps.
+    pub journal_key: &'a JournalKey,
 }
 
 /// The files of a snapshot that make up the dump, in the order that
@@ -91,7 +93,7 @@ fn spawn_blocking_err(e: tokio::task::JoinError) -> SourceError {
 /// and is dropped; one with a journal had begun its swap, which is undone
 /// or finished (see [`super::journal`]). One whose restore is still running
 /// is recognised by its held lock and left alone.
-pub(super) fn sweep_scratch_databases(c: &Conn, live: &str) -> Result<(), SourceError> {
+pub(super) fn sweep_scratch_databases(c: &Conn, live: &str, key: &JournalKey) -> Result<(), SourceError> {
     let pattern = format!("{}\\_kura\\_restore\\_%", crate::kept::like_escape(live));
     let rows = c.query(&format!(
         "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE {}",
@@ -100,7 +102,7 @@ pub(super) fn sweep_scratch_databases(c: &Conn, live: &str) -> Result<(), Source
     for db in rows.iter().filter_map(|r| r.first()) {
         // Taken for the recovery, so that two kuras never work on one.
         let Ok(_lock) = c.hold_lock(&scratch_lock(db)) else { continue };
-        match recover(c, db) {
+        match recover(c, db, key) {
             Ok(Recovered::Dropped) => {
                 tracing::info!(database = %db, "dropped the partial copy of an interrupted restore")
             }
@@ -127,7 +129,8 @@ pub async fn restore(
     raw_url: &str,
     how: &MyRestore<'_>,
 ) -> Result<MyRestored, SourceError> {
-    let MyRestore { into, tables, keep_old, lock_timeout, step } = *how;
+    let MyRestore { into, tables, keep_old, lock_timeout, step, journal_key } = *how;
+    let key = journal_key.clone();
     let step = step.clone();
     let parts = parts_of(files);
     if parts.is_empty() {
@@ -162,6 +165,7 @@ pub async fn restore(
         info.collation
     );
     let sweep = into.is_none().then(|| live.clone());
+    let k = key.clone();
     // Held for the whole restore: a restore killed midway leaves its scratch
     // database behind, and the server releases this lock when the process
     // dies, which is how the next restore tells such a leftover from the
@@ -170,7 +174,7 @@ pub async fn restore(
         let lock = match &sweep {
             Some(live) => {
                 let lock = c.hold_lock(&scratch_lock(&f))?;
-                sweep_scratch_databases(&c, live)?;
+                sweep_scratch_databases(&c, live, &k)?;
                 Some(lock)
             }
             None => None,
@@ -278,6 +282,7 @@ pub async fn restore(
             fresh_defs: definitions(&c, &f)?,
             objects: selected_objects.clone(),
             events: enabled_c,
+            key,
         };
         journal.write(&c)?;
         step.reached("mysql-journal");

@@ -230,6 +230,7 @@ pub fn context(g: &Global) -> Result<kura_runner::Context, Failure> {
         root: euid() == 0,
         hostname: hostname(),
         username: username(),
+        state_dir: state_dir(),
     })
 }
 
