@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use kura_policy::{Config, Plan, Target, TargetKind};
+use kura_sources::catalogue::Catalogue;
 use kura_sources::drill::Scratch;
 use serde::Serialize;
 
@@ -195,9 +196,10 @@ pub async fn drill(
     cfg: &Config,
     plan: Option<&Plan>,
     targets: &[Target],
-    state_dir: &Path,
     stop: Stop,
+    step: &kura_sources::Step,
 ) -> Result<DrillReport, RunError> {
+    let state_dir = ctx.state_dir.as_path();
     crate::history::make_state_dir(state_dir)?;
     let dir = state_dir.join("drills");
     crate::history::make_state_dir(&dir)?;
@@ -228,7 +230,7 @@ pub async fn drill(
         };
         note_pending(state_dir, &scratch, true)?;
         let clock = Instant::now();
-        let done = drill_one(ctx, repos, cfg, plan, t, &scratch, stop.clone(), &mut result).await;
+        let done = drill_one(ctx, repos, cfg, plan, t, (&scratch, step), stop.clone(), &mut result).await;
         result.seconds = clock.elapsed().as_secs_f64();
         if let Err(e) = done {
             result.error = Some(e.to_string());
@@ -252,6 +254,25 @@ pub async fn drill(
     })
 }
 
+/// The catalogue the snapshot's dump was counted into at backup time
+/// (format.md §11.4); `None` for a snapshot made before kura kept one.
+async fn catalogue_of(p: &restore::RestorePlan) -> Result<Option<Catalogue>, RunError> {
+    let name = match &p.target.kind {
+        TargetKind::Postgres(pg) => kura_sources::postgres::catalogue_file(
+            &kura_sources::postgres::PgUrl::parse(&pg.url).map_err(RunError::from)?.dbname,
+        ),
+        TargetKind::Mysql(_) => kura_sources::mysql::CATALOGUE_FILE.to_string(),
+        TargetKind::Sqlite(_) => kura_sources::sqlite::CATALOGUE_FILE.to_string(),
+        _ => return Ok(None),
+    };
+    if !p.snapshot.paths.contains(&name) {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    kura_repo::restore::dump(&p.repo, p.snapshot.tree, &name, &mut bytes).await?;
+    Ok(Some(Catalogue::from_json(&bytes)?))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn drill_one(
     ctx: &Context,
@@ -259,7 +280,7 @@ async fn drill_one(
     cfg: &Config,
     plan: Option<&Plan>,
     t: &Target,
-    scratch: &Scratch,
+    (scratch, step): (&Scratch, &kura_sources::Step),
     stop: Stop,
     result: &mut TargetDrill,
 ) -> Result<(), RunError> {
@@ -268,7 +289,9 @@ async fn drill_one(
     let p = restore::plan(ctx, repos, cfg, t, &Selector::Latest, &req).await?;
     result.snapshot = Some(p.id.to_hex());
     let (want_files, want_bytes) = (p.snapshot.summary.files, p.snapshot.summary.bytes);
+    let catalogue = catalogue_of(&p).await?;
     let report = restore::execute(ctx, p, &req, stop).await?;
+    step.reached("drill-restored");
     for r in &report.restored {
         match r {
             Restored::Copy { files, bytes, .. } => {
@@ -307,13 +330,44 @@ async fn drill_one(
         let checks = t.checks.clone();
         let found = tokio::task::spawn_blocking(move || {
             let objects = kura_sources::drill::objects(&s);
+            let measured = catalogue.map(|c| {
+                let m = kura_sources::drill::measure(&s, &c);
+                (c, m)
+            });
             let answers: Vec<_> =
                 checks.iter().map(|c| (c.clone(), kura_sources::drill::check(&s, c))).collect();
-            (objects, answers)
+            (objects, measured, answers)
         })
         .await
         .map_err(|e| RunError::usage(e.to_string()))?;
-        let (objects, answers) = found;
+        let (objects, measured, answers) = found;
+        match measured {
+            Some((want, Ok(got))) => {
+                let wrong = kura_sources::drill::differences(&want, &got);
+                let what = if want.complete {
+                    "rows per table and schema objects as backed up"
+                } else {
+                    "schema objects as backed up (rows were not counted at backup)"
+                };
+                let detail = if wrong.is_empty() {
+                    format!(
+                        "{} tables, {} rows, {} objects",
+                        want.rows.len(),
+                        want.rows.values().sum::<u64>(),
+                        want.objects.values().sum::<u64>()
+                    )
+                } else {
+                    wrong.join("; ")
+                };
+                result.checks.push(Check { what: what.into(), ok: wrong.is_empty(), detail });
+            }
+            Some((_, Err(e))) => result.checks.push(Check {
+                what: "rows per table and schema objects as backed up".into(),
+                ok: false,
+                detail: e.to_string(),
+            }),
+            None => {}
+        }
         match objects {
             Ok(n) => result.checks.push(Check {
                 what: "the schema's objects are there".into(),

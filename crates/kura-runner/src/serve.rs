@@ -133,8 +133,7 @@ pub async fn serve(
             let Some(due) = s.drill.filter(|t| *t <= now) else { continue };
             s.drill = next_drill(&s.plan, now);
             tracing::info!(plan = %s.plan.name, slot = %due, "starting a scheduled restore drill");
-            let (ctx, repos, cfg, plan, state) =
-                (ctx.clone(), repos.clone(), cfg.clone(), s.plan.clone(), opts.state_dir.clone());
+            let (ctx, repos, cfg, plan) = (ctx.clone(), repos.clone(), cfg.clone(), s.plan.clone());
             let history_path = history_path.clone();
             tokio::spawn(async move {
                 let targets: Result<Vec<_>, _> =
@@ -146,7 +145,17 @@ pub async fn serve(
                 // Never stopped from outside: a daemon stopping drops it,
                 // and the next drill sweeps its copy.
                 let (_keep, stop) = tokio::sync::watch::channel(None);
-                match crate::drill::drill(&ctx, &repos, &cfg, Some(&plan), &targets, &state, stop).await {
+                match crate::drill::drill(
+                    &ctx,
+                    &repos,
+                    &cfg,
+                    Some(&plan),
+                    &targets,
+                    stop,
+                    &Default::default(),
+                )
+                .await
+                {
                     Ok(report) => {
                         tracing::info!(plan = %plan.name, status = report.status(), "restore drill finished");
                         history::note(&history_path, |h| h.record_drill(&report));

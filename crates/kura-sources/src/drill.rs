@@ -4,6 +4,7 @@
 //! path a real restore takes.
 use std::path::PathBuf;
 
+use crate::catalogue::Catalogue;
 use crate::mysql::{Conn, MyUrl};
 use crate::postgres::PgUrl;
 use crate::SourceError;
@@ -83,6 +84,129 @@ pub fn objects(scratch: &Scratch) -> Result<u64, SourceError> {
     };
     let (_, answer) = check(scratch, sql)?;
     answer.trim().parse().map_err(|_| SourceError::Refused(format!("counting objects: {answer:?}")))
+}
+
+/// What the scratch copy holds, counted the way its source's catalogue was
+/// at backup time: rows of each table the catalogue names (a table that
+/// cannot be counted is left out, and so shows as missing) and schema
+/// objects per kind.
+pub fn measure(scratch: &Scratch, backed_up: &Catalogue) -> Result<Catalogue, SourceError> {
+    let tables: Vec<&String> = backed_up.rows.keys().collect();
+    let mut c = Catalogue::new();
+    match scratch {
+        Scratch::Path(p) => {
+            let db = rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| SourceError::Refused(format!("opening {}: {e}", p.display())))?;
+            let mut s = db
+                .prepare("SELECT type FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+                .map_err(|e| SourceError::Refused(e.to_string()))?;
+            let kinds: Vec<String> = s
+                .query_map([], |r| r.get(0))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| SourceError::Refused(e.to_string()))?;
+            for k in kinds {
+                *c.objects.entry(k).or_default() += 1;
+            }
+            for t in tables {
+                let sql = format!("SELECT count(*) FROM \"{}\"", t.replace('"', "\"\""));
+                if let Ok(n) = db.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
+                    c.rows.insert(t.clone(), n as u64);
+                }
+            }
+        }
+        Scratch::Postgres(url) => {
+            for line in crate::postgres::psql(url, PG_OBJECTS)?.lines() {
+                if let Some((kind, n)) = line.split_once('|') {
+                    c.objects.insert(kind.to_string(), n.trim().parse().unwrap_or(0));
+                }
+            }
+            // One query for many tables; a table that is missing fails its
+            // batch, whose tables are then counted one by one.
+            for batch in tables.chunks(100) {
+                let quoted = |t: &str| {
+                    let (schema, name) = t.split_once('.').unwrap_or(("public", t));
+                    format!("{}.{}", crate::postgres::quote_ident(schema), crate::postgres::quote_ident(name))
+                };
+                let sql = batch
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| format!("SELECT {i}, count(*) FROM {}", quoted(t)))
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
+                match crate::postgres::psql(url, &sql) {
+                    Ok(out) => {
+                        for line in out.lines() {
+                            if let Some((i, n)) = line.split_once('|') {
+                                if let (Ok(i), Ok(n)) = (i.parse::<usize>(), n.trim().parse()) {
+                                    c.rows.insert(batch[i].clone(), n);
+                                }
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        for t in batch {
+                            let sql = format!("SELECT count(*) FROM {}", quoted(t));
+                            if let Ok(Ok(n)) = crate::postgres::psql(url, &sql).map(|o| o.trim().parse()) {
+                                c.rows.insert((*t).clone(), n);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Scratch::Mysql { url, database } => {
+            let conn = Conn::new(MyUrl::parse(url)?)?;
+            c.objects = crate::mysql::schema_objects(&conn, database)?.objects;
+            for t in tables {
+                let sql = format!("SELECT COUNT(*) FROM {}", crate::mysql::quote_ident(t));
+                if let Ok(rows) = conn.run(Some(database), &sql) {
+                    if let Some(n) = rows.first().and_then(|r| r.first()).and_then(|n| n.parse().ok()) {
+                        c.rows.insert(t.clone(), n);
+                    }
+                }
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// Schema objects of a PostgreSQL database per kind, as pg_dump's table of
+/// contents names them; what extensions create is theirs, not the dump's.
+const PG_OBJECTS: &str = "WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') \
+    AND nspname !~ '^pg_(toast|temp)'), \
+    ext AS (SELECT objid FROM pg_depend WHERE deptype = 'e') \
+    SELECT k, count(x) FROM (VALUES ('table'), ('view'), ('materialized view'), ('sequence'), ('function'), \
+    ('procedure'), ('aggregate'), ('trigger')) AS kinds(k) LEFT JOIN ( \
+    SELECT CASE relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' \
+    WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' END AS kind, oid AS x FROM pg_class \
+    WHERE relnamespace IN (SELECT oid FROM ns) AND oid NOT IN (SELECT objid FROM ext) \
+    UNION ALL SELECT CASE prokind WHEN 'f' THEN 'function' WHEN 'w' THEN 'function' WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' END, oid \
+    FROM pg_proc WHERE pronamespace IN (SELECT oid FROM ns) AND oid NOT IN (SELECT objid FROM ext) \
+    UNION ALL SELECT 'trigger', oid FROM pg_trigger WHERE NOT tgisinternal) AS o ON o.kind = kinds.k GROUP BY k";
+
+/// What the restored copy lacks or has too much of, against the
+/// snapshot's catalogue, one line each; empty when they agree. Kinds the
+/// catalogue does not count are not compared.
+pub fn differences(backed_up: &Catalogue, restored: &Catalogue) -> Vec<String> {
+    let mut out = Vec::new();
+    for (kind, want) in &backed_up.objects {
+        let got = restored.objects.get(kind).copied().unwrap_or(0);
+        if got != *want {
+            out.push(format!("{got} {kind}(s) restored, {want} backed up"));
+        }
+    }
+    if backed_up.complete {
+        for (t, want) in &backed_up.rows {
+            match restored.rows.get(t) {
+                None => out.push(format!("table {t} is missing or cannot be read")),
+                Some(got) if got != want => {
+                    out.push(format!("table {t}: {got} rows restored, {want} backed up"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    out
 }
 
 /// Removes the scratch copy; one already gone is fine.

@@ -7,6 +7,7 @@
 //! as `NAME.bak-YYYYMMDD_HHMM` unless the caller says otherwise.
 #![forbid(unsafe_code)]
 
+pub mod catalogue;
 mod child;
 pub mod command;
 mod db;

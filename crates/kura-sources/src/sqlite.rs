@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kura_format::Id;
-use kura_repo::backup::{backup_stream, BackupOptions, BackupResult};
+use kura_repo::backup::{backup_stream_sequence, BackupOptions, BackupResult, Stream};
 use kura_repo::{Counters, Repository};
 use rusqlite::{Connection, OpenFlags};
 
@@ -202,17 +202,57 @@ pub async fn backup(
     let copy = tmp.join(&name);
     let result = async {
         let (src, dst) = (db.to_path_buf(), copy.clone());
-        tokio::task::spawn_blocking(move || copy_consistent(&src, &dst))
-            .await
-            .map_err(|e| SourceError::Refused(e.to_string()))??;
+        let catalogue = tokio::task::spawn_blocking(move || {
+            copy_consistent(&src, &dst)?;
+            catalogue_of(&dst)
+        })
+        .await
+        .map_err(|e| SourceError::Refused(e.to_string()))??;
         let file = std::fs::File::open(&copy).map_err(|e| SourceError::io(&copy, e))?;
         let mut opts = opts.clone();
         opts.source = Some("sqlite".into());
-        Ok(backup_stream(repo, &name, Box::new(file), &opts, counters, Box::new(|| Ok(()))).await?)
+        let streams = [
+            Stream::new(name.clone(), Box::new(file)),
+            Stream::new(CATALOGUE_FILE, Box::new(std::io::Cursor::new(catalogue.to_json()))),
+        ];
+        Ok(backup_stream_sequence(repo, Box::new(streams.into_iter().map(Ok)), &opts, counters).await?)
     }
     .await;
     let _ = std::fs::remove_dir_all(&tmp);
     result
+}
+
+/// Rows per table and schema objects per kind (format.md §11.4), beside
+/// the database in its snapshot.
+pub const CATALOGUE_FILE: &str = "catalogue.json";
+
+/// The database file of a snapshot: its one path that is not the
+/// catalogue.
+pub fn database_file(paths: &[String]) -> Option<&str> {
+    paths.iter().map(String::as_str).find(|p| *p != CATALOGUE_FILE)
+}
+
+/// Counted in the consistent copy, so they are the rows the snapshot holds.
+fn catalogue_of(copy: &Path) -> Result<crate::catalogue::Catalogue, SourceError> {
+    let db = Connection::open_with_flags(copy, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| SourceError::sqlite(copy, e))?;
+    let mut c = crate::catalogue::Catalogue::new();
+    let listed: Vec<(String, String)> = db
+        .prepare("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(|e| SourceError::sqlite(copy, e))?;
+    for (kind, name) in listed {
+        *c.objects.entry(kind.clone()).or_default() += 1;
+        if kind == "table" {
+            // A virtual table whose module this SQLite lacks cannot be
+            // counted; it is left out rather than failing the backup.
+            let sql = format!("SELECT count(*) FROM \"{}\"", name.replace('"', "\"\""));
+            if let Ok(n) = db.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
+                c.rows.insert(name, n as u64);
+            }
+        }
+    }
+    Ok(c)
 }
 
 /// Where a restore went.

@@ -558,11 +558,13 @@ fn a_drill_restores_checks_times_and_removes_its_copy_and_a_failing_one_says_why
         checks,
         [
             "PRAGMA integrity_check",
+            "rows per table and schema objects as backed up",
             "the schema's objects are there",
             "SELECT count(*) >= 50 FROM users",
             "SELECT count(*) = 50 FROM users"
         ]
     );
+    assert_eq!(targets[1]["checks"][1]["detail"], "1 tables, 50 rows, 1 objects", "{r}");
     let left: Vec<_> = std::fs::read_dir(&drills)
         .unwrap()
         .flatten()

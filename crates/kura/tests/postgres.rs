@@ -49,7 +49,8 @@ fn postgres_round_trip_through_a_swap() {
     let snaps = k.json(&["snapshots", "--target", "app_db"]);
     assert_eq!(snaps[0]["source"], "postgres");
     assert_eq!(snaps[0]["paths"][0], "shop.pgdump");
-    assert_eq!(snaps[0]["paths"][1], "globals.sql", "roles and tablespaces are captured beside the dump");
+    assert_eq!(snaps[0]["paths"][1], "shop.catalogue.json", "what the dump held, counted as it streamed");
+    assert_eq!(snaps[0]["paths"][2], "globals.sql", "roles and tablespaces are captured beside the dump");
     let globals = k.cmd(&["dump", "latest", "globals.sql"]).output().unwrap();
     assert!(
         String::from_utf8_lossy(&globals.stdout).contains("CREATE ROLE postgres"),
@@ -252,7 +253,18 @@ fn every_database_of_a_server_in_one_snapshot() {
     let snaps = k.json(&["snapshots", "--target", "server"]);
     let paths: Vec<&str> =
         snaps[0]["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-    assert_eq!(paths, ["crm.pgdump", "postgres.pgdump", "shop.pgdump", "globals.sql"]);
+    assert_eq!(
+        paths,
+        [
+            "crm.pgdump",
+            "crm.catalogue.json",
+            "postgres.pgdump",
+            "postgres.catalogue.json",
+            "shop.pgdump",
+            "shop.catalogue.json",
+            "globals.sql"
+        ]
+    );
 
     // --into needs one database named.
     let refused = k.run(&["restore", "--target", "server", "--into", "x", "--yes"]);
@@ -606,6 +618,18 @@ fn a_drill_restores_into_a_scratch_database_checks_it_and_drops_it() {
         ),
     )
     .unwrap();
+    // Every kind of object the catalogue counts, and an extension's
+    // functions, which are the extension's and not the dump's.
+    pg.psql(
+        "shop",
+        "CREATE TABLE ident(id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text); \
+         INSERT INTO ident(v) SELECT 'line ' || g || E'\\nnext' FROM generate_series(1, 7) g; \
+         CREATE TABLE \"Odd.Name\"(v text); INSERT INTO \"Odd.Name\" VALUES (''), ('\\.'), (NULL); \
+         CREATE MATERIALIZED VIEW spend AS SELECT count(*) FROM orders; \
+         CREATE PROCEDURE noop() LANGUAGE sql AS 'SELECT 1'; \
+         CREATE AGGREGATE total(int) (SFUNC = int4pl, STYPE = int); \
+         CREATE EXTENSION IF NOT EXISTS pgcrypto;",
+    );
     k.ok(&["run", "nightly"]);
     let before = pg.dump_text("shop");
     let scratch = "SELECT count(*) FROM pg_database WHERE datname LIKE '%kura\\_drill%'";
@@ -613,8 +637,42 @@ fn a_drill_restores_into_a_scratch_database_checks_it_and_drops_it() {
     let t = &r[0]["targets"][0];
     assert!(t["error"].is_null(), "{r}");
     let checks = t["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 3, "objects and the two checks: {r}");
+    assert_eq!(checks.len(), 4, "the catalogue, objects and the two checks: {r}");
     assert!(checks.iter().all(|c| c["ok"] == true), "{r}");
+    // Counted from the dump as it streamed: 500 users, 3001 orders, 3001
+    // audit rows (the trigger), 7 + 3 in the new tables; 5 tables, a view,
+    // a materialized view, 4 sequences, a function, a procedure, an
+    // aggregate and a trigger, none of pgcrypto's.
+    assert_eq!(checks[0]["detail"], "5 tables, 6512 rows, 15 objects", "{r}");
+
+    // A restore that loses rows or objects: the drill's copy is damaged
+    // between its restore and its checks, and the drill names each loss.
+    let gate = k.path("gate");
+    let mut drill = k
+        .cmd(&["drill", "--plan", "nightly"])
+        .env("KURA_TEST_STEP_GATE", format!("drill-restored:{}", gate.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !gate.with_extension("waiting").exists() {
+        assert!(drill.try_wait().unwrap().is_none(), "the drill ended before its restore was done");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let copy = pg.psql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE '%kura\\_drill%'");
+    pg.psql(&copy, "ALTER TABLE orders DISABLE TRIGGER USER; DELETE FROM orders WHERE id % 1000 = 0; DROP TRIGGER orders_audit ON orders; DROP VIEW big_spenders");
+    std::fs::write(&gate, b"").unwrap();
+    let out = drill.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    for want in [
+        "table public.orders: 2998 rows restored, 3001 backed up",
+        "0 trigger(s) restored, 1 backed up",
+        "0 view(s) restored, 1 backed up",
+    ] {
+        assert!(said.contains(want), "{want}: {said}");
+    }
+    assert_eq!(pg.psql("postgres", scratch), "0", "the damaged copy is dropped");
     assert_eq!(pg.psql("postgres", scratch), "0", "the scratch database is dropped");
     assert_same_text(&pg.dump_text("shop"), &before, "a drill never touches the live database");
 

@@ -133,8 +133,8 @@ async fn restore_kind(
     };
     match &t.kind {
         TargetKind::Sqlite(_) => {
-            let name = snap.paths.first().cloned().unwrap_or_default();
-            let r = kura_sources::sqlite::restore(&repo, snap.tree, &name, &dests[0], keep_old).await?;
+            let name = kura_sources::sqlite::database_file(&snap.paths).unwrap_or_default();
+            let r = kura_sources::sqlite::restore(&repo, snap.tree, name, &dests[0], keep_old).await?;
             Ok(vec![emit(Restored::Sqlite {
                 path: r.path,
                 bytes: r.bytes,

@@ -311,6 +311,8 @@ pub struct DatabaseInfo {
 }
 
 pub const INFO_FILE: &str = "database.json";
+/// Rows per table and schema objects per kind (format.md §11.4).
+pub const CATALOGUE_FILE: &str = "catalogue.json";
 
 /// Checks the server answers and the database exists; returns what the
 /// snapshot records about it.
@@ -335,6 +337,27 @@ pub fn preflight(conn: &Conn, tables: &[String]) -> Result<DatabaseInfo, SourceE
     })
 }
 
+/// The schema objects of the URL's database, per kind, as a drill counts
+/// them in its restored copy.
+pub(crate) fn schema_objects(conn: &Conn, db: &str) -> Result<crate::catalogue::Catalogue, SourceError> {
+    let db = quote_literal(db);
+    let rows = conn.query(&format!(
+        "SELECT 'table', COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {db} AND TABLE_TYPE = 'BASE TABLE' \
+         UNION ALL SELECT 'view', COUNT(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {db} \
+         UNION ALL SELECT 'routine', COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {db} \
+         UNION ALL SELECT 'trigger', COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {db} \
+         UNION ALL SELECT 'event', COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {db}"
+    ))?;
+    let mut c = crate::catalogue::Catalogue::new();
+    for r in rows {
+        if let [kind, n] = &r[..] {
+            let n = n.parse().map_err(|_| SourceError::Refused(format!("counting {kind}s: {n:?}")))?;
+            c.objects.insert(kind.clone(), n);
+        }
+    }
+    Ok(c)
+}
+
 /// The dump's parts, produced as the dump streams; the child is reaped
 /// (and its exit status checked) when the last part has been read.
 struct DumpParts {
@@ -345,6 +368,8 @@ struct DumpParts {
     seq: usize,
     saw_footer: bool,
     tool: String,
+    /// Rows counted per table part; its stream ends the snapshot.
+    gathered: crate::catalogue::Gathered,
 }
 
 impl DumpParts {
@@ -378,9 +403,18 @@ impl Iterator for DumpParts {
                 self.saw_footer |= kind == PartKind::Footer;
                 let name = kind.file_name(self.seq);
                 self.seq += 1;
-                Some(Ok(Stream::new(name, Box::new(part))))
+                let reader: Box<dyn std::io::Read + Send> = match &kind {
+                    PartKind::Table(t) => Box::new(crate::catalogue::Tallied::new(
+                        part,
+                        Box::new(rows::InsertCounter::new(t)),
+                        self.gathered.clone(),
+                    )),
+                    _ => Box::new(part),
+                };
+                Some(Ok(Stream::new(name, reader)))
             }
-            Ok(None) => self.reap().err().map(Err),
+            // The dump is whole: its catalogue follows it.
+            Ok(None) => Some(self.reap().map(|()| Stream::new(CATALOGUE_FILE, self.gathered.reader()))),
             Err(e) => {
                 if let Some(c) = self.child.as_mut() {
                     let _ = c.kill();
@@ -429,10 +463,17 @@ pub async fn backup(
                 conn.url.dbname
             ),
         }
-        preflight(&conn, &t).map(|i| (conn, i))
+        let info = preflight(&conn, &t)?;
+        // Read beside the dump, not inside its transaction: MariaDB's
+        // DDL is not transactional anyway. A dump of chosen tables holds
+        // no routines or events, and is only counted in rows.
+        let objects =
+            if t.is_empty() { schema_objects(&conn, &conn.url.dbname)? } else { Default::default() };
+        Ok::<_, SourceError>((conn, (info, objects)))
     })
     .await
     .map_err(|e| SourceError::Refused(e.to_string()))??;
+    let (info, objects) = info;
     let mut cmd = conn.command(DUMP_TOOLS)?;
     let tool = cmd.get_program().to_string_lossy().rsplit('/').next().unwrap_or("mysqldump").to_string();
     cmd.args([
@@ -464,6 +505,7 @@ pub async fn backup(
         seq: 0,
         saw_footer: false,
         tool,
+        gathered: crate::catalogue::Gathered::with(objects),
     };
     let mut opts = opts.clone();
     opts.source = Some("mysql".into());
@@ -474,6 +516,7 @@ pub async fn backup(
 }
 
 mod journal;
+mod rows;
 pub use journal::JournalKey;
 mod objects;
 mod restore;

@@ -50,9 +50,11 @@ impl DatabaseLevel {
         let mut wanted = String::new();
         for line in toc.lines().filter(|l| !l.starts_with(';') && !l.trim().is_empty()) {
             // `ID; TABLEOID OID DESC SCHEMA NAME OWNER`: the owner is the
-            // last word (pg_restore prints names unquoted).
-            if let Some(owner) = line.split_whitespace().last() {
-                if line.split_whitespace().count() >= 6 {
+            // last word (pg_restore prints names unquoted). Entries without
+            // one (an extension, its comment) end in a space: nothing after
+            // it is theirs, and the word before it is a name.
+            if let Some((_, owner)) = line.rsplit_once(' ') {
+                if !owner.is_empty() && line.split_whitespace().count() >= 6 {
                     level.owners.insert(owner.to_string());
                 }
             }

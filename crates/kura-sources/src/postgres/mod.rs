@@ -22,9 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use kura_store::percent_decode;
 
+use crate::catalogue::{Gathered, Tallied};
 use crate::child::{feed, stderr_tail, Fed};
 use crate::SourceError;
 
+mod archive;
 mod database;
 use database::DatabaseLevel;
 
@@ -186,6 +188,7 @@ fn dump_stream(
     extra: &[String],
     tables: &[String],
     exclude_tables: &[String],
+    gathered: &Gathered,
 ) -> Result<Stream, SourceError> {
     let mut cmd = url.command("pg_dump")?;
     cmd.args(["--format=custom", "--compress=0", "--dbname", &url.url]);
@@ -205,7 +208,10 @@ fn dump_stream(
     let out = child.stdout.take().expect("piped");
     let err = stderr_tail(child.stderr.take().expect("piped"));
     let db = url.dbname.clone();
-    let mut dump = Stream::new(name, Box::new(out));
+    let mut dump = Stream::new(
+        name,
+        Box::new(Tallied::new(out, Box::new(archive::ArchiveCounter::new()), gathered.clone())),
+    );
     dump.finish = Box::new(move || {
         let status = child.wait().map_err(|e| e.to_string())?;
         let stderr = err.join().unwrap_or_default();
@@ -287,6 +293,10 @@ pub async fn backup(
     let dumps = dbs.into_iter().flat_map(move |db| {
         let db_url = url.with_db(&db);
         let plan = if jobs > 1 { parallel_plan(&db_url, &held) } else { Ok(None) };
+        // Every stream of this database adds its counts; the catalogue's
+        // own stream comes after them all (format.md §11.4).
+        let gathered = Gathered::new();
+        let g = gathered.clone();
         // Each pg_dump starts when its stream is asked for, so no more than
         // `jobs` run at once.
         let streams: Vec<Start> = match plan {
@@ -295,9 +305,9 @@ pub async fn backup(
                 vec![Box::new(move || Err(e))]
             }
             Ok(None) => {
-                let (tables, excludes) = (tables.clone(), excludes.clone());
+                let (tables, excludes, db) = (tables.clone(), excludes.clone(), db.clone());
                 vec![Box::new(move || {
-                    dump_stream(&db_url, format!("{db}.pgdump"), &[], &tables, &excludes)
+                    dump_stream(&db_url, format!("{db}.pgdump"), &[], &tables, &excludes, &g)
                         .map_err(|e| e.to_string())
                 })]
             }
@@ -316,19 +326,24 @@ pub async fn backup(
                     vec![Box::new(move || Ok(Stream::new(name, Box::new(std::io::Cursor::new(json)))))];
                 let mut main = vec![format!("--snapshot={snapshot}")];
                 main.extend(parts.iter().map(|t| format!("--exclude-table-data={t}")));
-                let (u, name) = (db_url.clone(), format!("{db}.pgdump"));
-                out.push(Box::new(move || dump_stream(&u, name, &main, &[], &[]).map_err(|e| e.to_string())));
+                let (u, name, gm) = (db_url.clone(), format!("{db}.pgdump"), g.clone());
+                out.push(Box::new(move || {
+                    dump_stream(&u, name, &main, &[], &[], &gm).map_err(|e| e.to_string())
+                }));
                 for p in manifest.parts {
                     let extra = [format!("--snapshot={snapshot}"), "--data-only".to_string()];
-                    let (u, name) = (db_url.clone(), format!("{db}.parts/{}", p.file));
+                    let (u, name, gp) = (db_url.clone(), format!("{db}.parts/{}", p.file), g.clone());
                     out.push(Box::new(move || {
-                        dump_stream(&u, name, &extra, std::slice::from_ref(&p.table), &[])
+                        dump_stream(&u, name, &extra, std::slice::from_ref(&p.table), &[], &gp)
                             .map_err(|e| e.to_string())
                     }));
                 }
                 out
             }
         };
+        let mut streams = streams;
+        let name = catalogue_file(&db);
+        streams.push(Box::new(move || Ok(Stream::new(name, gathered.reader()))));
         streams
     });
     let dumps = dumps.map(|start| start());
@@ -361,6 +376,11 @@ pub struct Part {
 }
 
 const PARTS: &str = "parts.json";
+
+/// Where a database's catalogue is in the snapshot (format.md §11.4).
+pub fn catalogue_file(db: &str) -> String {
+    format!("{db}.catalogue.json")
+}
 /// Tables at least this large are dumped on their own when jobs > 1.
 const PART_MIN_BYTES: u64 = 32 << 20;
 

@@ -33,11 +33,12 @@ pub async fn run(g: &Global, a: &DrillArgs) -> Result<u8, Failure> {
     let ctx = super::context(g)?;
     let repos = super::repos(g, Some(&cfg))?;
     let state = super::state_dir();
+    let step = super::target_restore::step_gate();
     let mut reports = Vec::new();
     for (plan, targets) in &units {
         let stop = super::target_restore::catch_signals();
         let report =
-            kura_runner::drill::drill(&ctx, &repos, &cfg, plan.as_ref(), targets, &state, stop).await?;
+            kura_runner::drill::drill(&ctx, &repos, &cfg, plan.as_ref(), targets, stop, &step).await?;
         kura_runner::history::note(&state.join("history.db"), |h| h.record_drill(&report));
         reports.push(report);
     }

@@ -53,9 +53,10 @@ pub async fn run(g: &Global, a: &DumpArgs) -> Result<u8, Failure> {
                 }
             }
         }
-        (None, TargetKind::Sqlite(_) | TargetKind::Command(_)) => {
-            snap.paths.first().cloned().into_iter().collect()
+        (None, TargetKind::Sqlite(_)) => {
+            kura_sources::sqlite::database_file(&snap.paths).map(str::to_string).into_iter().collect()
         }
+        (None, TargetKind::Command(_)) => snap.paths.first().cloned().into_iter().collect(),
         (None, _) => {
             return Err(Failure::new(format!("target {name} holds many files: name one")).hint(format!(
                 "`kura ls SNAPSHOT` lists them; `kura restore --target {name} --into DIR` writes them all"

@@ -78,7 +78,7 @@ fn request(a: &RestoreArgs, cfg: &Config) -> Result<RestoreRequest, Failure> {
 /// `KURA_TEST_STEP_GATE=STEP:PATH`: when a database restore reaches STEP
 /// (say `mysql-renamed`), it creates `PATH.waiting` and waits until `PATH`
 /// exists, so a test can kill it exactly between two statements.
-fn step_gate() -> kura_sources::Step {
+pub(crate) fn step_gate() -> kura_sources::Step {
     let Some((at, gate)) = std::env::var("KURA_TEST_STEP_GATE")
         .ok()
         .and_then(|v| v.split_once(':').map(|(s, p)| (s.to_string(), std::path::PathBuf::from(p))))
