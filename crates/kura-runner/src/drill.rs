@@ -163,14 +163,51 @@ fn scratch_name(s: &Scratch) -> String {
     }
 }
 
+fn rand_seed() -> [u8; 32] {
+    *kura_format::Id::random().as_bytes()
+}
+
+/// The target as its drill sees it: with `drill_server`, the same
+/// database on the scratch server (its host, port and credentials).
+fn on_drill_server(t: &Target) -> Target {
+    let Some(server) = &t.drill_server else { return t.clone() };
+    let mut t = t.clone();
+    match &mut t.kind {
+        TargetKind::Postgres(pg) => pg.url = with_database(server, &pg.url),
+        TargetKind::Mysql(my) => my.url = with_database(server, &my.url),
+        _ => {}
+    }
+    t
+}
+
+/// `server`'s scheme, credentials, host and query with the database of
+/// `url`.
+fn with_database(server: &str, url: &str) -> String {
+    let path_of = |u: &str| -> (String, String, String) {
+        let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (db, query) = match path.split_once('?') {
+            Some((d, q)) => (d.to_string(), format!("?{q}")),
+            None => (path.to_string(), String::new()),
+        };
+        (format!("{scheme}://{authority}"), db, query)
+    };
+    let (base, _, query) = path_of(server);
+    let (_, db, _) = path_of(url);
+    format!("{base}/{db}{query}")
+}
+
 /// Where a target's drill restores to, by kind; `None` for kinds a drill
 /// cannot restore beside the live copy.
 fn scratch_for(t: &Target, dir: &Path, stamp: &str) -> Result<Scratch, String> {
     let name = format!("{}_kura_drill_{stamp}", t.name);
     Ok(match &t.kind {
-        TargetKind::Files(_) | TargetKind::Sqlite(_) | TargetKind::Command(_) => {
-            Scratch::Path(dir.join(format!("{stamp}-{}", t.name)))
-        }
+        // An object store's snapshot is restored into a local folder,
+        // which the storage layer treats as a store like any other.
+        TargetKind::Files(_)
+        | TargetKind::Sqlite(_)
+        | TargetKind::Command(_)
+        | TargetKind::ObjectStore(_) => Scratch::Path(dir.join(format!("{stamp}-{}", t.name))),
         TargetKind::Postgres(pg) => {
             if pg.databases.len() > 1 || pg.databases.iter().any(|d| d == "*") {
                 return Err("a target of several databases is drilled one database at a time, which kura does not do yet".into());
@@ -209,6 +246,7 @@ pub async fn drill(
     let swept = sweep(state_dir);
     let mut out = Vec::new();
     for t in targets {
+        let t = &on_drill_server(t);
         let stamp =
             format!("{}_{}", started.format("%Y%m%d_%H%M%S"), &kura_format::Id::random().to_hex()[..4]);
         let mut result = TargetDrill {
@@ -285,17 +323,33 @@ async fn drill_one(
     result: &mut TargetDrill,
 ) -> Result<(), RunError> {
     let into = PathBuf::from(scratch_name(scratch));
-    let req = RestoreRequest { into: Some(into), plan: plan.cloned(), hooks: false, ..Default::default() };
+    let req = RestoreRequest {
+        into: Some(into),
+        plan: plan.cloned(),
+        hooks: false,
+        // A scratch server has none of the live one's roles.
+        no_owner: t.drill_server.is_some(),
+        // A fresh choice each drill: over many drills, every file.
+        sample: t.sample.map(|share| kura_repo::restore::Sample { share, seed: rand_seed() }),
+        ..Default::default()
+    };
     let p = restore::plan(ctx, repos, cfg, t, &Selector::Latest, &req).await?;
     result.snapshot = Some(p.id.to_hex());
     let (want_files, want_bytes) = (p.snapshot.summary.files, p.snapshot.summary.bytes);
+    let want_objects = p.objects.as_ref().map(|o| (o.written.len() as u64, o.bytes));
     let catalogue = catalogue_of(&p).await?;
     let report = restore::execute(ctx, p, &req, stop).await?;
     step.reached("drill-restored");
+    let mut left_out = (0, 0);
     for r in &report.restored {
         match r {
-            Restored::Copy { files, bytes, .. } => {
+            Restored::Copy { files, bytes, sampled_out, sampled_out_bytes, .. } => {
                 result.files += files;
+                result.bytes += bytes;
+                left_out = (*sampled_out, *sampled_out_bytes);
+            }
+            Restored::Objects { written, bytes, .. } => {
+                result.files += written.len() as u64;
                 result.bytes += bytes;
             }
             Restored::Sqlite { bytes, integrity_check, .. } => {
@@ -312,16 +366,38 @@ async fn drill_one(
             _ => {}
         }
     }
+    let sampled = |n: u64| match t.sample {
+        Some(share) => format!(" (a {}% sample of {n})", share * 100.0),
+        None => String::new(),
+    };
     if let TargetKind::Files(_) = t.kind {
         // Every blob was authenticated as it was written; the count and
-        // size say nothing was left out.
-        let whole = result.files == want_files && result.bytes == want_bytes;
+        // size say nothing was left out but what the sample left.
+        let whole = result.files + left_out.0 == want_files && result.bytes + left_out.1 == want_bytes;
         result.checks.push(Check {
             what: "every file restored and verified".into(),
             ok: whole,
             detail: format!(
-                "{} of {} files, {} of {} bytes",
-                result.files, want_files, result.bytes, want_bytes
+                "{} of {} files, {} of {} bytes{}",
+                result.files,
+                want_files - left_out.0,
+                result.bytes,
+                want_bytes - left_out.1,
+                sampled(want_files)
+            ),
+        });
+    }
+    if let (TargetKind::ObjectStore(_), Some((objects, bytes))) = (&t.kind, want_objects) {
+        // Each object was read back from the scratch store as written.
+        result.checks.push(Check {
+            what: "every object restored and read back".into(),
+            ok: result.files == objects && result.bytes == bytes,
+            detail: format!(
+                "{} of {objects} objects, {} of {bytes} bytes{}",
+                result.files,
+                result.bytes,
+                // Less the manifest, the snapshot's files are its objects.
+                sampled(want_files.saturating_sub(1))
             ),
         });
     }
@@ -388,4 +464,24 @@ async fn drill_one(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drill_server_keeps_its_credentials_and_takes_the_database() {
+        assert_eq!(
+            with_database(
+                "postgres://drill:pw@scratch:5433/postgres?sslmode=require",
+                "postgres://app@live/shop"
+            ),
+            "postgres://drill:pw@scratch:5433/shop?sslmode=require"
+        );
+        assert_eq!(
+            with_database("mysql://root@10.0.0.9", "mysql://app:x@db:3306/shop?charset=utf8"),
+            "mysql://root@10.0.0.9/shop"
+        );
+    }
 }

@@ -514,6 +514,42 @@ fn report_measures_each_repository_projects_its_cost_and_quota_and_budget_warn()
     );
 }
 
+/// `sample = "20%"`: a drill of a large files target restores and checks
+/// about a fifth of its files (chosen afresh each drill) and accounts for
+/// the rest.
+#[test]
+fn a_sampled_drill_restores_a_share_of_the_files() {
+    let mut k = Kura::new();
+    let data = k.path("data");
+    text_tree(&data, 100);
+    config(
+        &mut k,
+        &format!("[target.docs]\ntype = \"files\"\npaths = [\"{}\"]\nsample = \"20%\"\n", data.display()),
+    );
+    k.init();
+    k.ok(&["backup", "--target", "docs"]);
+    for _ in 0..2 {
+        let r = k.json(&["drill", "--target", "docs"]);
+        let t = &r[0]["targets"][0];
+        assert!(t["error"].is_null(), "{r}");
+        let c = &t["checks"][0];
+        assert_eq!(
+            (c["what"].as_str(), c["ok"].as_bool()),
+            (Some("every file restored and verified"), Some(true)),
+            "{r}"
+        );
+        let n = t["files"].as_u64().unwrap();
+        assert!((5..=40).contains(&n), "about a fifth of 100: {r}");
+        let detail = c["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!("{n} of {n} files")) && detail.ends_with("(a 20% sample of 100)"),
+            "{r}"
+        );
+    }
+    let drills = k.path("state/drills");
+    assert!(std::fs::read_dir(&drills).unwrap().flatten().all(|e| e.file_name() == "pending"), "removed");
+}
+
 #[test]
 fn a_drill_restores_checks_times_and_removes_its_copy_and_a_failing_one_says_why() {
     let hooks = kura_testkit::Receiver::start();

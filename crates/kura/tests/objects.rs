@@ -397,6 +397,64 @@ fn objects_are_chosen_by_the_date_in_their_key_and_copied_within_the_bucket() {
     assert!(e.contains("key_date = \"%Y-%m-%d\"") && e.contains("before it 2025-11-09"), "{e}");
 }
 
+/// An object_store target's drill restores its newest snapshot into a
+/// scratch folder (a local store), reads every object back and removes the
+/// folder; `sample` restores a share of the objects, chosen afresh each
+/// drill. The bucket is never written.
+#[test]
+fn object_store_drills_restore_into_a_scratch_folder_whole_or_sampled() {
+    let moto = MotoServer::start();
+    moto.create_bucket("media");
+    let live = Bucket::open("s3://media/live", moto.env_fn());
+    for i in 0..40 {
+        live.put(&format!("img/{i:03}.bin"), &noise(3_000 + i * 100, i as u64), "application/octet-stream");
+    }
+    let keys = live.keys();
+    let mut k = Kura::new();
+    k.env.push(("AWS_ACCESS_KEY_ID".into(), "testing".into()));
+    k.env.push(("AWS_SECRET_ACCESS_KEY".into(), "testing-secret".into()));
+    let url = format!("s3://media/live?endpoint={}&region=us-east-1", moto.endpoint());
+    config(
+        &mut k,
+        &format!(
+            "[target.media]\ntype = \"object_store\"\nurl = \"{url}\"\n\
+             [target.sampled]\ntype = \"object_store\"\nurl = \"{url}\"\nsample = \"25%\"\n"
+        ),
+    );
+    ok(&k, &["init"]);
+    ok(&k, &["backup", "--target", "media"]);
+    ok(&k, &["backup", "--target", "sampled"]);
+    let r = ok(&k, &["drill", "--target", "media", "--target", "sampled"]);
+    let t = &r[0]["targets"];
+    assert!(t[0]["error"].is_null() && t[1]["error"].is_null(), "{r}");
+    assert_eq!(t[0]["checks"][0]["what"], "every object restored and read back", "{r}");
+    assert_eq!(t[0]["files"], 40, "{r}");
+    assert!(t[0]["checks"][0]["detail"].as_str().unwrap().starts_with("40 of 40 objects"), "{r}");
+    let picked = t[1]["files"].as_u64().unwrap();
+    assert!((2..=20).contains(&picked), "about a quarter of 40: {r}");
+    assert!(t[1]["checks"][0]["detail"].as_str().unwrap().ends_with("(a 25% sample of 40)"), "{r}");
+    assert_eq!(t[1]["checks"][0]["ok"], true, "{r}");
+    let drills = k.path("state/drills");
+    assert!(std::fs::read_dir(&drills).unwrap().flatten().all(|e| e.file_name() == "pending"), "removed");
+    assert_eq!(live.keys(), keys, "the bucket is not written");
+
+    // Another drill picks other objects.
+    let again = ok(&k, &["drill", "--target", "sampled"]);
+    assert_eq!(again[0]["targets"][0]["checks"][0]["ok"], true, "{again}");
+
+    // Damage in the repository fails the whole drill.
+    let packs = files_under(&std::path::Path::new(&k.repo).join("data"));
+    for p in &packs {
+        let mut b = std::fs::read(p).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0xff;
+        std::fs::write(p, b).unwrap();
+    }
+    let out = run(&k, &["drill", "--target", "media"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(std::fs::read_dir(&drills).unwrap().flatten().all(|e| e.file_name() == "pending"), "removed");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {

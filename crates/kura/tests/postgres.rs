@@ -689,6 +689,51 @@ fn a_drill_restores_into_a_scratch_database_checks_it_and_drops_it() {
     assert_eq!(pg.psql("postgres", scratch), "0", "dropped after a failure too");
 }
 
+/// `drill_server`: the drill restores into a scratch database on another
+/// server (without the live server's roles), so it takes nothing from the
+/// production server but the reads of the backup itself.
+#[test]
+fn a_drill_can_restore_on_a_scratch_server() {
+    let (pg, k) = setup();
+    let scratch_pg = PgServer::start();
+    std::fs::write(
+        k.path("kura.toml"),
+        format!(
+            "[repository.main]\nurl = \"{}\"\n\n[target.app_db]\ntype = \"postgres\"\nurl = \"{}\"\n\
+             drill_server = \"{}\"\nchecks = [\"SELECT count(*) = 500 FROM users\"]\n",
+            k.repo,
+            pg.url("shop"),
+            scratch_pg.url("postgres")
+        ),
+    )
+    .unwrap();
+    pg.psql("postgres", "CREATE ROLE shop_owner LOGIN; ALTER DATABASE shop OWNER TO shop_owner");
+    pg.psql("shop", "ALTER TABLE users OWNER TO shop_owner");
+    k.ok(&["backup", "--target", "app_db"]);
+    let gate = k.path("gate");
+    let mut drill = k
+        .cmd(&["drill", "--target", "app_db", "--json"])
+        .env("KURA_TEST_STEP_GATE", format!("drill-restored:{}", gate.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !gate.with_extension("waiting").exists() {
+        assert!(drill.try_wait().unwrap().is_none(), "the drill ended before its restore was done");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let copies = "SELECT count(*) FROM pg_database WHERE datname LIKE '%kura\\_drill%'";
+    assert_eq!(scratch_pg.psql("postgres", copies), "1", "the copy is on the scratch server");
+    assert_eq!(pg.psql("postgres", copies), "0", "and not on the live one");
+    std::fs::write(&gate, b"").unwrap();
+    let out = drill.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = r[0]["targets"][0]["checks"].as_array().unwrap().clone();
+    assert!(checks.len() == 3 && checks.iter().all(|c| c["ok"] == true), "{r}");
+    assert_eq!(scratch_pg.psql("postgres", copies), "0", "removed");
+}
+
 #[test]
 fn doctor_checks_the_servers_credentials_and_tools() {
     let (_pg, k) = setup();

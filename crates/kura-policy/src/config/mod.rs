@@ -247,6 +247,14 @@ pub struct Target {
     /// Queries a restore drill runs in the restored copy of a database
     /// target; each must answer true (`SELECT count(*) > 0 FROM users`).
     pub checks: Vec<String>,
+    /// The share of a files or object_store target's files a drill
+    /// restores and checks (`sample = "10%"`), chosen afresh each drill;
+    /// `None`: all of them.
+    pub sample: Option<f64>,
+    /// A PostgreSQL or MySQL server a drill restores into instead of the
+    /// target's own (`drill_server = "postgres://drill@scratch-db/postgres"`):
+    /// its host, port and credentials; the database name is the drill's.
+    pub drill_server: Option<String>,
     pub kind: TargetKind,
 }
 

@@ -355,7 +355,44 @@ fn target(
             ));
         }
     }
+    let sample = match take(&mut t, "sample")? {
+        None => None,
+        Some(s) => {
+            let pct = s.trim().strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok());
+            match pct {
+                Some(p) if p > 0.0 && p <= 100.0 => Some(p / 100.0),
+                _ => {
+                    return Err(invalid(
+                        format!("{place}.sample"),
+                        "must be a share like \"10%\" (more than 0%, at most 100%)",
+                    ))
+                }
+            }
+        }
+    };
+    let drill_server = take(&mut t, "drill_server")?;
     let kind = target_kind(&kind_name, &place, t)?;
+    if sample.is_some() && !matches!(kind, TargetKind::Files(_) | TargetKind::ObjectStore(_)) {
+        return Err(invalid(
+            format!("{place}.sample"),
+            "a drill samples files: files and object_store targets only",
+        ));
+    }
+    match (&drill_server, &kind) {
+        (None, _) => {}
+        (Some(u), TargetKind::Postgres(_))
+            if u.starts_with("postgres://") || u.starts_with("postgresql://") => {}
+        (Some(u), TargetKind::Mysql(_)) if u.starts_with("mysql://") || u.starts_with("mariadb://") => {}
+        (Some(_), TargetKind::Postgres(_) | TargetKind::Mysql(_)) => {
+            return Err(invalid(
+                format!("{place}.drill_server"),
+                "must be a URL of the target's kind of server",
+            ))
+        }
+        (Some(_), _) => {
+            return Err(invalid(format!("{place}.drill_server"), "postgres and mysql targets only"))
+        }
+    }
     if !checks.is_empty()
         && !matches!(kind, TargetKind::Sqlite(_) | TargetKind::Postgres(_) | TargetKind::Mysql(_))
     {
@@ -398,6 +435,8 @@ fn target(
         pre_restore,
         post_restore,
         kept,
+        sample,
+        drill_server,
         checks,
         kind,
     })

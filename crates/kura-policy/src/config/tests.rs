@@ -352,3 +352,31 @@ keep = {}
     assert_eq!(broken.len(), 1);
     assert_eq!(broken[0].line, Some(1), "{broken:?}");
 }
+
+#[test]
+fn drill_samples_and_scratch_servers_are_checked() {
+    let parse =
+        |t: &str| Config::parse(&format!("[repository.main]\nurl = \"/r\"\n[target.x]\n{t}"), &|_| None);
+    let c = parse("type = \"files\"\npaths = [\"/d\"]\nsample = \"12.5%\"\n").unwrap();
+    assert_eq!(c.targets["x"].sample, Some(0.125));
+    for (t, want) in [
+        ("type = \"files\"\npaths = [\"/d\"]\nsample = \"0%\"\n", "target.x.sample"),
+        ("type = \"files\"\npaths = [\"/d\"]\nsample = \"ten\"\n", "target.x.sample"),
+        ("type = \"sqlite\"\npath = \"/a.db\"\nsample = \"10%\"\n", "files and object_store targets only"),
+        (
+            "type = \"postgres\"\nurl = \"postgres://a@h/db\"\ndrill_server = \"mysql://h/x\"\n",
+            "target.x.drill_server",
+        ),
+        (
+            "type = \"sqlite\"\npath = \"/a.db\"\ndrill_server = \"postgres://h/x\"\n",
+            "postgres and mysql targets only",
+        ),
+    ] {
+        let e = parse(t).unwrap_err().to_string();
+        assert!(e.contains(want), "{t}: {e}");
+    }
+    let c =
+        parse("type = \"mysql\"\nurl = \"mysql://a@h/shop\"\ndrill_server = \"mysql://d@scratch:3307/x\"\n")
+            .unwrap();
+    assert_eq!(c.targets["x"].drill_server.as_deref(), Some("mysql://d@scratch:3307/x"));
+}

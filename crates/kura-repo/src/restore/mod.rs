@@ -46,6 +46,27 @@ pub struct RestoreOptions {
     /// Called once every directory is made and before any file is written:
     /// tests use it to race the restore deterministically.
     pub after_dirs: Option<Hook>,
+    /// Restore only a share of the regular files, chosen by their path
+    /// (see [`Sample`]); the rest are counted in the report as left out.
+    pub sample: Option<Sample>,
+}
+
+/// A share of the files, chosen by a keyed hash of each path: the same
+/// seed picks the same files, another seed others, so drills with a fresh
+/// seed each time cover every file over enough of them.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// Out of 1.0.
+    pub share: f64,
+    pub seed: [u8; 32],
+}
+
+impl Sample {
+    pub fn picks(&self, path: &Path) -> bool {
+        let h = blake3::keyed_hash(&self.seed, path.as_os_str().as_bytes());
+        let v = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+        (v as f64) < self.share * u64::MAX as f64
+    }
 }
 
 /// A callback in [`RestoreOptions`].
@@ -74,6 +95,9 @@ pub struct RestoreReport {
     /// Entries left out on purpose, with the reason (sockets; device nodes
     /// without root): not damage, and nothing is missing from the snapshot.
     pub skipped: Vec<(String, String)>,
+    /// Files a [`Sample`] left out, and their bytes.
+    pub sampled_out: u64,
+    pub sampled_out_bytes: u64,
 }
 
 impl RestoreReport {
@@ -164,6 +188,11 @@ pub async fn restore(
                 dirs.push((rel, node));
             }
             NodeType::File => {
+                if opts.sample.is_some_and(|s| !s.picks(&rel)) {
+                    report.sampled_out += 1;
+                    report.sampled_out_bytes += node.size.unwrap_or(0);
+                    continue;
+                }
                 if node.links > 1 {
                     let key = (node.device, node.inode);
                     if let Some(leader) = link_leaders.get(&key) {
@@ -269,4 +298,25 @@ fn restore_special(root: &Beneath, rel: &Path, node: &Node, opts: &RestoreOption
     root.special(rel, ty, node.rdev.unwrap_or(0))?;
     root.set_special_metadata(rel, node, opts.owners)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_picks_its_share_and_another_seed_picks_others() {
+        let paths: Vec<PathBuf> = (0..10_000).map(|i| PathBuf::from(format!("d/{i}.txt"))).collect();
+        let pick = |seed: u8| -> Vec<bool> {
+            let s = Sample { share: 0.25, seed: [seed; 32] };
+            paths.iter().map(|p| s.picks(p)).collect()
+        };
+        let (a, b) = (pick(1), pick(2));
+        let n = a.iter().filter(|x| **x).count();
+        assert!((2_200..=2_800).contains(&n), "{n}");
+        assert_eq!(a, pick(1), "the same seed picks the same files");
+        let both = a.iter().zip(&b).filter(|(x, y)| **x && **y).count();
+        assert!(both < n / 2, "another seed picks mostly others: {both} of {n}");
+        assert!(paths.iter().all(|p| Sample { share: 1.0, seed: [3; 32] }.picks(p)));
+    }
 }

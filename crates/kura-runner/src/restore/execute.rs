@@ -147,6 +147,7 @@ async fn restore_kind(
                 let opts = kura_repo::restore::RestoreOptions {
                     include: f.paths.iter().map(|p| p.display().to_string()).collect(),
                     owners: ctx.root,
+                    sample: req.sample,
                     ..Default::default()
                 };
                 let rep =
@@ -158,6 +159,8 @@ async fn restore_kind(
                     path: dir.clone(),
                     files: rep.files,
                     bytes: rep.bytes,
+                    sampled_out: rep.sampled_out,
+                    sampled_out_bytes: rep.sampled_out_bytes,
                 })]);
             }
             let filters = file_filters(f, ctx.clock.now())?;

@@ -55,6 +55,9 @@ pub struct RestoreRequest {
     pub plan: Option<kura_policy::Plan>,
     /// Called at the named steps of a database swap (tests stop there).
     pub step: kura_sources::Step,
+    /// Files and object_store targets `into` a new place: only a share of
+    /// the files (a drill's sample).
+    pub sample: Option<kura_repo::restore::Sample>,
 }
 
 impl Default for RestoreRequest {
@@ -75,6 +78,7 @@ impl Default for RestoreRequest {
             overwrite: false,
             plan: None,
             step: kura_sources::Step::default(),
+            sample: None,
         }
     }
 }
@@ -142,14 +146,27 @@ pub struct RestorePlan {
     pub(crate) object_plan: Option<ObjectPlan>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What was restored, one per file, tree, database or object set.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Restored {
     /// A SQLite database, checked with `integrity_check` before the swap.
     Sqlite { path: PathBuf, bytes: u64, kept: Option<PathBuf>, integrity_check: &'static str },
-    /// A files target's snapshot written into a new directory.
-    Copy { path: PathBuf, files: u64, bytes: u64 },
+    /// A files target's snapshot written into a new directory; a sample
+    /// leaves some files out, counted here.
+    Copy {
+        path: PathBuf,
+        files: u64,
+        bytes: u64,
+        #[serde(skip_serializing_if = "is_zero")]
+        sampled_out: u64,
+        #[serde(skip_serializing_if = "is_zero")]
+        sampled_out_bytes: u64,
+    },
     /// A files target's path restored in place.
     Tree {
         path: PathBuf,

@@ -159,6 +159,10 @@ fn flag_options(req: &RestoreRequest, t: &Target) -> Result<ObjectOptions, RunEr
             TargetKind::ObjectStore(o) => o.key_date.clone(),
             _ => None,
         },
+        sample: match &t.kind {
+            TargetKind::ObjectStore(_) => req.sample,
+            _ => None,
+        },
     })
 }
 

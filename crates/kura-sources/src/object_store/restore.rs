@@ -61,6 +61,9 @@ pub struct RestoreOptions {
     /// `end` compare that date (its first second) instead of the
     /// last-modified time.
     pub key_date: Option<String>,
+    /// Only a share of the selected objects, chosen by key (a drill's
+    /// sample).
+    pub sample: Option<kura_repo::restore::Sample>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -88,6 +91,7 @@ pub fn select(manifest: &Manifest, opts: &RestoreOptions) -> Vec<Entry> {
             (_, _, None) => false,
             (s, t, Some(m)) => s.is_none_or(|s| m >= s) && t.is_none_or(|t| m <= t),
         })
+        .filter(|e| opts.sample.is_none_or(|s| s.picks(std::path::Path::new(&e.key))))
         .cloned()
         .collect()
 }

@@ -31,6 +31,7 @@ pub async fn run(g: &Global, a: &RestoreArgs) -> Result<u8, Failure> {
         owners: super::euid() == 0,
         concurrency: 0,
         after_dirs: test_gate(),
+        sample: None,
     };
     let counters = Arc::new(Counters::default());
     let total = if a.include.is_empty() { Some(snap.summary.bytes) } else { None };

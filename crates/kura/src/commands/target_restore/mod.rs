@@ -72,6 +72,7 @@ fn request(a: &RestoreArgs, cfg: &Config) -> Result<RestoreRequest, Failure> {
         force: a.force,
         overwrite: a.overwrite,
         step: step_gate(),
+        sample: None,
     })
 }
 
