@@ -50,7 +50,7 @@ pub fn evaluate(
     let mut out = Vec::new();
     for plan in cfg.plans.values() {
         let running = kura_runner::plan::running_since(state_dir, &plan.name);
-        out.extend(plan_alerts(&cfg.alerts, history, plan, now, running)?);
+        out.extend(plan_alerts(&cfg.alerts, history, (plan, &cfg.targets), now, running)?);
     }
     out.extend(repository_alerts(cfg, history, now)?);
     Ok(out)
@@ -122,7 +122,7 @@ fn repository_alerts(
 pub fn plan_alerts(
     rules: &AlertRules,
     history: &History,
-    plan: &Plan,
+    (plan, targets): (&Plan, &std::collections::BTreeMap<String, kura_policy::Target>),
     now: DateTime<Utc>,
     running: Option<String>,
 ) -> Result<Vec<Alert>, MonitorError> {
@@ -144,7 +144,7 @@ pub fn plan_alerts(
             format!("the last run of {name} failed: {why}"),
         ));
     }
-    let health = plan_health(history, plan, now, running)?;
+    let health = plan_health(history, plan, targets, now, running)?;
     // Only once the plan has run at all: a plan just added is not yet
     // late (its health says "no backup yet" meanwhile).
     let first_seen = runs.last().map(|e| e.started);
@@ -374,11 +374,12 @@ mod tests {
 
     fn keys(h: &History, at: &str) -> Vec<String> {
         let now: DateTime<Utc> = at.parse().unwrap();
-        let mut k: Vec<String> = plan_alerts(&AlertRules::default(), h, &plan(), now, None)
-            .unwrap()
-            .into_iter()
-            .map(|a| a.key)
-            .collect();
+        let mut k: Vec<String> =
+            plan_alerts(&AlertRules::default(), h, (&plan(), &Default::default()), now, None)
+                .unwrap()
+                .into_iter()
+                .map(|a| a.key)
+                .collect();
         k.sort();
         k
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
-use kura_policy::{Config, Plan};
+use kura_policy::{Config, Plan, Target};
 use kura_runner::history::{Entry, History};
 use serde::Serialize;
 
@@ -64,6 +64,9 @@ pub struct PlanHealth {
     /// last passing drill meet them (`None`: no objective, or nothing yet
     /// to judge by).
     pub objectives: Objectives,
+    /// Targets of the plan with objectives of their own.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub targets: BTreeMap<String, Objectives>,
     pub reasons: Vec<String>,
     /// The newest good run, for metrics.
     #[serde(skip)]
@@ -118,6 +121,7 @@ pub fn max_age(plan: &Plan, now: DateTime<Utc>) -> Duration {
 pub fn plan_health(
     history: &History,
     plan: &Plan,
+    targets: &BTreeMap<String, Target>,
     now: DateTime<Utc>,
     running_since: Option<String>,
 ) -> Result<PlanHealth, MonitorError> {
@@ -182,8 +186,40 @@ pub fn plan_health(
         rto_seconds: plan.rto.map(secs),
         rto_met: plan.rto.and_then(|r| last_good_drill.as_ref().map(|d| d.seconds <= r.as_secs_f64())),
     };
+    let mut per_target = BTreeMap::new();
+    for t in plan.targets.iter().filter_map(|n| targets.get(n)).filter(|t| t.rpo.is_some() || t.rto.is_some())
+    {
+        let backed = runs
+            .iter()
+            .find(|e| e.targets.iter().any(|x| x.target == t.name && x.ok))
+            .map(|e| now - e.finished);
+        let drilled = drills
+            .iter()
+            .find_map(|d| d.targets.iter().find(|x| x.target == t.name && x.ok))
+            .map(|x| x.duration_ms as f64 / 1000.0);
+        let o = Objectives {
+            rpo_seconds: t.rpo.map(secs),
+            rpo_met: t.rpo.map(|r| backed.is_some_and(|a| a.num_seconds() <= secs(r))),
+            rto_seconds: t.rto.map(secs),
+            rto_met: t.rto.and_then(|r| drilled.map(|s| s <= r.as_secs_f64())),
+        };
+        if let (Some(false), Some(r)) = (o.rpo_met, t.rpo) {
+            let r = Duration::from_std(r).unwrap_or(Duration::MAX);
+            reasons.push(match backed {
+                Some(a) => format!(
+                    "target {}: the last successful backup is {} old (its RPO {})",
+                    t.name,
+                    human(a),
+                    human(r)
+                ),
+                None => format!("target {}: no successful backup yet (its RPO {})", t.name, human(r)),
+            });
+        }
+        per_target.insert(t.name.clone(), o);
+    }
     Ok(PlanHealth {
         objectives,
+        targets: per_target,
         status: if reasons.is_empty() { "healthy" } else { "unhealthy" },
         last_backup: last_good.as_ref().map(|e| e.finished),
         age_seconds: age.map(|a| a.num_seconds()),
@@ -217,7 +253,7 @@ pub fn assess(
     let mut plans = BTreeMap::new();
     for plan in cfg.plans.values().filter(|p| only.is_none_or(|o| o == p.name)) {
         let running = kura_runner::plan::running_since(state_dir, &plan.name);
-        plans.insert(plan.name.clone(), plan_health(&history, plan, now, running)?);
+        plans.insert(plan.name.clone(), plan_health(&history, plan, &cfg.targets, now, running)?);
     }
     let mut reasons = Vec::new();
     if plans.is_empty() {

@@ -158,6 +158,11 @@ pub fn render(cfg: &Config, health: &Health) -> String {
         "gauge",
         "1 when the plan meets its objective: rpo by its newest good backup, rto by its last passing drill.",
     );
+    let mut target_objective = Family::new(
+        "kura_target_objective_met",
+        "gauge",
+        "1 when the target meets its own objective: rpo by its newest good backup, rto by its last passing drill.",
+    );
     for (name, p) in &health.plans {
         let plan = || vec![("plan", name.clone())];
         for (which, met) in [("rpo", p.objectives.rpo_met), ("rto", p.objectives.rto_met)] {
@@ -166,6 +171,20 @@ pub fn render(cfg: &Config, health: &Health) -> String {
                     vec![("plan", name.clone()), ("objective", which.to_string())],
                     if m { 1.0 } else { 0.0 },
                 );
+            }
+        }
+        for (target, o) in &p.targets {
+            for (which, met) in [("rpo", o.rpo_met), ("rto", o.rto_met)] {
+                if let Some(m) = met {
+                    target_objective.add(
+                        vec![
+                            ("plan", name.clone()),
+                            ("target", target.clone()),
+                            ("objective", which.to_string()),
+                        ],
+                        if m { 1.0 } else { 0.0 },
+                    );
+                }
             }
         }
         if let Some(d) = &p.last_good_drill {
@@ -229,6 +248,7 @@ pub fn render(cfg: &Config, health: &Health) -> String {
         &drill_time,
         &drill_status,
         &objective,
+        &target_objective,
     ] {
         write_family(&mut out, f);
     }

@@ -105,17 +105,54 @@ async fn repository(repos: &Repos, cfg: &Config, name: &str, ctx: &Context) -> F
     };
     let probe = async {
         let guard = kura_repo::SessionGuard::start(&repo, "doctor", &ctx.hostname).await?;
-        let listed = repo.list_ids(kura_format::paths::SESSIONS).await?;
+        let listed = repo.store().list(kura_format::paths::SESSIONS).await;
         guard.finish().await;
-        Ok::<usize, kura_repo::RepoError>(listed.len())
+        let listed = listed?;
+        // The storage's clock, as the time it gave the probe just written.
+        let stamped = listed.iter().filter_map(|m| m.modified).max();
+        Ok::<_, kura_repo::RepoError>((listed.len(), stamped))
     };
+    let r = &cfg.repositories[name];
+    let sse = r.s3.sse.clone().or_else(|| query_param(&r.url, "sse"));
     match probe.await {
-        Ok(n) if n > 0 => finding(
-            Verdict::Ok,
-            check,
-            "opened with its password; wrote, read back and removed a probe",
-            None,
-        ),
+        Ok((n, stamped)) if n > 0 => {
+            let mut said = "opened with its password; wrote, read back and removed a probe".to_string();
+            if let Some(sse) = sse {
+                said += &format!(" with server-side encryption {sse}, which the storage accepted");
+            }
+            let skew = stamped.map(|t| ctx.clock.now().timestamp() - t);
+            let off = |s: i64| {
+                format!(
+                    "this machine's clock is {} {} the storage's",
+                    human_secs(s.abs()),
+                    if s > 0 { "ahead of" } else { "behind" }
+                )
+            };
+            match skew {
+                Some(s) if s.abs() > CLOCK_FAIL => finding(
+                    Verdict::Fail,
+                    check,
+                    format!("{said}; but {}", off(s)),
+                    Some(
+                        "prune's safety margins and every snapshot's time assume clocks within minutes \
+                         of each other: sync this machine's clock (NTP, systemd-timesyncd)",
+                    ),
+                ),
+                Some(s) if s.abs() > CLOCK_WARN => finding(
+                    Verdict::Warn,
+                    check,
+                    format!("{said}; {}", off(s)),
+                    Some("sync this machine's clock (NTP, systemd-timesyncd)"),
+                ),
+                Some(s) => finding(
+                    Verdict::Ok,
+                    check,
+                    format!("{said}; clocks agree within {}", human_secs(s.abs().max(1))),
+                    None,
+                ),
+                None => finding(Verdict::Ok, check, said, None),
+            }
+        }
         Ok(_) => finding(
             Verdict::Fail,
             check,
@@ -129,6 +166,24 @@ async fn repository(repos: &Repos, cfg: &Config, name: &str, ctx: &Context) -> F
             Some("backups need write, list and delete permission on the repository"),
         ),
     }
+}
+
+/// How far this machine's clock may be from the storage's: a warning past
+/// a few minutes, a failure past an hour (what the prune tests cover).
+const CLOCK_WARN: i64 = 5 * 60;
+const CLOCK_FAIL: i64 = 60 * 60;
+
+fn human_secs(s: i64) -> String {
+    match s {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h {}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+fn query_param(url: &str, key: &str) -> Option<String> {
+    let (_, q) = url.split_once('?')?;
+    q.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v.to_string()))
 }
 
 /// A local repository's free space against what its newest runs added.

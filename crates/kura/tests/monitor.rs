@@ -567,6 +567,7 @@ fn a_drill_restores_checks_times_and_removes_its_copy_and_a_failing_one_says_why
             &format!(
                 "[target.data]\ntype = \"files\"\npaths = [\"{}\"]\n\
                  [target.app_db]\ntype = \"sqlite\"\npath = \"{}\"\nchecks = [\"SELECT count(*) >= 50 FROM users\", \"{check}\"]\n\
+                 rpo = \"30m\"\nrto = \"1h\"\n\
                  [plan.daily]\nschedule = \"0 2 * * *\"\ntargets = [\"data\", \"app_db\"]\nrpo = \"1h\"\nrto = \"0s\"\n\
                  [notify.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
                 data.display(),
@@ -626,6 +627,16 @@ fn a_drill_restores_checks_times_and_removes_its_copy_and_a_failing_one_says_why
     assert_eq!(
         later["plans"]["daily"]["objectives"]["rpo_met"], false,
         "two hours on, the RPO of 1h is missed"
+    );
+    // The database's own objectives: met now, its RPO of 30m missed later.
+    let own = &status["plans"]["daily"]["targets"]["app_db"];
+    assert_eq!((own["rpo_met"].as_bool(), own["rto_met"].as_bool()), (Some(true), Some(true)), "{status}");
+    assert_eq!(later["plans"]["daily"]["targets"]["app_db"]["rpo_met"], false, "{later}");
+    let reasons = later["plans"]["daily"]["reasons"].to_string();
+    assert!(
+        reasons.contains("target app_db: the last successful backup is 2h")
+            && reasons.contains("(its RPO 30m)"),
+        "{reasons}"
     );
 
     // A check that fails: exit 1, the check named, a critical alert.

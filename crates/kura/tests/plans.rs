@@ -827,6 +827,18 @@ fn doctor_passes_a_good_setup_and_catches_each_broken_precondition() {
         verdict_of(&lines, "schedule of plan daily").1.contains("next: "),
         "the next fire times are shown"
     );
+    assert!(verdict_of(&lines, "repository main").1.contains("clocks agree within"), "{lines:?}");
+
+    // This machine's clock two hours off the storage's.
+    let out = k
+        .cmd(&["doctor", "--json"])
+        .env_remove("KURA_PASSWORD")
+        .env("KURA_TEST_CLOCK_OFFSET_SECS", "7200")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("this machine's clock is 2h 0m ahead of the storage's"), "{said}");
 
     // Each precondition broken in turn.
     std::fs::write(&pw, "wrong horse").unwrap();

@@ -86,6 +86,13 @@ fn encryption_and_storage_class_go_with_every_write() {
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     };
     run(&["init"]);
+    // The doctor's probe goes with the encryption every write asks for.
+    let doctor = k.cmd(&["doctor"]).env_remove("KURA_REPOSITORY").output().unwrap();
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        said.contains("with server-side encryption AES256, which the storage accepted; clocks agree"),
+        "{said}"
+    );
     run(&["backup", "--target", "app"]);
     let heads = s3_headers(&moto, "secure", "kura/");
     assert!(heads.len() >= 4, "config, key, index, pack, snapshot: {heads:?}");

@@ -255,6 +255,11 @@ pub struct Target {
     /// target's own (`drill_server = "postgres://drill@scratch-db/postgres"`):
     /// its host, port and credentials; the database name is the drill's.
     pub drill_server: Option<String>,
+    /// This target's own objectives, beside its plans': its newest good
+    /// backup no older than `rpo`, its last passing drill no slower than
+    /// `rto`.
+    pub rpo: Option<std::time::Duration>,
+    pub rto: Option<std::time::Duration>,
     pub kind: TargetKind,
 }
 

@@ -371,6 +371,13 @@ fn target(
         }
     };
     let drill_server = take(&mut t, "drill_server")?;
+    let mut objective = |key: &str| -> Result<Option<std::time::Duration>, ConfigError> {
+        match take(&mut t, key)? {
+            None => Ok(None),
+            Some(s) => parse_duration(&s).map(Some).map_err(|e| invalid(format!("{place}.{key}"), e)),
+        }
+    };
+    let (rpo, rto) = (objective("rpo")?, objective("rto")?);
     let kind = target_kind(&kind_name, &place, t)?;
     if sample.is_some() && !matches!(kind, TargetKind::Files(_) | TargetKind::ObjectStore(_)) {
         return Err(invalid(
@@ -437,6 +444,8 @@ fn target(
         kept,
         sample,
         drill_server,
+        rpo,
+        rto,
         checks,
         kind,
     })
