@@ -317,7 +317,13 @@ impl History {
         let errors: Vec<String> = report
             .targets
             .iter()
-            .filter_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.target)))
+            .filter_map(|t| {
+                let name = match &t.database {
+                    Some(db) => format!("{} ({db})", t.target),
+                    None => t.target.clone(),
+                };
+                t.error.as_ref().map(|e| format!("{name}: {e}"))
+            })
             .collect();
         let tx = self.db.transaction().map_err(|e| sql(&path, e))?;
         tx.execute(

@@ -58,17 +58,20 @@ pub async fn run(g: &Global, a: &DrillArgs) -> Result<u8, Failure> {
             }
             for t in &r.targets {
                 let passed = t.checks.iter().filter(|c| c.ok).count();
+                let name = match &t.database {
+                    Some(db) => format!("{} ({db})", t.target),
+                    None => t.target.clone(),
+                };
                 match &t.error {
                     None => say(
                         g,
                         format!(
-                            "ok    {}: restored {} in {:.1}s; {passed} check(s) passed",
-                            t.target,
+                            "ok    {name}: restored {} in {:.1}s; {passed} check(s) passed",
                             human_bytes(t.bytes),
                             t.seconds
                         ),
                     ),
-                    Some(e) => crate::output::errln!("FAIL  {}: {e}", t.target),
+                    Some(e) => crate::output::errln!("FAIL  {name}: {e}"),
                 }
             }
             let took = (r.finished - r.started).num_milliseconds() as f64 / 1000.0;
