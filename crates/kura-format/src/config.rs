@@ -32,6 +32,12 @@ impl Default for ChunkerParams {
 }
 
 impl ChunkerParams {
+    /// Sizes around an average as the repository's are (a quarter and four
+    /// times it).
+    pub fn with_average(avg: u32) -> ChunkerParams {
+        ChunkerParams { min_size: avg / 4, avg_size: avg, max_size: avg.saturating_mul(4) }
+    }
+
     pub fn validate(&self) -> Result<(), FormatError> {
         let ok = self.min_size >= 64
             && self.min_size < self.avg_size

@@ -327,3 +327,44 @@ async fn a_copy_that_fails_midway_writes_no_snapshot_and_the_next_one_finishes_i
     restore(&to, snaps[1].1.tree, &out, &RestoreOptions::default(), Default::default()).await.unwrap();
     same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
 }
+
+/// A stream backed up with smaller chunks than the repository's (database
+/// dumps, format.md §6.1) is cut in blobs of about that size and restores
+/// byte for byte; without them, the repository's.
+#[tokio::test]
+async fn streams_can_be_cut_in_smaller_chunks_than_the_repository() {
+    use kura_format::config::ChunkerParams;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init(Arc::new(LocalStore::new(dir.path().join("repo")))).await;
+    let mut data = vec![0u8; 4 << 20];
+    let mut x = 7u64;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x >> 24) as u8;
+    }
+    let mut blobs = Vec::new();
+    for chunking in [None, Some(ChunkerParams::with_average(16 << 10))] {
+        let opts = BackupOptions { chunking, hostname: "h".into(), ..Default::default() };
+        let r = kura_repo::backup::backup_stream(
+            &repo,
+            "dump.sql",
+            Box::new(std::io::Cursor::new(data.clone())),
+            &opts,
+            Default::default(),
+            Box::new(|| Ok(())),
+        )
+        .await
+        .unwrap();
+        let index = repo.load_index_present(&Default::default()).await.unwrap();
+        let node =
+            kura_repo::browse::find_node(&repo, &index, &r.snapshot.tree, "dump.sql").await.unwrap().unwrap();
+        blobs.push(node.content.unwrap().len());
+        let mut back = Vec::new();
+        kura_repo::restore::dump(&repo, r.snapshot.tree, "dump.sql", &mut back).await.unwrap();
+        assert!(back == data, "restored byte for byte");
+    }
+    assert!(blobs[0] <= 16, "1 MiB chunks: {blobs:?}");
+    assert!((128..=512).contains(&blobs[1]), "16 KiB chunks: {blobs:?}");
+}

@@ -102,6 +102,7 @@ pub async fn backup_run(
                     time: Some(time),
                     force: req.force,
                     plan: req.plan.clone(),
+                    chunking: chunking(t),
                     ..BackupOptions::default()
                 };
                 let counters = Arc::new(Counters::default());
@@ -187,3 +188,18 @@ async fn backup_target(
     };
     Ok(Saved { id: r.id, summary: r.snapshot.summary, warnings: r.snapshot.warnings })
 }
+
+/// The chunk sizes of a target's streams: its own `chunk_size`, else
+/// [`DATABASE_CHUNK`] for databases, else the repository's (format.md
+/// §6.1).
+fn chunking(t: &kura_policy::Target) -> Option<kura_format::config::ChunkerParams> {
+    let database = matches!(t.kind, TargetKind::Postgres(_) | TargetKind::Mysql(_) | TargetKind::Sqlite(_));
+    t.chunk_size.or(database.then_some(DATABASE_CHUNK)).map(kura_format::config::ChunkerParams::with_average)
+}
+
+/// A day of a database changes rows all through it (a few hundred
+/// updates in a big table, statuses of recent orders, deletions here and
+/// there), and each edit costs the chunk around it: 16 KiB chunks keep a
+/// day's growth of a 450 MB dump with 940 such edits at 3.8% of its
+/// storage, against 21% with 1 MiB ones (docs/performance.md).
+const DATABASE_CHUNK: u32 = 16 << 10;

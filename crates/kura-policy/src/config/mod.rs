@@ -260,6 +260,11 @@ pub struct Target {
     /// `rto`.
     pub rpo: Option<std::time::Duration>,
     pub rto: Option<std::time::Duration>,
+    /// The average chunk size of this target's streams (`chunk_size =
+    /// "64KiB"`, a power of two from 4 KiB to 4 MiB); `None`: the
+    /// repository's for files, the database size for dumps (format.md
+    /// §6.1).
+    pub chunk_size: Option<u32>,
     pub kind: TargetKind,
 }
 

@@ -378,6 +378,18 @@ fn target(
         }
     };
     let (rpo, rto) = (objective("rpo")?, objective("rto")?);
+    let chunk_size = match take(&mut t, "chunk_size")? {
+        None => None,
+        Some(s) => match super::values::parse_size(&s) {
+            Ok(n) if n.is_power_of_two() && ((4 << 10)..=(4 << 20)).contains(&n) => Some(n as u32),
+            _ => {
+                return Err(invalid(
+                    format!("{place}.chunk_size"),
+                    "must be a power of two from 4KiB to 4MiB, like \"64KiB\"",
+                ))
+            }
+        },
+    };
     let kind = target_kind(&kind_name, &place, t)?;
     if sample.is_some() && !matches!(kind, TargetKind::Files(_) | TargetKind::ObjectStore(_)) {
         return Err(invalid(
@@ -446,6 +458,7 @@ fn target(
         drill_server,
         rpo,
         rto,
+        chunk_size,
         checks,
         kind,
     })

@@ -66,6 +66,9 @@ pub struct BackupOptions {
     /// Only files modified this recently (log folders); directories are
     /// still walked.
     pub changed_within: Option<std::time::Duration>,
+    /// Chunk sizes other than the repository's, for streams whose edits
+    /// are small and scattered (database dumps, format.md §6.1).
+    pub chunking: Option<kura_format::config::ChunkerParams>,
     /// Recorded in the snapshot (format.md §11).
     pub target: Option<String>,
     pub run: Option<Id>,

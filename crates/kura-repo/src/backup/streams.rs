@@ -151,7 +151,7 @@ pub async fn backup_stream_set(
     let run = async {
         let pending = repo.pending_deletion().await?;
         let index = repo.load_index_present(&pending).await?;
-        let (saver, uploader) = Saver::start(repo.clone(), index, counters);
+        let (saver, uploader) = Saver::start_chunking(repo.clone(), index, counters, opts.chunking);
         let mut seen = std::collections::HashSet::new();
         let mut saved: Vec<Saved> = Vec::new();
         let mut running = FuturesUnordered::new();
