@@ -359,6 +359,8 @@ fn drill_samples_and_scratch_servers_are_checked() {
         |t: &str| Config::parse(&format!("[repository.main]\nurl = \"/r\"\n[target.x]\n{t}"), &|_| None);
     let c = parse("type = \"files\"\npaths = [\"/d\"]\nsample = \"12.5%\"\n").unwrap();
     assert_eq!(c.targets["x"].sample, Some(0.125));
+    let c = parse("type = \"command\"\nbackup = \"cat x\"\nchunk_size = \"64KiB\"\n").unwrap();
+    assert_eq!(c.targets["x"].chunk_size, Some(64 << 10));
     for (t, want) in [
         ("type = \"files\"\npaths = [\"/d\"]\nsample = \"0%\"\n", "target.x.sample"),
         ("type = \"files\"\npaths = [\"/d\"]\nsample = \"ten\"\n", "target.x.sample"),
@@ -371,6 +373,8 @@ fn drill_samples_and_scratch_servers_are_checked() {
             "type = \"sqlite\"\npath = \"/a.db\"\ndrill_server = \"postgres://h/x\"\n",
             "postgres and mysql targets only",
         ),
+        ("type = \"sqlite\"\npath = \"/a.db\"\nchunk_size = \"48KiB\"\n", "target.x.chunk_size"),
+        ("type = \"sqlite\"\npath = \"/a.db\"\nchunk_size = \"8MiB\"\n", "power of two from 4KiB to 4MiB"),
     ] {
         let e = parse(t).unwrap_err().to_string();
         assert!(e.contains(want), "{t}: {e}");
