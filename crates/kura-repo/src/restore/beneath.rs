@@ -135,12 +135,15 @@ impl Beneath {
     pub(crate) fn publish(&self, dir: &Path, from: &str, to: &[u8]) -> io::Result<()> {
         let d = self.dir(dir)?;
         let to = std::ffi::OsStr::from_bytes(to);
-        if let Ok(st) = rustix::fs::statat(&*d, to, AtFlags::SYMLINK_NOFOLLOW) {
-            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "a directory is in the way"));
+        // rename(2) refuses to put a file over a directory (EISDIR) by
+        // itself: no lookup of the name first, which in a fresh target
+        // fails for every file.
+        match rustix::fs::renameat(&*d, from, &*d, to) {
+            Err(rustix::io::Errno::ISDIR) => {
+                Err(io::Error::new(io::ErrorKind::AlreadyExists, "a directory is in the way"))
             }
+            r => r.map_err(err),
         }
-        rustix::fs::renameat(&*d, from, &*d, to).map_err(err)
     }
 
     /// Removes a name (not a directory) from directory `dir`, if present.

@@ -166,7 +166,7 @@ pub(super) async fn restore_files(
             st.error.is_none() && st.remaining == 0
         };
         if empty {
-            finish_file(root, &jobs, n, owners, counters);
+            finish_file(root, &jobs, n, None, owners, counters);
         }
     }
     let mut spans: Vec<Span> = Vec::new();
@@ -328,9 +328,11 @@ fn write_span(
             }
         }
     }
-    drop(open_files);
+    // A file completed here is finished through the handle it was written
+    // with: no second open by name.
     for n in completed {
-        finish_file(root, jobs, n, owners, counters);
+        let handle = open_files.remove(&n);
+        finish_file(root, jobs, n, handle, owners, counters);
     }
 }
 
@@ -383,15 +385,23 @@ fn fail_damaged(jobs: &[FileJob], n: usize, msg: &str) {
 }
 
 /// Gives a complete file its metadata and its real name.
-fn finish_file(root: &Beneath, jobs: &[FileJob], n: usize, owners: bool, counters: &Counters) {
+fn finish_file(
+    root: &Beneath,
+    jobs: &[FileJob],
+    n: usize,
+    handle: Option<std::fs::File>,
+    owners: bool,
+    counters: &Counters,
+) {
     let job = &jobs[n];
     let mut st = job.state.lock().expect("file state");
     let result = (|| -> std::result::Result<(), String> {
         let dir = parent(&job.rel);
         // An empty file had nothing written, so this creates it.
-        let f = match &st.tmp {
-            Some((name, identity)) => root.reopen(dir, name, *identity),
-            None => create_temp(root, job, &mut st).map_err(std::io::Error::other),
+        let f = match (handle, &st.tmp) {
+            (Some(f), Some(_)) => Ok(f),
+            (_, Some((name, identity))) => root.reopen(dir, name, *identity),
+            (_, None) => create_temp(root, job, &mut st).map_err(std::io::Error::other),
         }
         .map_err(|e| format!("{}: {e}", job.rel.display()))?;
         // No fsync per file: a journal commit per file made restores of many
