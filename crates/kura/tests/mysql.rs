@@ -451,14 +451,7 @@ fn a_tampered_or_foreign_swap_journal_is_never_replayed() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !gate.with_extension("waiting").exists() {
-        assert!(
-            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
-            "the restore never reached the step"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_at_gate(&mut child, &gate);
     child.kill().unwrap();
     child.wait().unwrap();
     wait_quiet(&db);
@@ -642,25 +635,7 @@ fn a_drill_restores_into_a_scratch_database_checks_it_and_drops_it() {
     // Killed with -9 after its restore: the copy is left, and the next
     // drill removes it first.
     let gate = k.path("gate");
-    let mut drill = k
-        .cmd(&["drill", "--plan", "nightly"])
-        .env("KURA_TEST_STEP_GATE", format!("drill-restored:{}", gate.display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let wait_gate = |drill: &mut std::process::Child| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !gate.with_extension("waiting").exists() {
-            assert!(
-                Instant::now() < deadline && drill.try_wait().unwrap().is_none(),
-                "the drill never restored"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = std::fs::remove_file(gate.with_extension("waiting"));
-    };
-    wait_gate(&mut drill);
+    let mut drill = k.gated(&["drill", "--plan", "nightly"], "drill-restored", &gate);
     drill.kill().unwrap();
     drill.wait().unwrap();
     assert_eq!(db.sql("mysql", scratch), "1", "the killed drill's copy is left");
@@ -668,14 +643,7 @@ fn a_drill_restores_into_a_scratch_database_checks_it_and_drops_it() {
     // A restore that loses rows and objects (the copy damaged between its
     // restore and its checks): the drill names each loss, and removed the
     // killed drill's copy first.
-    let mut drill = k
-        .cmd(&["drill", "--plan", "nightly"])
-        .env("KURA_TEST_STEP_GATE", format!("drill-restored:{}", gate.display()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_gate(&mut drill);
+    let drill = k.gated(&["drill", "--plan", "nightly"], "drill-restored", &gate);
     assert_eq!(db.sql("mysql", scratch), "1", "the leftover is gone, this drill's copy is there");
     let copy = db.sql(
         "mysql",

@@ -663,17 +663,7 @@ fn a_drill_restores_into_a_scratch_database_checks_it_and_drops_it() {
     // A restore that loses rows or objects: the drill's copy is damaged
     // between its restore and its checks, and the drill names each loss.
     let gate = k.path("gate");
-    let mut drill = k
-        .cmd(&["drill", "--plan", "nightly"])
-        .env("KURA_TEST_STEP_GATE", format!("drill-restored:{}", gate.display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    while !gate.with_extension("waiting").exists() {
-        assert!(drill.try_wait().unwrap().is_none(), "the drill ended before its restore was done");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let drill = k.gated(&["drill", "--plan", "nightly"], "drill-restored", &gate);
     let copy = pg.psql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE '%kura\\_drill%'");
     pg.psql(&copy, "ALTER TABLE orders DISABLE TRIGGER USER; DELETE FROM orders WHERE id % 1000 = 0; DROP TRIGGER orders_audit ON orders; DROP VIEW big_spenders");
     std::fs::write(&gate, b"").unwrap();
@@ -726,17 +716,7 @@ fn a_drill_can_restore_on_a_scratch_server() {
     pg.psql("shop", "ALTER TABLE users OWNER TO shop_owner");
     k.ok(&["backup", "--target", "app_db"]);
     let gate = k.path("gate");
-    let mut drill = k
-        .cmd(&["drill", "--target", "app_db", "--json"])
-        .env("KURA_TEST_STEP_GATE", format!("drill-restored:{}", gate.display()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    while !gate.with_extension("waiting").exists() {
-        assert!(drill.try_wait().unwrap().is_none(), "the drill ended before its restore was done");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let drill = k.gated(&["drill", "--target", "app_db", "--json"], "drill-restored", &gate);
     let copies = "SELECT count(*) FROM pg_database WHERE datname LIKE '%kura\\_drill%'";
     assert_eq!(scratch_pg.psql("postgres", copies), "1", "the copy is on the scratch server");
     assert_eq!(pg.psql("postgres", copies), "0", "and not on the live one");

@@ -18,6 +18,21 @@ pub struct Kura {
 }
 
 impl Kura {
+    /// Starts `kura ARGS` with `KURA_TEST_STEP_GATE=STEP:GATE` (its output
+    /// piped) and returns it standing at that step; it goes on once `GATE`
+    /// exists.
+    pub fn gated(&self, args: &[&str], step: &str, gate: &Path) -> std::process::Child {
+        let mut child = self
+            .cmd(args)
+            .env("KURA_TEST_STEP_GATE", format!("{step}:{}", gate.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_at_gate(&mut child, gate);
+        child
+    }
+
     /// A fresh local repository location (not yet initialised).
     pub fn new() -> Kura {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -387,4 +402,17 @@ pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
         assert!(std::time::Instant::now() < deadline, "waited {secs}s for {what}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Waits until `child`, run with `KURA_TEST_STEP_GATE=STEP:GATE`, stands
+/// at its step (it made `GATE.waiting`), failing if it ends first or takes
+/// a minute; removes the marker, so the gate can be used again. The child
+/// goes on once `GATE` exists.
+pub fn wait_at_gate(child: &mut std::process::Child, gate: &Path) {
+    let marker = gate.with_extension("waiting");
+    wait_for("the process to reach its step", 60, || {
+        assert!(child.try_wait().unwrap().is_none(), "the process ended before its step");
+        marker.exists()
+    });
+    let _ = std::fs::remove_file(marker);
 }
