@@ -205,6 +205,13 @@ static DECOMPRESSORS: Reuse<zstd::bulk::Decompressor<'static>> = Reuse::new();
 /// Decrypted frames of blobs being opened.
 static FRAMES: Reuse<Vec<u8>> = Reuse::new();
 
+/// How small zstd at `level` makes `content` (for choosing a level; the
+/// bytes are not kept). `None` if zstd failed.
+pub fn compressed_len(content: &[u8], level: i32) -> Option<usize> {
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(content.len()));
+    compress_at(content, level, &mut out, 0)
+}
+
 /// Compresses `content` into `out` from `at` on (out's length becomes `at`
 /// plus the compressed size); `None` if zstd failed.
 fn compress_at(content: &[u8], level: i32, out: &mut Vec<u8>, at: usize) -> Option<usize> {
