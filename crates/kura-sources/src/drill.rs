@@ -94,26 +94,8 @@ pub fn measure(scratch: &Scratch, backed_up: &Catalogue) -> Result<Catalogue, So
     let tables: Vec<&String> = backed_up.rows.keys().collect();
     let mut c = Catalogue::new();
     match scratch {
-        Scratch::Path(p) => {
-            let db = rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| SourceError::Refused(format!("opening {}: {e}", p.display())))?;
-            let mut s = db
-                .prepare("SELECT type FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
-                .map_err(|e| SourceError::Refused(e.to_string()))?;
-            let kinds: Vec<String> = s
-                .query_map([], |r| r.get(0))
-                .and_then(|rows| rows.collect())
-                .map_err(|e| SourceError::Refused(e.to_string()))?;
-            for k in kinds {
-                *c.objects.entry(k).or_default() += 1;
-            }
-            for t in tables {
-                let sql = format!("SELECT count(*) FROM \"{}\"", t.replace('"', "\"\""));
-                if let Ok(n) = db.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
-                    c.rows.insert(t.clone(), n as u64);
-                }
-            }
-        }
+        // Counted as the backup counted its consistent copy.
+        Scratch::Path(p) => return crate::sqlite::catalogue_of(p),
         Scratch::Postgres(url) => {
             for line in crate::postgres::psql(url, PG_OBJECTS)?.lines() {
                 if let Some((kind, n)) = line.split_once('|') {

@@ -233,7 +233,7 @@ pub fn database_file(paths: &[String]) -> Option<&str> {
 }
 
 /// Counted in the consistent copy, so they are the rows the snapshot holds.
-fn catalogue_of(copy: &Path) -> Result<crate::catalogue::Catalogue, SourceError> {
+pub(crate) fn catalogue_of(copy: &Path) -> Result<crate::catalogue::Catalogue, SourceError> {
     let db = Connection::open_with_flags(copy, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| SourceError::sqlite(copy, e))?;
     let mut c = crate::catalogue::Catalogue::new();
