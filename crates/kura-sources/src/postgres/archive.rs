@@ -52,66 +52,66 @@ enum State {
     },
     /// Large objects: an oid (0 ends the block), then its chunks.
     BlobOid,
-    /// Not following any more: an unknown block, a malformed archive.
+    /// Not following any more: an unknown block, a malformed archive, or
+    /// a visitor that stopped.
     Lost,
 }
 
-pub(crate) struct ArchiveCounter {
+/// What a [`Walker`] finds, in archive order. An error stops the walk and
+/// is returned from [`Walker::feed`].
+pub(crate) trait Visit {
+    /// The header and table of contents; `false` stops following.
+    fn head(&mut self, head: &Head) -> std::io::Result<bool>;
+    /// Bytes of table data entry `id`'s COPY text, in order.
+    fn data(&mut self, id: i64, bytes: &[u8]) -> std::io::Result<()>;
+    /// Table data entry `id` has no more bytes.
+    fn end(&mut self, id: i64) -> std::io::Result<()>;
+}
+
+/// Follows an archive fed in pieces of any size, without holding more
+/// than its table of contents.
+pub(crate) struct Walker<V> {
     state: State,
     /// Header phase: everything so far. Later: a partial int.
     buf: Vec<u8>,
     /// Head phase: try parsing again once the buffer reaches this.
     retry_at: usize,
     int_size: usize,
-    /// Table data entries: dump id to `schema.table`.
-    tables: HashMap<i64, String>,
-    catalogue: Catalogue,
-    /// The table whose rows are being counted: newlines so far and the last
-    /// bytes of its data, to leave out the `\.` line that ends it.
-    newlines: u64,
-    tail: Vec<u8>,
-    seen: u64,
+    pub(crate) visitor: V,
 }
 
-impl ArchiveCounter {
-    pub(crate) fn new() -> ArchiveCounter {
-        ArchiveCounter {
-            state: State::Head,
-            buf: Vec::new(),
-            retry_at: 0,
-            int_size: 4,
-            tables: HashMap::new(),
-            catalogue: Catalogue::new(),
-            newlines: 0,
-            tail: Vec::new(),
-            seen: 0,
-        }
+impl<V: Visit> Walker<V> {
+    pub(crate) fn new(visitor: V) -> Walker<V> {
+        Walker { state: State::Head, buf: Vec::new(), retry_at: 0, int_size: 4, visitor }
     }
 
-    /// What was counted; `complete` only if the archive was followed to
-    /// its end.
-    pub(crate) fn finish(mut self) -> Catalogue {
+    /// Whether the walk is between blocks: at the archive's end, if no
+    /// more bytes come. Parses a head still being collected first.
+    pub(crate) fn at_block_boundary(&mut self) -> std::io::Result<bool> {
         if matches!(self.state, State::Head) {
-            self.try_head();
+            self.try_head()?;
         }
-        if !matches!(self.state, State::Block) {
-            self.catalogue.complete = false;
-        }
-        if !self.catalogue.complete {
-            self.catalogue.rows.clear();
-        }
-        self.catalogue
+        Ok(matches!(self.state, State::Block))
     }
 
-    pub(crate) fn feed(&mut self, mut data: &[u8]) {
+    pub(crate) fn lost(&self) -> bool {
+        matches!(self.state, State::Lost)
+    }
+
+    pub(crate) fn lose(&mut self) {
+        self.state = State::Lost;
+        self.buf = Vec::new();
+    }
+
+    pub(crate) fn feed(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {
             match self.state {
-                State::Lost => return,
+                State::Lost => return Ok(()),
                 State::Head => {
                     self.buf.extend_from_slice(data);
                     data = &[];
                     if self.buf.len() >= self.retry_at {
-                        self.try_head();
+                        self.try_head()?;
                     }
                 }
                 State::Block => {
@@ -123,25 +123,18 @@ impl ArchiveCounter {
                     };
                 }
                 State::BlockId { kind } => {
-                    let Some(id) = self.int(&mut data) else { return };
-                    self.state = if kind == 1 {
-                        self.newlines = 0;
-                        self.tail.clear();
-                        self.seen = 0;
-                        State::ChunkLen { id: Some(id) }
-                    } else {
-                        State::BlobOid
-                    };
+                    let Some(id) = self.int(&mut data) else { return Ok(()) };
+                    self.state = if kind == 1 { State::ChunkLen { id: Some(id) } } else { State::BlobOid };
                 }
                 State::BlobOid => {
-                    let Some(oid) = self.int(&mut data) else { return };
+                    let Some(oid) = self.int(&mut data) else { return Ok(()) };
                     self.state = if oid == 0 { State::Block } else { State::ChunkLen { id: None } };
                 }
                 State::ChunkLen { id } => {
-                    let Some(len) = self.int(&mut data) else { return };
+                    let Some(len) = self.int(&mut data) else { return Ok(()) };
                     self.state = match (len, id) {
                         (0, Some(id)) => {
-                            self.end_table(id);
+                            self.visitor.end(id)?;
                             State::Block
                         }
                         (0, None) => State::BlobOid,
@@ -152,12 +145,8 @@ impl ArchiveCounter {
                 State::ChunkData { id, left } => {
                     let take = (left as usize).min(data.len());
                     let (chunk, rest) = data.split_at(take);
-                    if id.is_some() {
-                        self.newlines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
-                        self.seen += chunk.len() as u64;
-                        self.tail.extend_from_slice(&chunk[chunk.len().saturating_sub(8)..]);
-                        let cut = self.tail.len().saturating_sub(8);
-                        self.tail.drain(..cut);
+                    if let Some(id) = id {
+                        self.visitor.data(id, chunk)?;
                     }
                     data = rest;
                     let left = left - take as u64;
@@ -166,39 +155,39 @@ impl ArchiveCounter {
                 }
             }
         }
+        Ok(())
     }
 
     /// Parses the header and table of contents if the buffer holds them,
     /// then goes on with the bytes after them.
-    fn try_head(&mut self) {
+    fn try_head(&mut self) -> std::io::Result<()> {
         match parse_head(&self.buf) {
             Ok(Some(head)) => {
                 self.int_size = head.int_size;
-                for e in head.entries {
-                    if let Some((_, kind)) = OBJECT_KINDS.iter().find(|(d, _)| *d == e.desc) {
-                        *self.catalogue.objects.entry(kind.to_string()).or_default() += 1;
-                    }
-                    if e.desc == "TABLE DATA" {
-                        self.tables.insert(e.id, format!("{}.{}", e.namespace, e.tag));
-                    }
+                if !self.visitor.head(&head)? {
+                    self.lose();
+                    return Ok(());
                 }
                 let rest = self.buf.split_off(head.len);
                 self.buf = Vec::new();
                 self.state = State::Block;
-                self.feed(&rest);
+                self.feed(&rest)
             }
-            Ok(None) if self.buf.len() > MAX_TOC => self.lose(),
+            Ok(None) if self.buf.len() > MAX_TOC => {
+                self.lose();
+                Ok(())
+            }
             // Parsing from the start again is cheap while the buffer at
             // least doubles in between.
-            Ok(None) => self.retry_at = self.buf.len() * 2,
-            Err(_) => self.lose(),
+            Ok(None) => {
+                self.retry_at = self.buf.len() * 2;
+                Ok(())
+            }
+            Err(_) => {
+                self.lose();
+                Ok(())
+            }
         }
-    }
-
-    fn lose(&mut self) {
-        self.state = State::Lost;
-        self.buf = Vec::new();
-        self.catalogue.complete = false;
     }
 
     /// An int, possibly split across feeds.
@@ -212,12 +201,94 @@ impl ArchiveCounter {
         }
         let v = read_int(&self.buf, self.int_size);
         self.buf.clear();
+        if v.is_none() {
+            self.state = State::Lost;
+        }
         v
+    }
+}
+
+/// Counts rows and schema objects (format.md §11.4).
+pub(crate) struct ArchiveCounter {
+    walker: Walker<Counts>,
+}
+
+struct Counts {
+    /// Table data entries: dump id to `schema.table`.
+    tables: HashMap<i64, String>,
+    catalogue: Catalogue,
+    /// The table whose rows are being counted: newlines so far and the last
+    /// bytes of its data, to leave out the `\.` line that ends it.
+    newlines: u64,
+    tail: Vec<u8>,
+    seen: u64,
+}
+
+impl ArchiveCounter {
+    pub(crate) fn new() -> ArchiveCounter {
+        let counts = Counts {
+            tables: HashMap::new(),
+            catalogue: Catalogue::new(),
+            newlines: 0,
+            tail: Vec::new(),
+            seen: 0,
+        };
+        ArchiveCounter { walker: Walker::new(counts) }
+    }
+
+    /// What was counted; `complete` only if the archive was followed to
+    /// its end.
+    pub(crate) fn finish(mut self) -> Catalogue {
+        let whole = self.walker.at_block_boundary().unwrap_or(false);
+        let mut catalogue = std::mem::take(&mut self.walker.visitor.catalogue);
+        if !whole {
+            catalogue.complete = false;
+        }
+        if !catalogue.complete {
+            catalogue.rows.clear();
+        }
+        catalogue
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8]) {
+        // Counting never fails; an archive it cannot follow is incomplete.
+        let _ = self.walker.feed(data);
+        if self.walker.lost() {
+            self.walker.visitor.catalogue.complete = false;
+        }
+    }
+
+    fn lose(&mut self) {
+        self.walker.lose();
+        self.walker.visitor.catalogue.complete = false;
+    }
+}
+
+impl Visit for Counts {
+    fn head(&mut self, head: &Head) -> std::io::Result<bool> {
+        for e in &head.entries {
+            if let Some((_, kind)) = OBJECT_KINDS.iter().find(|(d, _)| *d == e.desc) {
+                *self.catalogue.objects.entry(kind.to_string()).or_default() += 1;
+            }
+            if e.desc == "TABLE DATA" {
+                self.tables.insert(e.id, format!("{}.{}", e.namespace, e.tag));
+            }
+        }
+        Ok(true)
+    }
+
+    fn data(&mut self, _id: i64, chunk: &[u8]) -> std::io::Result<()> {
+        self.newlines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.seen += chunk.len() as u64;
+        self.tail.extend_from_slice(&chunk[chunk.len().saturating_sub(8)..]);
+        let cut = self.tail.len().saturating_sub(8);
+        self.tail.drain(..cut);
+        Ok(())
     }
 
     /// A table's data ended: its rows are its lines, less the `\.` line
     /// (and the blank lines after it) that pg_dump ends COPY data with.
-    fn end_table(&mut self, id: i64) {
+    fn end(&mut self, id: i64) -> std::io::Result<()> {
         let t = &self.tail;
         let blank = t.iter().rev().take_while(|&&b| b == b'\n').count();
         let body = &t[..t.len() - blank];
@@ -226,8 +297,12 @@ impl ArchiveCounter {
             && ((body.len() == 2 && self.seen == t.len() as u64)
                 || (body.len() >= 3 && body[body.len() - 3] == b'\n'));
         let rows = if terminated { self.newlines - blank as u64 } else { self.newlines };
-        let Some(name) = self.tables.get(&id) else { return };
-        *self.catalogue.rows.entry(name.clone()).or_default() += rows;
+        (self.newlines, self.seen) = (0, 0);
+        self.tail.clear();
+        if let Some(name) = self.tables.get(&id) {
+            *self.catalogue.rows.entry(name.clone()).or_default() += rows;
+        }
+        Ok(())
     }
 }
 
@@ -242,18 +317,31 @@ fn read_int(b: &[u8], size: usize) -> Option<i64> {
     Some(if b[0] != 0 { -v } else { v })
 }
 
-struct Entry {
-    id: i64,
-    desc: String,
-    namespace: String,
-    tag: String,
+/// One table-of-contents entry, with what a restore needs of it.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub id: i64,
+    pub desc: String,
+    pub namespace: String,
+    pub tag: String,
+    /// 1 none, 2 pre-data, 3 data, 4 post-data (pg_backup.h).
+    pub section: i64,
+    /// The SQL that creates the object.
+    pub defn: String,
+    /// A table data entry's `COPY … FROM stdin;`.
+    pub copy_stmt: Option<String>,
+    pub tablespace: String,
+    /// Dump ids of the entries this one depends on.
+    pub deps: Vec<i64>,
 }
 
-struct Head {
+pub(crate) struct Head {
     /// Bytes up to the first data block.
-    len: usize,
-    int_size: usize,
-    entries: Vec<Entry>,
+    pub len: usize,
+    pub int_size: usize,
+    /// Whether pg_dump compressed the data blocks.
+    pub compressed: bool,
+    pub entries: Vec<Entry>,
 }
 
 /// A cursor over the head; `Ok(None)` when more bytes are needed.
@@ -324,11 +412,9 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, Malformed> {
     if !(1..=8).contains(&c.int_size) || sizes[2] != 1 {
         return Err(Malformed);
     }
-    if version.1 >= 15 {
-        need!(c.bytes(1));
-    } else {
-        need!(c.int());
-    }
+    // A compression algorithm from 1.15, a zlib level before (-1: the
+    // default level).
+    let compressed = if version.1 >= 15 { need!(c.bytes(1))[0] != 0 } else { need!(c.int()) != 0 };
     for _ in 0..7 {
         need!(c.int());
     }
@@ -347,12 +433,12 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, Malformed> {
         need!(c.str());
         let tag = need!(c.str()).unwrap_or_default();
         let desc = need!(c.str()).unwrap_or_default();
-        need!(c.int());
+        let section = need!(c.int());
+        let defn = need!(c.str()).unwrap_or_default();
         need!(c.str());
-        need!(c.str());
-        need!(c.str());
+        let copy_stmt = need!(c.str());
         let namespace = need!(c.str()).unwrap_or_default();
-        need!(c.str());
+        let tablespace = need!(c.str()).unwrap_or_default();
         if version.1 >= 14 {
             need!(c.str());
         }
@@ -361,11 +447,14 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, Malformed> {
         }
         need!(c.str());
         need!(c.str());
-        while need!(c.str()).is_some() {}
+        let mut deps = Vec::new();
+        while let Some(d) = need!(c.str()) {
+            deps.extend(d.parse::<i64>().ok());
+        }
         need!(c.bytes(1 + c.off_size));
-        entries.push(Entry { id, desc, namespace, tag });
+        entries.push(Entry { id, desc, namespace, tag, section, defn, copy_stmt, tablespace, deps });
     }
-    Ok(Some(Head { len: c.at, int_size: c.int_size, entries }))
+    Ok(Some(Head { len: c.at, int_size: c.int_size, compressed, entries }))
 }
 
 impl Tally for ArchiveCounter {

@@ -28,6 +28,7 @@ use crate::SourceError;
 
 mod archive;
 mod database;
+mod load;
 use database::DatabaseLevel;
 
 /// A libpq URL split into what may go on a command line and what may not.

@@ -67,6 +67,14 @@ pub async fn restore(
     let target = url.with_db(&fresh);
     let parts = read_parts(repo, tree, name).await?;
     let restored: Result<u64, SourceError> = async {
+        if tables.is_empty() {
+            // The whole database: rows and indexes by several sessions.
+            let files: Vec<String> = parts
+                .iter()
+                .flat_map(|(dir, parts)| parts.parts.iter().map(move |p| format!("{dir}/{}", p.file)))
+                .collect();
+            return super::load::whole(repo, tree, name, &files, &target, no_owner).await;
+        }
         let table_args: Vec<String> =
             tables.iter().flat_map(|t| ["--table".to_string(), t.clone()]).collect();
         let Some((dir, parts)) = parts else {
@@ -81,9 +89,7 @@ pub async fn restore(
         };
         let mut bytes = pg_restore_file(repo, tree, name, &target, &with("pre-data"), no_owner).await?;
         bytes += pg_restore_file(repo, tree, name, &target, &with("data"), no_owner).await?;
-        for p in
-            parts.parts.iter().filter(|p| tables.is_empty() || tables.iter().any(|t| same_table(t, &p.table)))
-        {
+        for p in parts.parts.iter().filter(|p| tables.iter().any(|t| same_table(t, &p.table))) {
             bytes +=
                 pg_restore_file(repo, tree, &format!("{dir}/{}", p.file), &target, &[], no_owner).await?;
         }
@@ -173,7 +179,7 @@ pub async fn restore(
 
 /// Feeds one archive of the snapshot to pg_restore into `target`, every
 /// blob verified before pg_restore reads it.
-async fn pg_restore_file(
+pub(super) async fn pg_restore_file(
     repo: &Repository,
     tree: Id,
     file: &str,
