@@ -14,7 +14,7 @@ use super::restore::pg_restore_file;
 use super::*;
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 /// COPY text is handed to a session in pieces of about this size, cut at
@@ -78,61 +78,137 @@ async fn load_all(
     no_owner: bool,
     lanes: &Lanes,
 ) -> Result<(u64, Option<Main>), SourceError> {
+    let files: Vec<String> = std::iter::once(name.to_string()).chain(parts.iter().cloned()).collect();
+    let outcomes = read_all(repo, tree, &files, lanes).await;
     let mut bytes = 0;
     let mut main = None;
     // Bytes of COPY text per `schema.table`, to build the largest tables'
     // indexes first.
     let mut sizes: HashMap<String, u64> = HashMap::new();
-    for file in std::iter::once(name.to_string()).chain(parts.iter().cloned()) {
-        let mut loader = Walker::new(Loader::new(lanes));
-        let dumped = kura_repo::restore::dump(repo, tree, &file, &mut WriteTo(&mut loader)).await;
-        let visitor = &mut loader.visitor;
-        if let Some(e) = visitor.failed.take() {
-            return Err(SourceError::Refused(e));
-        }
-        let unsupported = visitor.unsupported.take();
-        match dumped {
-            Ok(n) => bytes += n,
-            // The loader stopped the dump at the table of contents.
-            Err(_) if unsupported.is_some() => {}
-            Err(e) => return Err(e.into()),
-        }
-        let entries = std::mem::take(&mut visitor.entries);
-        let loaded: Vec<i64> = visitor.loaded.keys().copied().collect();
-        for (id, n) in &visitor.loaded {
+    for (file, outcome) in files.iter().zip(outcomes) {
+        let Read { bytes: read, entries, loaded, unsupported } = outcome?;
+        bytes += read;
+        for (id, n) in &loaded {
             if let Some(e) = entries.iter().find(|e| e.id == *id) {
                 *sizes.entry(format!("{}.{}", e.namespace, e.tag)).or_default() += n;
             }
         }
-        if let Some(why) = unsupported {
-            // Nothing of this archive was loaded: pg_restore does its
-            // rows, one session, as before.
-            tracing::info!(file = %file, "rows restored by pg_restore alone: {why}");
-            let args = if file == name { vec!["--section=data".to_string()] } else { Vec::new() };
-            bytes += pg_restore_file(repo, tree, &file, target, &args, no_owner).await?;
-            if file == name {
-                let loaded = in_section(&entries, &[SECTION_DATA]);
-                main = Some(Main { entries, loaded, built: Vec::new() });
+        let is_main = file == name;
+        let loaded: Vec<i64> = match unsupported {
+            Some(why) => {
+                // Nothing of this archive was loaded: pg_restore does its
+                // rows, one session, as before.
+                tracing::info!(file = %file, "rows restored by pg_restore alone: {why}");
+                let args = if is_main { vec!["--section=data".to_string()] } else { Vec::new() };
+                bytes += pg_restore_file(repo, tree, file, target, &args, no_owner).await?;
+                if !is_main {
+                    continue;
+                }
+                in_section(&entries, &[SECTION_DATA])
             }
-            continue;
-        }
-        if !loader.at_block_boundary().map_err(|e| SourceError::Refused(e.to_string()))? || loader.lost() {
-            return Err(SourceError::Refused(format!(
-                "{file} is not a whole pg_dump archive (it ends inside a block or holds one kura cannot follow)"
-            )));
-        }
-        if file == name {
+            None => loaded.keys().copied().collect(),
+        };
+        if is_main {
             main = Some(Main { entries, loaded, built: Vec::new() });
         } else {
             // A part's sequence values and anything else beside its rows.
             let rest = rest_of(&entries, &loaded, &[]);
-            bytes += restore_listed(repo, tree, &file, target, &rest, no_owner).await?;
+            bytes += restore_listed(repo, tree, file, target, &rest, no_owner).await?;
         }
     }
     if let Some(m) = &mut main {
         m.built = build_indexes(&m.entries, &sizes, lanes)?;
     }
     Ok((bytes, main))
+}
+
+/// What reading one archive into the sessions came to.
+struct Read {
+    bytes: u64,
+    entries: Vec<Entry>,
+    /// Table data entries loaded, with their bytes of COPY text.
+    loaded: HashMap<i64, u64>,
+    /// Why the sessions could not load this archive (nothing of it was).
+    unsupported: Option<String>,
+}
+
+/// Reads `files` into the sessions, as many at once as there are sessions
+/// (a database dumped in parts loads its large tables side by side, each
+/// in the dump's order), each file by its own thread.
+async fn read_all(
+    repo: &Repository,
+    tree: Id,
+    files: &[String],
+    lanes: &Lanes,
+) -> Vec<Result<Read, SourceError>> {
+    let handle = tokio::runtime::Handle::current();
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        // Threads cannot drive a single-threaded runtime: one at a time.
+        let mut out = Vec::new();
+        for file in files {
+            out.push(read_one(repo, tree, file, lanes).await);
+        }
+        return out;
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let readers = lanes.lanes.len().min(files.len());
+    let work = || {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..readers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let Some(file) = files.get(i) else { break };
+                            out.push((i, handle.block_on(read_one(repo, tree, file, lanes))));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            let mut all: Vec<(usize, Result<Read, SourceError>)> = threads
+                .into_iter()
+                .flat_map(|t| {
+                    t.join().unwrap_or_else(|_| {
+                        vec![(usize::MAX, Err(SourceError::Refused("a reader thread panicked".into())))]
+                    })
+                })
+                .collect();
+            all.sort_by_key(|(i, _)| *i);
+            all.into_iter().map(|(_, r)| r).collect()
+        })
+    };
+    // The threads block on the runtime's handle while this task waits.
+    tokio::task::block_in_place(work)
+}
+
+async fn read_one(repo: &Repository, tree: Id, file: &str, lanes: &Lanes) -> Result<Read, SourceError> {
+    tracing::debug!(file, "reading into the sessions");
+    let mut loader = Walker::new(Loader::new(lanes));
+    let dumped = kura_repo::restore::dump(repo, tree, file, &mut WriteTo(&mut loader)).await;
+    let visitor = &mut loader.visitor;
+    visitor.release();
+    if let Some(e) = visitor.failed.take() {
+        return Err(SourceError::Refused(e));
+    }
+    let unsupported = visitor.unsupported.take();
+    let bytes = match dumped {
+        Ok(n) => n,
+        // The loader stopped the dump at the table of contents.
+        Err(_) if unsupported.is_some() => 0,
+        Err(e) => return Err(e.into()),
+    };
+    let entries = std::mem::take(&mut visitor.entries);
+    let loaded = std::mem::take(&mut visitor.loaded);
+    if unsupported.is_none()
+        && (!loader.at_block_boundary().map_err(|e| SourceError::Refused(e.to_string()))? || loader.lost())
+    {
+        return Err(SourceError::Refused(format!(
+            "{file} is not a whole pg_dump archive (it ends inside a block or holds one kura cannot follow)"
+        )));
+    }
+    Ok(Read { bytes, entries, loaded, unsupported })
 }
 
 /// Adapts a walker to the `Write` that the repository's dump writes to.
@@ -178,9 +254,8 @@ struct Loader<'l> {
     copy: HashMap<i64, Arc<str>>,
     /// The current table's text.
     text: CopyText,
-    /// Sessions holding rows of the current table.
-    used: Vec<bool>,
-    next: usize,
+    /// The session loading the current table, claimed for it alone.
+    lane: Option<usize>,
     failed: Option<String>,
     unsupported: Option<String>,
 }
@@ -193,8 +268,7 @@ impl<'l> Loader<'l> {
             loaded: HashMap::new(),
             copy: HashMap::new(),
             text: CopyText::default(),
-            used: vec![false; lanes.lanes.len()],
-            next: 0,
+            lane: None,
             failed: None,
             unsupported: None,
         }
@@ -207,31 +281,26 @@ impl<'l> Loader<'l> {
         }
         *self.loaded.entry(id).or_default() += data.len() as u64;
         let copy = self.copy[&id].clone();
-        let job = Job::Rows { copy, data };
         // A table stays on one session, so its rows keep the dump's order
         // (a dump of the restored database equals the original's).
-        if let Some(i) = self.used.iter().position(|u| *u) {
-            return self.lanes.lanes[i].tx.send(job).map_err(|_| self.lane_failed(i));
-        }
-        let n = self.lanes.lanes.len();
-        let mut job = job;
-        for k in 0..n {
-            let i = (self.next + k) % n;
-            match self.lanes.lanes[i].tx.try_send(job) {
-                Ok(()) => {
-                    self.used[i] = true;
-                    self.next = (i + 1) % n;
-                    return Ok(());
-                }
-                Err(TrySendError::Full(j)) => job = j,
-                Err(TrySendError::Disconnected(_)) => return Err(self.lane_failed(i)),
+        let i = match self.lane {
+            Some(i) => i,
+            None => {
+                let i = *self.lane.insert(self.lanes.claim());
+                tracing::debug!(entry = id, session = i, "loading a table");
+                i
             }
+        };
+        self.lanes.lanes[i].tx.send(Job::Rows { copy, data }).map_err(|_| self.lane_failed(i))
+    }
+
+    /// Closes the current table's COPY and lets another reader have its
+    /// session.
+    fn release(&mut self) {
+        if let Some(i) = self.lane.take() {
+            let _ = self.lanes.lanes[i].tx.send(Job::EndCopy);
+            self.lanes.lanes[i].claimed.store(false, std::sync::atomic::Ordering::SeqCst);
         }
-        let i = self.next;
-        self.lanes.lanes[i].tx.send(job).map_err(|_| self.lane_failed(i))?;
-        self.used[i] = true;
-        self.next = (i + 1) % n;
-        Ok(())
     }
 
     fn lane_failed(&mut self, i: usize) -> std::io::Error {
@@ -256,9 +325,14 @@ impl Visit for Loader<'_> {
             // The dump's encoding and string syntax, as pg_restore sets
             // them: COPY text is in the encoding of the dump.
             if e.desc == "ENCODING" || e.desc == "STDSTRINGS" {
-                for i in 0..self.lanes.lanes.len() {
-                    if self.lanes.lanes[i].tx.send(Job::Raw(e.defn.clone())).is_err() {
-                        return Err(self.lane_failed(i));
+                let mut set = self.lanes.settings.lock().expect("settings lock");
+                if !set.contains(&e.defn) {
+                    set.push(e.defn.clone());
+                    for i in 0..self.lanes.lanes.len() {
+                        if self.lanes.lanes[i].tx.send(Job::Raw(e.defn.clone())).is_err() {
+                            drop(set);
+                            return Err(self.lane_failed(i));
+                        }
                     }
                 }
             }
@@ -287,11 +361,7 @@ impl Visit for Loader<'_> {
         };
         self.hand_out(id, rest)?;
         self.loaded.entry(id).or_default();
-        for i in 0..self.used.len() {
-            if std::mem::take(&mut self.used[i]) && self.lanes.lanes[i].tx.send(Job::EndCopy).is_err() {
-                return Err(self.lane_failed(i));
-            }
-        }
+        self.release();
         Ok(())
     }
 }
@@ -473,6 +543,8 @@ enum Job {
 
 struct Lane {
     tx: SyncSender<Job>,
+    /// A reader is handing it a table's rows.
+    claimed: std::sync::atomic::AtomicBool,
     thread: std::sync::Mutex<Option<JoinHandle<Result<(), String>>>>,
     error: std::sync::Mutex<Option<String>>,
 }
@@ -480,6 +552,9 @@ struct Lane {
 /// The psql sessions loading one database.
 struct Lanes {
     lanes: Vec<Lane>,
+    /// Session settings of the archives (their encoding), sent once.
+    settings: std::sync::Mutex<Vec<String>>,
+    next: std::sync::atomic::AtomicUsize,
 }
 
 /// What every session runs first: pg_restore's own session settings, so
@@ -509,9 +584,29 @@ impl Lanes {
                 .map_err(|e| SourceError::Refused(format!("cannot start psql: {e}")))?;
             let (tx, rx) = sync_channel(QUEUE);
             let thread = std::thread::spawn(move || session(&mut child, rx));
-            lanes.push(Lane { tx, thread: std::sync::Mutex::new(Some(thread)), error: Default::default() });
+            lanes.push(Lane {
+                tx,
+                claimed: Default::default(),
+                thread: std::sync::Mutex::new(Some(thread)),
+                error: Default::default(),
+            });
         }
-        Ok(Lanes { lanes })
+        Ok(Lanes { lanes, settings: Default::default(), next: Default::default() })
+    }
+
+    /// A session no other reader is loading a table into; there is one
+    /// while readers are no more than sessions.
+    fn claim(&self) -> usize {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.lanes.len();
+        let start = self.next.fetch_add(1, SeqCst);
+        for k in 0..n {
+            let i = (start + k) % n;
+            if self.lanes[i].claimed.compare_exchange(false, true, SeqCst, SeqCst).is_ok() {
+                return i;
+            }
+        }
+        start % n
     }
 
     fn any_ended(&self) -> bool {
@@ -537,7 +632,7 @@ impl Lanes {
 
     /// Ends every session; the first failure, if any.
     fn close(self) -> Result<(), SourceError> {
-        let Lanes { lanes } = self;
+        let Lanes { lanes, .. } = self;
         let mut first = None;
         for lane in lanes {
             drop(lane.tx);
@@ -567,7 +662,21 @@ fn session(child: &mut std::process::Child, rx: Receiver<Job>) -> Result<(), Str
     let fed = (|| -> std::io::Result<()> {
         w.write_all(PRELUDE.as_bytes())?;
         let mut open: Option<Arc<str>> = None;
-        for job in rx {
+        loop {
+            // Whatever waits in the buffer goes to psql before this
+            // session idles: a table's last rows and its end line must not
+            // wait for the next table.
+            let job = match rx.try_recv() {
+                Ok(job) => job,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    w.flush()?;
+                    match rx.recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+            };
             match job {
                 Job::Rows { copy, data } => {
                     if open.as_deref() != Some(&*copy) {

@@ -282,10 +282,13 @@ pub async fn backup(
     }
     let (tables, excludes) = (tables.to_vec(), exclude_tables.to_vec());
     let jobs = jobs.max(1);
-    // With one job, each pg_dump starts only when the one before it has
-    // been read to its end, so one connection is open at a time. With
-    // more, a database's large tables are dumped beside it (format.md
-    // §11.1), all from one exported snapshot held until the end.
+    // A database's large tables are dumped on their own (format.md §11.1),
+    // all from one exported snapshot held until the end, so that a restore
+    // loads them side by side and one table's edits never shift another's
+    // chunks. With one job, each pg_dump starts only when the one before it
+    // has been read to its end, so one dump runs at a time. A target
+    // limited to some tables is dumped whole, in one pg_dump that applies
+    // its limits.
     // The holders outlive the stream iterator, which is dropped as soon as
     // it runs dry, before the last pg_dump may have imported its snapshot.
     let holders: Arc<std::sync::Mutex<Vec<SnapshotHolder>>> = Arc::default();
@@ -293,7 +296,19 @@ pub async fn backup(
     type Start = Box<dyn FnOnce() -> Result<Stream, String> + Send>;
     let dumps = dbs.into_iter().flat_map(move |db| {
         let db_url = url.with_db(&db);
-        let plan = if jobs > 1 { parallel_plan(&db_url, &held) } else { Ok(None) };
+        let plan = if !tables.is_empty() || !excludes.is_empty() {
+            Ok(None)
+        } else {
+            match parallel_plan(&db_url, &held) {
+                // A server that cannot export a snapshot (an old standby)
+                // still gets one consistent dump, if no jobs were asked for.
+                Err(e) if jobs == 1 => {
+                    tracing::warn!(database = %db, "large tables dumped with the rest: {e}");
+                    Ok(None)
+                }
+                plan => plan,
+            }
+        };
         // Every stream of this database adds its counts; the catalogue's
         // own stream comes after them all (format.md §11.4).
         let gathered = Gathered::new();
@@ -382,7 +397,7 @@ const PARTS: &str = "parts.json";
 pub fn catalogue_file(db: &str) -> String {
     format!("{db}.catalogue.json")
 }
-/// Tables at least this large are dumped on their own when jobs > 1.
+/// Tables at least this large are dumped on their own.
 const PART_MIN_BYTES: u64 = 32 << 20;
 
 /// A session holding a transaction whose snapshot other sessions import
@@ -400,7 +415,10 @@ impl Drop for SnapshotHolder {
 }
 
 /// The large tables of a database and a snapshot to dump them from; `None`
-/// when no table is large enough to be worth a part of its own.
+/// when no table is large enough to be worth a part of its own. Sizes are
+/// the planner's page counts, as pg_dump -j orders its tables by: reading
+/// them takes no lock, so a table locked by the application does not stop
+/// the plan (pg_dump then waits for it, as it would anyway).
 fn parallel_plan(
     url: &PgUrl,
     holders: &std::sync::Mutex<Vec<SnapshotHolder>>,
@@ -409,8 +427,10 @@ fn parallel_plan(
         url,
         &format!(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_class t ON t.oid = c.reltoastrelid \
              WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' \
-             AND pg_table_size(c.oid) >= {PART_MIN_BYTES} ORDER BY pg_table_size(c.oid) DESC"
+             AND (c.relpages::bigint + coalesce(t.relpages, 0)) * current_setting('block_size')::bigint >= {PART_MIN_BYTES} \
+             ORDER BY c.relpages::bigint + coalesce(t.relpages, 0) DESC, 1"
         ),
     )?;
     let parts: Vec<String> = big.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
