@@ -574,14 +574,9 @@ impl Lanes {
     fn start(target: &PgUrl, n: usize) -> Result<Lanes, SourceError> {
         let mut lanes = Vec::new();
         for _ in 0..n {
-            let mut child = target
-                .command("psql")?
-                .args(["-X", "-q", "-o", "/dev/null", "-v", "ON_ERROR_STOP=1", "--dbname", &target.url])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| SourceError::Refused(format!("cannot start psql: {e}")))?;
+            // Query results to /dev/null: stdout carries only the lines
+            // that say a statement is done.
+            let mut child = psql_session(target, &["-o", "/dev/null"])?;
             let (tx, rx) = sync_channel(QUEUE);
             let thread = std::thread::spawn(move || session(&mut child, rx));
             lanes.push(Lane {

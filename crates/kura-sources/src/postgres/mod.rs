@@ -414,6 +414,20 @@ impl Drop for SnapshotHolder {
     }
 }
 
+/// A psql session reading statements from its standard input (all three
+/// standard streams piped), stopping at the first error.
+fn psql_session(url: &PgUrl, extra: &[&str]) -> Result<std::process::Child, SourceError> {
+    url.command("psql")?
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(extra)
+        .args(["--dbname", &url.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SourceError::Refused(format!("cannot start psql: {e}")))
+}
+
 /// The large tables of a database and a snapshot to dump them from; `None`
 /// when no table is large enough to be worth a part of its own. Sizes are
 /// the planner's page counts, as pg_dump -j orders its tables by: reading
@@ -438,14 +452,7 @@ fn parallel_plan(
         return Ok(None);
     }
     use std::io::{BufRead, Write};
-    let mut child = url
-        .command("psql")?
-        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", &url.url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| SourceError::Refused(format!("cannot start psql: {e}")))?;
+    let mut child = psql_session(url, &["-A", "-t"])?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut out = std::io::BufReader::new(child.stdout.take().expect("piped"));
     let err = stderr_tail(child.stderr.take().expect("piped"));
