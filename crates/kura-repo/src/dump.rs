@@ -56,6 +56,20 @@ pub async fn dump_files(
     Ok(total)
 }
 
+/// [`dump`] with an index already loaded: several files written to
+/// several outputs at once share one index.
+pub async fn dump_indexed(
+    repo: &Repository,
+    index: &Index,
+    tree: Id,
+    path: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<u64> {
+    let n = dump_one(repo, index, tree, path, out).await?;
+    out.flush().map_err(|e| RepoError::io("<output>", e))?;
+    Ok(n)
+}
+
 async fn dump_one(
     repo: &Repository,
     index: &Index,

@@ -4,6 +4,44 @@ use std::io::Read;
 use std::process::ChildStderr;
 use std::thread::JoinHandle;
 
+/// Runs `work(i)` for `i` in `0..n`, each on a thread of its own that may
+/// block (writing to a child's pipe) and await the runtime's futures
+/// through the handle it is given; the results in order. `None` on a
+/// single-threaded runtime, whose driver only its own thread can run: the
+/// caller then does the work one piece after the other.
+pub(crate) fn side_by_side<T: Send>(
+    n: usize,
+    work: impl Fn(usize, &tokio::runtime::Handle) -> T + Sync,
+) -> Option<Vec<T>> {
+    let handle = tokio::runtime::Handle::current();
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return None;
+    }
+    // This task's worker thread waits for the threads meanwhile.
+    Some(tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..n)
+                .map(|i| {
+                    let (work, handle) = (&work, &handle);
+                    s.spawn(move || work(i, handle))
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
+    }))
+}
+
+/// How many sessions load a restored database at once: one per core, at
+/// least two (the server's backends and the clients share the cores
+/// anyway) and at most four (past that the server's disk, not its CPU,
+/// bounds a load).
+pub(crate) fn load_sessions() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 4)
+}
+
 /// The most of a program's standard error an error message quotes.
 const STDERR_TAIL: usize = 4096;
 

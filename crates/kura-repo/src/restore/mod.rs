@@ -26,7 +26,7 @@ use std::sync::Arc;
 use kura_format::tree::{Node, NodeType};
 use kura_format::Id;
 
-pub use crate::dump::{dump, dump_files, write_content};
+pub use crate::dump::{dump, dump_files, dump_indexed, write_content};
 
 use crate::browse::{find_node, snapshot_path, walk};
 use crate::saver::Counters;

@@ -30,15 +30,9 @@ const SECTION_NONE: i64 = 1;
 const SECTION_DATA: i64 = 3;
 const SECTION_POST_DATA: i64 = 4;
 
-/// How many sessions load at once: one per core, at least two (the
-/// server's backends and psql share the cores anyway) and at most four
-/// (past that the server's disk, not its CPU, bounds a load).
-pub(super) fn sessions() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 4)
-}
-
 /// Restores dump `name` (and its parts) into the empty database `target`:
-/// pre-data by pg_restore, rows and indexes by [`sessions`] psql sessions,
+/// pre-data by pg_restore, rows and indexes by psql sessions
+/// ([`crate::child::load_sessions`]),
 /// the rest of post-data by pg_restore. Returns the archive bytes read.
 pub(super) async fn whole(
     repo: &Repository,
@@ -50,7 +44,7 @@ pub(super) async fn whole(
 ) -> Result<u64, SourceError> {
     let mut bytes =
         pg_restore_file(repo, tree, name, target, &["--section=pre-data".into()], no_owner).await?;
-    let lanes = Lanes::start(target, sessions())?;
+    let lanes = Lanes::start(target, crate::child::load_sessions())?;
     let result = load_all(repo, tree, name, parts, target, no_owner, &lanes).await;
     let closed = lanes.close();
     let (read, main) = result?;
@@ -134,59 +128,50 @@ struct Read {
 
 /// Reads `files` into the sessions, as many at once as there are sessions
 /// (a database dumped in parts loads its large tables side by side, each
-/// in the dump's order), each file by its own thread.
+/// in the dump's order), each file by its own thread, with one index.
 async fn read_all(
     repo: &Repository,
     tree: Id,
     files: &[String],
     lanes: &Lanes,
 ) -> Vec<Result<Read, SourceError>> {
-    let handle = tokio::runtime::Handle::current();
-    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        // Threads cannot drive a single-threaded runtime: one at a time.
-        let mut out = Vec::new();
-        for file in files {
-            out.push(read_one(repo, tree, file, lanes).await);
-        }
-        return out;
-    }
+    let index = match repo.load_index_present(&Default::default()).await {
+        Ok(index) => index,
+        Err(e) => return vec![Err(e.into())],
+    };
     let next = std::sync::atomic::AtomicUsize::new(0);
     let readers = lanes.lanes.len().min(files.len());
-    let work = || {
-        std::thread::scope(|s| {
-            let threads: Vec<_> = (0..readers)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            let Some(file) = files.get(i) else { break };
-                            out.push((i, handle.block_on(read_one(repo, tree, file, lanes))));
-                        }
-                        out
-                    })
-                })
-                .collect();
-            let mut all: Vec<(usize, Result<Read, SourceError>)> = threads
-                .into_iter()
-                .flat_map(|t| {
-                    t.join().unwrap_or_else(|_| {
-                        vec![(usize::MAX, Err(SourceError::Refused("a reader thread panicked".into())))]
-                    })
-                })
-                .collect();
-            all.sort_by_key(|(i, _)| *i);
-            all.into_iter().map(|(_, r)| r).collect()
-        })
+    let threads = crate::child::side_by_side(readers, |_, handle| {
+        let mut out = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let Some(file) = files.get(i) else { break };
+            out.push((i, handle.block_on(read_one(repo, &index, tree, file, lanes))));
+        }
+        out
+    });
+    let Some(threads) = threads else {
+        let mut out = Vec::new();
+        for file in files {
+            out.push(read_one(repo, &index, tree, file, lanes).await);
+        }
+        return out;
     };
-    // The threads block on the runtime's handle while this task waits.
-    tokio::task::block_in_place(work)
+    let mut all: Vec<(usize, Result<Read, SourceError>)> = threads.into_iter().flatten().collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
 }
 
-async fn read_one(repo: &Repository, tree: Id, file: &str, lanes: &Lanes) -> Result<Read, SourceError> {
+async fn read_one(
+    repo: &Repository,
+    index: &kura_repo::index::Index,
+    tree: Id,
+    file: &str,
+    lanes: &Lanes,
+) -> Result<Read, SourceError> {
     tracing::debug!(file, "reading into the sessions");
     let mut loader = Walker::new(Loader::new(lanes));
-    let dumped = kura_repo::restore::dump(repo, tree, file, &mut WriteTo(&mut loader)).await;
+    let dumped = kura_repo::restore::dump_indexed(repo, index, tree, file, &mut WriteTo(&mut loader)).await;
     let visitor = &mut loader.visitor;
     visitor.release();
     if let Some(e) = visitor.failed.take() {
