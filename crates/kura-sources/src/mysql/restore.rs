@@ -451,9 +451,110 @@ fn lock_holders(conn: &Conn, db: &str) -> Result<Vec<String>, SourceError> {
     Ok(out)
 }
 
-/// Pipes the chosen parts of the snapshot into the client, verifying every
-/// blob before it is written.
+/// Loads the chosen parts of the snapshot into `db`, every blob verified
+/// before it is written: the tables side by side, each whole in one
+/// client (structure, rows in the dump's order, triggers) after the dump's
+/// session settings (foreign key checks off, so no table waits for
+/// another's rows); then views, routines and events, which may name any
+/// table, in dump order in one client. Each client holds at most one
+/// table's locks at a time, taken at once by `LOCK TABLES`, so clients
+/// can wait for each other but never in a circle.
 async fn load(
+    repo: &Repository,
+    tree: Id,
+    conn: &Conn,
+    db: &str,
+    files: &[String],
+) -> Result<u64, SourceError> {
+    let parts = parts_of(files);
+    let of = |want: fn(&PartKind) -> bool| -> Vec<String> {
+        parts.iter().filter(|(k, _)| want(k)).map(|(_, f)| f.clone()).collect()
+    };
+    let tables = of(|k| matches!(k, PartKind::Table(_)));
+    let header = of(|k| matches!(k, PartKind::Header));
+    let footer = of(|k| matches!(k, PartKind::Footer));
+    let sessions = crate::child::load_sessions().min(tables.len());
+    if sessions < 2 {
+        return load_in_one(repo, tree, conn, db, files).await;
+    }
+    let index = repo.load_index_present(&Default::default()).await?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let loaded = crate::child::side_by_side(sessions, |_, handle| {
+        let r =
+            load_tables(repo, &index, tree, conn, db, [&header, &footer], &tables, &next, &failed, handle);
+        if r.is_err() {
+            // The other clients take no new table.
+            failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    });
+    let Some(loaded) = loaded else {
+        return load_in_one(repo, tree, conn, db, files).await;
+    };
+    let mut bytes = 0;
+    for r in loaded {
+        bytes += r?;
+    }
+    let rest: Vec<String> =
+        parts.iter().filter(|(k, _)| !matches!(k, PartKind::Table(_))).map(|(_, f)| f.clone()).collect();
+    if rest.len() > header.len() + footer.len() {
+        bytes += load_in_one(repo, tree, conn, db, &rest).await?;
+    }
+    Ok(bytes)
+}
+
+/// One client of [`load`]: the header, then tables taken from `tables` one
+/// after the other until none is left, then the footer.
+#[allow(clippy::too_many_arguments)]
+fn load_tables(
+    repo: &Repository,
+    index: &kura_repo::index::Index,
+    tree: Id,
+    conn: &Conn,
+    db: &str,
+    [header, footer]: [&Vec<String>; 2],
+    tables: &[String],
+    next: &std::sync::atomic::AtomicUsize,
+    failed: &std::sync::atomic::AtomicBool,
+    handle: &tokio::runtime::Handle,
+) -> Result<u64, SourceError> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut cmd = conn.command(CLIENT_TOOLS)?;
+    cmd.arg(format!("--database={db}"));
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| SourceError::Refused(format!("cannot start the MySQL client: {e}")))?;
+    let err = crate::child::stderr_tail(child.stderr.take().expect("piped"));
+    let mut stdin = std::io::BufWriter::with_capacity(256 << 10, child.stdin.take().expect("piped"));
+    let fed = handle.block_on(async {
+        let mut total = 0;
+        for f in header {
+            total += kura_repo::restore::dump_indexed(repo, index, tree, f, &mut stdin).await?;
+        }
+        while !failed.load(SeqCst) {
+            let Some(f) = tables.get(next.fetch_add(1, SeqCst)) else { break };
+            total += kura_repo::restore::dump_indexed(repo, index, tree, f, &mut stdin).await?;
+        }
+        for f in footer {
+            total += kura_repo::restore::dump_indexed(repo, index, tree, f, &mut stdin).await?;
+        }
+        Ok::<u64, kura_repo::RepoError>(total)
+    });
+    drop(stdin);
+    let status = child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        return Err(SourceError::Refused(format!("loading the dump failed ({status}): {}", stderr.trim())));
+    }
+    Ok(fed?)
+}
+
+/// Pipes parts of the snapshot into one client, in order.
+async fn load_in_one(
     repo: &Repository,
     tree: Id,
     conn: &Conn,
