@@ -220,14 +220,27 @@ fn unsupported(head: &Head) -> Option<String> {
     {
         return Some(format!("it holds large objects ({})", e.desc));
     }
-    if let Some(e) = head
-        .entries
-        .iter()
-        .find(|e| e.desc == "TABLE DATA" && e.copy_stmt.as_deref().is_none_or(|c| !c.starts_with("COPY ")))
+    if let Some(e) = head.entries.iter().find(|e| {
+        e.desc == "TABLE DATA"
+            && e.copy_stmt.as_deref().is_none_or(|c| !c.starts_with("COPY ") || !psql_safe(c.trim_end()))
+    }) {
+        return Some(format!("table {}.{} is not in plain COPY form", e.namespace, e.tag));
+    }
+    if let Some(e) =
+        head.entries.iter().find(|e| (e.desc == "ENCODING" || e.desc == "STDSTRINGS") && !psql_safe(&e.defn))
     {
-        return Some(format!("table {}.{} is not in COPY form", e.namespace, e.tag));
+        return Some(format!("its {} setting is not a plain statement", e.desc));
     }
     None
+}
+
+/// Whether SQL from the archive may go to a psql session as it is. psql,
+/// unlike pg_restore, runs backslash commands (`\!` runs a shell command
+/// as the user running kura), so archive text that holds a backslash is
+/// left to pg_restore: an archive made by another host writing to the
+/// repository gets no more than the SQL it could run anyway.
+fn psql_safe(sql: &str) -> bool {
+    !sql.contains('\\')
 }
 
 /// Cuts each table's COPY text into pieces for the sessions.
@@ -470,7 +483,9 @@ fn build_indexes(
     };
     let mut jobs: Vec<(&Entry, u64)> = entries
         .iter()
-        .filter(|e| (e.desc == "INDEX" || e.desc == "CONSTRAINT") && post.contains(&e.id))
+        .filter(|e| {
+            (e.desc == "INDEX" || e.desc == "CONSTRAINT") && post.contains(&e.id) && psql_safe(&e.defn)
+        })
         .map(|e| (e, table_of(e)))
         .collect();
     jobs.sort_by_key(|j| std::cmp::Reverse(j.1));
@@ -779,6 +794,21 @@ mod tests {
             assert_eq!(rows_of(&text, step.max(64)), Some(big.clone()), "steps of {step}");
         }
         assert_eq!(rows_of(b"1\tcut", 2), None, "text that ends inside a line is refused");
+    }
+
+    #[test]
+    fn archive_text_with_a_backslash_is_left_to_pg_restore() {
+        let head = |copy: &str| Head {
+            len: 0,
+            int_size: 4,
+            compressed: false,
+            entries: vec![Entry { copy_stmt: Some(copy.into()), ..entry(1, "TABLE DATA", 3) }],
+        };
+        assert!(unsupported(&head("COPY public.t (a) FROM stdin;\n")).is_none());
+        assert!(unsupported(&head("\\! touch /tmp/pwned\nCOPY public.t (a) FROM stdin;")).is_some());
+        assert!(unsupported(&head("COPY public.t (a) FROM stdin;\n\\! id")).is_some());
+        assert!(!psql_safe("CREATE INDEX i ON public.t USING btree ((a || '\\! id'))"));
+        assert!(psql_safe("ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n"));
     }
 
     #[test]
