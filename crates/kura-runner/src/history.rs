@@ -98,6 +98,24 @@ fn sql(path: &Path, e: impl std::fmt::Display) -> RunError {
     RunError::History { path: path.to_path_buf(), message: e.to_string() }
 }
 
+/// Turns the file to write-ahead logging. SQLite answers "locked" at once,
+/// without its busy handler, when another connection is opening the same
+/// new file, so the change is retried here for as long as the busy timeout.
+fn to_wal(db: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match db.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl History {
     /// Opens (and makes, the first time) the history at `path`.
     pub fn open(path: &Path) -> Result<History, RunError> {
@@ -111,11 +129,18 @@ impl History {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-        let db = Connection::open_with_flags(path, flags).map_err(|e| sql(path, e))?;
+        let mut db = Connection::open_with_flags(path, flags).map_err(|e| sql(path, e))?;
         db.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| sql(path, e))?;
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS runs (
+        to_wal(&db).map_err(|e| sql(path, e))?;
+        // Schema and upgrades in one write transaction: a daemon and a
+        // `kura history` opening a new file at the same moment would
+        // otherwise both see a column missing and both add it (the second
+        // fails with "duplicate column").
+        let tx = db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| sql(path, e))?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS runs (
                  id INTEGER PRIMARY KEY,
                  kind TEXT NOT NULL,
                  plan TEXT,
@@ -126,7 +151,8 @@ impl History {
                  status TEXT NOT NULL,
                  forgotten INTEGER NOT NULL DEFAULT 0,
                  bytes_pruned INTEGER NOT NULL DEFAULT 0,
-                 errors TEXT NOT NULL DEFAULT '[]'
+                 errors TEXT NOT NULL DEFAULT '[]',
+                 repository TEXT
              );
              CREATE TABLE IF NOT EXISTS run_targets (
                  run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -138,7 +164,10 @@ impl History {
                  bytes_added INTEGER NOT NULL,
                  bytes_stored INTEGER NOT NULL,
                  warnings INTEGER NOT NULL,
-                 error TEXT
+                 error TEXT,
+                 duration_ms INTEGER NOT NULL DEFAULT 0,
+                 files_new INTEGER NOT NULL DEFAULT 0,
+                 files_changed INTEGER NOT NULL DEFAULT 0
              );
              CREATE TABLE IF NOT EXISTS run_copies (
                  run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -161,21 +190,24 @@ impl History {
              CREATE INDEX IF NOT EXISTS runs_by_plan ON runs(plan, started);",
         )
         .map_err(|e| sql(path, e))?;
-        // Added after the first release of the table: older files gain it.
-        if db.prepare("SELECT repository FROM runs LIMIT 0").is_err() {
-            db.execute_batch("ALTER TABLE runs ADD COLUMN repository TEXT").map_err(|e| sql(path, e))?;
+        // Added after the first release of the tables: older files gain them.
+        let has =
+            |table: &str, column: &str| tx.prepare(&format!("SELECT {column} FROM {table} LIMIT 0")).is_ok();
+        if !has("runs", "repository") {
+            tx.execute_batch("ALTER TABLE runs ADD COLUMN repository TEXT").map_err(|e| sql(path, e))?;
         }
-        if db.prepare("SELECT duration_ms FROM run_targets LIMIT 0").is_err() {
-            db.execute_batch("ALTER TABLE run_targets ADD COLUMN duration_ms INTEGER NOT NULL DEFAULT 0")
+        if !has("run_targets", "duration_ms") {
+            tx.execute_batch("ALTER TABLE run_targets ADD COLUMN duration_ms INTEGER NOT NULL DEFAULT 0")
                 .map_err(|e| sql(path, e))?;
         }
-        if db.prepare("SELECT files_new FROM run_targets LIMIT 0").is_err() {
-            db.execute_batch(
+        if !has("run_targets", "files_new") {
+            tx.execute_batch(
                 "ALTER TABLE run_targets ADD COLUMN files_new INTEGER NOT NULL DEFAULT 0;
                  ALTER TABLE run_targets ADD COLUMN files_changed INTEGER NOT NULL DEFAULT 0;",
             )
             .map_err(|e| sql(path, e))?;
         }
+        tx.commit().map_err(|e| sql(path, e))?;
         Ok(History { db })
     }
 
@@ -807,5 +839,55 @@ mod tests {
         assert_eq!((daily[1].targets[0].bytes_read, daily[1].targets[0].bytes_added), (4096, 100));
         assert_eq!(h.list(None, 10).unwrap().len(), 3);
         assert_eq!(h.list(None, 1).unwrap()[0].plan.as_deref(), Some("weekly"));
+    }
+
+    #[test]
+    fn processes_opening_a_new_file_at_once_all_succeed() {
+        // The daemon, `kura history` and `kura run` may all open a history
+        // no one has made yet (the CI saw "duplicate column" from this race).
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("state{round}/history.db"));
+            std::thread::scope(|s| {
+                let opens: Vec<_> = (0..4).map(|_| s.spawn(|| History::open(&path).map(|_| ()))).collect();
+                for open in opens {
+                    open.join().unwrap().unwrap();
+                }
+            });
+            let h = History::open(&path).unwrap();
+            assert!(h.list(None, 1).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_file_from_before_the_later_columns_gains_them_and_keeps_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE runs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, plan TEXT, run TEXT,
+                 started TEXT NOT NULL, finished TEXT NOT NULL, duration_ms INTEGER NOT NULL,
+                 status TEXT NOT NULL, forgotten INTEGER NOT NULL DEFAULT 0,
+                 bytes_pruned INTEGER NOT NULL DEFAULT 0, errors TEXT NOT NULL DEFAULT '[]');
+             CREATE TABLE run_targets (run_id INTEGER NOT NULL REFERENCES runs(id), target TEXT NOT NULL,
+                 ok INTEGER NOT NULL, snapshot TEXT, files INTEGER NOT NULL, bytes_read INTEGER NOT NULL,
+                 bytes_added INTEGER NOT NULL, bytes_stored INTEGER NOT NULL, warnings INTEGER NOT NULL,
+                 error TEXT);
+             INSERT INTO runs (kind, plan, started, finished, duration_ms, status)
+                 VALUES ('plan', 'daily', '2026-11-01T02:00:00+00:00', '2026-11-01T02:00:05+00:00', 5000, 'ok');
+             INSERT INTO run_targets VALUES (1, 'app_db', 1, NULL, 1, 10, 5, 5, 0, NULL);",
+        )
+        .unwrap();
+        drop(old);
+        let mut h = History::open(&path).unwrap();
+        h.record_plan(
+            &report("daily", "2026-12-01T02:00:00Z", false),
+            "2026-12-01T02:00:07Z".parse().unwrap(),
+        )
+        .unwrap();
+        let runs = h.list(Some("daily"), 10).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[1].duration_ms, 5_000);
+        assert_eq!(runs[1].targets[0].bytes_read, 10);
     }
 }
