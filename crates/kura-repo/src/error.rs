@@ -39,6 +39,8 @@ pub enum RepoError {
     PathNotInSnapshot { snapshot: String, path: String },
     #[error("restore target {0} is not empty")]
     TargetNotEmpty(PathBuf),
+    #[error("restore target {0} holds a restore that was interrupted: its files may be incomplete")]
+    TargetInterrupted(PathBuf),
     #[error("blob {blob} is not in the index")]
     MissingBlob { blob: String },
     #[error("another prune is running (started {started} on {host})")]

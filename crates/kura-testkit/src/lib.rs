@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod conformance;
+pub mod netem;
 mod proxy;
 mod servers;
 

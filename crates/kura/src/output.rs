@@ -126,6 +126,9 @@ fn repo_hint(e: &RepoError) -> Option<&'static str> {
         RepoError::SnapshotNotFound(_) => "`kura snapshots` lists them",
         RepoError::AmbiguousId { .. } => "type more characters of the id",
         RepoError::TargetNotEmpty(_) => "choose an empty directory, or pass --overwrite",
+        RepoError::TargetInterrupted(_) => {
+            "run the restore again with --overwrite (it rewrites every file), or remove the directory"
+        }
         RepoError::PruneRunning { .. } => "wait for it; a prune that died is taken over after 5 minutes",
         RepoError::SessionLapsed => "check the connection to the repository and run the backup again",
         RepoError::Format(FormatError::UnsupportedVersion { .. }) => {

@@ -142,6 +142,41 @@ fn directory_swapped_for_a_symlink_mid_restore_is_never_written_through() {
 }
 
 #[test]
+fn names_planted_in_an_empty_target_mid_restore_are_replaced_never_written_through() {
+    // Into an empty target files are created straight under their real
+    // names, never over anything: a name a racing user took since is
+    // written aside and renamed over, as into a full target.
+    let k = Kura::new();
+    k.init();
+    let src = victim_tree(&k);
+    let id = k.backup(&[&src]);
+    let target = k.path("target");
+    let outside = k.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim"), b"not yours\n").unwrap();
+    let gate = k.path("gate");
+    let child = k
+        .cmd(&["restore", &id, "--target", target.to_str().unwrap()])
+        .env("KURA_TEST_RESTORE_GATE", &gate)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_at_gate(&gate);
+    assert!(target.join(".kura-restore-incomplete").is_file(), "the marker stands while files are written");
+    let base = restored(&target, &src);
+    std::os::unix::fs::symlink(outside.join("victim"), base.join("top.txt")).unwrap();
+    std::fs::hard_link(outside.join("victim"), base.join("sub/authorized_keys")).unwrap();
+    std::fs::write(&gate, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"not yours\n");
+    assert!(!std::fs::symlink_metadata(base.join("top.txt")).unwrap().file_type().is_symlink());
+    assert_same_tree(&src, &base);
+    assert!(!target.join(".kura-restore-incomplete").exists(), "the marker goes when the restore ends");
+}
+
+#[test]
 fn a_racing_process_swapping_symlinks_never_gets_a_write_outside() {
     let k = Kura::new();
     k.init();

@@ -103,7 +103,9 @@ impl Beneath {
     }
 
     /// Creates a new, private (0600) file named `name` in directory `dir`.
-    pub(crate) fn create_new(&self, dir: &Path, name: &str) -> io::Result<(File, (u64, u64))> {
+    /// Its identity is taken only if it must be opened again
+    /// ([`identity`]): most files are finished through this handle.
+    pub(crate) fn create_new(&self, dir: &Path, name: &std::ffi::OsStr) -> io::Result<File> {
         let d = self.dir(dir)?;
         let fd = rustix::fs::openat(
             &*d,
@@ -112,13 +114,17 @@ impl Beneath {
             Mode::from_raw_mode(0o600),
         )
         .map_err(err)?;
-        let st = rustix::fs::fstat(&fd).map_err(err)?;
-        Ok((File::from(fd), (st.st_dev, st.st_ino)))
+        Ok(File::from(fd))
     }
 
     /// Opens a file restore created earlier, and checks it is still that
     /// file (same device and inode), not something swapped in meanwhile.
-    pub(crate) fn reopen(&self, dir: &Path, name: &str, identity: (u64, u64)) -> io::Result<File> {
+    pub(crate) fn reopen(
+        &self,
+        dir: &Path,
+        name: &std::ffi::OsStr,
+        identity: (u64, u64),
+    ) -> io::Result<File> {
         let d = self.dir(dir)?;
         let fd =
             rustix::fs::openat(&*d, name, OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
@@ -132,7 +138,7 @@ impl Beneath {
 
     /// Renames `from` to `to` inside directory `dir`; refuses when a
     /// directory holds the name.
-    pub(crate) fn publish(&self, dir: &Path, from: &str, to: &[u8]) -> io::Result<()> {
+    pub(crate) fn publish(&self, dir: &Path, from: &std::ffi::OsStr, to: &[u8]) -> io::Result<()> {
         let d = self.dir(dir)?;
         let to = std::ffi::OsStr::from_bytes(to);
         // rename(2) refuses to put a file over a directory (EISDIR) by
@@ -242,6 +248,12 @@ impl Beneath {
             let _ = rustix::fs::unlinkat(&*d, std::ffi::OsStr::from_bytes(&n), AtFlags::empty());
         }
     }
+}
+
+/// The device and inode of an open file, to recognise it when reopened.
+pub(crate) fn identity(f: impl AsFd) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(f).map_err(err)?;
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// Sets owner, mode and times through an open handle.

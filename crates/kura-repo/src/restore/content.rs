@@ -11,7 +11,7 @@ use kura_format::paths;
 use kura_format::tree::Node;
 use kura_format::Id;
 
-use super::beneath::{set_metadata, Beneath};
+use super::beneath::{identity, set_metadata, Beneath};
 use super::{RestoreReport, PARTIAL_PREFIX};
 use crate::index::{Index, Location};
 use crate::saver::Counters;
@@ -29,11 +29,13 @@ const PAGE: u64 = 4096;
 
 /// Writes `data` at `offset`, skipping every whole page of zeros and
 /// coalescing the rest into as few writes as the holes allow (one for
-/// ordinary data). The file's length is set when it is finished.
-fn write_sparse(f: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
+/// ordinary data). Returns where the last byte written ends (0 for none):
+/// the file's length is set when it is finished, if the writes fell short.
+fn write_sparse(f: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<u64> {
     use std::os::unix::fs::FileExt;
     let mut run_start: Option<usize> = None;
     let mut pos = 0usize;
+    let mut end_written = 0;
     while pos < data.len() {
         let at = offset + pos as u64;
         let end = data.len().min((((at / PAGE) + 1) * PAGE - offset) as usize);
@@ -42,6 +44,7 @@ fn write_sparse(f: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<
         match (hole, run_start) {
             (true, Some(s)) => {
                 f.write_all_at(&data[s..pos], offset + s as u64)?;
+                end_written = offset + pos as u64;
                 run_start = None;
             }
             (false, None) => run_start = Some(pos),
@@ -51,13 +54,15 @@ fn write_sparse(f: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<
     }
     if let Some(s) = run_start {
         f.write_all_at(&data[s..], offset + s as u64)?;
+        end_written = offset + data.len() as u64;
     }
-    Ok(())
+    Ok(end_written)
 }
 
 /// One file being restored. Its blobs arrive in pack order, from any worker,
 /// and are written at their offsets into a temporary file that is renamed
-/// to its real name once the last one is written and verified.
+/// to its real name once the last one is written and verified; in a target
+/// that was empty, straight under its real name (see [`Placing`]).
 struct FileJob {
     rel: PathBuf,
     node: Node,
@@ -68,14 +73,49 @@ struct FileJob {
 
 #[derive(Default)]
 struct FileState {
-    /// The partial file's name in its directory, and its device and inode,
-    /// checked whenever it is opened again.
-    tmp: Option<(String, (u64, u64))>,
+    /// The file being written, once created.
+    partial: Option<Partial>,
+    /// Where the last byte written so far ends: when it falls short of the
+    /// length (a hole at the end), the length is set at the finish.
+    end: u64,
     remaining: usize,
+    /// Its blobs lie in more than one span, which other workers may write
+    /// while this one holds it open: its identity is taken at creation.
+    spans: SpanCount,
     error: Option<String>,
     /// The error is damage in the repository, not trouble writing here.
     damaged: bool,
     done: bool,
+}
+
+struct Partial {
+    /// Its name in its directory: a private temporary name, or its real one.
+    name: std::ffi::OsString,
+    under_real_name: bool,
+    /// Its device and inode, taken when its handle is first closed
+    /// unfinished and checked whenever it is opened again.
+    identity: Option<(u64, u64)>,
+}
+
+/// How files are placed in the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Placing {
+    /// Each under a temporary name, renamed over its real name when
+    /// complete: nothing under a real name is ever partial.
+    Rename,
+    /// Straight under its real name, created new (never over anything):
+    /// for a target that was empty, which holds a marker until the restore
+    /// ends (docs/reliability.md). A name found taken falls back to
+    /// `Rename`.
+    Direct,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum SpanCount {
+    #[default]
+    None,
+    One(usize),
+    Many,
 }
 
 /// Where one blob goes: a file and an offset in it.
@@ -110,6 +150,7 @@ pub(super) async fn restore_files(
     root: &Arc<Beneath>,
     files: Vec<(PathBuf, Node)>,
     owners: bool,
+    placing: Placing,
     concurrency: usize,
     counters: &Arc<Counters>,
     report: &mut RestoreReport,
@@ -166,7 +207,7 @@ pub(super) async fn restore_files(
             st.error.is_none() && st.remaining == 0
         };
         if empty {
-            finish_file(root, &jobs, n, None, owners, counters);
+            finish_file(root, &jobs, n, None, owners, placing, counters);
         }
     }
     let mut spans: Vec<Span> = Vec::new();
@@ -189,6 +230,18 @@ pub(super) async fn restore_files(
             }
         }
     }
+    for (i, span) in spans.iter().enumerate() {
+        for w in &span.blobs {
+            for &(n, _) in &w.to {
+                let mut st = jobs[n].state.lock().expect("file state");
+                st.spans = match st.spans {
+                    SpanCount::None => SpanCount::One(i),
+                    SpanCount::One(j) if j == i => SpanCount::One(i),
+                    _ => SpanCount::Many,
+                };
+            }
+        }
+    }
     stream::iter(spans)
         .map(|span| {
             let repo = repo.clone();
@@ -199,7 +252,8 @@ pub(super) async fn restore_files(
                 let read = repo.store().get_range(&paths::pack(&span.pack), span.start..span.end).await;
                 match read {
                     Ok(bytes) => {
-                        write_span_blocking(&repo, &root, span, bytes, &jobs, owners, &counters).await
+                        write_span_blocking(&repo, &root, span, bytes, &jobs, owners, placing, &counters)
+                            .await
                     }
                     // A damaged pack (truncated, say) may still hold intact
                     // blobs: read them one by one, so only the files whose
@@ -210,8 +264,10 @@ pub(super) async fn restore_files(
                             let one = Span { pack: span.pack, start: s, end: e, blobs: vec![w] };
                             match repo.store().get_range(&paths::pack(&one.pack), s..e).await {
                                 Ok(bytes) => {
-                                    write_span_blocking(&repo, &root, one, bytes, &jobs, owners, &counters)
-                                        .await
+                                    write_span_blocking(
+                                        &repo, &root, one, bytes, &jobs, owners, placing, &counters,
+                                    )
+                                    .await
                                 }
                                 Err(e) => fail_span(&one, &jobs, &RepoError::from(e).to_string()),
                             }
@@ -232,8 +288,9 @@ pub(super) async fn restore_files(
             report.bytes += job.node.size.unwrap_or(0);
             continue;
         }
-        if let Some((tmp, _)) = &st.tmp {
-            let _ = root.remove(parent(&job.rel), std::ffi::OsStr::new(tmp));
+        // Under its real name too: a failed file is not left half-written.
+        if let Some(p) = &st.partial {
+            let _ = root.remove(parent(&job.rel), &p.name);
         }
         let why = st.error.clone().unwrap_or_else(|| "not every blob of it could be read".into());
         if st.damaged || st.error.is_none() {
@@ -245,6 +302,7 @@ pub(super) async fn restore_files(
     failed
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_span_blocking(
     repo: &Repository,
     root: &Arc<Beneath>,
@@ -252,6 +310,7 @@ async fn write_span_blocking(
     bytes: bytes::Bytes,
     jobs: &Arc<Vec<FileJob>>,
     owners: bool,
+    placing: Placing,
     counters: &Arc<Counters>,
 ) {
     let (key, root, jobs, counters) = (repo.key().clone(), root.clone(), jobs.clone(), counters.clone());
@@ -259,7 +318,7 @@ async fn write_span_blocking(
     // store's reads, which hand over their buffer).
     let mut bytes = Vec::<u8>::from(bytes);
     let _ = tokio::task::spawn_blocking(move || {
-        write_span(&key, &root, &span, &mut bytes, &jobs, owners, &counters)
+        write_span(&key, &root, &span, &mut bytes, &jobs, owners, placing, &counters)
     })
     .await;
 }
@@ -273,6 +332,7 @@ fn fail_span(span: &Span, jobs: &[FileJob], msg: &str) {
 }
 
 /// Opens, verifies and writes every blob of a span read from its pack.
+#[allow(clippy::too_many_arguments)]
 fn write_span(
     key: &kura_format::crypto::MasterKey,
     root: &Beneath,
@@ -280,6 +340,7 @@ fn write_span(
     bytes: &mut [u8],
     jobs: &[FileJob],
     owners: bool,
+    placing: Placing,
     counters: &Counters,
 ) {
     let mut plain = Vec::new();
@@ -296,28 +357,31 @@ fn write_span(
             continue;
         }
         for &(n, offset) in &w.to {
-            let written = (|| -> std::result::Result<(), String> {
+            let written = (|| -> std::result::Result<u64, String> {
                 if plain.iter().all(|&b| b == 0) {
                     // Nothing to write: each file gets its length at the end.
-                    return Ok(());
+                    return Ok(0);
                 }
                 if !open_files.contains_key(&n) && open_files.len() >= OPEN_PER_SPAN {
-                    open_files.clear();
+                    close_unfinished(&mut open_files, jobs);
                 }
                 let f = match open_files.entry(n) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => match open_for_write(root, &jobs[n])? {
-                        Some(f) => v.insert(f),
-                        None => return Ok(()),
-                    },
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        match open_for_write(root, &jobs[n], placing)? {
+                            Some(f) => v.insert(f),
+                            None => return Ok(0),
+                        }
+                    }
                 };
                 write_sparse(f, &plain, offset).map_err(|e| format!("write: {e}"))
             })();
             match written {
                 Err(msg) => fail_file(jobs, n, &msg),
-                Ok(()) => {
+                Ok(end) => {
                     counters.bytes_read.fetch_add(plain.len() as u64, Ordering::Relaxed);
                     let mut st = jobs[n].state.lock().expect("file state");
+                    st.end = st.end.max(end);
                     if st.error.is_none() {
                         st.remaining -= 1;
                         if st.remaining == 0 {
@@ -332,7 +396,25 @@ fn write_span(
     // with: no second open by name.
     for n in completed {
         let handle = open_files.remove(&n);
-        finish_file(root, jobs, n, handle, owners, counters);
+        finish_file(root, jobs, n, handle, owners, placing, counters);
+    }
+    close_unfinished(&mut open_files, jobs);
+}
+
+/// Closes the handles of files other spans will add to, noting each file's
+/// identity first so that it is recognised when opened again.
+fn close_unfinished(open_files: &mut HashMap<usize, std::fs::File>, jobs: &[FileJob]) {
+    for (n, f) in open_files.drain() {
+        let mut st = jobs[n].state.lock().expect("file state");
+        let Some(p) = st.partial.as_mut() else { continue };
+        if p.identity.is_none() {
+            match identity(&f) {
+                Ok(id) => p.identity = Some(id),
+                Err(e) => {
+                    st.error.get_or_insert_with(|| format!("{}: {e}", jobs[n].rel.display()));
+                }
+            }
+        }
     }
 }
 
@@ -341,33 +423,71 @@ fn parent(rel: &Path) -> &Path {
     rel.parent().unwrap_or(Path::new(""))
 }
 
-/// The file's temporary copy, created on first use and opened again (and
+/// The file being written, created on first use and opened again (and
 /// checked to be the same file) after; `None` once the file failed.
-fn open_for_write(root: &Beneath, job: &FileJob) -> std::result::Result<Option<std::fs::File>, String> {
+fn open_for_write(
+    root: &Beneath,
+    job: &FileJob,
+    placing: Placing,
+) -> std::result::Result<Option<std::fs::File>, String> {
     let mut st = job.state.lock().expect("file state");
     if st.error.is_some() {
         return Ok(None);
     }
-    match &st.tmp {
-        Some((name, identity)) => root
-            .reopen(parent(&job.rel), name, *identity)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", job.rel.display())),
-        None => create_temp(root, job, &mut st).map(Some),
+    match &st.partial {
+        Some(p) => reopen(root, job, p).map(Some),
+        None => create(root, job, &mut st, placing).map(Some),
     }
 }
 
-/// Creates the private temporary file the file is written under.
-fn create_temp(
+fn reopen(root: &Beneath, job: &FileJob, p: &Partial) -> std::result::Result<std::fs::File, String> {
+    let Some(identity) = p.identity else {
+        return Err(format!("{}: its handle was lost before it was finished", job.rel.display()));
+    };
+    root.reopen(parent(&job.rel), &p.name, identity).map_err(|e| format!("{}: {e}", job.rel.display()))
+}
+
+/// Creates the file: under its real name when placing directly and the name
+/// is free, else under a private temporary name.
+fn create(
     root: &Beneath,
     job: &FileJob,
     st: &mut FileState,
+    placing: Placing,
 ) -> std::result::Result<std::fs::File, String> {
-    let name = format!("{PARTIAL_PREFIX}{:016x}", rand::random::<u64>());
-    let (f, identity) =
-        root.create_new(parent(&job.rel), &name).map_err(|e| format!("{}: {e}", job.rel.display()))?;
-    st.tmp = Some((name, identity));
+    let dir = parent(&job.rel);
+    let failed = |e: std::io::Error| format!("{}: {e}", job.rel.display());
+    if placing == Placing::Direct {
+        let name = job.rel.file_name().unwrap_or_default();
+        match root.create_new(dir, name) {
+            Ok(f) => {
+                st.partial = Some(Partial { name: name.to_owned(), under_real_name: true, identity: None });
+                note_identity(st, &f).map_err(failed)?;
+                return Ok(f);
+            }
+            // Something appeared under the name since the target was found
+            // empty: write aside and rename over it, as into a full target.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    let name = std::ffi::OsString::from(format!("{PARTIAL_PREFIX}{:016x}", rand::random::<u64>()));
+    let f = root.create_new(dir, &name).map_err(failed)?;
+    st.partial = Some(Partial { name, under_real_name: false, identity: None });
+    note_identity(st, &f).map_err(failed)?;
     Ok(f)
+}
+
+/// Takes a new file's identity at once if another worker may open it while
+/// this one still holds it.
+fn note_identity(st: &mut FileState, f: &std::fs::File) -> std::io::Result<()> {
+    if st.spans == SpanCount::Many {
+        let id = identity(f)?;
+        if let Some(p) = st.partial.as_mut() {
+            p.identity = Some(id);
+        }
+    }
+    Ok(())
 }
 
 fn fail_file(jobs: &[FileJob], n: usize, msg: &str) {
@@ -391,6 +511,7 @@ fn finish_file(
     n: usize,
     handle: Option<std::fs::File>,
     owners: bool,
+    placing: Placing,
     counters: &Counters,
 ) {
     let job = &jobs[n];
@@ -398,28 +519,32 @@ fn finish_file(
     let result = (|| -> std::result::Result<(), String> {
         let dir = parent(&job.rel);
         // An empty file had nothing written, so this creates it.
-        let f = match (handle, &st.tmp) {
-            (Some(f), Some(_)) => Ok(f),
-            (_, Some((name, identity))) => root.reopen(dir, name, *identity),
-            (_, None) => create_temp(root, job, &mut st).map_err(std::io::Error::other),
-        }
-        .map_err(|e| format!("{}: {e}", job.rel.display()))?;
+        let f = match (handle, &st.partial) {
+            (Some(f), Some(_)) => f,
+            (_, Some(p)) => reopen(root, job, p)?,
+            (_, None) => create(root, job, &mut st, placing)?,
+        };
         // No fsync per file: a journal commit per file made restores of many
         // small files twice as slow as restic's, which does not sync either.
         // A restore cut short by power loss is simply run again; what matters
         // is that a file appears under its name only complete and verified.
-        f.set_len(job.len).map_err(|e| format!("{}: {e}", job.rel.display()))?;
+        if st.end != job.len {
+            f.set_len(job.len).map_err(|e| format!("{}: {e}", job.rel.display()))?;
+        }
         set_metadata(&f, &job.node, owners).map_err(|e| format!("{}: {e}", job.rel.display()))?;
         drop(f);
-        let (tmp, _) = st.tmp.as_ref().expect("created above");
+        let p = st.partial.as_ref().expect("created above");
+        if p.under_real_name {
+            return Ok(());
+        }
         let name = job.rel.file_name().unwrap_or_default();
         use std::os::unix::ffi::OsStrExt;
-        root.publish(dir, tmp, name.as_bytes()).map_err(|e| format!("{}: {e}", job.rel.display()))
+        root.publish(dir, &p.name, name.as_bytes()).map_err(|e| format!("{}: {e}", job.rel.display()))
     })();
     match result {
         Ok(()) => {
             st.done = true;
-            st.tmp = None;
+            st.partial = None;
             counters.files.fetch_add(1, Ordering::Relaxed);
         }
         Err(msg) => {

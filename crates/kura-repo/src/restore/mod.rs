@@ -5,10 +5,13 @@
 //! blob is written at its offset into each file that holds it.
 //!
 //! No wrong byte ever reaches a restored file's name: every blob is
-//! authenticated and checked against its id before it is written, each file
-//! is written under a private temporary name in its directory and renamed
-//! into place only when complete, and a file that cannot be restored is
-//! reported and left out.
+//! authenticated and checked against its id before it is written, and a
+//! file that cannot be restored is reported and left out. Into a target
+//! that holds files, each file is written under a private temporary name
+//! in its directory and renamed into place only when complete. Into an
+//! empty one, files are written under their real names, and the target
+//! holds [`INCOMPLETE_MARKER`] from before the first file is made until
+//! the restore ends (docs/reliability.md, "Restore into an empty target").
 //!
 //! Nothing is written outside the target, whatever the snapshot or the
 //! existing tree holds: every path is resolved from directory handles
@@ -121,6 +124,11 @@ fn selected(path: &Path, includes: &[Vec<Vec<u8>>]) -> bool {
 /// once complete and verified.
 pub(crate) const PARTIAL_PREFIX: &str = ".kura-restore-";
 
+/// In a target that was empty, present while the restore runs: files
+/// beside it may be incomplete. It shares the partial files' prefix, so a
+/// restore run again with `overwrite` sweeps it with them.
+pub const INCOMPLETE_MARKER: &str = ".kura-restore-incomplete";
+
 pub async fn restore(
     repo: &Arc<Repository>,
     tree: Id,
@@ -136,21 +144,35 @@ pub async fn restore(
             find_node(repo, &index, &tree, raw).await?;
         }
     }
-    match std::fs::read_dir(target) {
+    let empty = match std::fs::read_dir(target) {
         Ok(mut rd) => {
-            if rd.next().is_some() && !opts.overwrite {
+            let empty = rd.next().is_none();
+            if !empty && !opts.overwrite {
+                if target.join(INCOMPLETE_MARKER).symlink_metadata().is_ok() {
+                    return Err(RepoError::TargetInterrupted(target.to_path_buf()));
+                }
                 return Err(RepoError::TargetNotEmpty(target.to_path_buf()));
             }
+            empty
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?
+            std::fs::create_dir_all(target).map_err(|e| RepoError::io(target, e))?;
+            true
         }
         Err(e) => return Err(RepoError::io(target, e)),
-    }
+    };
     let root = Arc::new(Beneath::open(target).map_err(|e| RepoError::io(target, e))?);
 
     let mut entries = Vec::new();
     walk(repo, &index, tree, PathBuf::new(), &mut entries).await?;
+    // A snapshot with a file of the marker's own name is restored the
+    // careful way, so the marker never stands in for it.
+    let marker_free = !entries.iter().any(|(rel, _)| rel.as_os_str() == INCOMPLETE_MARKER);
+    let placing = if empty && marker_free && mark_incomplete(&root, tree).is_ok() {
+        content::Placing::Direct
+    } else {
+        content::Placing::Rename
+    };
     let mut report = RestoreReport::default();
     let mut files = Vec::new();
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
@@ -232,9 +254,18 @@ pub async fn restore(
         hook();
     }
     let concurrency = if opts.concurrency == 0 { 3 } else { opts.concurrency };
-    let failed_paths =
-        content::restore_files(repo, &index, &root, files, opts.owners, concurrency, &counters, &mut report)
-            .await;
+    let failed_paths = content::restore_files(
+        repo,
+        &index,
+        &root,
+        files,
+        opts.owners,
+        placing,
+        concurrency,
+        &counters,
+        &mut report,
+    )
+    .await;
     for (rel, leader) in followers {
         if failed_paths.contains(&leader) {
             report.fail(&rel, "its hard-link target could not be restored");
@@ -252,6 +283,11 @@ pub async fn restore(
             Err(e) => report.fail(&rel, format!("hard link: {e}")),
         }
     }
+    // Every file is now complete or removed; a marker left by an earlier,
+    // interrupted restore goes too.
+    if marker_free {
+        let _ = root.remove(Path::new(""), OsStr::new(INCOMPLETE_MARKER));
+    }
     // Directory metadata last, deepest first, so writing children does not
     // disturb mtimes and read-only directories are still writable meanwhile.
     for (rel, node) in dirs.iter().rev() {
@@ -260,6 +296,20 @@ pub async fn restore(
         }
     }
     Ok(report)
+}
+
+/// Puts the marker that says the target's files may be incomplete.
+fn mark_incomplete(root: &Beneath, tree: Id) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = root.create_new(Path::new(""), OsStr::new(INCOMPLETE_MARKER))?;
+    write!(
+        f,
+        "A kura restore (tree {}) began writing here and has not finished.\n\
+         Files beside this one may be incomplete. Run the restore again with\n\
+         --overwrite (it rewrites every file and removes this marker), or\n\
+         remove this directory.\n",
+        tree.to_hex()
+    )
 }
 
 fn restore_symlink(root: &Beneath, rel: &Path, node: &Node, opts: &RestoreOptions) -> std::io::Result<()> {
