@@ -4,7 +4,7 @@
 //! checked, and a key has unwrapped the master key. Reading the index is a
 //! separate step ([`Repository::load_index`]), since several operations
 //! (listing snapshots, managing keys) do not need it.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -66,7 +66,20 @@ pub struct Repository {
     /// Where this handle's "now" comes from (sessions, markers, snapshot
     /// times, prune's grace): the system's unless the caller gave another.
     clock: Arc<dyn Clock>,
+    /// Sealed tree blobs read ahead by [`Repository::prefetch_trees`].
+    trees: std::sync::Mutex<TreeCache>,
 }
+
+/// Tree blobs as stored (sealed and compressed: a tenth of their decoded
+/// size or less), so a walk after a prefetch reads none over the network.
+#[derive(Default)]
+struct TreeCache {
+    blobs: HashMap<Id, Bytes>,
+    bytes: usize,
+}
+
+/// The most a tree prefetch keeps; past it, trees are read when needed.
+const TREE_CACHE_MAX: usize = 128 << 20;
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,7 +115,15 @@ impl Repository {
             Err(e) => return Err(e.into()),
         }
         let write_level = config.zstd_level;
-        Ok(Repository { store, config, key, key_id, write_level, clock: Arc::new(SystemClock) })
+        Ok(Repository {
+            store,
+            config,
+            key,
+            key_id,
+            write_level,
+            clock: Arc::new(SystemClock),
+            trees: Default::default(),
+        })
     }
 
     /// Reads and checks `config`, without a password.
@@ -155,6 +176,7 @@ impl Repository {
                         key_id: id,
                         write_level,
                         clock: Arc::new(SystemClock),
+                        trees: Default::default(),
                     });
                 }
                 Err(FormatError::WrongPassword) => continue,
@@ -464,8 +486,77 @@ impl Repository {
     }
 
     pub async fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
-        let bytes = self.read_blob(index, id).await?;
+        let cached = self.trees.lock().expect("tree cache").blobs.get(id).cloned();
+        let bytes = match (cached, index.get(id)) {
+            (Some(sealed), Some(loc)) => self.key.open_blob(&sealed, loc.ty, id, loc.raw_length)?,
+            _ => self.read_blob(index, id).await?,
+        };
         Ok(Tree::decode(&bytes)?)
+    }
+
+    /// Reads every tree below `roots` ahead, level by level, each level's
+    /// blobs grouped by pack into spans read side by side, and keeps them
+    /// sealed until [`Repository::clear_tree_cache`]. A walk loads one tree
+    /// per directory, one after the other: across a network that was a
+    /// round trip per directory (a restore of 400 MB waited 20 s on them at
+    /// 40 ms). Only for stores where round trips cost: a disk answers a
+    /// tree read at once. Best effort: a tree that cannot be read here is
+    /// read, and its error reported, by the walk's own load.
+    pub async fn prefetch_trees(&self, index: &Index, roots: &[Id]) {
+        let at_once = self.store.read_concurrency();
+        if at_once <= 3 {
+            return;
+        }
+        let mut seen: HashSet<Id> = roots.iter().copied().collect();
+        let mut level: Vec<Id> = roots.to_vec();
+        for _ in 0..=kura_format::tree::MAX_DEPTH {
+            if level.is_empty() || self.trees.lock().expect("tree cache").bytes >= TREE_CACHE_MAX {
+                break;
+            }
+            let blobs: Vec<(Id, Location)> =
+                level.iter().filter_map(|id| index.get(id).map(|l| (*id, l))).collect();
+            let window = crate::dump::plan_window(blobs);
+            let store = self.store.clone();
+            let spans: Vec<(usize, Result<Bytes>)> =
+                stream::iter(window.spans.clone().into_iter().enumerate())
+                    .map(|(i, (pack, s, e))| {
+                        let store = store.clone();
+                        async move {
+                            (i, store.get_range(&paths::pack(&pack), s..e).await.map_err(RepoError::from))
+                        }
+                    })
+                    .buffer_unordered(at_once)
+                    .collect()
+                    .await;
+            let spans: HashMap<usize, Bytes> =
+                spans.into_iter().filter_map(|(i, r)| Some((i, r.ok()?))).collect();
+            let mut next = Vec::new();
+            for (id, loc, span) in &window.blobs {
+                let Some(bytes) = spans.get(span) else { continue };
+                let s = (loc.offset as u64 - window.spans[*span].1) as usize;
+                let Some(sealed) = bytes.get(s..s + loc.length as usize) else { continue };
+                let Ok(plain) = self.key.open_blob(sealed, loc.ty, id, loc.raw_length) else { continue };
+                let Ok(tree) = Tree::decode(&plain) else { continue };
+                for node in &tree.nodes {
+                    if let Some(sub) = node.subtree.filter(|_| node.kind == kura_format::tree::NodeType::Dir)
+                    {
+                        if seen.insert(sub) {
+                            next.push(sub);
+                        }
+                    }
+                }
+                let mut cache = self.trees.lock().expect("tree cache");
+                cache.bytes += sealed.len();
+                // A copy, so the span's gaps are not kept alive with it.
+                cache.blobs.insert(*id, Bytes::copy_from_slice(sealed));
+            }
+            level = next;
+        }
+    }
+
+    /// Drops the trees [`Repository::prefetch_trees`] kept.
+    pub fn clear_tree_cache(&self) {
+        *self.trees.lock().expect("tree cache") = TreeCache::default();
     }
 
     // ---- keys ----

@@ -230,6 +230,8 @@ pub async fn verify(
     let mut clean: HashSet<Id> = HashSet::new();
     let mut affected: HashSet<Affected> = HashSet::new();
     let mut shapes = HashMap::new();
+    let roots: Vec<Id> = snapshots.iter().map(|(_, snap)| snap.tree).collect();
+    repo.prefetch_trees(&index, &roots).await;
     for (sid, snap) in &snapshots {
         let mut ctx = TraceCtx {
             repo,
@@ -256,6 +258,7 @@ pub async fn verify(
             }
         }
     }
+    repo.clear_tree_cache();
     let mut affected: Vec<Affected> = affected.into_iter().collect();
     affected.sort_by(|a, b| (&a.snapshot, &a.path).cmp(&(&b.snapshot, &b.path)));
     report.affected = affected;

@@ -143,6 +143,10 @@ impl Store for LocalStore {
         .await
     }
 
+    /// Three reads at once keep a disk busy; more only seek.
+    fn read_concurrency(&self) -> usize {
+        3
+    }
     /// Objects are assembled in `data/` (pack files are the large ones), on
     /// the same filesystem as their final place, under a temporary name that
     /// listings skip.

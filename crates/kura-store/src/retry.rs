@@ -124,6 +124,9 @@ impl<S: Store> Store for Retry<S> {
     fn spool_dir(&self) -> Option<std::path::PathBuf> {
         self.inner.spool_dir()
     }
+    fn read_concurrency(&self) -> usize {
+        self.inner.read_concurrency()
+    }
     async fn put_new_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
         self.run("put_new", key, || self.inner.put_new_file(key, path)).await
     }

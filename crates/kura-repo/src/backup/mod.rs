@@ -194,7 +194,11 @@ pub async fn backup(
         let index = repo.load_index_present(&pending).await?;
         let parent = pick_parent(repo, opts, &path_strings).await?;
         let parent_tree = match &parent {
-            Some((_, snap)) if index.contains(&snap.tree) => repo.load_tree(&index, &snap.tree).await.ok(),
+            Some((_, snap)) if index.contains(&snap.tree) => {
+                // The walk loads one parent tree per directory it enters.
+                repo.prefetch_trees(&index, &[snap.tree]).await;
+                repo.load_tree(&index, &snap.tree).await.ok()
+            }
             _ => None,
         };
         let (saver, uploader) = Saver::start(repo.clone(), index, counters);
@@ -229,6 +233,7 @@ pub async fn backup(
         } else {
             walker.clone().save_root(root, PathBuf::from("/"), parent_tree).await
         };
+        repo.clear_tree_cache();
         let tree_id = match tree_result {
             Ok(id) => id,
             Err(e) => {

@@ -2,6 +2,14 @@
 //! worker threads, unchanged files' content reused from the parent.
 use super::*;
 
+/// Entries of one directory in flight at once. Every subdirectory among
+/// them has as many of its own, so the walk's breadth multiplies with its
+/// depth: at 64, a first backup of 60,000 small files in 5,000 directories
+/// held most of the tree's pending entries at once (peak 113 MB, 8.4 s);
+/// at 8, 44 MB and 6.8 s, because the read gates (`SMALL_FILES_AT_ONCE`)
+/// stay full either way. A tree of large files was no slower (6.1 s).
+const ENTRIES_AT_ONCE: usize = 8;
+
 fn node_from_metadata(name: &[u8], m: &Metadata) -> Node {
     let ft = m.file_type();
     use std::os::unix::fs::FileTypeExt;
@@ -188,7 +196,7 @@ impl Walker {
         }
         let nodes: Vec<Option<Node>> = futures::stream::iter(children)
             .map(|(p, pn)| self.clone().save_path(p, pn, depth + 1))
-            .buffered(64)
+            .buffered(ENTRIES_AT_ONCE)
             .try_collect()
             .await?;
         self.save_tree(Tree { nodes: nodes.into_iter().flatten().collect() }).await

@@ -138,6 +138,7 @@ pub async fn restore(
 ) -> Result<RestoreReport> {
     // Packs pending deletion still exist and are still valid to read.
     let index = Arc::new(repo.load_index_present(&Default::default()).await?);
+    repo.prefetch_trees(&index, &[tree]).await;
     let includes: Vec<Vec<Vec<u8>>> = opts.include.iter().map(|p| snapshot_path(p)).collect();
     for (inc, raw) in includes.iter().zip(&opts.include) {
         if !inc.is_empty() {
@@ -164,7 +165,9 @@ pub async fn restore(
     let root = Arc::new(Beneath::open(target).map_err(|e| RepoError::io(target, e))?);
 
     let mut entries = Vec::new();
-    walk(repo, &index, tree, PathBuf::new(), &mut entries).await?;
+    let walked = walk(repo, &index, tree, PathBuf::new(), &mut entries).await;
+    repo.clear_tree_cache();
+    walked?;
     // A snapshot with a file of the marker's own name is restored the
     // careful way, so the marker never stands in for it.
     let marker_free = !entries.iter().any(|(rel, _)| rel.as_os_str() == INCOMPLETE_MARKER);
@@ -253,7 +256,7 @@ pub async fn restore(
     if let Some(Hook(hook)) = &opts.after_dirs {
         hook();
     }
-    let concurrency = if opts.concurrency == 0 { 3 } else { opts.concurrency };
+    let concurrency = if opts.concurrency == 0 { repo.store().read_concurrency() } else { opts.concurrency };
     let failed_paths = content::restore_files(
         repo,
         &index,
