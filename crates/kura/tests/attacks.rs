@@ -6,7 +6,7 @@
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,8 +100,10 @@ fn victim_tree(k: &Kura) -> std::path::PathBuf {
     src
 }
 
-#[test]
-fn directory_swapped_for_a_symlink_mid_restore_is_never_written_through() {
+/// A restore of the victim tree into an empty target, started and held
+/// at the gate once its directories exist: (kura, source, target, an
+/// outside directory, the gate, the running restore).
+fn restore_held_at_gate() -> (Kura, PathBuf, PathBuf, PathBuf, PathBuf, std::process::Child) {
     let k = Kura::new();
     k.init();
     let src = victim_tree(&k);
@@ -117,6 +119,12 @@ fn directory_swapped_for_a_symlink_mid_restore_is_never_written_through() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    (k, src, target, outside, gate, child)
+}
+
+#[test]
+fn directory_swapped_for_a_symlink_mid_restore_is_never_written_through() {
+    let (k, src, target, outside, gate, child) = restore_held_at_gate();
     // The restore made its directories and waits: the racing user swaps
     // one for a symlink to a place of their choosing.
     wait_at_gate(&gate);
@@ -146,22 +154,8 @@ fn names_planted_in_an_empty_target_mid_restore_are_replaced_never_written_throu
     // Into an empty target files are created straight under their real
     // names, never over anything: a name a racing user took since is
     // written aside and renamed over, as into a full target.
-    let k = Kura::new();
-    k.init();
-    let src = victim_tree(&k);
-    let id = k.backup(&[&src]);
-    let target = k.path("target");
-    let outside = k.path("outside");
-    std::fs::create_dir_all(&outside).unwrap();
+    let (_k, src, target, outside, gate, child) = restore_held_at_gate();
     std::fs::write(outside.join("victim"), b"not yours\n").unwrap();
-    let gate = k.path("gate");
-    let child = k
-        .cmd(&["restore", &id, "--target", target.to_str().unwrap()])
-        .env("KURA_TEST_RESTORE_GATE", &gate)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     wait_at_gate(&gate);
     assert!(target.join(".kura-restore-incomplete").is_file(), "the marker stands while files are written");
     let base = restored(&target, &src);
