@@ -17,9 +17,10 @@ use kura_format::tree::NodeType;
 /// round trip per 12 KiB.
 const WINDOW: u64 = 8 << 20;
 /// Bytes read past a gap rather than issuing another request.
-const SPAN_GAP: u64 = 256 << 10;
-/// The most one request reads.
-const SPAN_MAX: u64 = 4 << 20;
+pub(crate) const SPAN_GAP: u64 = 256 << 10;
+/// The most one request reads, which bounds memory per read in flight (a
+/// single larger blob is read whole). File restores share both limits.
+pub(crate) const SPAN_MAX: u64 = 4 << 20;
 
 /// One window: its spans (pack, start, end), and each blob in content
 /// order with the span it is read from.

@@ -13,6 +13,7 @@ use kura_format::Id;
 
 use super::beneath::{identity, set_metadata, Beneath};
 use super::{RestoreReport, PARTIAL_PREFIX};
+use crate::dump::{SPAN_GAP, SPAN_MAX};
 use crate::index::{Index, Location};
 use crate::saver::Counters;
 use crate::{RepoError, Repository};
@@ -135,12 +136,6 @@ struct Span {
     end: u64,
     blobs: Vec<Wanted>,
 }
-
-/// Bytes read past a gap rather than issuing another request.
-const SPAN_GAP: u64 = 256 << 10;
-/// The most one request reads, which bounds memory per worker (a single
-/// larger blob is read whole).
-const SPAN_MAX: u64 = 4 << 20;
 
 /// Restores file contents pack by pack. Returns the files that failed.
 #[allow(clippy::too_many_arguments)]
