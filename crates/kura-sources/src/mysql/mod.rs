@@ -169,6 +169,29 @@ fn unescape(field: &str) -> String {
     out
 }
 
+/// What the client said when a statement failed, for a message. In batch
+/// mode MariaDB's client prints the whole failing statement between lines
+/// of dashes before its `ERROR` line: for a dump's `INSERT` that is
+/// megabytes of rows, so only the statement's first line is kept.
+pub(crate) fn client_error(said: &str) -> String {
+    const RULE: &str = "--------------";
+    let lines: Vec<&str> = said.trim().lines().collect();
+    let Some(at) = lines.iter().rposition(|l| l.starts_with("ERROR ")) else {
+        return said.trim().to_string();
+    };
+    let error = lines[at..].join("\n");
+    let close = lines[..at].iter().rposition(|l| *l == RULE);
+    let open = close.and_then(|c| lines[..c].iter().rposition(|l| *l == RULE));
+    match (open, close) {
+        (Some(o), Some(c)) if o + 1 < c => {
+            let first = lines[o + 1].trim();
+            let more = if c > o + 2 { " …" } else { "" };
+            format!("{error} (in the statement: {first}{more})")
+        }
+        _ => error,
+    }
+}
+
 /// A named lock held by a client session; dropping it ends the session.
 struct HeldLock {
     child: std::process::Child,
@@ -242,7 +265,7 @@ impl Conn {
             return Err(SourceError::database(
                 "MySQL",
                 self.where_(),
-                String::from_utf8_lossy(&out.stderr).trim(),
+                client_error(&String::from_utf8_lossy(&out.stderr)),
             ));
         }
         Ok(String::from_utf8_lossy(&out.stdout)

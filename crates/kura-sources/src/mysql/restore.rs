@@ -456,9 +456,8 @@ fn lock_holders(conn: &Conn, db: &str) -> Result<Vec<String>, SourceError> {
 /// client (structure, rows in the dump's order, triggers) after the dump's
 /// session settings (foreign key checks off, so no table waits for
 /// another's rows); then views, routines and events, which may name any
-/// table, in dump order in one client. Each client holds at most one
-/// table's locks at a time, taken at once by `LOCK TABLES`, so clients
-/// can wait for each other but never in a circle.
+/// table, in dump order in one client. The dump's `LOCK TABLES` are left
+/// out of the side-by-side clients ([`WithoutTableLocks`]).
 async fn load(
     repo: &Repository,
     tree: Id,
@@ -529,7 +528,8 @@ fn load_tables(
         .spawn()
         .map_err(|e| SourceError::Refused(format!("cannot start the MySQL client: {e}")))?;
     let err = crate::child::stderr_tail(child.stderr.take().expect("piped"));
-    let mut stdin = std::io::BufWriter::with_capacity(256 << 10, child.stdin.take().expect("piped"));
+    let stdin = std::io::BufWriter::with_capacity(256 << 10, child.stdin.take().expect("piped"));
+    let mut stdin = WithoutTableLocks::new(stdin);
     let fed = handle.block_on(async {
         let mut total = 0;
         for f in header {
@@ -542,15 +542,104 @@ fn load_tables(
         for f in footer {
             total += kura_repo::restore::dump_indexed(repo, index, tree, f, &mut stdin).await?;
         }
+        stdin.finish().map_err(|e| kura_repo::RepoError::io("<the MySQL client>", e))?;
         Ok::<u64, kura_repo::RepoError>(total)
     });
     drop(stdin);
     let status = child.wait().map_err(|e| SourceError::Refused(e.to_string()))?;
     let stderr = err.join().unwrap_or_default();
     if !status.success() {
-        return Err(SourceError::Refused(format!("loading the dump failed ({status}): {}", stderr.trim())));
+        return Err(SourceError::Refused(format!(
+            "loading the dump failed ({status}): {}",
+            client_error(&stderr)
+        )));
     }
     Ok(fed?)
+}
+
+/// Passes a dump through without its `LOCK TABLES `t` WRITE;` and
+/// `UNLOCK TABLES;` lines. A session under `LOCK TABLES` may touch only
+/// the tables it locked plus those the server found related when it took
+/// the locks; a child table another client creates afterwards with a
+/// foreign key to a locked parent makes the parent's next `INSERT` fail
+/// ("Table 'child' was not locked with LOCK TABLES"). Each statement then
+/// takes its own metadata locks instead, which plain inserts share. The
+/// locks only ever sped up MyISAM's key writes, which `DISABLE KEYS` still
+/// defers. mysqldump escapes newlines inside strings, so these statements
+/// are only ever whole lines of their own.
+struct WithoutTableLocks<W: std::io::Write> {
+    out: W,
+    /// The start of the current line, held while it may still be one of
+    /// those statements.
+    head: Vec<u8>,
+    /// The current line is known to be something else: passed on up to its
+    /// end.
+    passing: bool,
+}
+
+impl<W: std::io::Write> WithoutTableLocks<W> {
+    const LOCK: &'static [u8] = b"LOCK TABLES `";
+    const UNLOCK: &'static [u8] = b"UNLOCK TABLES;";
+    /// Longer than any `LOCK TABLES` of one table mysqldump writes (a name
+    /// is at most 64 characters, 256 bytes in UTF-8, backquotes doubled).
+    const LONGEST: usize = 600;
+
+    fn new(out: W) -> Self {
+        WithoutTableLocks { out, head: Vec::with_capacity(Self::LONGEST), passing: false }
+    }
+
+    fn may_be_lock(head: &[u8]) -> bool {
+        let prefix = |whole: &[u8]| whole.starts_with(head) || head.starts_with(whole);
+        prefix(Self::LOCK) || Self::UNLOCK.starts_with(head)
+    }
+
+    fn is_lock(line: &[u8]) -> bool {
+        line == Self::UNLOCK || (line.starts_with(Self::LOCK) && line.ends_with(b"` WRITE;"))
+    }
+
+    /// Writes what is held of a line that ended with the input.
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.out.write_all(&self.head)?;
+        self.head.clear();
+        self.out.flush()
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for WithoutTableLocks<W> {
+    fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
+        let given = buf.len();
+        while !buf.is_empty() {
+            let line_end = buf.iter().position(|&b| b == b'\n');
+            if self.passing {
+                let n = line_end.map_or(buf.len(), |i| i + 1);
+                self.out.write_all(&buf[..n])?;
+                self.passing = line_end.is_none();
+                buf = &buf[n..];
+                continue;
+            }
+            let room = Self::LONGEST + 1 - self.head.len();
+            let n = line_end.map_or(buf.len(), |i| i + 1).min(room);
+            self.head.extend_from_slice(&buf[..n]);
+            buf = &buf[n..];
+            if let Some(line) = self.head.strip_suffix(b"\n") {
+                if !Self::is_lock(line) {
+                    self.out.write_all(&self.head)?;
+                }
+                self.head.clear();
+            } else if self.head.len() > Self::LONGEST || !Self::may_be_lock(&self.head) {
+                self.out.write_all(&self.head)?;
+                self.head.clear();
+                self.passing = true;
+            }
+        }
+        Ok(given)
+    }
+
+    /// Flushes what was passed on; a line that may still be a lock stays
+    /// held (the next part of the dump may end it).
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Pipes parts of the snapshot into one client, in order.
@@ -565,7 +654,10 @@ async fn load_in_one(
     cmd.arg(format!("--database={db}"));
     let Fed { dumped, status, stderr, .. } = feed(cmd, "the MySQL client", repo, tree, files).await?;
     if !status.success() {
-        return Err(SourceError::Refused(format!("loading the dump failed ({status}): {}", stderr.trim())));
+        return Err(SourceError::Refused(format!(
+            "loading the dump failed ({status}): {}",
+            client_error(&stderr)
+        )));
     }
     Ok(dumped?)
 }
@@ -573,6 +665,43 @@ async fn load_in_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_error_quotes_the_statements_first_line_only() {
+        let said = "--------------\nINSERT INTO t VALUES\n(1),\n(1)\n--------------\n\n\
+                    ERROR 1062 (23000) at line 3: Duplicate entry '1' for key 'PRIMARY'\n";
+        assert_eq!(
+            client_error(said),
+            "ERROR 1062 (23000) at line 3: Duplicate entry '1' for key 'PRIMARY' (in the statement: INSERT INTO t VALUES …)"
+        );
+        // The tail of a long statement, its opening rule cut off.
+        assert_eq!(client_error("(2),\n(1)\n--------------\n\nERROR 1 (x): no"), "ERROR 1 (x): no");
+        assert_eq!(client_error("  mysql: unknown option\n"), "mysql: unknown option");
+    }
+
+    #[test]
+    fn table_locks_are_left_out_wherever_the_writes_are_cut() {
+        let long = format!("INSERT INTO `t` VALUES ({});\n", "1,".repeat(2000));
+        let dump = format!(
+            "/*!40101 SET NAMES utf8mb4 */;\nLOCK TABLES `t` WRITE;\n{long}UNLOCK TABLES;\nLOCK TABLES `a``b` WRITE;\n\
+             LOCK\nUNLOCK TABLES; -- not alone\n-- LOCK TABLES `x` WRITE;\nLOCK TABLES `t` WRITE"
+        );
+        let want = format!(
+            "/*!40101 SET NAMES utf8mb4 */;\n{long}LOCK\nUNLOCK TABLES; -- not alone\n-- LOCK TABLES `x` WRITE;\nLOCK TABLES `t` WRITE"
+        );
+        let bytes = dump.as_bytes();
+        for cut in (0..bytes.len()).step_by(7).chain([1, 23, 24, 25]) {
+            let mut w = WithoutTableLocks::new(Vec::new());
+            for piece in [&bytes[..cut], &bytes[cut..]] {
+                for chunk in piece.chunks(cut % 13 + 1) {
+                    std::io::Write::write_all(&mut w, chunk).unwrap();
+                }
+                std::io::Write::flush(&mut w).unwrap();
+            }
+            w.finish().unwrap();
+            assert_eq!(String::from_utf8(w.out).unwrap(), want, "cut at {cut}");
+        }
+    }
 
     #[test]
     fn table_selection_keeps_the_framing() {
