@@ -139,22 +139,52 @@ pub async fn walk(
     prefix: PathBuf,
     out: &mut Vec<(PathBuf, Node)>,
 ) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    shape(repo, index, tree).await?;
-    let mut stack: Vec<(PathBuf, std::vec::IntoIter<Node>)> =
-        vec![(prefix, repo.load_tree(index, &tree).await?.nodes.into_iter())];
-    while let Some((dir, nodes)) = stack.last_mut() {
-        let Some(node) = nodes.next() else {
-            stack.pop();
-            continue;
-        };
-        let path = dir.join(std::ffi::OsStr::from_bytes(&node.name_bytes()?));
-        let sub = node.subtree.filter(|_| node.kind == NodeType::Dir);
-        out.push((path.clone(), node));
-        if let Some(sub) = sub {
-            let t = repo.load_tree(index, &sub).await?;
-            stack.push((path, t.nodes.into_iter()));
-        }
+    let mut walker = Walker::new(repo, index, tree, prefix).await?;
+    while let Some(entry) = walker.next().await? {
+        out.push(entry);
     }
     Ok(())
+}
+
+/// The entries of [`walk`] one at a time, so that a caller that acts on
+/// each (restore) holds only the directories on the current path, not the
+/// whole snapshot.
+pub struct Walker<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    stack: Vec<(PathBuf, std::vec::IntoIter<Node>)>,
+}
+
+impl<'a> Walker<'a> {
+    /// Checks the tree's [`shape`] first, so a tree out of bounds is
+    /// refused before its first entry is handed out.
+    pub async fn new(
+        repo: &'a Repository,
+        index: &'a Index,
+        tree: Id,
+        prefix: PathBuf,
+    ) -> Result<Walker<'a>> {
+        shape(repo, index, tree).await?;
+        let root = repo.load_tree(index, &tree).await?.nodes.into_iter();
+        Ok(Walker { repo, index, stack: vec![(prefix, root)] })
+    }
+
+    /// The next entry, a directory before everything in it.
+    #[allow(clippy::should_implement_trait)]
+    pub async fn next(&mut self) -> Result<Option<(PathBuf, Node)>> {
+        use std::os::unix::ffi::OsStrExt;
+        while let Some((dir, nodes)) = self.stack.last_mut() {
+            let Some(node) = nodes.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let path = dir.join(std::ffi::OsStr::from_bytes(&node.name_bytes()?));
+            if let Some(sub) = node.subtree.filter(|_| node.kind == NodeType::Dir) {
+                let t = self.repo.load_tree(self.index, &sub).await?;
+                self.stack.push((path.clone(), t.nodes.into_iter()));
+            }
+            return Ok(Some((path, node)));
+        }
+        Ok(None)
+    }
 }

@@ -368,3 +368,47 @@ async fn streams_can_be_cut_in_smaller_chunks_than_the_repository() {
     assert!(blobs[0] <= 16, "1 MiB chunks: {blobs:?}");
     assert!((128..=512).contains(&blobs[1]), "16 KiB chunks: {blobs:?}");
 }
+
+/// Restore plans and writes a snapshot a batch of files at a time: a tree
+/// of over two batches comes back whole, a hard link whose first name is
+/// in the first batch and second in the last is a link again, a directory
+/// made read-only gets its mode only after its files, and the directories
+/// of later batches are made as the walk reaches them.
+#[tokio::test]
+async fn a_tree_of_several_restore_batches_comes_back_whole_with_links_across_them() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for d in 0..9 {
+        let sub = src.join(format!("d{d}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for i in 0..2_000 {
+            std::fs::write(sub.join(format!("f{i:04}")), format!("{d}/{i}\n").repeat(i % 7)).unwrap();
+        }
+    }
+    std::fs::write(src.join("d0/linked"), b"one inode, two names").unwrap();
+    std::fs::hard_link(src.join("d0/linked"), src.join("d8/linked-too")).unwrap();
+    std::fs::set_permissions(src.join("d4"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let repo = init(Arc::new(LocalStore::new(dir.path().join("repo")))).await;
+    let snap = backup(&repo, std::slice::from_ref(&src), &BackupOptions::default(), Default::default())
+        .await
+        .unwrap();
+    let out = dir.path().join("out");
+    let report = restore(&repo, snap.snapshot.tree, &out, &RestoreOptions::default(), Default::default())
+        .await
+        .unwrap();
+    std::fs::set_permissions(src.join("d4"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.files, 18_002);
+    let back = out.join(src.strip_prefix("/").unwrap());
+    let d4 = std::fs::metadata(back.join("d4")).unwrap();
+    assert_eq!(d4.permissions().mode() & 0o777, 0o555);
+    std::fs::set_permissions(back.join("d4"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    same_tree(&src, &back);
+    let (a, b) = (
+        std::fs::metadata(back.join("d0/linked")).unwrap(),
+        std::fs::metadata(back.join("d8/linked-too")).unwrap(),
+    );
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "the two names are one file again");
+    assert!(!out.join(kura_repo::restore::INCOMPLETE_MARKER).exists());
+}

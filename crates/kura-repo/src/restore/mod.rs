@@ -20,7 +20,7 @@
 pub mod beneath;
 mod content;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ use kura_format::Id;
 
 pub use crate::dump::{dump, dump_files, dump_indexed, write_content};
 
-use crate::browse::{find_node, snapshot_path, walk};
+use crate::browse::{find_node, snapshot_path, Walker};
 use crate::saver::Counters;
 use crate::{RepoError, Repository, Result};
 use beneath::Beneath;
@@ -46,8 +46,10 @@ pub struct RestoreOptions {
     pub owners: bool,
     /// Files restored at once; 0 picks a default.
     pub concurrency: usize,
-    /// Called once every directory is made and before any file is written:
-    /// tests use it to race the restore deterministically.
+    /// Called before any file's content is written, once the directories
+    /// of the first batch of files are made (every directory, for trees
+    /// of fewer than 8,192 files): tests use it to race the restore
+    /// deterministically.
     pub after_dirs: Option<Hook>,
     /// Restore only a share of the regular files, chosen by their path
     /// (see [`Sample`]); the rest are counted in the report as left out.
@@ -120,6 +122,21 @@ fn selected(path: &Path, includes: &[Vec<Vec<u8>>]) -> bool {
     })
 }
 
+/// Files planned and restored at a time. Restore walks the snapshot and
+/// restores its files a batch at a time, so its memory is bounded by a
+/// batch (about 500 bytes a file, 100 a blob), not by the snapshot; each
+/// batch still reads every pack it needs once, in spans.
+const BATCH_FILES: usize = 8192;
+/// Blobs planned at a time: a batch of a few huge files ends early.
+const BATCH_BLOBS: usize = 65_536;
+
+/// Regular files waiting to be restored.
+#[derive(Default)]
+struct Batch {
+    files: Vec<(PathBuf, Node)>,
+    blobs: usize,
+}
+
 /// The name prefix of a file being restored, renamed to its real name only
 /// once complete and verified.
 pub(crate) const PARTIAL_PREFIX: &str = ".kura-restore-";
@@ -164,20 +181,28 @@ pub async fn restore(
     };
     let root = Arc::new(Beneath::open(target).map_err(|e| RepoError::io(target, e))?);
 
-    let mut entries = Vec::new();
-    let walked = walk(repo, &index, tree, PathBuf::new(), &mut entries).await;
-    repo.clear_tree_cache();
-    walked?;
-    // A snapshot with a file of the marker's own name is restored the
-    // careful way, so the marker never stands in for it.
-    let marker_free = !entries.iter().any(|(rel, _)| rel.as_os_str() == INCOMPLETE_MARKER);
+    let walker = async {
+        let walker = Walker::new(repo, &index, tree, PathBuf::new()).await?;
+        // A snapshot with a file of the marker's own name is restored the
+        // careful way, so the marker never stands in for it.
+        let marker = INCOMPLETE_MARKER.as_bytes();
+        let root_nodes = repo.load_tree(&index, &tree).await?.nodes;
+        Ok((walker, !root_nodes.iter().any(|n| n.name_bytes().is_ok_and(|b| b == marker))))
+    };
+    let (mut walker, marker_free) = match walker.await {
+        Ok(w) => w,
+        Err(e) => {
+            repo.clear_tree_cache();
+            return Err(e);
+        }
+    };
     let placing = if empty && marker_free && mark_incomplete(&root, tree).is_ok() {
         content::Placing::Direct
     } else {
         content::Placing::Rename
     };
     let mut report = RestoreReport::default();
-    let mut files = Vec::new();
+    let mut batch = Batch::default();
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
     let mut link_leaders: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut followers = Vec::new();
@@ -187,7 +212,26 @@ pub async fn restore(
     if opts.overwrite {
         root.sweep(Path::new(""), PARTIAL_PREFIX);
     }
-    for (rel, node) in entries {
+    let mut contents = Contents {
+        repo,
+        index: &index,
+        root: &root,
+        opts,
+        placing,
+        concurrency: if opts.concurrency == 0 { repo.store().read_concurrency() } else { opts.concurrency },
+        counters: &counters,
+        hooked: false,
+        failed: HashSet::new(),
+    };
+    loop {
+        let (rel, node) = match walker.next().await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => break,
+            Err(e) => {
+                repo.clear_tree_cache();
+                return Err(e);
+            }
+        };
         if !selected(&rel, &includes) {
             continue;
         }
@@ -226,7 +270,11 @@ pub async fn restore(
                     }
                     link_leaders.insert(key, rel.clone());
                 }
-                files.push((rel, node));
+                batch.blobs += node.content.as_ref().map_or(0, Vec::len);
+                batch.files.push((rel, node));
+                if batch.files.len() >= BATCH_FILES || batch.blobs >= BATCH_BLOBS {
+                    contents.restore(&mut batch, &mut report).await;
+                }
             }
             NodeType::Symlink => match restore_symlink(&root, &rel, &node, opts) {
                 Ok(()) => report.links += 1,
@@ -247,28 +295,14 @@ pub async fn restore(
             )),
         }
     }
+    repo.clear_tree_cache();
+    contents.restore(&mut batch, &mut report).await;
+    let failed_paths = contents.failed;
     for (i, skipped) in lost_dirs.into_values() {
         if skipped > 0 {
             report.failed[i].1 += &format!("; the {skipped} entries below it were skipped");
         }
     }
-
-    if let Some(Hook(hook)) = &opts.after_dirs {
-        hook();
-    }
-    let concurrency = if opts.concurrency == 0 { repo.store().read_concurrency() } else { opts.concurrency };
-    let failed_paths = content::restore_files(
-        repo,
-        &index,
-        &root,
-        files,
-        opts.owners,
-        placing,
-        concurrency,
-        &counters,
-        &mut report,
-    )
-    .await;
     for (rel, leader) in followers {
         if failed_paths.contains(&leader) {
             report.fail(&rel, "its hard-link target could not be restored");
@@ -299,6 +333,44 @@ pub async fn restore(
         }
     }
     Ok(report)
+}
+
+/// Restores the files of each [`Batch`], and remembers those that failed
+/// (their hard links are not made).
+struct Contents<'a> {
+    repo: &'a Arc<Repository>,
+    index: &'a Arc<crate::index::Index>,
+    root: &'a Arc<Beneath>,
+    opts: &'a RestoreOptions,
+    placing: content::Placing,
+    concurrency: usize,
+    counters: &'a Arc<Counters>,
+    hooked: bool,
+    failed: HashSet<PathBuf>,
+}
+
+impl Contents<'_> {
+    async fn restore(&mut self, batch: &mut Batch, report: &mut RestoreReport) {
+        if !std::mem::replace(&mut self.hooked, true) {
+            if let Some(Hook(hook)) = &self.opts.after_dirs {
+                hook();
+            }
+        }
+        batch.blobs = 0;
+        let lost = content::restore_files(
+            self.repo,
+            self.index,
+            self.root,
+            std::mem::take(&mut batch.files),
+            self.opts.owners,
+            self.placing,
+            self.concurrency,
+            self.counters,
+            report,
+        )
+        .await;
+        self.failed.extend(lost);
+    }
 }
 
 /// Puts the marker that says the target's files may be incomplete.
