@@ -499,14 +499,13 @@ impl Repository {
     /// sealed until [`Repository::clear_tree_cache`]. A walk loads one tree
     /// per directory, one after the other: across a network that was a
     /// round trip per directory (a restore of 400 MB waited 20 s on them at
-    /// 40 ms). Only for stores where round trips cost: a disk answers a
-    /// tree read at once. Best effort: a tree that cannot be read here is
-    /// read, and its error reported, by the walk's own load.
+    /// 40 ms). On a disk each tree read was five system calls (open, stat,
+    /// seek, read, close): 23,000 of them for the 11,400 directories of
+    /// 60,000 small files, read twice (shape, then walk). Best effort: a
+    /// tree that cannot be read here is read, and its error reported, by
+    /// the walk's own load.
     pub async fn prefetch_trees(&self, index: &Index, roots: &[Id]) {
         let at_once = self.store.read_concurrency();
-        if at_once <= 3 {
-            return;
-        }
         let mut seen: HashSet<Id> = roots.iter().copied().collect();
         let mut level: Vec<Id> = roots.to_vec();
         for _ in 0..=kura_format::tree::MAX_DEPTH {

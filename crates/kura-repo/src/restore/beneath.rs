@@ -22,8 +22,10 @@ use kura_format::tree::Node;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, CWD};
 
 /// Directory handles kept open at most, whatever the file limit (a quarter
-/// of it when that is lower).
-const DIR_HANDLES_MAX: usize = 256;
+/// of it when that is lower). Files arrive in pack order, which follows
+/// the backup's walk only roughly: with 256, a restore of 11,400
+/// directories opened one again for 40% of its files.
+const DIR_HANDLES_MAX: usize = 4096;
 
 pub struct Beneath {
     root: Arc<OwnedFd>,
@@ -59,7 +61,12 @@ impl Beneath {
         if let Some(fd) = self.dirs.lock().expect("dir handles").get(rel) {
             return Ok(fd.clone());
         }
-        let fd = Arc::new(open_beneath(&self.root, rel)?);
+        let fd = open_beneath(&self.root, rel)?;
+        self.remember(rel, fd)
+    }
+
+    fn remember(&self, rel: &Path, fd: OwnedFd) -> io::Result<Arc<OwnedFd>> {
+        let fd = Arc::new(fd);
         let mut dirs = self.dirs.lock().expect("dir handles");
         if dirs.len() >= self.cap {
             // Handles in use elsewhere live on through their Arc.
@@ -67,11 +74,6 @@ impl Beneath {
         }
         dirs.insert(rel.to_path_buf(), fd.clone());
         Ok(fd)
-    }
-
-    /// Forgets a cached handle (the directory was replaced).
-    fn forget(&self, rel: &Path) {
-        self.dirs.lock().expect("dir handles").remove(rel);
     }
 
     /// Creates directory `rel` (0700 until its metadata is set at the end),
@@ -97,9 +99,9 @@ impl Beneath {
             }
             Err(e) => return Err(err(e)),
         }
-        self.forget(rel);
         // Proves it is a directory reached without a symlink, and caches it.
-        self.dir(rel).map(|_| ())
+        let fd = rustix::fs::openat(&*p, name, dir_flags(), Mode::empty()).map_err(err)?;
+        self.remember(rel, fd).map(|_| ())
     }
 
     /// Creates a new, private (0600) file named `name` in directory `dir`.

@@ -342,6 +342,13 @@ fn write_span(
     let mut open_files: HashMap<usize, std::fs::File> = HashMap::new();
     let mut completed = Vec::new();
     for w in &span.blobs {
+        // A file completed by the last blob is finished through the handle
+        // it was written with, before the handle could be closed to make
+        // room: no second open by name, no identity check.
+        for n in completed.drain(..) {
+            let handle = open_files.remove(&n);
+            finish_file(root, jobs, n, handle, owners, placing, counters);
+        }
         let s = (w.loc.offset as u64 - span.start) as usize;
         let sealed = &mut bytes[s..s + w.loc.length as usize];
         if let Err(e) = key.open_blob_in_place(sealed, w.loc.ty, &w.id, w.loc.raw_length, &mut plain) {
@@ -358,6 +365,10 @@ fn write_span(
                     return Ok(0);
                 }
                 if !open_files.contains_key(&n) && open_files.len() >= OPEN_PER_SPAN {
+                    for c in completed.drain(..) {
+                        let handle = open_files.remove(&c);
+                        finish_file(root, jobs, c, handle, owners, placing, counters);
+                    }
                     close_unfinished(&mut open_files, jobs);
                 }
                 let f = match open_files.entry(n) {
@@ -387,8 +398,6 @@ fn write_span(
             }
         }
     }
-    // A file completed here is finished through the handle it was written
-    // with: no second open by name.
     for n in completed {
         let handle = open_files.remove(&n);
         finish_file(root, jobs, n, handle, owners, placing, counters);
