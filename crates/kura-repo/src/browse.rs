@@ -180,7 +180,7 @@ impl<'a> Walker<'a> {
             };
             let path = dir.join(std::ffi::OsStr::from_bytes(&node.name_bytes()?));
             if let Some(sub) = node.subtree.filter(|_| node.kind == NodeType::Dir) {
-                let t = self.repo.load_tree(self.index, &sub).await?;
+                let t = self.repo.load_tree_last(self.index, &sub).await?;
                 self.stack.push((path.clone(), t.nodes.into_iter()));
             }
             return Ok(Some((path, node)));

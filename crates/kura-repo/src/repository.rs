@@ -486,7 +486,27 @@ impl Repository {
     }
 
     pub async fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
-        let cached = self.trees.lock().expect("tree cache").blobs.get(id).cloned();
+        self.load_tree_from_cache(index, id, false).await
+    }
+
+    /// [`Repository::load_tree`] for a walk's last look at a tree: its copy
+    /// read ahead is dropped, so a walk's cache shrinks as it goes (a tree
+    /// met again is read again).
+    pub async fn load_tree_last(&self, index: &Index, id: &Id) -> Result<Tree> {
+        self.load_tree_from_cache(index, id, true).await
+    }
+
+    async fn load_tree_from_cache(&self, index: &Index, id: &Id, last: bool) -> Result<Tree> {
+        let cached = {
+            let mut cache = self.trees.lock().expect("tree cache");
+            if last {
+                let taken = cache.blobs.remove(id);
+                cache.bytes -= taken.as_ref().map_or(0, |b| b.len());
+                taken
+            } else {
+                cache.blobs.get(id).cloned()
+            }
+        };
         let bytes = match (cached, index.get(id)) {
             (Some(sealed), Some(loc)) => self.key.open_blob(&sealed, loc.ty, id, loc.raw_length)?,
             _ => self.read_blob(index, id).await?,

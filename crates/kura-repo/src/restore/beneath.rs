@@ -195,9 +195,9 @@ impl Beneath {
     }
 
     /// Owner, mode and times of a directory restore made or accepted.
-    pub(crate) fn set_dir_metadata(&self, rel: &Path, node: &Node, owners: bool) -> io::Result<()> {
+    pub(crate) fn set_dir_metadata(&self, rel: &Path, meta: &Meta, owners: bool) -> io::Result<()> {
         let fd = self.dir(rel)?;
-        set_metadata(&*fd, node, owners)
+        set_metadata(&*fd, meta, owners)
     }
 
     /// Owner, mode and times of a FIFO or device node, through an `O_PATH`
@@ -220,7 +220,7 @@ impl Beneath {
         }
         rustix::fs::chmodat(CWD, &path, Mode::from_raw_mode(node.mode & 0o7777), AtFlags::empty())
             .map_err(err)?;
-        rustix::fs::utimensat(CWD, &path, &times(node), AtFlags::empty()).map_err(err)
+        rustix::fs::utimensat(CWD, &path, &times(&node.mtime), AtFlags::empty()).map_err(err)
     }
 
     /// Owner and times of a symlink restore created (its mode means nothing).
@@ -231,7 +231,7 @@ impl Beneath {
             rustix::fs::chownat(&*d, name, uid(node.uid), gid(node.gid), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(err)?;
         }
-        rustix::fs::utimensat(&*d, name, &times(node), AtFlags::SYMLINK_NOFOLLOW).map_err(err)
+        rustix::fs::utimensat(&*d, name, &times(&node.mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(err)
     }
 
     /// Removes the partial files a killed restore left in directory `dir`.
@@ -259,14 +259,30 @@ pub(crate) fn identity(f: impl AsFd) -> io::Result<(u64, u64)> {
 }
 
 /// Sets owner, mode and times through an open handle.
-pub(crate) fn set_metadata(f: impl AsFd, node: &Node, owners: bool) -> io::Result<()> {
+/// The metadata restore sets on an entry: what every directory keeps until
+/// the end, when directories get theirs (a sixth of a whole [`Node`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, u32),
+}
+
+impl From<&Node> for Meta {
+    fn from(n: &Node) -> Meta {
+        Meta { mode: n.mode, uid: n.uid, gid: n.gid, mtime: n.mtime }
+    }
+}
+
+pub(crate) fn set_metadata(f: impl AsFd, meta: &Meta, owners: bool) -> io::Result<()> {
     let f = f.as_fd();
     if owners {
-        rustix::fs::fchown(f, uid(node.uid), gid(node.gid)).map_err(err)?;
+        rustix::fs::fchown(f, uid(meta.uid), gid(meta.gid)).map_err(err)?;
     }
     // chmod after chown: chown clears setuid bits.
-    rustix::fs::fchmod(f, Mode::from_raw_mode(node.mode & 0o7777)).map_err(err)?;
-    rustix::fs::futimens(f, &times(node)).map_err(err)
+    rustix::fs::fchmod(f, Mode::from_raw_mode(meta.mode & 0o7777)).map_err(err)?;
+    rustix::fs::futimens(f, &times(&meta.mtime)).map_err(err)
 }
 
 fn uid(n: u32) -> Option<rustix::fs::Uid> {
@@ -277,8 +293,8 @@ fn gid(n: u32) -> Option<rustix::fs::Gid> {
     Some(rustix::fs::Gid::from_raw(n))
 }
 
-fn times(node: &Node) -> Timestamps {
-    let t = Timespec { tv_sec: node.mtime.0, tv_nsec: node.mtime.1.min(999_999_999) as _ };
+fn times(mtime: &(i64, u32)) -> Timestamps {
+    let t = Timespec { tv_sec: mtime.0, tv_nsec: mtime.1.min(999_999_999) as _ };
     Timestamps { last_access: t, last_modification: t }
 }
 

@@ -11,7 +11,7 @@ use kura_format::paths;
 use kura_format::tree::Node;
 use kura_format::Id;
 
-use super::beneath::{identity, set_metadata, Beneath};
+use super::beneath::{identity, set_metadata, Beneath, Meta};
 use super::{RestoreReport, PARTIAL_PREFIX};
 use crate::dump::{SPAN_GAP, SPAN_MAX};
 use crate::index::{Index, Location};
@@ -535,7 +535,8 @@ fn finish_file(
         if st.end != job.len {
             f.set_len(job.len).map_err(|e| format!("{}: {e}", job.rel.display()))?;
         }
-        set_metadata(&f, &job.node, owners).map_err(|e| format!("{}: {e}", job.rel.display()))?;
+        set_metadata(&f, &Meta::from(&job.node), owners)
+            .map_err(|e| format!("{}: {e}", job.rel.display()))?;
         drop(f);
         let p = st.partial.as_ref().expect("created above");
         if p.under_real_name {

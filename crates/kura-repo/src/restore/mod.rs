@@ -48,7 +48,7 @@ pub struct RestoreOptions {
     pub concurrency: usize,
     /// Called before any file's content is written, once the directories
     /// of the first batch of files are made (every directory, for trees
-    /// of fewer than 8,192 files): tests use it to race the restore
+    /// of fewer than 4,096 files): tests use it to race the restore
     /// deterministically.
     pub after_dirs: Option<Hook>,
     /// Restore only a share of the regular files, chosen by their path
@@ -126,7 +126,7 @@ fn selected(path: &Path, includes: &[Vec<Vec<u8>>]) -> bool {
 /// restores its files a batch at a time, so its memory is bounded by a
 /// batch (about 500 bytes a file, 100 a blob), not by the snapshot; each
 /// batch still reads every pack it needs once, in spans.
-const BATCH_FILES: usize = 8192;
+const BATCH_FILES: usize = 4096;
 /// Blobs planned at a time: a batch of a few huge files ends early.
 const BATCH_BLOBS: usize = 65_536;
 
@@ -203,7 +203,7 @@ pub async fn restore(
     };
     let mut report = RestoreReport::default();
     let mut batch = Batch::default();
-    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
+    let mut dirs: Vec<(PathBuf, beneath::Meta)> = Vec::new();
     let mut link_leaders: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut followers = Vec::new();
     // A directory that could not be made: where it is reported, and how
@@ -254,7 +254,7 @@ pub async fn restore(
                     root.sweep(&rel, PARTIAL_PREFIX);
                 }
                 report.dirs += 1;
-                dirs.push((rel, node));
+                dirs.push((rel, beneath::Meta::from(&node)));
             }
             NodeType::File => {
                 if opts.sample.is_some_and(|s| !s.picks(&rel)) {
@@ -327,8 +327,8 @@ pub async fn restore(
     }
     // Directory metadata last, deepest first, so writing children does not
     // disturb mtimes and read-only directories are still writable meanwhile.
-    for (rel, node) in dirs.iter().rev() {
-        if let Err(e) = root.set_dir_metadata(rel, node, opts.owners) {
+    for (rel, meta) in dirs.iter().rev() {
+        if let Err(e) = root.set_dir_metadata(rel, meta, opts.owners) {
             report.fail(rel, format!("metadata: {e}"));
         }
     }
