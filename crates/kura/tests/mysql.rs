@@ -737,3 +737,49 @@ fn tables_with_foreign_keys_in_a_circle_load_side_by_side() {
     }
     assert_eq!(db.sql("shop", "SELECT COUNT(*) FROM staffing").trim(), "2000");
 }
+
+/// A client command hidden in a dump: a table named with a newline and a
+/// command after it put the command at the start of a line of its own in
+/// the comments of older dump tools, and dumps from before MariaDB's fix do
+/// not turn the client's sandbox on. Here the dump tool is the real one
+/// behind a filter that makes it such a dump (its sandbox line dropped, a
+/// `\!` line planted before the first table). Loading it must never run the
+/// command: the client runs in its sandbox, refuses the line, the restore
+/// fails with the client's reason, and the live database is untouched.
+#[test]
+fn a_client_command_hidden_in_a_dump_never_runs_at_restore() {
+    let (db, k) = setup();
+    let planted = k.path("pwned");
+    let bindir = k.path("old-tools");
+    std::fs::create_dir_all(&bindir).unwrap();
+    let real = |tool: &str| {
+        let out =
+            std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let dump = bindir.join("mariadb-dump");
+    std::fs::write(
+        &dump,
+        format!(
+            "#!/bin/sh\n{} \"$@\" | sed -e '/enable the sandbox mode/d' -e '0,/^-- Table structure/s||\\\\! touch {}\\n&|'\n",
+            real("mariadb-dump"),
+            planted.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&dump, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(real("mariadb"), bindir.join("mariadb")).unwrap();
+    let out = k.cmd(&["backup", "--target", "shop_db"]).env("KURA_MYSQL_BINDIR", &bindir).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!planted.exists(), "the backup ran nothing");
+    let before = db.dump_text("shop");
+    let out = k.run(&["restore", "--target", "shop_db", "--yes", "--no-keep-old"]);
+    assert!(!planted.exists(), "the client ran a command from the dump");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Not allowed in the sandbox mode (the dump holds a client command"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(db.dump_text("shop"), before, "the live database is untouched");
+}

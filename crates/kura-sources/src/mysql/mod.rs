@@ -131,6 +131,30 @@ pub fn find_tool(names: &[&str]) -> Result<PathBuf, SourceError> {
 const DUMP_TOOLS: &[&str] = &["mariadb-dump", "mysqldump"];
 const CLIENT_TOOLS: &[&str] = &["mariadb", "mysql"];
 
+/// Whether this client takes `--sandbox` (MariaDB's since 10.5.25, 10.6.18
+/// and 10.11.8), asked once per program. In its sandbox the client refuses
+/// the commands that reach the file system or a shell (`\!`, `system`,
+/// `source`, `tee`, `pager`): a dump names tables and writes comments
+/// verbatim, and older dump tools let a name with a newline in it start a
+/// line of its own with such a command. Newer dumps enable the sandbox in
+/// their first line; this covers those that do not.
+fn has_sandbox(program: &std::ffi::OsStr) -> bool {
+    static SEEN: std::sync::Mutex<Vec<(std::ffi::OsString, bool)>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().expect("sandbox probes");
+    if let Some((_, has)) = seen.iter().find(|(p, _)| p == program) {
+        return *has;
+    }
+    let has = Command::new(program)
+        .args(["--no-defaults", "--sandbox", "--version"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    seen.push((program.to_owned(), has));
+    has
+}
+
 /// A connection to one server: the option file lives as long as this does.
 pub struct Conn {
     pub url: MyUrl,
@@ -179,7 +203,11 @@ pub(crate) fn client_error(said: &str) -> String {
     let Some(at) = lines.iter().rposition(|l| l.starts_with("ERROR ")) else {
         return said.trim().to_string();
     };
-    let error = lines[at..].join("\n");
+    let mut error = lines[at..].join("\n");
+    if error.contains("sandbox mode") {
+        error += " (the dump holds a client command, such as `\\!`, that would run a program or \
+                  touch a file: the client's sandbox refused it, and kura never runs one)";
+    }
     let close = lines[..at].iter().rposition(|l| *l == RULE);
     let open = close.and_then(|c| lines[..c].iter().rposition(|l| *l == RULE));
     match (open, close) {
@@ -230,6 +258,16 @@ impl Conn {
             .and_then(|_| options.flush())
             .map_err(|e| SourceError::io(options.path(), e))?;
         Ok(Conn { url, options })
+    }
+
+    /// The client, to load a dump: in its sandbox where it has one
+    /// ([`has_sandbox`]).
+    fn loader(&self) -> Result<Command, SourceError> {
+        let mut cmd = self.command(CLIENT_TOOLS)?;
+        if has_sandbox(cmd.get_program()) {
+            cmd.arg("--sandbox");
+        }
+        Ok(cmd)
     }
 
     fn command(&self, tools: &[&str]) -> Result<Command, SourceError> {

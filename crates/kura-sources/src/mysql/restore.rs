@@ -519,7 +519,7 @@ fn load_tables(
     handle: &tokio::runtime::Handle,
 ) -> Result<u64, SourceError> {
     use std::sync::atomic::Ordering::SeqCst;
-    let mut cmd = conn.command(CLIENT_TOOLS)?;
+    let mut cmd = conn.loader()?;
     cmd.arg(format!("--database={db}"));
     let mut child = cmd
         .stdin(std::process::Stdio::piped())
@@ -650,7 +650,7 @@ async fn load_in_one(
     db: &str,
     files: &[String],
 ) -> Result<u64, SourceError> {
-    let mut cmd = conn.command(CLIENT_TOOLS)?;
+    let mut cmd = conn.loader()?;
     cmd.arg(format!("--database={db}"));
     let Fed { dumped, status, stderr, .. } = feed(cmd, "the MySQL client", repo, tree, files).await?;
     if !status.success() {
