@@ -412,3 +412,33 @@ async fn a_tree_of_several_restore_batches_comes_back_whole_with_links_across_th
     assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "the two names are one file again");
     assert!(!out.join(kura_repo::restore::INCOMPLETE_MARKER).exists());
 }
+
+/// A restore reads the snapshot's trees ahead, by pack spans: not one
+/// request per directory (and not twice: once to measure the tree's shape,
+/// once to walk it), which across a network was a round trip each.
+#[tokio::test]
+async fn a_restore_of_many_directories_reads_their_trees_in_a_few_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for d in 0..300 {
+        let sub = src.join(format!("d{:03}/e", d / 10)).join(format!("f{d}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("x"), format!("{d}\n")).unwrap();
+    }
+    let counting = Arc::new(Faulty::counting(LocalStore::new(dir.path().join("repo"))));
+    let store: Arc<dyn Store> = counting.clone();
+    let repo = init(store).await;
+    let snap = backup(&repo, std::slice::from_ref(&src), &BackupOptions::default(), Default::default())
+        .await
+        .unwrap();
+    let before = counting.operations();
+    let out = dir.path().join("out");
+    let report = restore(&repo, snap.snapshot.tree, &out, &RestoreOptions::default(), Default::default())
+        .await
+        .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!((report.files, report.dirs), (300, 300 + 30 + 30 + src.components().count() as u64 - 1));
+    let requests = counting.operations() - before;
+    assert!(requests < 40, "{requests} requests for 300 files in 360 directories");
+    same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+}

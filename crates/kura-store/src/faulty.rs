@@ -16,11 +16,23 @@ pub struct Faulty<S> {
     inner: S,
     every: u64,
     count: AtomicU64,
+    first: u64,
 }
 
 impl<S: Store> Faulty<S> {
     pub fn new(inner: S, every: u64) -> Self {
-        Faulty { inner, every: every.max(1), count: AtomicU64::new(0) }
+        Faulty { inner, every: every.max(1), count: AtomicU64::new(0), first: 0 }
+    }
+
+    /// One that never fails and only counts: for tests of how many
+    /// requests an operation makes.
+    pub fn counting(inner: S) -> Self {
+        Faulty { inner, every: u64::MAX, count: AtomicU64::new(1), first: 1 }
+    }
+
+    /// The operations that reached it so far.
+    pub fn operations(&self) -> u64 {
+        self.count.load(Ordering::Relaxed) - self.first
     }
 
     fn trip(&self, op: &'static str, key: &str) -> Result<()> {
