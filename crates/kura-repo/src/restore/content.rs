@@ -341,14 +341,16 @@ fn write_span(
     let mut plain = Vec::new();
     let mut open_files: HashMap<usize, std::fs::File> = HashMap::new();
     let mut completed = Vec::new();
-    for w in &span.blobs {
-        // A file completed by the last blob is finished through the handle
-        // it was written with, before the handle could be closed to make
-        // room: no second open by name, no identity check.
+    // A file whose last blob is written is finished through the handle it
+    // was written with, before that handle could be closed to make room:
+    // no second open by name, no identity check.
+    let finish = |completed: &mut Vec<usize>, open_files: &mut HashMap<usize, std::fs::File>| {
         for n in completed.drain(..) {
-            let handle = open_files.remove(&n);
-            finish_file(root, jobs, n, handle, owners, placing, counters);
+            finish_file(root, jobs, n, open_files.remove(&n), owners, placing, counters);
         }
+    };
+    for w in &span.blobs {
+        finish(&mut completed, &mut open_files);
         let s = (w.loc.offset as u64 - span.start) as usize;
         let sealed = &mut bytes[s..s + w.loc.length as usize];
         if let Err(e) = key.open_blob_in_place(sealed, w.loc.ty, &w.id, w.loc.raw_length, &mut plain) {
@@ -365,10 +367,7 @@ fn write_span(
                     return Ok(0);
                 }
                 if !open_files.contains_key(&n) && open_files.len() >= OPEN_PER_SPAN {
-                    for c in completed.drain(..) {
-                        let handle = open_files.remove(&c);
-                        finish_file(root, jobs, c, handle, owners, placing, counters);
-                    }
+                    finish(&mut completed, &mut open_files);
                     close_unfinished(&mut open_files, jobs);
                 }
                 let f = match open_files.entry(n) {
@@ -398,10 +397,7 @@ fn write_span(
             }
         }
     }
-    for n in completed {
-        let handle = open_files.remove(&n);
-        finish_file(root, jobs, n, handle, owners, placing, counters);
-    }
+    finish(&mut completed, &mut open_files);
     close_unfinished(&mut open_files, jobs);
 }
 
