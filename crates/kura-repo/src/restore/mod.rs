@@ -122,11 +122,19 @@ fn selected(path: &Path, includes: &[Vec<Vec<u8>>]) -> bool {
     })
 }
 
-/// Files planned and restored at a time. Restore walks the snapshot and
-/// restores its files a batch at a time, so its memory is bounded by a
-/// batch (about 500 bytes a file, 100 a blob), not by the snapshot; each
-/// batch still reads every pack it needs once, in spans.
+/// Files planned and restored at a time on a disk. Restore walks the
+/// snapshot and restores its files a batch at a time, so its memory is
+/// bounded by a batch (about 500 bytes a file, 100 a blob), not by the
+/// snapshot. A pack holds blobs of files from all over the walk (a backup
+/// reads several directories at once), so smaller batches read each pack
+/// in more, smaller spans: about 1,300 reads for the 150 MB of 60,000 small
+/// files at 4,096 a batch, 700 at 8,192. On a disk that costs nothing
+/// measurable.
 const BATCH_FILES: usize = 4096;
+/// Across a network every read is a request, waited for and billed: stores
+/// that read several spans at once (`read_concurrency` above 3) plan this
+/// many files at a time, beside the eight 4 MiB spans they hold in flight.
+const BATCH_FILES_REMOTE: usize = 32_768;
 /// Blobs planned at a time: a batch of a few huge files ends early.
 const BATCH_BLOBS: usize = 65_536;
 
@@ -212,6 +220,7 @@ pub async fn restore(
     if opts.overwrite {
         root.sweep(Path::new(""), PARTIAL_PREFIX);
     }
+    let batch_files = if repo.store().read_concurrency() > 3 { BATCH_FILES_REMOTE } else { BATCH_FILES };
     let mut contents = Contents {
         repo,
         index: &index,
@@ -272,7 +281,7 @@ pub async fn restore(
                 }
                 batch.blobs += node.content.as_ref().map_or(0, Vec::len);
                 batch.files.push((rel, node));
-                if batch.files.len() >= BATCH_FILES || batch.blobs >= BATCH_BLOBS {
+                if batch.files.len() >= batch_files || batch.blobs >= BATCH_BLOBS {
                     contents.restore(&mut batch, &mut report).await;
                 }
             }
