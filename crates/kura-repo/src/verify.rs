@@ -231,7 +231,12 @@ pub async fn verify(
     let mut affected: HashSet<Affected> = HashSet::new();
     let mut shapes = HashMap::new();
     let roots: Vec<Id> = snapshots.iter().map(|(_, snap)| snap.tree).collect();
-    repo.prefetch_trees(&index, &roots).await;
+    // Every tree of every snapshot: across a network the read-ahead saves
+    // a round trip per tree; on a disk it would only hold up to its cap in
+    // memory for a walk that reads each tree once anyway.
+    if repo.store().read_concurrency() > 3 {
+        repo.prefetch_trees(&index, &roots).await;
+    }
     for (sid, snap) in &snapshots {
         let mut ctx = TraceCtx {
             repo,
