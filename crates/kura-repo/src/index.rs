@@ -136,6 +136,36 @@ impl Index {
         self.pack_numbers.contains_key(id)
     }
 
+    /// The tree blobs of every pack that holds any, as positions into this
+    /// index (4 bytes each): trees are packed apart from data, and a pack of
+    /// trees was mostly written by one backup, so across a network a tree
+    /// read-ahead takes all of a pack's trees in the request it makes anyway.
+    pub fn trees_by_pack(&self) -> HashMap<Id, Vec<u32>> {
+        debug_assert!(self.sorted, "Index::finish before lookups");
+        let mut out: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.ty == BlobType::Tree {
+                out.entry(e.pack).or_default().push(i as u32);
+            }
+        }
+        out.into_iter().map(|(p, v)| (self.packs[p as usize], v)).collect()
+    }
+
+    /// The blob at a position [`Index::trees_by_pack`] gave.
+    pub fn at(&self, position: u32) -> (Id, Location) {
+        let e = &self.entries[position as usize];
+        (
+            Id(e.id),
+            Location {
+                pack: self.packs[e.pack as usize],
+                ty: e.ty,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            },
+        )
+    }
+
     /// Bytes of memory per indexed blob (docs/performance.md).
     pub const BYTES_PER_ENTRY: usize = std::mem::size_of::<Entry>();
 

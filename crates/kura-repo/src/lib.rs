@@ -26,7 +26,7 @@ mod session;
 pub mod verify;
 
 pub use error::{is_transient_io, KeyRefusal, RepoError, Result};
-pub use repository::{InitOptions, Repository};
+pub use repository::{InitOptions, Locked, Repository};
 pub use saver::Counters;
 pub use session::SessionGuard;
 

@@ -80,10 +80,70 @@ struct TreeCache {
 
 /// The most a tree prefetch keeps; past it, trees are read when needed.
 const TREE_CACHE_MAX: usize = 128 << 20;
+/// The most of one pack's trees a read-ahead across a network takes beyond
+/// those it needs (a pack is 16 MiB by default).
+const TREE_SWEEP_MAX: usize = 16 << 20;
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Repository({})", self.store.location())
+    }
+}
+
+/// A repository whose config and key files have been read, waiting for a
+/// password ([`Repository::locked`]). Several passwords may be tried on it
+/// without reading the store again.
+pub struct Locked {
+    store: Arc<dyn Store>,
+    config: RepoConfig,
+    key_files: Vec<(Id, Bytes)>,
+}
+
+impl Locked {
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The repository, opened by the first key file `password` unwraps.
+    pub fn unlock(&self, password: &[u8]) -> Result<Repository> {
+        let location = self.store.location();
+        // Any key file that cannot be used is skipped, never fatal: anyone
+        // who can write the store could plant one that sorts first. Only
+        // when no key opens is a newer key version worth naming.
+        let mut newer = None;
+        for (id, bytes) in &self.key_files {
+            let kf = match KeyFile::decode(bytes) {
+                Ok(k) => k,
+                Err(e @ FormatError::UnsupportedVersion { .. }) => {
+                    newer = Some(e);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(key = %id.short(), error = %e, "skipping unreadable key file");
+                    continue;
+                }
+            };
+            match kf.unwrap_master(password) {
+                Ok(key) => {
+                    let write_level = self.config.zstd_level;
+                    return Ok(Repository {
+                        store: self.store.clone(),
+                        config: self.config.clone(),
+                        key,
+                        key_id: *id,
+                        write_level,
+                        clock: Arc::new(SystemClock),
+                        trees: Default::default(),
+                    });
+                }
+                Err(FormatError::WrongPassword) => continue,
+                Err(e) => tracing::warn!(key = %id.short(), error = %e, "skipping unusable key file"),
+            }
+        }
+        if let Some(e) = newer {
+            return Err(e.into());
+        }
+        Err(RepoError::WrongPassword { location })
     }
 }
 
@@ -136,57 +196,42 @@ impl Repository {
     }
 
     pub async fn open(store: Arc<dyn Store>, password: &[u8]) -> Result<Repository> {
-        let config = Repository::read_config(store.as_ref()).await?;
+        Repository::locked(store).await?.unlock(password)
+    }
+
+    /// Reads what opening needs, once, before any password is tried: the
+    /// config and every key file. The config and the key listing are asked
+    /// for together and the key files side by side, so across a network
+    /// opening costs two round trips, not one per object.
+    pub async fn locked(store: Arc<dyn Store>) -> Result<Locked> {
+        let (config, keys) = futures::join!(Repository::read_config(store.as_ref()), store.list(paths::KEYS));
+        // A missing or newer repository says so before anything else.
+        let config = config?;
         let location = store.location();
-        let keys = store.list(paths::KEYS).await?;
+        let keys = keys?;
         if keys.is_empty() {
             return Err(RepoError::NoKeys { location });
         }
-        // Any key file that cannot be used is skipped, never fatal: anyone who
-        // can write the store could plant one that sorts first. Only when no
-        // key opens is a newer key version worth naming.
-        let mut newer = None;
-        for meta in keys {
-            let Some(id) = paths::id_of(&meta.key) else {
-                continue;
-            };
-            let bytes = match store.get(&meta.key).await {
-                Ok(b) => b,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let kf = match KeyFile::decode(&bytes) {
-                Ok(k) => k,
-                Err(e @ FormatError::UnsupportedVersion { .. }) => {
-                    newer = Some(e);
-                    continue;
+        let fetched: Vec<Result<Option<(Id, Bytes)>>> = stream::iter(keys)
+            .map(|meta| {
+                let store = store.clone();
+                async move {
+                    let Some(id) = paths::id_of(&meta.key) else { return Ok(None) };
+                    match store.get(&meta.key).await {
+                        Ok(b) => Ok(Some((id, b))),
+                        Err(e) if e.is_not_found() => Ok(None),
+                        Err(e) => Err(e.into()),
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(key = %id.short(), error = %e, "skipping unreadable key file");
-                    continue;
-                }
-            };
-            match kf.unwrap_master(password) {
-                Ok(key) => {
-                    let write_level = config.zstd_level;
-                    return Ok(Repository {
-                        store,
-                        config,
-                        key,
-                        key_id: id,
-                        write_level,
-                        clock: Arc::new(SystemClock),
-                        trees: Default::default(),
-                    });
-                }
-                Err(FormatError::WrongPassword) => continue,
-                Err(e) => tracing::warn!(key = %id.short(), error = %e, "skipping unusable key file"),
-            }
+            })
+            .buffered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
+        let mut key_files = Vec::new();
+        for f in fetched {
+            key_files.extend(f?);
         }
-        if let Some(e) = newer {
-            return Err(e.into());
-        }
-        Err(RepoError::WrongPassword { location })
+        Ok(Locked { store, config, key_files })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -414,9 +459,11 @@ impl Repository {
     /// a blob's other copy rather than the lost one. A pack that appears after
     /// the listing is left out too, which costs a writer only a duplicate
     /// (format.md §12.4).
+    ///
+    /// The packs are listed while the index loads: what must come first is
+    /// the listing of deletion markers that gave `pending` (§12.4).
     pub async fn load_index_present(&self, pending: &HashSet<Id>) -> Result<Index> {
-        let listed = self.list_packs().await?;
-        let mut index = self.load_index(pending).await?;
+        let (listed, mut index) = futures::try_join!(self.list_packs(), self.load_index(pending))?;
         let missing: HashSet<Id> = index
             .packs()
             .iter()
@@ -524,17 +571,47 @@ impl Repository {
     /// 60,000 small files, read twice (shape, then walk). Best effort: a
     /// tree that cannot be read here is read, and its error reported, by
     /// the walk's own load.
+    ///
+    /// Across a network a level costs a round trip, and trees nest as deep
+    /// as the directories do (eleven levels for a tree under /tmp: half a
+    /// second at 40 ms). So there, a pack's trees all come in the request
+    /// that reads the first of them (up to [`TREE_SWEEP_MAX`] a pack): a
+    /// pack of trees is mostly one backup's, and the levels below are found
+    /// already read. Blobs taken that way are opened only when needed.
     pub async fn prefetch_trees(&self, index: &Index, roots: &[Id]) {
         let at_once = self.store.read_concurrency();
+        let mut mates = if self.store.remote() { index.trees_by_pack() } else { HashMap::new() };
         let mut seen: HashSet<Id> = roots.iter().copied().collect();
         let mut level: Vec<Id> = roots.to_vec();
         for _ in 0..=kura_format::tree::MAX_DEPTH {
             if level.is_empty() || self.trees.lock().expect("tree cache").bytes >= TREE_CACHE_MAX {
                 break;
             }
-            let blobs: Vec<(Id, Location)> =
-                level.iter().filter_map(|id| index.get(id).map(|l| (*id, l))).collect();
-            let window = crate::dump::plan_window(blobs);
+            let mut wanted: Vec<(Id, Location)> = Vec::new();
+            {
+                let cache = self.trees.lock().expect("tree cache");
+                let mut asked: HashSet<Id> = HashSet::new();
+                for id in &level {
+                    if !cache.blobs.contains_key(id) && asked.insert(*id) {
+                        wanted.extend(index.get(id).map(|l| (*id, l)));
+                    }
+                }
+                let packs: HashSet<Id> = wanted.iter().map(|(_, l)| l.pack).collect();
+                for pack in packs {
+                    let Some(positions) = mates.remove(&pack) else { continue };
+                    let mut blobs: Vec<(Id, Location)> = positions.into_iter().map(|p| index.at(p)).collect();
+                    blobs.sort_by_key(|(_, l)| l.offset);
+                    let mut budget = TREE_SWEEP_MAX;
+                    for (id, loc) in blobs {
+                        let Some(left) = budget.checked_sub(loc.length as usize) else { break };
+                        budget = left;
+                        if !cache.blobs.contains_key(&id) && asked.insert(id) {
+                            wanted.push((id, loc));
+                        }
+                    }
+                }
+            }
+            let window = crate::dump::plan_window(wanted);
             let store = self.store.clone();
             let spans: Vec<(usize, Result<Bytes>)> =
                 stream::iter(window.spans.clone().into_iter().enumerate())
@@ -549,13 +626,36 @@ impl Repository {
                     .await;
             let spans: HashMap<usize, Bytes> =
                 spans.into_iter().filter_map(|(i, r)| Some((i, r.ok()?))).collect();
+            {
+                let mut cache = self.trees.lock().expect("tree cache");
+                for (id, loc, span) in &window.blobs {
+                    let Some(bytes) = spans.get(span) else { continue };
+                    let s = (loc.offset as u64 - window.spans[*span].1) as usize;
+                    let Some(sealed) = bytes.get(s..s + loc.length as usize) else { continue };
+                    cache.bytes += sealed.len();
+                    // A copy, so the span's gaps are not kept alive with it.
+                    cache.blobs.insert(*id, Bytes::copy_from_slice(sealed));
+                }
+            }
             let mut next = Vec::new();
-            for (id, loc, span) in &window.blobs {
-                let Some(bytes) = spans.get(span) else { continue };
-                let s = (loc.offset as u64 - window.spans[*span].1) as usize;
-                let Some(sealed) = bytes.get(s..s + loc.length as usize) else { continue };
-                let Ok(plain) = self.key.open_blob(sealed, loc.ty, id, loc.raw_length) else { continue };
-                let Ok(tree) = Tree::decode(&plain) else { continue };
+            for id in &level {
+                let Some(loc) = index.get(id) else { continue };
+                let Some(sealed) = self.trees.lock().expect("tree cache").blobs.get(id).cloned() else {
+                    continue;
+                };
+                let tree = self
+                    .key
+                    .open_blob(&sealed, loc.ty, id, loc.raw_length)
+                    .ok()
+                    .and_then(|p| Tree::decode(&p).ok());
+                let Some(tree) = tree else {
+                    // Read again, and its error reported, by the walk.
+                    let mut cache = self.trees.lock().expect("tree cache");
+                    if let Some(b) = cache.blobs.remove(id) {
+                        cache.bytes -= b.len();
+                    }
+                    continue;
+                };
                 for node in &tree.nodes {
                     if let Some(sub) = node.subtree.filter(|_| node.kind == kura_format::tree::NodeType::Dir)
                     {
@@ -564,10 +664,6 @@ impl Repository {
                         }
                     }
                 }
-                let mut cache = self.trees.lock().expect("tree cache");
-                cache.bytes += sealed.len();
-                // A copy, so the span's gaps are not kept alive with it.
-                cache.blobs.insert(*id, Bytes::copy_from_slice(sealed));
             }
             level = next;
         }

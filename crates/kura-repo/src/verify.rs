@@ -80,48 +80,50 @@ pub async fn verify(
     counters: Arc<Counters>,
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let (snapshots, bad) = repo.snapshots().await?;
+    // Everything below is listed and read side by side: across a network
+    // each listing is a round trip, and none depends on another.
+    let (snapshots, markers, keys, index_files, listed) = futures::join!(
+        repo.snapshots(),
+        fetch_all(repo, paths::DELETIONS, |_, b| {
+            Ok(kura_format::session::DeletionMarker::open(repo.key(), &b).err())
+        }),
+        fetch_all(repo, paths::KEYS, |_, b| Ok(kura_format::key::KeyFile::decode(&b).err())),
+        fetch_all(repo, paths::INDEX, |id, bytes| {
+            if Id::of_object(&bytes) != *id {
+                return Err(crate::RepoError::BadPack("content does not match its name"));
+            }
+            let content = repo.key().open_object(&bytes, "index")?;
+            Ok(IndexFile::decode(&content)?)
+        }),
+        repo.list_packs(),
+    );
+    let (snapshots, bad) = snapshots?;
+    let (markers, keys, index_files, listed) = (markers?, keys?, index_files?, listed?);
     report.snapshots = (snapshots.len() + bad.len()) as u64;
     for (id, e) in bad {
         report.problem(paths::snapshot(&id), e.to_string());
     }
 
     // Deletion markers and key files anyone who can write the store could
-    // plant: readers skip what they cannot use, and verify names it.
-    for meta in repo.store().list(paths::DELETIONS).await? {
-        let Some(id) = paths::id_of(&meta.key) else { continue };
-        if let Ok(b) = repo.store().get(&meta.key).await {
-            if let Err(e) = kura_format::session::DeletionMarker::open(repo.key(), &b) {
-                report.problem(
-                    meta.key.clone(),
-                    format!("unreadable deletion marker {} (ignored): {e}", id.short()),
-                );
-            }
+    // plant: readers skip what they cannot use, and verify names it. One
+    // that cannot be read at all is not reported (it may be gone by now).
+    for (key, id, unreadable) in markers {
+        if let Ok(Some(e)) = unreadable {
+            report.problem(key, format!("unreadable deletion marker {} (ignored): {e}", id.short()));
         }
     }
-    for meta in repo.store().list(paths::KEYS).await? {
-        if let Ok(b) = repo.store().get(&meta.key).await {
-            if let Err(e) = kura_format::key::KeyFile::decode(&b) {
-                report.problem(meta.key.clone(), format!("unreadable key file (skipped when opening): {e}"));
-            }
+    for (key, _, unreadable) in keys {
+        if let Ok(Some(e)) = unreadable {
+            report.problem(key, format!("unreadable key file (skipped when opening): {e}"));
         }
     }
 
     // Index files one by one, so one bad file is reported, not fatal.
     let mut index = Index::new();
     let mut files: Vec<IndexFile> = Vec::new();
-    for id in repo.list_ids(paths::INDEX).await? {
+    for (_, id, file) in index_files {
         report.index_files += 1;
-        let r = async {
-            let bytes = repo.store().get(&paths::index(&id)).await?;
-            if Id::of_object(&bytes) != id {
-                return Err(crate::RepoError::BadPack("content does not match its name"));
-            }
-            let content = repo.key().open_object(&bytes, "index")?;
-            Ok(IndexFile::decode(&content)?)
-        }
-        .await;
-        match r {
+        match file {
             Ok(f) => {
                 index.add_file(&f, &HashSet::new());
                 files.push(f);
@@ -131,7 +133,6 @@ pub async fn verify(
     }
     index.finish();
 
-    let listed = repo.list_packs().await?;
     report.packs = listed.len() as u64;
     report.unindexed_packs = listed.keys().filter(|id| !index.has_pack(id)).count() as u64;
 
@@ -205,16 +206,58 @@ pub async fn verify(
     }
     let by_pack = Arc::new(by_pack);
     let index = Arc::new(index);
-    let checks: Vec<PackCheck> = stream::iter(selected)
-        .map(|pack| {
+    // Reading and checking overlap: reads are tasks of their own, up to four
+    // at once, and a read that finishes frees its place for the next at
+    // once, checked or not (a place held through the check left the link
+    // idle for a tenth of a second per pack). Two packs are checked at a
+    // time, as many as the cores keep busy, and at most six are held in
+    // memory, read or being read.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(PACKS_HELD);
+    let reader = {
+        let repo = repo.clone();
+        let held = Arc::new(tokio::sync::Semaphore::new(PACKS_HELD));
+        let reading = Arc::new(tokio::sync::Semaphore::new(repo.store().read_concurrency().min(4)));
+        tokio::spawn(async move {
+            for pack in selected {
+                let (Ok(place), Ok(slot)) =
+                    (held.clone().acquire_owned().await, reading.clone().acquire_owned().await)
+                else {
+                    return;
+                };
+                let (repo, tx) = (repo.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let read = repo.store().get(&paths::pack(&pack)).await.map_err(|e| e.to_string());
+                    drop(slot);
+                    let _ = tx.send((pack, read, place)).await;
+                });
+            }
+        })
+    };
+    let checks = stream::poll_fn(|cx| rx.poll_recv(cx))
+        .map(|(pack, read, place)| {
             let repo = repo.clone();
             let by_pack = by_pack.clone();
             let counters = counters.clone();
-            async move { check_pack(&repo, &by_pack, pack, &counters).await }
+            async move {
+                let checked = check_pack(&repo, &by_pack, pack, read, &counters).await;
+                drop(place);
+                checked
+            }
         })
-        .buffer_unordered(4)
-        .collect()
-        .await;
+        .buffer_unordered(2)
+        .collect::<Vec<PackCheck>>();
+    // The trees are read meanwhile: they are needed after the checks.
+    let roots: Vec<Id> = snapshots.iter().map(|(_, snap)| snap.tree).collect();
+    let prefetch = async {
+        // Across a network the read-ahead saves a round trip per tree; on a
+        // disk it would only hold up to its cap in memory for a walk that
+        // reads each tree once anyway.
+        if repo.store().remote() {
+            repo.prefetch_trees(&index, &roots).await;
+        }
+    };
+    let (checks, ()) = futures::join!(checks, prefetch);
+    reader.await.map_err(crate::RepoError::worker)?;
     for (pack, problems, blobs) in checks {
         report.packs_read += 1;
         report.blobs_read += blobs;
@@ -230,13 +273,6 @@ pub async fn verify(
     let mut clean: HashSet<Id> = HashSet::new();
     let mut affected: HashSet<Affected> = HashSet::new();
     let mut shapes = HashMap::new();
-    let roots: Vec<Id> = snapshots.iter().map(|(_, snap)| snap.tree).collect();
-    // Every tree of every snapshot: across a network the read-ahead saves
-    // a round trip per tree; on a disk it would only hold up to its cap in
-    // memory for a walk that reads each tree once anyway.
-    if repo.store().read_concurrency() > 3 {
-        repo.prefetch_trees(&index, &roots).await;
-    }
     for (sid, snap) in &snapshots {
         let mut ctx = TraceCtx {
             repo,
@@ -270,6 +306,9 @@ pub async fn verify(
     Ok(report)
 }
 
+/// Packs held in memory at once by `verify --read-data`, read or being read.
+const PACKS_HELD: usize = 6;
+
 /// A pack read: its id, problems (with the damaged blob when known), and
 /// how many blobs were checked.
 type PackCheck = (Id, Vec<(Option<Id>, String)>, u64);
@@ -278,10 +317,11 @@ async fn check_pack(
     repo: &Repository,
     by_pack: &HashMap<Id, Vec<(Id, Location)>>,
     pack: Id,
+    read: std::result::Result<bytes::Bytes, String>,
     counters: &Counters,
 ) -> PackCheck {
     let mut problems = Vec::new();
-    let bytes = match repo.store().get(&paths::pack(&pack)).await {
+    let bytes = match read {
         Ok(b) => b,
         Err(e) => return (pack, vec![(None, format!("cannot read: {e}"))], 0),
     };
@@ -396,4 +436,27 @@ fn trace<'a, 'b>(ctx: &'a mut TraceCtx<'b>, tree: Id, path: PathBuf, depth: usiz
         }
         ok
     })
+}
+
+/// Every object under `prefix` named by an id, listed and then read side by
+/// side, each opened by `open` as it arrives (so that sealed bytes never
+/// pile up beside what they decode to), in the listing's order. An object
+/// that cannot be read or opened comes back with its error: one damaged
+/// object is reported, not fatal.
+async fn fetch_all<T>(
+    repo: &Repository,
+    prefix: &str,
+    open: impl Fn(&Id, bytes::Bytes) -> Result<T>,
+) -> Result<Vec<(String, Id, Result<T>)>> {
+    let listed = repo.store().list(prefix).await?;
+    let open = &open;
+    Ok(stream::iter(listed.into_iter().filter_map(|m| Some((paths::id_of(&m.key)?, m.key))))
+        .map(|(id, key)| async move {
+            let got = repo.store().get(&key).await.map_err(crate::RepoError::from);
+            let opened = got.and_then(|b| open(&id, b));
+            (key, id, opened)
+        })
+        .buffered(crate::repository::FETCH_CONCURRENCY)
+        .collect()
+        .await)
 }

@@ -413,6 +413,43 @@ async fn a_tree_of_several_restore_batches_comes_back_whole_with_links_across_th
     assert!(!out.join(kura_repo::restore::INCOMPLETE_MARKER).exists());
 }
 
+/// Across a network, a tree read-ahead takes a pack's trees in the request
+/// that reads the first of them: a snapshot 40 directories deep is read in a
+/// few requests, not a round trip per level.
+#[tokio::test]
+async fn across_a_network_deep_trees_are_read_in_a_few_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let mut deep = src.clone();
+    for level in 0..40 {
+        deep = deep.join(format!("l{level}"));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("x"), format!("{level}\n")).unwrap();
+    }
+    let counting = Arc::new(Faulty::counting(LocalStore::new(dir.path().join("repo"))).as_remote());
+    let store: Arc<dyn Store> = counting.clone();
+    let repo = init(store).await;
+    let snap = backup(&repo, std::slice::from_ref(&src), &BackupOptions::default(), Default::default())
+        .await
+        .unwrap();
+    let before = counting.operations();
+    let out = dir.path().join("out");
+    let report = restore(&repo, snap.snapshot.tree, &out, &RestoreOptions::default(), Default::default())
+        .await
+        .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let requests = counting.operations() - before;
+    // Listing packs and index files, the index file, the trees, the data.
+    assert!(requests <= 8, "{requests} requests for a snapshot 40 directories deep");
+    same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+
+    // Day 2 reads the parent's trees the same way.
+    let before = counting.operations();
+    backup(&repo, std::slice::from_ref(&src), &BackupOptions::default(), Default::default()).await.unwrap();
+    let requests = counting.operations() - before;
+    assert!(requests <= 16, "{requests} requests for an unchanged day 2 of 40 directories deep");
+}
+
 /// A restore reads the snapshot's trees ahead, by pack spans: not one
 /// request per directory (and not twice: once to measure the tree's shape,
 /// once to walk it), which across a network was a round trip each.

@@ -169,8 +169,8 @@ impl Repos {
         let store = kura_store::open_url_with(&spec.url, &|k| std::env::var(k).ok(), spec.retry.clone())?;
         // The config first: a missing or newer repository says so before
         // anyone is asked for a password.
-        Repository::read_config(store.as_ref()).await?;
-        let repo = self.unlock_store(spec, store).await?;
+        let locked = Repository::locked(store).await?;
+        let repo = self.unlock_store(spec, &locked)?;
         let repo = repo.with_clock(self.clock.clone());
         let level = self.unlock.compression.unwrap_or(spec.compression);
         let repo = Arc::new(match level {
@@ -187,11 +187,7 @@ impl Repos {
     /// the caller's sources, then the repository's own (a copy's
     /// destination has its own password while the caller's is the
     /// source's), or the prompt when there are none.
-    async fn unlock_store(
-        &self,
-        spec: &RepoSpec,
-        store: Arc<dyn kura_store::Store>,
-    ) -> Result<Repository, RunError> {
+    fn unlock_store(&self, spec: &RepoSpec, locked: &kura_repo::Locked) -> Result<Repository, RunError> {
         let sources: Vec<&Source> = self.unlock.sources_for(spec).collect();
         let wrong = |e, tried: &[&Source]| RunError::WrongPassword {
             from: match tried {
@@ -206,7 +202,7 @@ impl Repos {
         };
         if sources.is_empty() {
             let password = self.unlock.password(spec)?;
-            return Repository::open(store, &password).await.map_err(|e| match e {
+            return locked.unlock(&password).map_err(|e| match e {
                 e @ kura_repo::RepoError::WrongPassword { .. } => wrong(e, &[]),
                 e => e.into(),
             });
@@ -214,7 +210,7 @@ impl Repos {
         let mut refused = None;
         for src in &sources {
             let password = password::read(src)?;
-            match Repository::open(store.clone(), &password).await {
+            match locked.unlock(&password) {
                 Ok(r) => return Ok(r),
                 Err(e @ kura_repo::RepoError::WrongPassword { .. }) => refused = Some(e),
                 Err(e) => return Err(e.into()),

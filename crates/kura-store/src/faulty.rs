@@ -17,17 +17,26 @@ pub struct Faulty<S> {
     every: u64,
     count: AtomicU64,
     first: u64,
+    /// Says it is across a network, whatever the inner store is.
+    remote: bool,
 }
 
 impl<S: Store> Faulty<S> {
     pub fn new(inner: S, every: u64) -> Self {
-        Faulty { inner, every: every.max(1), count: AtomicU64::new(0), first: 0 }
+        Faulty { inner, every: every.max(1), count: AtomicU64::new(0), first: 0, remote: false }
     }
 
     /// One that never fails and only counts: for tests of how many
     /// requests an operation makes.
     pub fn counting(inner: S) -> Self {
-        Faulty { inner, every: u64::MAX, count: AtomicU64::new(1), first: 1 }
+        Faulty { inner, every: u64::MAX, count: AtomicU64::new(1), first: 1, remote: false }
+    }
+
+    /// The same, behaving as a store across a network does
+    /// ([`Store::remote`]): for tests of what a remote store is spared.
+    pub fn as_remote(mut self) -> Self {
+        self.remote = true;
+        self
     }
 
     /// The operations that reached it so far.
@@ -98,6 +107,9 @@ impl<S: Store> Store for Faulty<S> {
     }
     fn read_concurrency(&self) -> usize {
         self.inner.read_concurrency()
+    }
+    fn remote(&self) -> bool {
+        self.remote || self.inner.remote()
     }
     async fn put_new_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
         self.trip("put_new", key)?;

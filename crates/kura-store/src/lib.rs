@@ -159,6 +159,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn read_concurrency(&self) -> usize {
         8
     }
+    /// Whether every request crosses a network, a round trip of tens of
+    /// milliseconds, so that reading ahead and fewer, larger requests pay
+    /// for the memory they hold. A local disk answers in microseconds.
+    fn remote(&self) -> bool {
+        true
+    }
     /// `put_new` of the content of the file at `path`. The caller removes
     /// the file afterwards; a store may already have moved it.
     async fn put_new_file(&self, key: &str, path: &Path) -> Result<()> {

@@ -147,6 +147,9 @@ impl Store for LocalStore {
     fn read_concurrency(&self) -> usize {
         3
     }
+    fn remote(&self) -> bool {
+        false
+    }
     /// Objects are assembled in `data/` (pack files are the large ones), on
     /// the same filesystem as their final place, under a temporary name that
     /// listings skip.

@@ -53,6 +53,7 @@ impl<S: Store> Retry<S> {
         let mut delay = self.policy.first_delay;
         let mut attempt = 1;
         loop {
+            let began = std::time::Instant::now();
             let result = match tokio::time::timeout(self.policy.attempt_timeout, f()).await {
                 Ok(r) => r,
                 Err(_) => Err(StoreError::new(
@@ -62,6 +63,16 @@ impl<S: Store> Retry<S> {
                     format!("no answer within {:?}", self.policy.attempt_timeout),
                 )),
             };
+            // One line per request at debug: with `--log-format json` its
+            // timestamp and `ms` give the request timeline of a slow step.
+            tracing::debug!(
+                op,
+                key,
+                attempt,
+                ms = began.elapsed().as_millis() as u64,
+                ok = result.is_ok(),
+                "storage request"
+            );
             match result {
                 Err(e) if e.is_transient() && attempt < self.policy.attempts => {
                     let jittered = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
@@ -126,6 +137,9 @@ impl<S: Store> Store for Retry<S> {
     }
     fn read_concurrency(&self) -> usize {
         self.inner.read_concurrency()
+    }
+    fn remote(&self) -> bool {
+        self.inner.remote()
     }
     async fn put_new_file(&self, key: &str, path: &std::path::Path) -> Result<()> {
         self.run("put_new", key, || self.inner.put_new_file(key, path)).await

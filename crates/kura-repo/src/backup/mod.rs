@@ -190,9 +190,13 @@ pub async fn backup(
     // format.md §12.3: the session exists before we read markers or index.
     let session = SessionGuard::start(repo, "backup", &opts.hostname).await?;
     let run = async {
-        let pending = repo.pending_deletion().await?;
-        let index = repo.load_index_present(&pending).await?;
-        let parent = pick_parent(repo, opts, &path_strings).await?;
+        // The parent is found while the index loads: across a network each
+        // listing is a round trip, and the two do not depend on each other.
+        let index = async {
+            let pending = repo.pending_deletion().await?;
+            repo.load_index_present(&pending).await
+        };
+        let (index, parent) = futures::try_join!(index, pick_parent(repo, opts, &path_strings))?;
         let parent_tree = match &parent {
             Some((_, snap)) if index.contains(&snap.tree) => {
                 // The walk loads one parent tree per directory it enters.

@@ -131,9 +131,8 @@ fn selected(path: &Path, includes: &[Vec<Vec<u8>>]) -> bool {
 /// files at 4,096 a batch, 700 at 8,192. On a disk that costs nothing
 /// measurable.
 const BATCH_FILES: usize = 4096;
-/// Across a network every read is a request, waited for and billed: stores
-/// that read several spans at once (`read_concurrency` above 3) plan this
-/// many files at a time, beside the eight 4 MiB spans they hold in flight.
+/// Across a network every read is a request, waited for and billed: remote
+/// stores (`Store::remote`) plan this many files at a time, beside the eight 4 MiB spans they hold in flight.
 const BATCH_FILES_REMOTE: usize = 32_768;
 /// Blobs planned at a time: a batch of a few huge files ends early.
 const BATCH_BLOBS: usize = 65_536;
@@ -220,7 +219,7 @@ pub async fn restore(
     if opts.overwrite {
         root.sweep(Path::new(""), PARTIAL_PREFIX);
     }
-    let batch_files = if repo.store().read_concurrency() > 3 { BATCH_FILES_REMOTE } else { BATCH_FILES };
+    let batch_files = if repo.store().remote() { BATCH_FILES_REMOTE } else { BATCH_FILES };
     let mut contents = Contents {
         repo,
         index: &index,
