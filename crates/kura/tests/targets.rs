@@ -452,6 +452,39 @@ backup = "printf partial; echo 'disk on fire' >&2; exit 4"
     assert!(stderr(&none).contains("no `restore` command"), "{}", stderr(&none));
 }
 
+/// A command's output is most often a dump made another way (a plain
+/// pg_dump, mysqldump in a container): it is cut like a database's, so a
+/// day's edits scattered through it cost the small chunks around them, not
+/// a megabyte each.
+#[test]
+fn a_command_output_edited_here_and_there_stores_little_on_day_two() {
+    let mut k = Kura::new();
+    let dump = k.path("dump.sql");
+    let mut bytes = noise(8 << 20, 21);
+    std::fs::write(&dump, &bytes).unwrap();
+    let cfg = k.path("kura.toml");
+    let target = format!("type = \"command\"\nbackup = \"cat {}\"\n", dump.display());
+    std::fs::write(&cfg, format!("[repository.main]\nurl = \"{}\"\n[target.dump]\n{target}", k.repo))
+        .unwrap();
+    k.env.push(("KURA_CONFIG".into(), cfg.display().to_string()));
+    k.init();
+    let day1 = k.json(&["backup", "--target", "dump"]);
+    assert!(day1["targets"][0]["summary"]["bytes_new"].as_u64().unwrap() >= 8 << 20, "{day1}");
+    // Eight rows edited, evenly through the dump.
+    for i in 0..8 {
+        let at = (2 * i + 1) * bytes.len() / 16;
+        bytes[at..at + 12].copy_from_slice(b"status=ship\n");
+    }
+    std::fs::write(&dump, &bytes).unwrap();
+    let day2 = k.json(&["backup", "--target", "dump"]);
+    let added = day2["targets"][0]["summary"]["bytes_new"].as_u64().unwrap();
+    // In 1 MiB chunks the eight edits cost the whole 8 MiB again.
+    assert!(added < 2 << 20, "day 2 of 8 scattered edits stored {added} bytes: {day2}");
+    let back = k.path("back.sql");
+    k.ok(&["restore", "--target", "dump", "--into", back.to_str().unwrap(), "--yes"]);
+    assert!(std::fs::read(&back).unwrap() == bytes, "the restored output is day 2's");
+}
+
 #[test]
 fn restore_by_component_as_of_one_run() {
     let a = app();
