@@ -103,6 +103,9 @@ impl<S: Store> Store for Retry<S> {
         self.run("get", key, || self.inner.get(key)).await
     }
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        // Which bytes, beside the request's own line: a timeline then shows
+        // bytes read twice.
+        tracing::debug!(key, start = range.start, end = range.end, "storage range");
         self.run("get_range", key, || self.inner.get_range(key, range.clone())).await
     }
     async fn stat(&self, key: &str) -> Result<ObjectMeta> {
