@@ -131,11 +131,17 @@ fn selected(path: &Path, includes: &[Vec<Vec<u8>>]) -> bool {
 /// files at 4,096 a batch, 700 at 8,192. On a disk that costs nothing
 /// measurable.
 const BATCH_FILES: usize = 4096;
-/// Across a network every read is a request, waited for and billed: remote
-/// stores (`Store::remote`) plan this many files at a time, beside the eight 4 MiB spans they hold in flight.
-const BATCH_FILES_REMOTE: usize = 32_768;
+/// Across a network every read is a request, waited for and billed, and
+/// every byte too: remote stores (`Store::remote`) plan this many files at
+/// a time. A pack holds files from all over the tree (a day's new files sit
+/// in that day's packs wherever they are), so each batch reads spans of the
+/// same packs again: at 32,768 a batch, the 60,000 small files read 423 MB
+/// for 272 MB of distinct spans (12.2 s through a 50 MB/s link; 8.9 s in
+/// one batch). About 35 MB of plan at most, against egress billed per GB.
+const BATCH_FILES_REMOTE: usize = 65_536;
 /// Blobs planned at a time: a batch of a few huge files ends early.
 const BATCH_BLOBS: usize = 65_536;
+const BATCH_BLOBS_REMOTE: usize = 131_072;
 
 /// Regular files waiting to be restored.
 #[derive(Default)]
@@ -219,7 +225,11 @@ pub async fn restore(
     if opts.overwrite {
         root.sweep(Path::new(""), PARTIAL_PREFIX);
     }
-    let batch_files = if repo.store().remote() { BATCH_FILES_REMOTE } else { BATCH_FILES };
+    let (batch_files, batch_blobs) = if repo.store().remote() {
+        (BATCH_FILES_REMOTE, BATCH_BLOBS_REMOTE)
+    } else {
+        (BATCH_FILES, BATCH_BLOBS)
+    };
     let mut contents = Contents {
         repo,
         index: &index,
@@ -280,7 +290,7 @@ pub async fn restore(
                 }
                 batch.blobs += node.content.as_ref().map_or(0, Vec::len);
                 batch.files.push((rel, node));
-                if batch.files.len() >= batch_files || batch.blobs >= BATCH_BLOBS {
+                if batch.files.len() >= batch_files || batch.blobs >= batch_blobs {
                     contents.restore(&mut batch, &mut report).await;
                 }
             }
