@@ -413,6 +413,26 @@ async fn a_tree_of_several_restore_batches_comes_back_whole_with_links_across_th
     assert!(!out.join(kura_repo::restore::INCOMPLETE_MARKER).exists());
 }
 
+/// Backs `src` up into a new repository on `counting`, restores it to
+/// `out`, and returns the repository, the restore's report and how many
+/// requests the restore made.
+async fn restore_counted(
+    counting: &Arc<Faulty<LocalStore>>,
+    src: &Path,
+    out: &Path,
+) -> (Arc<Repository>, kura_repo::restore::RestoreReport, u64) {
+    let store: Arc<dyn Store> = counting.clone();
+    let repo = init(store).await;
+    let snap =
+        backup(&repo, &[src.to_path_buf()], &BackupOptions::default(), Default::default()).await.unwrap();
+    let before = counting.operations();
+    let report = restore(&repo, snap.snapshot.tree, out, &RestoreOptions::default(), Default::default())
+        .await
+        .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    (repo, report, counting.operations() - before)
+}
+
 /// Across a network, a tree read-ahead takes a pack's trees in the request
 /// that reads the first of them: a snapshot 40 directories deep is read in a
 /// few requests, not a round trip per level.
@@ -427,18 +447,8 @@ async fn across_a_network_deep_trees_are_read_in_a_few_requests() {
         std::fs::write(deep.join("x"), format!("{level}\n")).unwrap();
     }
     let counting = Arc::new(Faulty::counting(LocalStore::new(dir.path().join("repo"))).as_remote());
-    let store: Arc<dyn Store> = counting.clone();
-    let repo = init(store).await;
-    let snap = backup(&repo, std::slice::from_ref(&src), &BackupOptions::default(), Default::default())
-        .await
-        .unwrap();
-    let before = counting.operations();
     let out = dir.path().join("out");
-    let report = restore(&repo, snap.snapshot.tree, &out, &RestoreOptions::default(), Default::default())
-        .await
-        .unwrap();
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
-    let requests = counting.operations() - before;
+    let (repo, _, requests) = restore_counted(&counting, &src, &out).await;
     // Listing packs and index files, the index file, the trees, the data.
     assert!(requests <= 8, "{requests} requests for a snapshot 40 directories deep");
     same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
@@ -463,19 +473,9 @@ async fn a_restore_of_many_directories_reads_their_trees_in_a_few_requests() {
         std::fs::write(sub.join("x"), format!("{d}\n")).unwrap();
     }
     let counting = Arc::new(Faulty::counting(LocalStore::new(dir.path().join("repo"))));
-    let store: Arc<dyn Store> = counting.clone();
-    let repo = init(store).await;
-    let snap = backup(&repo, std::slice::from_ref(&src), &BackupOptions::default(), Default::default())
-        .await
-        .unwrap();
-    let before = counting.operations();
     let out = dir.path().join("out");
-    let report = restore(&repo, snap.snapshot.tree, &out, &RestoreOptions::default(), Default::default())
-        .await
-        .unwrap();
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let (_, report, requests) = restore_counted(&counting, &src, &out).await;
     assert_eq!((report.files, report.dirs), (300, 300 + 30 + 30 + src.components().count() as u64 - 1));
-    let requests = counting.operations() - before;
     assert!(requests < 40, "{requests} requests for 300 files in 360 directories");
     same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
 }
