@@ -83,6 +83,9 @@ const TREE_CACHE_MAX: usize = 128 << 20;
 /// The most of one pack's trees a read-ahead across a network takes beyond
 /// those it needs (a pack is 16 MiB by default).
 const TREE_SWEEP_MAX: usize = 16 << 20;
+/// The most one level of a read-ahead takes beyond its own trees, over all
+/// the packs it touches.
+const TREE_SWEEP_LEVEL_MAX: usize = 32 << 20;
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -597,14 +600,22 @@ impl Repository {
                     }
                 }
                 let packs: HashSet<Id> = wanted.iter().map(|(_, l)| l.pack).collect();
+                // A level may touch many packs (verify starts from every
+                // snapshot's root, often one tree pack each): what a level
+                // takes beyond its own trees stays within the cache's room.
+                let mut room = TREE_SWEEP_LEVEL_MAX.min(TREE_CACHE_MAX.saturating_sub(cache.bytes));
                 for pack in packs {
+                    if room == 0 {
+                        break;
+                    }
                     let Some(positions) = mates.remove(&pack) else { continue };
                     let mut blobs: Vec<(Id, Location)> = positions.into_iter().map(|p| index.at(p)).collect();
                     blobs.sort_by_key(|(_, l)| l.offset);
-                    let mut budget = TREE_SWEEP_MAX;
+                    let mut budget = TREE_SWEEP_MAX.min(room);
                     for (id, loc) in blobs {
                         let Some(left) = budget.checked_sub(loc.length as usize) else { break };
                         budget = left;
+                        room -= loc.length as usize;
                         if !cache.blobs.contains_key(&id) && asked.insert(id) {
                             wanted.push((id, loc));
                         }
