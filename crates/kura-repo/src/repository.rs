@@ -103,10 +103,6 @@ pub struct Locked {
 }
 
 impl Locked {
-    pub fn config(&self) -> &RepoConfig {
-        &self.config
-    }
-
     /// The repository, opened by the first key file `password` unwraps.
     pub fn unlock(&self, password: &[u8]) -> Result<Repository> {
         let location = self.store.location();
@@ -207,32 +203,24 @@ impl Repository {
     /// for together and the key files side by side, so across a network
     /// opening costs two round trips, not one per object.
     pub async fn locked(store: Arc<dyn Store>) -> Result<Locked> {
-        let (config, keys) = futures::join!(Repository::read_config(store.as_ref()), store.list(paths::KEYS));
+        let (config, keys) = futures::join!(
+            Repository::read_config(store.as_ref()),
+            fetch_all(store.as_ref(), paths::KEYS, |_, b| Ok(b))
+        );
         // A missing or newer repository says so before anything else.
         let config = config?;
-        let location = store.location();
         let keys = keys?;
         if keys.is_empty() {
-            return Err(RepoError::NoKeys { location });
+            return Err(RepoError::NoKeys { location: store.location() });
         }
-        let fetched: Vec<Result<Option<(Id, Bytes)>>> = stream::iter(keys)
-            .map(|meta| {
-                let store = store.clone();
-                async move {
-                    let Some(id) = paths::id_of(&meta.key) else { return Ok(None) };
-                    match store.get(&meta.key).await {
-                        Ok(b) => Ok(Some((id, b))),
-                        Err(e) if e.is_not_found() => Ok(None),
-                        Err(e) => Err(e.into()),
-                    }
-                }
-            })
-            .buffered(FETCH_CONCURRENCY)
-            .collect()
-            .await;
         let mut key_files = Vec::new();
-        for f in fetched {
-            key_files.extend(f?);
+        for (_, id, got) in keys {
+            match got {
+                Ok(b) => key_files.push((id, b)),
+                // Removed since the listing (`kura key remove` elsewhere).
+                Err(RepoError::Store(e)) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(Locked { store, config, key_files })
     }
@@ -738,4 +726,27 @@ impl Repository {
 /// says (format.md §13).
 pub(crate) fn stored_time(meta: &kura_store::ObjectMeta) -> Option<chrono::DateTime<chrono::Utc>> {
     meta.modified.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+}
+
+/// Every object under `prefix` named by an id, listed and then read side by
+/// side, each opened by `open` as it arrives (so that sealed bytes never
+/// pile up beside what they decode to), in the listing's order. An object
+/// that cannot be read or opened comes back with its error: one damaged
+/// object is reported, not fatal.
+pub(crate) async fn fetch_all<T>(
+    store: &dyn Store,
+    prefix: &str,
+    open: impl Fn(&Id, Bytes) -> Result<T>,
+) -> Result<Vec<(String, Id, Result<T>)>> {
+    let listed = store.list(prefix).await?;
+    let open = &open;
+    Ok(stream::iter(listed.into_iter().filter_map(|m| Some((paths::id_of(&m.key)?, m.key))))
+        .map(|(id, key)| async move {
+            let got = store.get(&key).await.map_err(RepoError::from);
+            let opened = got.and_then(|b| open(&id, b));
+            (key, id, opened)
+        })
+        .buffered(FETCH_CONCURRENCY)
+        .collect()
+        .await)
 }

@@ -20,6 +20,7 @@ use kura_format::{paths, Id};
 use serde::Serialize;
 
 use crate::index::{Index, Location};
+use crate::repository::fetch_all;
 use crate::saver::Counters;
 use crate::{Repository, Result};
 
@@ -84,11 +85,11 @@ pub async fn verify(
     // each listing is a round trip, and none depends on another.
     let (snapshots, markers, keys, index_files, listed) = futures::join!(
         repo.snapshots(),
-        fetch_all(repo, paths::DELETIONS, |_, b| {
+        fetch_all(repo.store().as_ref(), paths::DELETIONS, |_, b| {
             Ok(kura_format::session::DeletionMarker::open(repo.key(), &b).err())
         }),
-        fetch_all(repo, paths::KEYS, |_, b| Ok(kura_format::key::KeyFile::decode(&b).err())),
-        fetch_all(repo, paths::INDEX, |id, bytes| {
+        fetch_all(repo.store().as_ref(), paths::KEYS, |_, b| Ok(kura_format::key::KeyFile::decode(&b).err())),
+        fetch_all(repo.store().as_ref(), paths::INDEX, |id, bytes| {
             if Id::of_object(&bytes) != *id {
                 return Err(crate::RepoError::BadPack("content does not match its name"));
             }
@@ -436,27 +437,4 @@ fn trace<'a, 'b>(ctx: &'a mut TraceCtx<'b>, tree: Id, path: PathBuf, depth: usiz
         }
         ok
     })
-}
-
-/// Every object under `prefix` named by an id, listed and then read side by
-/// side, each opened by `open` as it arrives (so that sealed bytes never
-/// pile up beside what they decode to), in the listing's order. An object
-/// that cannot be read or opened comes back with its error: one damaged
-/// object is reported, not fatal.
-async fn fetch_all<T>(
-    repo: &Repository,
-    prefix: &str,
-    open: impl Fn(&Id, bytes::Bytes) -> Result<T>,
-) -> Result<Vec<(String, Id, Result<T>)>> {
-    let listed = repo.store().list(prefix).await?;
-    let open = &open;
-    Ok(stream::iter(listed.into_iter().filter_map(|m| Some((paths::id_of(&m.key)?, m.key))))
-        .map(|(id, key)| async move {
-            let got = repo.store().get(&key).await.map_err(crate::RepoError::from);
-            let opened = got.and_then(|b| open(&id, b));
-            (key, id, opened)
-        })
-        .buffered(crate::repository::FETCH_CONCURRENCY)
-        .collect()
-        .await)
 }
